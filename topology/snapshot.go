@@ -1,0 +1,295 @@
+package topology
+
+import (
+	"fmt"
+	"net/netip"
+	"sort"
+)
+
+// PublicView is the view of a client in no VNet.
+const PublicView = -1
+
+// State is the run-time part of the service that flips on failure: the active
+// gateway address of each region and the HA servers that run on their standby.
+// The zero State has every region on its primary and every server on its
+// primary.
+type State struct {
+	// ActiveGateway maps a region to the index of its active gateway address
+	// (0 primary, 1 secondary, 2 tertiary).
+	ActiveGateway map[string]int
+	// FailedOver holds the HA servers whose standby is now the primary.
+	FailedOver map[string]bool
+}
+
+// Snapshot is an immutable, validated topology with its run-time state and the
+// indexes that the hot paths read without locking. Build a new one for every
+// change and swap it in with one atomic store.
+type Snapshot struct {
+	Topology *Topology
+	State    State
+	// Serial increases with every snapshot; DNS uses it as the SOA serial.
+	Serial uint32
+
+	VNets   []*VNetInfo
+	Regions map[string]*RegionInfo
+	Servers map[string]*ServerInfo
+	Zones   map[string]*ZoneInfo
+
+	vnetByName map[string]*VNetInfo
+	resolvers  map[netip.Addr]int
+	sources    prefixTable
+}
+
+// VNetInfo is a VNet as the hot paths see it.
+type VNetInfo struct {
+	Index  int
+	Name   string
+	Region string
+	Spaces []netip.Prefix
+	// Peers holds the indexes of directly peered VNets.
+	Peers map[int]bool
+}
+
+// RegionInfo is a region with its resolved gateway addresses.
+type RegionInfo struct {
+	Name     string
+	Gateways []netip.Addr
+	// Active is the address the region's gateway name resolves to (T1).
+	Active netip.Addr
+	// GatewayName is REGION.control.postgres.database.azure.com.
+	GatewayName string
+}
+
+// ServerInfo is a server as the hot paths see it.
+type ServerInfo struct {
+	Server  *Server
+	Private bool
+	Region  *RegionInfo
+	// VNet and Zone are set for private servers.
+	VNet *VNetInfo
+	Zone *ZoneInfo
+	// Address is the private address the server's record gives out now: the
+	// primary address, or the standby's after a failover.
+	Address netip.Addr
+	// Backend is the host:port the gateway routes to now.
+	Backend string
+	// CNAMETarget is where NAME.postgres.database.azure.com points: the
+	// region's gateway name, or NAME.<private zone>.
+	CNAMETarget string
+}
+
+// ZoneInfo is a private DNS zone with the records of its servers.
+type ZoneInfo struct {
+	Name  string
+	Index int
+	Lock  string
+	// Records maps a label in the zone to its server.
+	Records map[string]*ServerInfo
+	links   bitset
+}
+
+// LinkedTo reports whether clients in the given view see the zone.
+func (z *ZoneInfo) LinkedTo(view int) bool { return view >= 0 && z.links.has(view) }
+
+// GatewayName returns the DNS name of a region's gateway.
+func GatewayName(region string) string {
+	return region + "." + ControlLabel + "." + Apex
+}
+
+// NewSnapshot builds the indexes of a topology that Validate accepted.
+func NewSnapshot(t *Topology, state State, serial uint32) (*Snapshot, error) {
+	s := &Snapshot{
+		Topology:   t,
+		State:      state,
+		Serial:     serial,
+		Regions:    make(map[string]*RegionInfo, len(t.Regions)),
+		Servers:    make(map[string]*ServerInfo, len(t.Servers)),
+		Zones:      make(map[string]*ZoneInfo, len(t.PrivateDNSZones)),
+		vnetByName: make(map[string]*VNetInfo, len(t.VNets)),
+		resolvers:  map[netip.Addr]int{},
+	}
+	for _, r := range t.Regions {
+		ri := &RegionInfo{Name: r.Name, GatewayName: GatewayName(r.Name)}
+		for _, g := range r.Gateways {
+			a, problem := parseIPv4(g)
+			if problem != "" {
+				return nil, fmt.Errorf("region %q: %s", r.Name, problem)
+			}
+			ri.Gateways = append(ri.Gateways, a)
+		}
+		active := state.ActiveGateway[r.Name]
+		if active < 0 || active >= len(ri.Gateways) {
+			return nil, fmt.Errorf("region %q: active gateway index %d out of range", r.Name, active)
+		}
+		ri.Active = ri.Gateways[active]
+		s.Regions[r.Name] = ri
+	}
+	var entries []prefixEntry
+	for i, vn := range t.VNets {
+		vi := &VNetInfo{Index: i, Name: vn.Name, Region: vn.Region, Peers: map[int]bool{}}
+		for _, sp := range vn.AddressSpaces {
+			p, problem := parseIPv4Prefix(sp)
+			if problem != "" {
+				return nil, fmt.Errorf("vnet %q: %s", vn.Name, problem)
+			}
+			vi.Spaces = append(vi.Spaces, p)
+			entries = append(entries, prefixEntry{p, i})
+		}
+		if vn.ResolverAddress != "" {
+			a, _ := parseIPv4(vn.ResolverAddress)
+			s.resolvers[a] = i
+		}
+		s.VNets = append(s.VNets, vi)
+		s.vnetByName[vn.Name] = vi
+	}
+	for i, vn := range t.VNets {
+		for _, p := range vn.Peerings {
+			if peer := s.vnetByName[p]; peer != nil {
+				s.VNets[i].Peers[peer.Index] = true
+				peer.Peers[i] = true
+			}
+		}
+	}
+	s.sources = newPrefixTable(entries)
+	for i, z := range t.PrivateDNSZones {
+		zi := &ZoneInfo{Name: CanonicalZone(z.Name), Index: i, Lock: z.Lock, Records: map[string]*ServerInfo{}, links: newBitset(len(t.VNets))}
+		for _, l := range z.Links {
+			if vi := s.vnetByName[l]; vi != nil {
+				zi.links.set(vi.Index)
+			}
+		}
+		s.Zones[zi.Name] = zi
+	}
+	for i := range t.Servers {
+		srv := &t.Servers[i]
+		si := &ServerInfo{Server: srv, Private: srv.Access == AccessPrivate, Region: s.Regions[srv.Region], Backend: srv.Backends.Primary}
+		failed := srv.HighAvailability && state.FailedOver[srv.Name]
+		if failed {
+			si.Backend = srv.Backends.Standby
+		}
+		if si.Region == nil {
+			return nil, fmt.Errorf("server %q: region %q is not defined", srv.Name, srv.Region)
+		}
+		si.CNAMETarget = si.Region.GatewayName
+		if si.Private {
+			si.VNet = s.vnetByName[srv.Network.VNet]
+			si.Zone = s.Zones[CanonicalZone(srv.Network.PrivateDNSZone)]
+			if si.VNet == nil || si.Zone == nil {
+				return nil, fmt.Errorf("server %q: vnet or private DNS zone is not defined", srv.Name)
+			}
+			addr := srv.Addresses.Primary
+			if failed {
+				addr = srv.Addresses.Standby
+			}
+			si.Address, _ = parseIPv4(addr)
+			si.CNAMETarget = srv.Name + "." + si.Zone.Name
+			si.Zone.Records[srv.Name] = si
+		}
+		s.Servers[srv.Name] = si
+	}
+	return s, nil
+}
+
+// ViewOf returns the view of a query: the VNet whose resolver address the
+// query arrived on (local), else the VNet whose address space holds the
+// source address (remote) by longest prefix, else PublicView (D4, D6).
+func (s *Snapshot) ViewOf(local, remote netip.Addr) int {
+	if len(s.resolvers) > 0 {
+		if i, ok := s.resolvers[local]; ok {
+			return i
+		}
+	}
+	return s.sources.lookup(remote)
+}
+
+// VNet returns the VNet of a given name, or nil.
+func (s *Snapshot) VNet(name string) *VNetInfo { return s.vnetByName[name] }
+
+// prefixTable is a longest-prefix-match table from IPv4 address to VNet
+// index: one hash map per prefix length in use, probed from the longest.
+// Where address spaces of different VNets overlap, the overlap maps to
+// PublicView: only a resolver address can tell those clients apart (D4).
+type prefixTable struct {
+	lengths []int
+	byLen   []map[uint32]int
+}
+
+type prefixEntry struct {
+	prefix netip.Prefix
+	vnet   int
+}
+
+func newPrefixTable(entries []prefixEntry) prefixTable {
+	sort.Slice(entries, func(a, b int) bool {
+		if c := entries[a].prefix.Addr().Compare(entries[b].prefix.Addr()); c != 0 {
+			return c < 0
+		}
+		return entries[a].prefix.Bits() < entries[b].prefix.Bits()
+	})
+	value := map[netip.Prefix]int{}
+	for _, e := range entries {
+		if v, ok := value[e.prefix]; ok && v != e.vnet {
+			value[e.prefix] = PublicView
+			continue
+		}
+		value[e.prefix] = e.vnet
+	}
+	// An entry that contains a later one of another VNet makes the later one
+	// ambiguous.
+	for a := range entries {
+		last := lastAddr(entries[a].prefix)
+		for b := a + 1; b < len(entries) && !last.Less(entries[b].prefix.Addr()); b++ {
+			if entries[b].vnet != entries[a].vnet {
+				value[entries[b].prefix] = PublicView
+			}
+		}
+	}
+	var t prefixTable
+	index := map[int]int{}
+	for p, v := range value {
+		i, ok := index[p.Bits()]
+		if !ok {
+			i = len(t.lengths)
+			index[p.Bits()] = i
+			t.lengths = append(t.lengths, p.Bits())
+			t.byLen = append(t.byLen, map[uint32]int{})
+		}
+		t.byLen[i][addrUint(p.Addr())] = v
+	}
+	// Probe longest prefixes first.
+	order := make([]int, len(t.lengths))
+	for i := range order {
+		order[i] = i
+	}
+	sort.Slice(order, func(a, b int) bool { return t.lengths[order[a]] > t.lengths[order[b]] })
+	lengths, byLen := make([]int, len(order)), make([]map[uint32]int, len(order))
+	for i, o := range order {
+		lengths[i], byLen[i] = t.lengths[o], t.byLen[o]
+	}
+	t.lengths, t.byLen = lengths, byLen
+	return t
+}
+
+func (t prefixTable) lookup(a netip.Addr) int {
+	if !a.Is4() {
+		if !a.Is4In6() {
+			return PublicView
+		}
+		a = a.Unmap()
+	}
+	u := addrUint(a)
+	for i, bits := range t.lengths {
+		mask := ^(^uint32(0) >> bits) // a shift by 32 is 0 in Go, so /32 masks all
+		if v, ok := t.byLen[i][u&mask]; ok {
+			return v
+		}
+	}
+	return PublicView
+}
+
+// bitset is a fixed-size set of small integers.
+type bitset []uint64
+
+func newBitset(n int) bitset    { return make(bitset, (n+63)/64) }
+func (b bitset) set(i int)      { b[i/64] |= 1 << (i % 64) }
+func (b bitset) has(i int) bool { return i/64 < len(b) && b[i/64]&(1<<(i%64)) != 0 }

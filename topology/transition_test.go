@@ -1,0 +1,57 @@
+package topology
+
+import (
+	"testing"
+)
+
+// SPEC: T2 T10 Z3
+func TestCheckTransition(t *testing.T) {
+	cases := []struct {
+		name   string
+		rule   string
+		mutate func(*Topology)
+	}{
+		{"access mode change", "T2", func(tp *Topology) {
+			s := server(tp, "reports-db")
+			s.Access = AccessPrivate
+		}},
+		{"server moves subnet", "T10", func(tp *Topology) { server(tp, "orders-db").Network.Subnet = "web" }},
+		{"occupied subnet changes cidr", "T10", func(tp *Topology) { tp.VNets[0].Subnets[0].CIDR = "10.0.1.16/28" }},
+		{"HA server changes zone", "Z3", func(tp *Topology) {
+			server(tp, "orders-db").Network.PrivateDNSZone = "other.private.postgres.database.azure.com"
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			old, next := base(t), base(t)
+			tc.mutate(next)
+			vs := CheckTransition(old, next)
+			if len(vs) == 0 || vs[0].Rule != tc.rule {
+				t.Fatalf("want %s, got %v", tc.rule, vs)
+			}
+		})
+	}
+}
+
+// SPEC: Z3
+func TestZoneChangeAllowedWithoutHA(t *testing.T) {
+	old, next := base(t), base(t)
+	for _, tp := range []*Topology{old, next} {
+		s := server(tp, "orders-db")
+		s.HighAvailability = false
+		s.Addresses.Standby, s.Backends.Standby = "", ""
+	}
+	server(next, "orders-db").Network.PrivateDNSZone = "other.private.postgres.database.azure.com"
+	if vs := CheckTransition(old, next); len(vs) > 0 {
+		t.Fatalf("a non-HA server may change zone: %v", vs)
+	}
+}
+
+// SPEC: T10
+func TestEmptySubnetMayChangeCIDR(t *testing.T) {
+	old, next := base(t), base(t)
+	next.VNets[0].Subnets[1].CIDR = "10.0.3.0/24"
+	if vs := CheckTransition(old, next); len(vs) > 0 {
+		t.Fatalf("a subnet without servers may change: %v", vs)
+	}
+}

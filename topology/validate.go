@@ -1,0 +1,644 @@
+package topology
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+var (
+	serverNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$`)
+	regionNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
+	objectNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$`)
+	dnsLabelRE   = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+)
+
+// reservedSubnetNames are the subnet names Azure keeps for its own services (T8).
+var reservedSubnetNames = []string{"AzureFirewallSubnet", "AzureFirewallManagementSubnet", "AzureBastionSubnet", "GatewaySubnet"}
+
+// TLS protocol versions a server parameter may name, in order.
+var tlsVersions = []string{"TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"}
+
+// Validate checks every rule of SPEC.md that a topology must hold on its own
+// (T1, T3–T9, T11, Z1, Z2, F1, F2, D4's overlap rule and the schema). It
+// returns the violations and, separately, the warnings (D10's lock warning),
+// both in the order of the file.
+func Validate(t *Topology) (violations, warnings Violations) {
+	v := &validator{topo: t}
+	v.datacenterRanges()
+	v.regions()
+	v.vnets()
+	v.zones()
+	v.servers()
+	return v.out, v.warn
+}
+
+// validator gathers violations and the indexes later checks need.
+type validator struct {
+	topo    *Topology
+	out     Violations
+	warn    Violations
+	regionN map[string]bool
+	vnetN   map[string]*vnetFacts
+	zoneN   map[string]*PrivateDNSZone
+	serverN map[string]bool
+}
+
+// vnetFacts is what validation learned of a VNet.
+type vnetFacts struct {
+	vnet     *VNet
+	spaces   []netip.Prefix
+	subnets  map[string]*subnetFacts
+	peerings map[string]bool
+}
+
+// subnetFacts is what validation learned of a subnet.
+type subnetFacts struct {
+	prefix    netip.Prefix
+	valid     bool
+	used      int                   // addresses allocated by servers (T11)
+	servers   []string              // who holds them, in order
+	addresses map[netip.Addr]string // address -> server
+}
+
+func (v *validator) fail(rule, path, object, field, format string, args ...any) {
+	v.out = append(v.out, Violation{Rule: rule, Path: path, Object: object, Field: field, Message: fmt.Sprintf(format, args...)})
+}
+
+func (v *validator) warnf(rule, path, object, field, format string, args ...any) {
+	v.warn = append(v.warn, Violation{Rule: rule, Path: path, Object: object, Field: field, Message: fmt.Sprintf(format, args...)})
+}
+
+func (v *validator) datacenterRanges() {
+	for i, r := range v.topo.DatacenterRanges {
+		if _, problem := parseIPv4Prefix(r); problem != "" {
+			v.fail("F1", fmt.Sprintf("datacenterRanges.%d", i), "topology", "datacenterRanges", "%s", problem)
+		}
+	}
+}
+
+func (v *validator) regions() {
+	v.regionN = make(map[string]bool, len(v.topo.Regions))
+	for i, r := range v.topo.Regions {
+		path := fmt.Sprintf("regions.%d", i)
+		obj := fmt.Sprintf("region %q", r.Name)
+		switch {
+		case !regionNameRE.MatchString(r.Name):
+			v.fail("schema", path+".name", obj, "name", "a region name is lowercase letters, digits and hyphens, 1 to 63 characters")
+		case v.regionN[r.Name]:
+			v.fail("schema", path+".name", obj, "name", "region %q is defined twice", r.Name)
+		}
+		v.regionN[r.Name] = true
+		if n := len(r.Gateways); n < 2 || n > 3 {
+			v.fail("T1", path+".gateways", obj, "gateways", "a region has a primary and a secondary gateway address and an optional tertiary one; %d given", n)
+		}
+		seen := map[netip.Addr]bool{}
+		for j, g := range r.Gateways {
+			a, problem := parseIPv4(g)
+			if problem != "" {
+				v.fail("T1", fmt.Sprintf("%s.gateways.%d", path, j), obj, "gateways", "%s", problem)
+				continue
+			}
+			if seen[a] {
+				v.fail("T1", fmt.Sprintf("%s.gateways.%d", path, j), obj, "gateways", "gateway address %s is listed twice", a)
+			}
+			seen[a] = true
+		}
+	}
+}
+
+func (v *validator) vnets() {
+	v.vnetN = make(map[string]*vnetFacts, len(v.topo.VNets))
+	resolvers := map[netip.Addr]string{}
+	for i := range v.topo.VNets {
+		vn := &v.topo.VNets[i]
+		path := fmt.Sprintf("vnets.%d", i)
+		obj := fmt.Sprintf("vnet %q", vn.Name)
+		facts := &vnetFacts{vnet: vn, subnets: map[string]*subnetFacts{}, peerings: map[string]bool{}}
+		switch {
+		case !objectNameRE.MatchString(vn.Name):
+			v.fail("schema", path+".name", obj, "name", "a VNet name is 1 to 80 letters, digits, '.', '_' or '-', starting with a letter or digit")
+		case v.vnetN[vn.Name] != nil:
+			v.fail("schema", path+".name", obj, "name", "vnet %q is defined twice", vn.Name)
+		default:
+			v.vnetN[vn.Name] = facts
+		}
+		if !v.regionN[vn.Region] {
+			v.fail("T4", path+".region", obj, "region", "region %q is not defined; a VNet belongs to one of the topology's regions", vn.Region)
+		}
+		if len(vn.AddressSpaces) == 0 {
+			v.fail("schema", path+".addressSpaces", obj, "addressSpaces", "a VNet needs at least one address space (an IPv4 CIDR)")
+		}
+		for j, s := range vn.AddressSpaces {
+			p, problem := parseIPv4Prefix(s)
+			if problem != "" {
+				v.fail("schema", fmt.Sprintf("%s.addressSpaces.%d", path, j), obj, "addressSpaces", "%s", problem)
+				continue
+			}
+			for _, q := range facts.spaces {
+				if p.Overlaps(q) {
+					v.fail("schema", fmt.Sprintf("%s.addressSpaces.%d", path, j), obj, "addressSpaces", "address space %s overlaps %s of the same VNet", p, q)
+				}
+			}
+			facts.spaces = append(facts.spaces, p)
+		}
+		if vn.ResolverAddress != "" {
+			a, problem := parseIPv4(vn.ResolverAddress)
+			switch {
+			case problem != "":
+				v.fail("D4", path+".resolverAddress", obj, "resolverAddress", "%s", problem)
+			case resolvers[a] != "":
+				v.fail("D4", path+".resolverAddress", obj, "resolverAddress", "resolver address %s is already vnet %q's; each VNet needs its own", a, resolvers[a])
+			default:
+				resolvers[a] = vn.Name
+			}
+		}
+		for j, d := range vn.DNSServers {
+			if _, problem := parseIPv4(d); problem != "" {
+				v.fail("schema", fmt.Sprintf("%s.dnsServers.%d", path, j), obj, "dnsServers", "%s", problem)
+			}
+		}
+		v.subnets(path, vn, facts)
+	}
+	// Peerings, once every VNet is known. A peering listed on either side
+	// connects both.
+	for i := range v.topo.VNets {
+		vn := &v.topo.VNets[i]
+		for j, p := range vn.Peerings {
+			path := fmt.Sprintf("vnets.%d.peerings.%d", i, j)
+			obj := fmt.Sprintf("vnet %q", vn.Name)
+			other := v.vnetN[p]
+			switch {
+			case p == vn.Name:
+				v.fail("schema", path, obj, "peerings", "a VNet cannot be peered with itself")
+			case other == nil:
+				v.fail("schema", path, obj, "peerings", "peered vnet %q is not defined", p)
+			default:
+				if self := v.vnetN[vn.Name]; self != nil {
+					self.peerings[p] = true
+					other.peerings[vn.Name] = true
+				}
+			}
+		}
+	}
+	v.overlaps()
+}
+
+// overlaps checks address spaces across VNets: peered VNets may not overlap
+// (T5); other overlapping VNets must each have a resolver address that tells
+// their clients apart (D4).
+func (v *validator) overlaps() {
+	type space struct {
+		prefix netip.Prefix
+		vnet   int
+	}
+	var all []space
+	for i, vn := range v.topo.VNets {
+		if f := v.vnetN[vn.Name]; f != nil && f.vnet == &v.topo.VNets[i] {
+			for _, p := range f.spaces {
+				all = append(all, space{p, i})
+			}
+		}
+	}
+	sort.Slice(all, func(a, b int) bool { return all[a].prefix.Addr().Less(all[b].prefix.Addr()) })
+	reported := map[[2]int]bool{}
+	for a := range all {
+		last := lastAddr(all[a].prefix)
+		for b := a + 1; b < len(all) && !last.Less(all[b].prefix.Addr()); b++ {
+			i, j := all[a].vnet, all[b].vnet
+			if i == j {
+				continue
+			}
+			if i > j {
+				i, j = j, i
+			}
+			if reported[[2]int{i, j}] {
+				continue
+			}
+			reported[[2]int{i, j}] = true
+			vi, vj := &v.topo.VNets[i], &v.topo.VNets[j]
+			obj := fmt.Sprintf("vnet %q", vj.Name)
+			path := fmt.Sprintf("vnets.%d.addressSpaces", j)
+			switch {
+			case v.vnetN[vi.Name].peerings[vj.Name]:
+				v.fail("T5", path, obj, "addressSpaces", "address spaces overlap those of peered vnet %q (%s and %s); peered VNets need distinct address spaces", vi.Name, all[a].prefix, all[b].prefix)
+			case vi.ResolverAddress == "" || vj.ResolverAddress == "":
+				v.fail("D4", path, obj, "addressSpaces", "address spaces overlap those of vnet %q (%s and %s) and no resolver address tells their clients apart; give both VNets a resolverAddress or use distinct ranges", vi.Name, all[a].prefix, all[b].prefix)
+			}
+		}
+	}
+}
+
+func (v *validator) subnets(vpath string, vn *VNet, facts *vnetFacts) {
+	for j, s := range vn.Subnets {
+		path := fmt.Sprintf("%s.subnets.%d", vpath, j)
+		obj := fmt.Sprintf("subnet %q in vnet %q", s.Name, vn.Name)
+		switch {
+		case !objectNameRE.MatchString(s.Name):
+			v.fail("schema", path+".name", obj, "name", "a subnet name is 1 to 80 letters, digits, '.', '_' or '-', starting with a letter or digit")
+		case facts.subnets[s.Name] != nil:
+			v.fail("schema", path+".name", obj, "name", "subnet %q is defined twice in vnet %q", s.Name, vn.Name)
+		}
+		for _, r := range reservedSubnetNames {
+			if strings.EqualFold(s.Name, r) {
+				v.fail("T8", path+".name", obj, "name", "the name %s is reserved for Azure's own services; choose another subnet name", r)
+			}
+		}
+		sf := &subnetFacts{addresses: map[netip.Addr]string{}}
+		if facts.subnets[s.Name] == nil {
+			facts.subnets[s.Name] = sf
+		}
+		p, problem := parseIPv4Prefix(s.CIDR)
+		if problem != "" {
+			v.fail("schema", path+".cidr", obj, "cidr", "%s", problem)
+			continue
+		}
+		if p.Bits() > 28 {
+			v.fail("T6", path+".cidr", obj, "cidr", "%s is a /%d; a subnet's prefix length must be at most /28 (16 addresses, 11 usable)", p, p.Bits())
+			continue
+		}
+		inside := false
+		for _, space := range facts.spaces {
+			if space.Bits() <= p.Bits() && space.Contains(p.Addr()) {
+				inside = true
+			}
+		}
+		if !inside {
+			v.fail("schema", path+".cidr", obj, "cidr", "%s is not inside any address space of vnet %q (%s)", p, vn.Name, joinPrefixes(facts.spaces))
+			continue
+		}
+		for other, of := range facts.subnets {
+			if of.valid && of.prefix.Overlaps(p) {
+				v.fail("schema", path+".cidr", obj, "cidr", "%s overlaps subnet %q (%s)", p, other, of.prefix)
+			}
+		}
+		sf.prefix, sf.valid = p, true
+	}
+}
+
+func (v *validator) zones() {
+	v.zoneN = make(map[string]*PrivateDNSZone, len(v.topo.PrivateDNSZones))
+	for i := range v.topo.PrivateDNSZones {
+		z := &v.topo.PrivateDNSZones[i]
+		path := fmt.Sprintf("privateDnsZones.%d", i)
+		obj := fmt.Sprintf("private DNS zone %q", z.Name)
+		name := CanonicalZone(z.Name)
+		if problem := zoneNameProblem(name); problem != "" {
+			v.fail("Z1", path+".name", obj, "name", "%s", problem)
+		} else if v.zoneN[name] != nil {
+			v.fail("schema", path+".name", obj, "name", "zone %q is defined twice", name)
+		} else {
+			v.zoneN[name] = z
+		}
+		for j, l := range z.Links {
+			if v.vnetN[l] == nil {
+				v.fail("schema", fmt.Sprintf("%s.links.%d", path, j), obj, "links", "linked vnet %q is not defined", l)
+			}
+		}
+		switch z.Lock {
+		case "", LockNone, LockCanNotDelete, LockReadOnly:
+		default:
+			v.fail("schema", path+".lock", obj, "lock", "lock %q is not one of none, CanNotDelete, ReadOnly", z.Lock)
+		}
+	}
+}
+
+func (v *validator) servers() {
+	v.serverN = make(map[string]bool, len(v.topo.Servers))
+	for i := range v.topo.Servers {
+		s := &v.topo.Servers[i]
+		path := fmt.Sprintf("servers.%d", i)
+		obj := fmt.Sprintf("server %q", s.Name)
+		switch {
+		case !serverNameRE.MatchString(s.Name):
+			v.fail("schema", path+".name", obj, "name", "a server name is 3 to 63 lowercase letters, digits and hyphens, and starts and ends with a letter or digit")
+		case v.serverN[s.Name]:
+			v.fail("schema", path+".name", obj, "name", "server %q is defined twice", s.Name)
+		}
+		v.serverN[s.Name] = true
+		if z := v.zoneN[s.Name+"."+Apex]; z != nil {
+			v.fail("Z2", path+".name", obj, "name", "a private DNS zone named %s.%s exists; a server cannot have the name of the zone's first label", s.Name, Apex)
+		}
+		if !v.regionN[s.Region] {
+			v.fail("T4", path+".region", obj, "region", "region %q is not defined", s.Region)
+		}
+		switch s.Access {
+		case AccessPrivate:
+			v.privateServer(path, obj, s)
+		case AccessPublic:
+			v.publicServer(path, obj, s)
+		default:
+			v.fail("schema", path+".access", obj, "access", "access %q is not public or private", s.Access)
+		}
+		v.backends(path, obj, s)
+		v.parameters(path, obj, s)
+	}
+}
+
+func (v *validator) publicServer(path, obj string, s *Server) {
+	if s.Network != nil {
+		v.fail("T3", path+".network", obj, "network", "a public server is not placed in a VNet; network applies to private servers only")
+	}
+	if s.Addresses != nil {
+		v.fail("T3", path+".addresses", obj, "addresses", "a public server is reached through its region's gateway; addresses apply to private servers only")
+	}
+	ruleN := map[string]bool{}
+	for j, r := range s.FirewallRules {
+		rpath := fmt.Sprintf("%s.firewallRules.%d", path, j)
+		robj := fmt.Sprintf("firewall rule %q of server %q", r.Name, s.Name)
+		switch {
+		case !objectNameRE.MatchString(r.Name):
+			v.fail("schema", rpath+".name", robj, "name", "a firewall rule name is 1 to 80 letters, digits, '.', '_' or '-', starting with a letter or digit")
+		case ruleN[r.Name]:
+			v.fail("schema", rpath+".name", robj, "name", "firewall rule %q is defined twice for server %q", r.Name, s.Name)
+		}
+		ruleN[r.Name] = true
+		if problem := FirewallRuleProblem(r); problem != nil {
+			problem.Path = rpath + "." + problem.Field
+			problem.Object = robj
+			v.out = append(v.out, *problem)
+		}
+	}
+}
+
+// FirewallRuleProblem checks a rule's addresses: IPv4 only (F1), start not
+// after end (F2). It returns nil for a good rule. The caller sets Path and
+// Object.
+func FirewallRuleProblem(r FirewallRule) *Violation {
+	start, problem := parseIPv4(r.StartIPAddress)
+	if problem != "" {
+		return &Violation{Rule: "F1", Field: "startIpAddress", Message: problem}
+	}
+	end, problem := parseIPv4(r.EndIPAddress)
+	if problem != "" {
+		return &Violation{Rule: "F1", Field: "endIpAddress", Message: problem}
+	}
+	if end.Less(start) {
+		return &Violation{Rule: "F2", Field: "endIpAddress", Message: fmt.Sprintf("end %s is before start %s; a rule's start address must not be after its end address", end, start)}
+	}
+	return nil
+}
+
+func (v *validator) privateServer(path, obj string, s *Server) {
+	if len(s.FirewallRules) > 0 {
+		v.fail("T3", path+".firewallRules", obj, "firewallRules", "a private server takes no firewall rules: it admits its own VNet and directly peered VNets only")
+	}
+	n := s.Network
+	if n == nil {
+		v.fail("T3", path+".network", obj, "network", "a private server needs network.vnet, network.subnet and network.privateDnsZone")
+		return
+	}
+	vf := v.vnetN[n.VNet]
+	if vf == nil {
+		v.fail("schema", path+".network.vnet", obj, "network.vnet", "vnet %q is not defined", n.VNet)
+	} else if vf.vnet.Region != s.Region {
+		v.fail("T4", path+".network.vnet", obj, "network.vnet", "vnet %q is in region %q but the server is in %q; a server and its VNet share one region", n.VNet, vf.vnet.Region, s.Region)
+	}
+	zone := CanonicalZone(n.PrivateDNSZone)
+	if v.zoneN[zone] == nil {
+		v.fail("schema", path+".network.privateDnsZone", obj, "network.privateDnsZone", "private DNS zone %q is not defined", n.PrivateDNSZone)
+	} else if z := v.zoneN[zone]; s.HighAvailability && z.Lock == LockReadOnly {
+		v.warnf("D10", path+".network.privateDnsZone", obj, "network.privateDnsZone", "zone %q is locked ReadOnly and holds this HA server's record: a failover will not be able to update it", zone)
+	}
+	if vf == nil {
+		return
+	}
+	sf := vf.subnets[n.Subnet]
+	var sub *Subnet
+	for k := range vf.vnet.Subnets {
+		if vf.vnet.Subnets[k].Name == n.Subnet {
+			sub = &vf.vnet.Subnets[k]
+		}
+	}
+	if sub == nil || sf == nil {
+		v.fail("schema", path+".network.subnet", obj, "network.subnet", "subnet %q is not defined in vnet %q", n.Subnet, n.VNet)
+		return
+	}
+	if sub.Delegation != DelegationFlexibleServers {
+		v.fail("T9", path+".network.subnet", obj, "network.subnet", "subnet %q is not delegated to %s (delegation %q); flexible servers need a delegated subnet", n.Subnet, DelegationFlexibleServers, sub.Delegation)
+	}
+	if !sf.valid {
+		return
+	}
+	need := 1
+	if s.HighAvailability {
+		need = 4
+	}
+	if usable := UsableAddresses(sf.prefix); sf.used+need > usable {
+		v.fail("T11", path+".network.subnet", obj, "network.subnet", "subnet %q (%s) has %d usable addresses; %d are taken (%s) and this server needs %d", n.Subnet, sf.prefix, usable, sf.used, strings.Join(sf.servers, ", "), need)
+	} else {
+		sf.used += need
+		sf.servers = append(sf.servers, s.Name)
+	}
+	if s.Addresses == nil {
+		v.fail("schema", path+".addresses", obj, "addresses", "a private server needs addresses.primary, the private address its DNS record gives out")
+		return
+	}
+	v.privateAddress(path+".addresses.primary", obj, "addresses.primary", s.Addresses.Primary, s.Name, sf)
+	switch {
+	case s.HighAvailability && s.Addresses.Standby == "":
+		v.fail("schema", path+".addresses.standby", obj, "addresses.standby", "an HA server needs addresses.standby, the address its record flips to on failover")
+	case s.Addresses.Standby != "":
+		v.privateAddress(path+".addresses.standby", obj, "addresses.standby", s.Addresses.Standby, s.Name, sf)
+	}
+}
+
+// privateAddress checks that a server's private address lies in its subnet,
+// is not reserved (T7) and is not another server's.
+func (v *validator) privateAddress(path, obj, field, value, server string, sf *subnetFacts) {
+	a, problem := parseIPv4(value)
+	if problem != "" {
+		v.fail("schema", path, obj, field, "%s", problem)
+		return
+	}
+	if !sf.prefix.Contains(a) {
+		v.fail("schema", path, obj, field, "%s is outside the server's subnet %s", a, sf.prefix)
+		return
+	}
+	if reservedAddress(sf.prefix, a) {
+		v.fail("T7", path, obj, field, "%s is reserved: the first four and the last address of %s are not usable", a, sf.prefix)
+		return
+	}
+	if other := sf.addresses[a]; other != "" {
+		v.fail("schema", path, obj, field, "%s is already server %q's address", a, other)
+		return
+	}
+	sf.addresses[a] = server
+}
+
+func (v *validator) backends(path, obj string, s *Server) {
+	if problem := hostPortProblem(s.Backends.Primary); problem != "" {
+		v.fail("schema", path+".backends.primary", obj, "backends.primary", "%s", problem)
+	}
+	switch {
+	case s.HighAvailability && s.Backends.Standby == "":
+		v.fail("schema", path+".backends.standby", obj, "backends.standby", "an HA server needs backends.standby, where its standby PostgreSQL runs")
+	case !s.HighAvailability && s.Backends.Standby != "":
+		v.fail("schema", path+".backends.standby", obj, "backends.standby", "a standby backend is given but highAvailability is off")
+	case s.Backends.Standby != "":
+		if problem := hostPortProblem(s.Backends.Standby); problem != "" {
+			v.fail("schema", path+".backends.standby", obj, "backends.standby", "%s", problem)
+		}
+	}
+}
+
+func (v *validator) parameters(path, obj string, s *Server) {
+	keys := make([]string, 0, len(s.Parameters))
+	for k := range s.Parameters {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if problem := ParameterProblem(k, s.Parameters[k]); problem != "" {
+			v.fail("G4", path+".parameters."+k, obj, "parameters."+k, "%s", problem)
+		}
+	}
+	lo, hi := s.Parameters[ParamSSLMinProtocolVersion], s.Parameters[ParamSSLMaxProtocolVersion]
+	if lo != "" && hi != "" && tlsRank(lo) >= 0 && tlsRank(hi) >= 0 && tlsRank(hi) < tlsRank(lo) {
+		v.fail("G4", path+".parameters."+ParamSSLMaxProtocolVersion, obj, "parameters."+ParamSSLMaxProtocolVersion, "%s is below ssl_min_protocol_version %s", hi, lo)
+	}
+}
+
+// ParameterProblem checks one server parameter; it returns "" when the name is
+// known and the value is allowed.
+func ParameterProblem(name, value string) string {
+	switch name {
+	case ParamRequireSecureTransport:
+		if _, ok := parseOnOff(value); !ok {
+			return fmt.Sprintf("%q is not on or off", value)
+		}
+	case ParamSSLMinProtocolVersion, ParamSSLMaxProtocolVersion:
+		if tlsRank(value) < 0 {
+			return fmt.Sprintf("%q is not one of %s", value, strings.Join(tlsVersions, ", "))
+		}
+	default:
+		return fmt.Sprintf("unknown parameter %q; pgplane knows %s, %s and %s", name, ParamRequireSecureTransport, ParamSSLMinProtocolVersion, ParamSSLMaxProtocolVersion)
+	}
+	return ""
+}
+
+// parseOnOff reads a PostgreSQL boolean in its on/off spellings.
+func parseOnOff(s string) (on, ok bool) {
+	switch strings.ToLower(s) {
+	case "on", "true", "1", "yes":
+		return true, true
+	case "off", "false", "0", "no":
+		return false, true
+	}
+	return false, false
+}
+
+func tlsRank(version string) int {
+	for i, t := range tlsVersions {
+		if t == version {
+			return i
+		}
+	}
+	return -1
+}
+
+// CanonicalZone lowercases a zone name and drops a final dot.
+func CanonicalZone(name string) string {
+	return strings.TrimSuffix(strings.ToLower(name), ".")
+}
+
+// zoneNameProblem checks Z1 on a canonical zone name.
+func zoneNameProblem(name string) string {
+	prefix, ok := strings.CutSuffix(name, "."+Apex)
+	if !ok || prefix == "" {
+		return fmt.Sprintf("a private DNS zone's name ends in .%s with at least one label before it", Apex)
+	}
+	labels := strings.Split(prefix, ".")
+	for _, l := range labels {
+		if !dnsLabelRE.MatchString(l) {
+			return fmt.Sprintf("label %q is not a DNS label (letters, digits and hyphens, 1 to 63 characters)", l)
+		}
+	}
+	if labels[len(labels)-1] == ControlLabel {
+		return fmt.Sprintf("%s.%s holds the regions' gateway names; choose another zone name", ControlLabel, Apex)
+	}
+	return ""
+}
+
+// parseIPv4 parses an IPv4 address and says what is wrong when it is not one.
+func parseIPv4(s string) (netip.Addr, string) {
+	if s == "" {
+		return netip.Addr{}, "an IPv4 address is required"
+	}
+	a, err := netip.ParseAddr(s)
+	switch {
+	case err != nil:
+		return netip.Addr{}, fmt.Sprintf("%q is not an IPv4 address", s)
+	case a.Is4In6():
+		return a.Unmap(), ""
+	case a.Is6():
+		return netip.Addr{}, fmt.Sprintf("%q is an IPv6 address; only IPv4 is supported", s)
+	}
+	return a, ""
+}
+
+// parseIPv4Prefix parses an IPv4 CIDR whose host bits are zero.
+func parseIPv4Prefix(s string) (netip.Prefix, string) {
+	p, err := netip.ParsePrefix(s)
+	switch {
+	case s == "":
+		return netip.Prefix{}, "an IPv4 CIDR is required"
+	case err != nil:
+		return netip.Prefix{}, fmt.Sprintf("%q is not an IPv4 CIDR such as 10.0.0.0/16", s)
+	case p.Addr().Is6():
+		return netip.Prefix{}, fmt.Sprintf("%q is an IPv6 prefix; only IPv4 is supported", s)
+	case p.Masked() != p:
+		return netip.Prefix{}, fmt.Sprintf("%q has host bits set; did you mean %s?", s, p.Masked())
+	}
+	return p, ""
+}
+
+func hostPortProblem(s string) string {
+	if s == "" {
+		return "a backend address host:port is required"
+	}
+	host, port, err := net.SplitHostPort(s)
+	if err != nil || host == "" {
+		return fmt.Sprintf("%q is not host:port", s)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return fmt.Sprintf("%q has no valid port (1 to 65535)", s)
+	}
+	return ""
+}
+
+// UsableAddresses is the number of addresses of a subnet that servers can
+// take: all but the first four and the last (T7).
+func UsableAddresses(p netip.Prefix) int {
+	return 1<<(32-p.Bits()) - 5
+}
+
+func reservedAddress(p netip.Prefix, a netip.Addr) bool {
+	offset := addrUint(a) - addrUint(p.Addr())
+	return offset < 4 || a == lastAddr(p)
+}
+
+func lastAddr(p netip.Prefix) netip.Addr {
+	return uintAddr(addrUint(p.Addr()) | (1<<(32-p.Bits()) - 1))
+}
+
+func addrUint(a netip.Addr) uint32 {
+	b := a.As4()
+	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+}
+
+func uintAddr(u uint32) netip.Addr {
+	return netip.AddrFrom4([4]byte{byte(u >> 24), byte(u >> 16), byte(u >> 8), byte(u)})
+}
+
+func joinPrefixes(ps []netip.Prefix) string {
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = p.String()
+	}
+	return strings.Join(s, ", ")
+}
