@@ -1,0 +1,71 @@
+// Command pgplanectl is pgplane's operator tool. Its nouns and flags follow
+// `az postgres flexible-server` and `az network private-dns`.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/pgplane/pgplane/topology"
+)
+
+const usage = `pgplanectl: the pgplane operator tool
+
+Usage:
+  pgplanectl validate --topology FILE   check a topology file; print every error with its rule ID
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run executes one command and returns the process exit code: 0 success,
+// 1 the input breaks a rule, 2 a usage error.
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "validate":
+		return validate(args[1:], stdout, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "pgplanectl: unknown command %q\n\n%s", args[0], usage)
+	return 2
+}
+
+func validate(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	file := fs.String("topology", "", "topology file to check")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *file == "" {
+		fmt.Fprintln(stderr, "pgplanectl validate: --topology FILE is required")
+		return 2
+	}
+	t, warnings, err := topology.Load(*file)
+	for _, w := range warnings {
+		fmt.Fprintln(stderr, "warning:", w.Error())
+	}
+	var vs topology.Violations
+	switch {
+	case errors.As(err, &vs):
+		fmt.Fprintln(stderr, vs.Error())
+		fmt.Fprintf(stderr, "%s: %d errors\n", *file, len(vs))
+		return 1
+	case err != nil:
+		fmt.Fprintln(stderr, "pgplanectl validate:", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "%s: valid: %d regions, %d vnets, %d private DNS zones, %d servers\n",
+		*file, len(t.Regions), len(t.VNets), len(t.PrivateDNSZones), len(t.Servers))
+	return 0
+}

@@ -1,0 +1,136 @@
+package pgplane
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/pgplane/pgplane/topology"
+)
+
+// topologyFile keeps the topology file and the snapshot made of it. It
+// re-reads the file when its modification time, size or content changes; a
+// file that breaks a rule is refused and the previous snapshot keeps serving.
+type topologyFile struct {
+	path     string
+	interval time.Duration
+	publish  func(*topology.Snapshot)
+
+	mu      sync.Mutex // serialises reloads
+	current *topology.Snapshot
+	sum     [sha256.Size]byte
+	mtime   time.Time
+	size    int64
+
+	stop chan struct{}
+	done chan struct{}
+}
+
+// load reads the file and, when it holds a valid change, publishes a new
+// snapshot. It returns the file's violations, if any.
+func (f *topologyFile) load() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fi, err := os.Stat(f.path)
+	if err != nil {
+		return fmt.Errorf("topology file: %w", err)
+	}
+	data, err := os.ReadFile(f.path)
+	if err != nil {
+		return fmt.Errorf("topology file: %w", err)
+	}
+	f.mtime, f.size = fi.ModTime(), fi.Size()
+	sum := sha256.Sum256(data)
+	if f.current != nil && bytes.Equal(sum[:], f.sum[:]) {
+		return nil
+	}
+	next, warnings, err := topology.Parse(f.path, data)
+	if err != nil {
+		return err
+	}
+	for _, w := range warnings {
+		log.Warning(w.Error())
+	}
+	state := topology.State{}
+	serial := uint32(time.Now().Unix())
+	if f.current != nil {
+		if vs := topology.CheckTransition(f.current.Topology, next); len(vs) > 0 {
+			for i := range vs {
+				vs[i].File = f.path
+			}
+			return vs
+		}
+		state = f.current.State
+		if serial <= f.current.Serial {
+			serial = f.current.Serial + 1
+		}
+	}
+	snap, err := topology.NewSnapshot(next, state, serial)
+	if err != nil {
+		return fmt.Errorf("topology file %s: %w", f.path, err)
+	}
+	f.current, f.sum = snap, sum
+	f.publish(snap)
+	return nil
+}
+
+// changed reports whether the file's modification time or size moved.
+func (f *topologyFile) changed() bool {
+	fi, err := os.Stat(f.path)
+	if err != nil {
+		return false
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return !fi.ModTime().Equal(f.mtime) || fi.Size() != f.size
+}
+
+// watch polls the file until Stop.
+func (f *topologyFile) watch() {
+	defer close(f.done)
+	if f.interval <= 0 {
+		<-f.stop
+		return
+	}
+	tick := time.NewTicker(f.interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-f.stop:
+			return
+		case <-tick.C:
+			if !f.changed() {
+				continue
+			}
+			start := time.Now()
+			if err := f.load(); err != nil {
+				log.Errorf("topology %s refused, still serving serial %d:\n%v", f.path, f.serial(), err)
+				continue
+			}
+			log.Infof("topology %s loaded: serial %d in %s", f.path, f.serial(), time.Since(start).Round(time.Microsecond))
+		}
+	}
+}
+
+func (f *topologyFile) serial() uint32 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.current.Serial
+}
+
+// start begins watching; stopWatch ends it and waits.
+func (f *topologyFile) start() {
+	f.stop, f.done = make(chan struct{}), make(chan struct{})
+	go f.watch()
+}
+
+func (f *topologyFile) stopWatch() {
+	if f.stop != nil {
+		close(f.stop)
+		<-f.done
+		f.stop = nil
+	}
+}

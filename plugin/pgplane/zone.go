@@ -1,0 +1,197 @@
+package pgplane
+
+import (
+	"strings"
+
+	"github.com/pgplane/pgplane/topology"
+
+	"github.com/miekg/dns"
+)
+
+// apexFQDN is the zone pgplane is authoritative for, as a DNS name.
+const apexFQDN = topology.Apex + "."
+
+// answers holds every record of one topology snapshot, built once when the
+// snapshot is swapped in so that a query allocates no records. The records are
+// shared by all queries and must not be changed.
+type answers struct {
+	snap   *topology.Snapshot
+	soa    *dns.SOA // for SOA queries
+	soaNeg *dns.SOA // for negative answers: TTL is the negative-caching time (D7)
+	ns     []dns.RR
+	// names are the public names: apex, servers, gateway names and the
+	// control empty non-terminal. Keys are lowercase FQDNs.
+	names map[string]*entry
+	// zones are the private zones by lowercase FQDN of their apex.
+	zones map[string]*privateZone
+	// ents are the names between the apex and a private zone; they exist
+	// (NODATA) only for views linked to one of those zones.
+	ents map[string][]*privateZone
+}
+
+type entryKind uint8
+
+const (
+	kindApex entryKind = iota
+	kindAlias
+	kindAddress
+	kindEmpty
+)
+
+// entry is a public name.
+type entry struct {
+	kind   entryKind
+	rr     dns.RR // the CNAME of a server, the A of a gateway name
+	target string // a CNAME's target, lowercase FQDN
+}
+
+// privateZone is a private DNS zone's records, visible to linked views only.
+type privateZone struct {
+	info        *topology.ZoneInfo
+	apex        string
+	soa, soaNeg *dns.SOA
+	records     map[string]*dns.A
+}
+
+// options are the Corefile settings that shape answers.
+type options struct {
+	ttl uint32   // records that can flip, CNAMEs and negative answers (D9)
+	ns  []string // NS names of the apex, FQDNs
+}
+
+// newAnswers builds the records of a snapshot.
+func newAnswers(s *topology.Snapshot, o options) *answers {
+	a := &answers{
+		snap:  s,
+		names: make(map[string]*entry, len(s.Servers)+len(s.Regions)+2),
+		zones: make(map[string]*privateZone, len(s.Zones)),
+		ents:  map[string][]*privateZone{},
+	}
+	a.soa = newSOA(apexFQDN, o.ns[0], "hostmaster."+apexFQDN, s.Serial, 3600, o.ttl)
+	a.soaNeg = newSOA(apexFQDN, o.ns[0], "hostmaster."+apexFQDN, s.Serial, o.ttl, o.ttl)
+	for _, n := range o.ns {
+		a.ns = append(a.ns, &dns.NS{Hdr: header(apexFQDN, dns.TypeNS, 3600), Ns: n})
+	}
+	a.names[apexFQDN] = &entry{kind: kindApex}
+	a.names[topology.ControlLabel+"."+apexFQDN] = &entry{kind: kindEmpty}
+	for _, r := range s.Regions {
+		name := r.GatewayName + "."
+		a.names[name] = &entry{kind: kindAddress, rr: &dns.A{Hdr: header(name, dns.TypeA, o.ttl), A: r.Active.AsSlice()}}
+	}
+	for _, z := range s.Zones {
+		apex := z.Name + "."
+		pz := &privateZone{
+			info:    z,
+			apex:    apex,
+			soa:     newSOA(apex, "azureprivatedns.net.", "azureprivatedns-host.microsoft.com.", s.Serial, 3600, o.ttl),
+			soaNeg:  newSOA(apex, "azureprivatedns.net.", "azureprivatedns-host.microsoft.com.", s.Serial, o.ttl, o.ttl),
+			records: make(map[string]*dns.A, len(z.Records)),
+		}
+		for label, srv := range z.Records {
+			name := label + "." + apex
+			pz.records[name] = &dns.A{Hdr: header(name, dns.TypeA, o.ttl), A: srv.Address.AsSlice()}
+		}
+		a.zones[apex] = pz
+		for ent := parentName(apex); ent != apexFQDN && ent != ""; ent = parentName(ent) {
+			a.ents[ent] = append(a.ents[ent], pz)
+		}
+	}
+	for name, srv := range s.Servers {
+		owner := name + "." + apexFQDN
+		target := srv.CNAMETarget + "."
+		a.names[owner] = &entry{kind: kindAlias, target: target, rr: &dns.CNAME{Hdr: header(owner, dns.TypeCNAME, o.ttl), Target: target}}
+	}
+	return a
+}
+
+// lookup answers qname (a lowercase FQDN inside the apex) of type qtype in a
+// view. It follows a CNAME to its target inside the apex (D2, D3) and sets the
+// response code of the last name in the chain (RFC 6604).
+func (a *answers) lookup(qname string, qtype uint16, view int) (answer, authority []dns.RR, rcode int) {
+	if e, ok := a.names[qname]; ok {
+		switch e.kind {
+		case kindApex:
+			switch qtype {
+			case dns.TypeSOA:
+				return []dns.RR{a.soa}, nil, dns.RcodeSuccess
+			case dns.TypeNS:
+				return a.ns, nil, dns.RcodeSuccess
+			}
+		case kindAddress:
+			if qtype == dns.TypeA || qtype == dns.TypeANY {
+				return []dns.RR{e.rr}, nil, dns.RcodeSuccess
+			}
+		case kindAlias:
+			if qtype == dns.TypeCNAME {
+				return []dns.RR{e.rr}, nil, dns.RcodeSuccess
+			}
+			chased, authority, rcode := a.lookup(e.target, qtype, view)
+			answer = make([]dns.RR, 0, 1+len(chased))
+			return append(append(answer, e.rr), chased...), authority, rcode
+		}
+		return nil, []dns.RR{a.soaNeg}, dns.RcodeSuccess // NODATA (D7)
+	}
+	if pz := a.privateZone(qname, view); pz != nil {
+		return pz.lookup(qname, qtype)
+	}
+	for _, pz := range a.ents[qname] {
+		if pz.info.LinkedTo(view) {
+			return nil, []dns.RR{a.soaNeg}, dns.RcodeSuccess
+		}
+	}
+	return nil, []dns.RR{a.soaNeg}, dns.RcodeNameError
+}
+
+// privateZone returns the most specific private zone holding qname that the
+// view is linked to, or nil.
+func (a *answers) privateZone(qname string, view int) *privateZone {
+	if view == topology.PublicView || len(a.zones) == 0 {
+		return nil
+	}
+	for name := qname; len(name) > len(apexFQDN); name = parentName(name) {
+		if pz, ok := a.zones[name]; ok && pz.info.LinkedTo(view) {
+			return pz
+		}
+	}
+	return nil
+}
+
+func (pz *privateZone) lookup(qname string, qtype uint16) (answer, authority []dns.RR, rcode int) {
+	if qname == pz.apex {
+		if qtype == dns.TypeSOA {
+			return []dns.RR{pz.soa}, nil, dns.RcodeSuccess
+		}
+		return nil, []dns.RR{pz.soaNeg}, dns.RcodeSuccess
+	}
+	rr, ok := pz.records[qname]
+	switch {
+	case !ok:
+		return nil, []dns.RR{pz.soaNeg}, dns.RcodeNameError
+	case qtype == dns.TypeA || qtype == dns.TypeANY:
+		return []dns.RR{rr}, nil, dns.RcodeSuccess
+	}
+	return nil, []dns.RR{pz.soaNeg}, dns.RcodeSuccess
+}
+
+// inZone reports whether a lowercase FQDN is the apex or below it.
+func inZone(qname string) bool {
+	return strings.HasSuffix(qname, apexFQDN) &&
+		(len(qname) == len(apexFQDN) || qname[len(qname)-len(apexFQDN)-1] == '.')
+}
+
+// parentName drops the first label of an FQDN: "a.b." -> "b.".
+func parentName(name string) string {
+	if i := strings.IndexByte(name, '.'); i >= 0 && i+1 < len(name) {
+		return name[i+1:]
+	}
+	return ""
+}
+
+func header(name string, rrtype uint16, ttl uint32) dns.RR_Header {
+	return dns.RR_Header{Name: name, Rrtype: rrtype, Class: dns.ClassINET, Ttl: ttl}
+}
+
+func newSOA(zone, mname, rname string, serial, ttl, minttl uint32) *dns.SOA {
+	return &dns.SOA{Hdr: header(zone, dns.TypeSOA, ttl), Ns: mname, Mbox: rname,
+		Serial: serial, Refresh: 3600, Retry: 600, Expire: 86400, Minttl: minttl}
+}

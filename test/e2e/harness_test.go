@@ -1,0 +1,294 @@
+// Package e2e runs pgplane as an operator would: the built appliance binary,
+// real dig and nslookup, Corefiles and topology files on disk, everything on
+// loopback or inside network namespaces the tests create and remove.
+package e2e
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// binary is the appliance under test, built once by TestMain.
+var binary string
+
+func TestMain(m *testing.M) {
+	os.Exit(runTests(m))
+}
+
+func runTests(m *testing.M) int {
+	if b := os.Getenv("PGPLANE_BIN"); b != "" {
+		binary = b
+		return m.Run()
+	}
+	dir, err := os.MkdirTemp("", "pgplane-e2e-bin")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	binary = filepath.Join(dir, "pgplane")
+	build := exec.Command("go", "build", "-o", binary, "../../cmd/pgplane")
+	build.Stdout, build.Stderr = os.Stdout, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building pgplane:", err)
+		return 1
+	}
+	return m.Run()
+}
+
+// freePort returns a port that is free for TCP and UDP on every given
+// address. CoreDNS binds with SO_REUSEPORT, so a port still held by a leftover
+// process would be shared silently: every test takes its own.
+func freePort(t *testing.T, addrs ...string) int {
+	t.Helper()
+	if len(addrs) == 0 {
+		addrs = []string{"127.0.0.1"}
+	}
+	for try := 0; try < 50; try++ {
+		l, err := net.Listen("tcp", addrs[0]+":0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		if portFree(port, addrs) {
+			return port
+		}
+	}
+	t.Fatal("no free port")
+	return 0
+}
+
+func portFree(port int, addrs []string) bool {
+	for _, a := range addrs {
+		hp := net.JoinHostPort(a, fmt.Sprint(port))
+		l, err := net.Listen("tcp", hp)
+		if err != nil {
+			return false
+		}
+		l.Close()
+		u, err := net.ListenPacket("udp", hp)
+		if err != nil {
+			return false
+		}
+		u.Close()
+	}
+	return true
+}
+
+// node is a running appliance process.
+type node struct {
+	t    *testing.T
+	dir  string
+	cmd  *exec.Cmd
+	log  *syncBuffer
+	addr string // where to send DNS queries, host:port
+}
+
+// writeFile writes a file under dir.
+func writeFile(t *testing.T, dir, name, text string) string {
+	t.Helper()
+	path := filepath.Join(dir, name)
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// startNode writes the Corefile into dir and starts the appliance there,
+// optionally under `ip netns exec NS`. It waits until addr answers DNS and
+// stops the process when the test ends.
+func startNode(t *testing.T, dir, corefile, addr string, netns string) *node {
+	t.Helper()
+	n, exited := launch(t, dir, corefile, netns)
+	if netns != "" {
+		return n // the caller waits from inside the namespace
+	}
+	n.addr = addr
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case err := <-exited:
+			t.Fatalf("pgplane exited: %v\n%s", err, n.log.String())
+		default:
+		}
+		m := new(dns.Msg)
+		m.SetQuestion("postgres.database.azure.com.", dns.TypeSOA)
+		c := &dns.Client{Timeout: 200 * time.Millisecond}
+		if _, _, err := c.Exchange(m, addr); err == nil {
+			return n
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("pgplane did not answer on %s:\n%s", addr, n.log.String())
+	return nil
+}
+
+// startNodeNoProbe starts the binary with a Corefile and does not wait.
+func startNodeNoProbe(t *testing.T, dir, corefile string) *node {
+	t.Helper()
+	n, _ := launch(t, dir, corefile, "")
+	return n
+}
+
+// launch writes the Corefile and starts the process; the test's cleanup stops
+// it by its PID.
+func launch(t *testing.T, dir, corefile, netns string) (*node, chan error) {
+	t.Helper()
+	writeFile(t, dir, "Corefile", corefile)
+	args := []string{binary, "-conf", filepath.Join(dir, "Corefile")}
+	if netns != "" {
+		args = append([]string{"ip", "netns", "exec", netns}, args...)
+	}
+	n := &node{t: t, dir: dir, log: &syncBuffer{}}
+	n.cmd = exec.Command(args[0], args[1:]...)
+	n.cmd.Dir = dir
+	n.cmd.Stdout, n.cmd.Stderr = n.log, n.log
+	n.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := n.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- n.cmd.Wait() }()
+	t.Cleanup(func() {
+		n.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(5 * time.Second):
+			n.cmd.Process.Kill()
+			<-exited
+		}
+		if t.Failed() {
+			t.Logf("log of %s (%s):\n%s", n.addr, dir, n.log.String())
+		}
+	})
+	return n, exited
+}
+
+// syncBuffer is a bytes.Buffer that the process writes while a test reads.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// digResult is what dig printed, split into the parts tests look at.
+type digResult struct {
+	out       string
+	status    string
+	flags     []string
+	answer    []string // records, whitespace folded: "name ttl IN TYPE data"
+	authority []string
+}
+
+var (
+	statusRE = regexp.MustCompile(`status: ([A-Z]+)`)
+	flagsRE  = regexp.MustCompile(`;; flags: ([a-z ]+);`)
+)
+
+// dig runs the real dig with the given arguments.
+func dig(t *testing.T, args ...string) digResult {
+	t.Helper()
+	return digIn(t, "", args...)
+}
+
+// digIn runs dig, inside a network namespace when netns is set.
+func digIn(t *testing.T, netns string, args ...string) digResult {
+	t.Helper()
+	argv := append([]string{"dig", "+tries=1", "+time=2"}, args...)
+	if netns != "" {
+		argv = append([]string{"ip", "netns", "exec", netns}, argv...)
+	}
+	out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", strings.Join(argv, " "), err, out)
+	}
+	r := digResult{out: string(out)}
+	if m := statusRE.FindStringSubmatch(r.out); m != nil {
+		r.status = m[1]
+	}
+	if m := flagsRE.FindStringSubmatch(r.out); m != nil {
+		r.flags = strings.Fields(m[1])
+	}
+	var section *[]string
+	for _, line := range strings.Split(r.out, "\n") {
+		switch {
+		case strings.HasPrefix(line, ";; ANSWER SECTION"):
+			section = &r.answer
+		case strings.HasPrefix(line, ";; AUTHORITY SECTION"):
+			section = &r.authority
+		case strings.HasPrefix(line, ";;"), strings.TrimSpace(line) == "":
+			section = nil
+		case section != nil && !strings.HasPrefix(line, ";"):
+			*section = append(*section, strings.Join(strings.Fields(line), " "))
+		}
+	}
+	return r
+}
+
+func (r digResult) hasFlag(f string) bool {
+	for _, x := range r.flags {
+		if x == f {
+			return true
+		}
+	}
+	return false
+}
+
+// expect checks status and the exact answer records (TTL included).
+func (r digResult) expect(t *testing.T, status string, answer ...string) {
+	t.Helper()
+	if r.status != status {
+		t.Fatalf("status %s, want %s:\n%s", r.status, status, r.out)
+	}
+	if strings.Join(r.answer, "\n") != strings.Join(answer, "\n") {
+		t.Fatalf("answer:\n%s\nwant:\n%s\n\nfull output:\n%s", strings.Join(r.answer, "\n"), strings.Join(answer, "\n"), r.out)
+	}
+	if !r.hasFlag("aa") {
+		t.Fatalf("the answer must be authoritative (aa):\n%s", r.out)
+	}
+}
+
+// expectSOA checks that the authority section is exactly one SOA of zone.
+func (r digResult) expectSOA(t *testing.T, zone string) {
+	t.Helper()
+	if len(r.authority) != 1 || !strings.HasPrefix(r.authority[0], zone+" ") || !strings.Contains(r.authority[0], " SOA ") {
+		t.Fatalf("want the SOA of %s in the authority section, got %q:\n%s", zone, r.authority, r.out)
+	}
+}
+
+// waitFor polls cond until it holds or the deadline passes. It bounds how long
+// a test waits for a change to take effect; it measures nothing.
+func waitFor(t *testing.T, what string, limit time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("gave up after %s waiting for %s", limit, what)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
