@@ -1,6 +1,7 @@
 package pgplane
 
 import (
+	"slices"
 	"strings"
 
 	"github.com/pgplane/pgplane/topology"
@@ -115,7 +116,8 @@ func (a *answers) lookup(qname string, qtype uint16, view int) (answer, authorit
 			case dns.TypeSOA:
 				return []dns.RR{a.soa}, nil, dns.RcodeSuccess
 			case dns.TypeNS:
-				return a.ns, nil, dns.RcodeSuccess
+				// A copy: later plugins (loadbalance) reorder answers in place.
+				return slices.Clone(a.ns), nil, dns.RcodeSuccess
 			}
 		case kindAddress:
 			if qtype == dns.TypeA || qtype == dns.TypeANY {

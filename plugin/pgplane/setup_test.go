@@ -1,0 +1,99 @@
+package pgplane
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coredns/caddy"
+)
+
+func TestParseOptions(t *testing.T) {
+	dir := t.TempDir()
+	topo := filepath.Join(dir, "t.yaml")
+	data, _ := os.ReadFile("testdata/topology.yaml")
+	os.WriteFile(topo, data, 0o644)
+	cases := []struct {
+		input string
+		err   string
+	}{
+		{"pgplane " + topo, ""},
+		{"pgplane " + topo + " {\n ttl 30\n reload 0\n ns a.example.net b.example.net\n}", ""},
+		{"pgplane", "Wrong argument count"},
+		{"pgplane a b", "Wrong argument count"},
+		{"pgplane " + topo + " {\n ttl 0\n}", "ttl"},
+		{"pgplane " + topo + " {\n ttl five\n}", "ttl"},
+		{"pgplane " + topo + " {\n reload soon\n}", "reload"},
+		{"pgplane " + topo + " {\n ns\n}", "Wrong argument count"},
+		{"pgplane " + topo + " {\n colour blue\n}", `unknown property "colour"`},
+	}
+	for _, tc := range cases {
+		c := caddy.NewTestController("dns", tc.input)
+		p, err := parse(c)
+		switch {
+		case tc.err == "" && err != nil:
+			t.Errorf("%q: unexpected error %v", tc.input, err)
+		case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
+			t.Errorf("%q: want error containing %q, got %v", tc.input, tc.err, err)
+		case tc.err == "" && strings.Contains(tc.input, "ttl 30"):
+			if p.opts.ttl != 30 || p.topo.interval != 0 || len(p.opts.ns) != 2 || p.opts.ns[1] != "b.example.net." {
+				t.Errorf("options not applied: %+v interval %s", p.opts, p.topo.interval)
+			}
+		case tc.err == "":
+			if p.opts.ttl != defaultTTL || p.topo.interval != defaultReload || p.opts.ns[0] != defaultNS {
+				t.Errorf("defaults not applied: %+v", p.opts)
+			}
+		}
+	}
+}
+
+// SPEC: T6
+func TestSetupRefusesInvalidTopology(t *testing.T) {
+	dir := t.TempDir()
+	data, _ := os.ReadFile("testdata/topology.yaml")
+	bad := strings.Replace(string(data), "127.0.1.0/28", "127.0.1.0/29", 1)
+	path := filepath.Join(dir, "t.yaml")
+	os.WriteFile(path, []byte(bad), 0o644)
+	err := setup(caddy.NewTestController("dns", "pgplane "+path))
+	if err == nil || !strings.Contains(err.Error(), "T6") {
+		t.Fatalf("want the T6 violation at startup, got %v", err)
+	}
+}
+
+// SPEC: D5
+func TestTopologyFileReload(t *testing.T) {
+	dir := t.TempDir()
+	data, _ := os.ReadFile("testdata/topology.yaml")
+	path := filepath.Join(dir, "t.yaml")
+	os.WriteFile(path, data, 0o644)
+	p, err := parse(caddy.NewTestController("dns", "pgplane "+path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.topo.load(); err != nil {
+		t.Fatal(err)
+	}
+	first := p.answers.Load()
+	if err := p.topo.load(); err != nil || p.answers.Load() != first {
+		t.Fatalf("an unchanged file must not make new answers (err %v)", err)
+	}
+	hub := p.answers.Load().snap.VNet("hub-vnet").Index
+	linked := strings.Replace(string(data), "links: [app-vnet, custom-vnet]", "links: [app-vnet, custom-vnet, hub-vnet]", 1)
+	os.WriteFile(path, []byte(linked), 0o644)
+	os.Chtimes(path, time.Now().Add(time.Second), time.Now().Add(time.Second))
+	if !p.topo.changed() {
+		t.Fatal("the change must be seen")
+	}
+	if err := p.topo.load(); err != nil {
+		t.Fatal(err)
+	}
+	next := p.answers.Load()
+	if next.snap.Serial <= first.snap.Serial {
+		t.Fatalf("serial must increase: %d then %d", first.snap.Serial, next.snap.Serial)
+	}
+	if !next.snap.Zones["contoso.private.postgres.database.azure.com"].LinkedTo(hub) {
+		t.Fatal("the new link must be in the new snapshot")
+	}
+}
