@@ -65,24 +65,29 @@ func locate(vs Violations, doc *yaml.Node, name string) {
 // lineOf finds the line of a dotted path such as "vnets.0.subnets.1.cidr",
 // falling back to the deepest part of the path that exists.
 func lineOf(n *yaml.Node, path string) int {
-	line := n.Line
 	if path == "" {
-		return line
+		return n.Line
 	}
-	for _, part := range strings.Split(path, ".") {
+	return lineIn(n, strings.Split(path, "."), n.Line, 0)
+}
+
+// lineIn walks parts down from n; line is the answer if nothing matches and
+// offset is added to the lines of the nodes below n.
+func lineIn(n *yaml.Node, parts []string, line, offset int) int {
+	for _, part := range parts {
 		var next *yaml.Node
 		switch n.Kind {
 		case yaml.MappingNode:
 			for i := 0; i+1 < len(n.Content); i += 2 {
 				if n.Content[i].Value == part {
-					line = n.Content[i].Line
+					line = n.Content[i].Line + offset
 					next = n.Content[i+1]
 				}
 			}
 		case yaml.SequenceNode:
-			if idx, err := strconv.Atoi(part); err == nil && idx < len(n.Content) {
+			if idx, err := strconv.Atoi(part); err == nil && idx >= 0 && idx < len(n.Content) {
 				next = n.Content[idx]
-				line = next.Line
+				line = next.Line + offset
 			}
 		}
 		if next == nil {

@@ -97,3 +97,56 @@ func TestTopologyFileReload(t *testing.T) {
 		t.Fatal("the new link must be in the new snapshot")
 	}
 }
+
+// BenchmarkReload measures reloads of the topology file named by
+// PGPLANE_BENCH_TOPOLOGY (make bench-dns generates a 10,000-server one):
+// read, parse, validate, snapshot and answers. "cold" is the first load of
+// the file; "edit" is a reload after one zone link changed, which decodes
+// only the changed part.
+func BenchmarkReload(b *testing.B) {
+	path := os.Getenv("PGPLANE_BENCH_TOPOLOGY")
+	if path == "" {
+		b.Skip("PGPLANE_BENCH_TOPOLOGY is not set")
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	live := filepath.Join(b.TempDir(), "topology.yaml")
+	edited := []byte(strings.Replace(string(data), "links: [vnet-000, vnet-250]", "links: [vnet-000, vnet-250, vnet-001]", 1))
+	b.Run("cold", func(b *testing.B) {
+		os.WriteFile(live, data, 0o644)
+		b.ReportAllocs()
+		for b.Loop() {
+			p, err := parse(caddy.NewTestController("dns", "pgplane "+live))
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := p.topo.load(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("edit", func(b *testing.B) {
+		os.WriteFile(live, data, 0o644)
+		p, err := parse(caddy.NewTestController("dns", "pgplane "+live))
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := p.topo.load(); err != nil {
+			b.Fatal(err)
+		}
+		versions := [][]byte{edited, data}
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			b.StopTimer()
+			os.WriteFile(live, versions[i%2], 0o644)
+			i++
+			b.StartTimer()
+			if err := p.topo.load(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

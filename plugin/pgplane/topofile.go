@@ -18,6 +18,7 @@ type topologyFile struct {
 	path     string
 	interval time.Duration
 	publish  func(*topology.Snapshot)
+	parser   topology.Parser // re-decodes only the parts of the file that changed
 
 	mu      sync.Mutex // serialises reloads
 	current *topology.Snapshot
@@ -47,7 +48,7 @@ func (f *topologyFile) load() error {
 	if f.current != nil && bytes.Equal(sum[:], f.sum[:]) {
 		return nil
 	}
-	next, warnings, err := topology.Parse(f.path, data)
+	next, warnings, err := f.parser.Parse(f.path, data)
 	if err != nil {
 		return err
 	}

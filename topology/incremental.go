@@ -1,0 +1,292 @@
+package topology
+
+import (
+	"bytes"
+	"reflect"
+	"strconv"
+	"strings"
+	"sync"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Parser parses topology files like Parse and remembers the decoded parts of
+// the last file it read, keyed by their exact text, so that re-parsing an
+// edited file decodes only what changed: an edit of one server in a
+// 10,000-server file decodes one item, not 10,000. Its results are always
+// those of Parse: whenever a part does not decode cleanly, or the file uses
+// YAML that ties parts together (anchors, aliases, several documents, a
+// top level that is not a plain block mapping), it falls back to Parse.
+// Validation always runs on the whole topology. A Parser is safe for
+// concurrent use.
+type Parser struct {
+	mu    sync.Mutex
+	cache map[chunkKey]*chunk
+}
+
+// chunkKey identifies a part of a file by the section it stands in and its text.
+type chunkKey struct {
+	section string // the top-level key
+	item    bool   // one item of a block sequence, or the section's whole value
+	text    string
+}
+
+// chunk is a decoded part of a file.
+type chunk struct {
+	node  *yaml.Node    // lines relative to the chunk's first line
+	value reflect.Value // the decoded item or section value
+	// null marks a null sequence item, which yaml.v3 leaves out of the
+	// decoded slice (but which still counts for line numbers).
+	null bool
+}
+
+// span is a part of a file before decoding.
+type span struct {
+	section string
+	item    bool
+	keyLine int // the section key's line
+	first   int // the line of the span's first line of text
+	text    string
+}
+
+// section is one top-level key of a parsed file with its chunks.
+type section struct {
+	keyLine int
+	item    bool
+	chunks  []*chunk
+	firsts  []int // each chunk's first line in this file
+}
+
+// Parse decodes and validates a topology file as the package's Parse does,
+// reusing the decoded parts of the previous call whose text is unchanged.
+func (p *Parser) Parse(name string, data []byte) (*Topology, Violations, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	spans, ok := splitTopology(data)
+	if !ok {
+		p.cache = nil
+		return Parse(name, data)
+	}
+	fields := yamlFieldIndexes(reflect.TypeOf(Topology{}))
+	t := &Topology{}
+	tv := reflect.ValueOf(t).Elem()
+	next := make(map[chunkKey]*chunk, len(spans))
+	sections := map[string]*section{}
+	var order []string
+	for _, s := range spans {
+		idx, known := fields[s.section]
+		if !known {
+			p.cache = nil
+			return Parse(name, data) // reports the unknown field
+		}
+		elem := tv.Field(idx).Type()
+		if s.item {
+			elem = elem.Elem()
+		}
+		key := chunkKey{s.section, s.item, s.text}
+		c := p.cache[key]
+		if c == nil {
+			if c = decodeChunk(s, elem); c == nil {
+				p.cache = nil
+				return Parse(name, data) // reports the problem as Parse does
+			}
+		}
+		next[key] = c
+		sec := sections[s.section]
+		if sec == nil {
+			sec = &section{keyLine: s.keyLine, item: s.item}
+			sections[s.section] = sec
+			order = append(order, s.section)
+		}
+		sec.chunks = append(sec.chunks, c)
+		sec.firsts = append(sec.firsts, s.first)
+	}
+	p.cache = next
+	for _, key := range order {
+		sec, field := sections[key], tv.Field(fields[key])
+		if !sec.item {
+			field.Set(sec.chunks[0].value)
+			continue
+		}
+		slice := reflect.MakeSlice(field.Type(), 0, len(sec.chunks))
+		for _, c := range sec.chunks {
+			if !c.null {
+				slice = reflect.Append(slice, c.value)
+			}
+		}
+		field.Set(slice)
+	}
+	violations, warnings := Validate(t)
+	firstKeyLine := 0
+	if len(order) > 0 {
+		firstKeyLine = sections[order[0]].keyLine
+	}
+	for _, vs := range []Violations{violations, warnings} {
+		for i := range vs {
+			vs[i].File = name
+			vs[i].Line = sectionLine(sections, vs[i].Path, firstKeyLine)
+		}
+	}
+	if len(violations) > 0 {
+		return nil, warnings, violations
+	}
+	return t, warnings, nil
+}
+
+// sectionLine finds the line of a path as lineOf does on the whole document.
+func sectionLine(sections map[string]*section, path string, docLine int) int {
+	parts := strings.Split(path, ".")
+	sec := sections[parts[0]]
+	if path == "" || sec == nil {
+		return docLine
+	}
+	if !sec.item {
+		return lineIn(sec.chunks[0].node, parts[1:], sec.keyLine, sec.keyLine-1)
+	}
+	if len(parts) == 1 {
+		return sec.keyLine
+	}
+	i, err := strconv.Atoi(parts[1])
+	if err != nil || i < 0 || i >= len(sec.chunks) {
+		return sec.keyLine
+	}
+	offset := sec.firsts[i] - 1
+	c := sec.chunks[i]
+	return lineIn(c.node, parts[2:], c.node.Line+offset, offset)
+}
+
+// decodeChunk parses and decodes one span, or returns nil when it does not
+// decode cleanly on its own.
+func decodeChunk(s span, elem reflect.Type) *chunk {
+	var doc yaml.Node
+	if err := yaml.Unmarshal([]byte(s.text), &doc); err != nil || len(doc.Content) != 1 {
+		return nil
+	}
+	root := doc.Content[0]
+	var node *yaml.Node
+	switch {
+	case s.item && root.Kind == yaml.SequenceNode && len(root.Content) == 1:
+		node = root.Content[0]
+	case !s.item && root.Kind == yaml.MappingNode && len(root.Content) == 2 && root.Content[0].Value == s.section:
+		node = root.Content[1]
+	default:
+		return nil
+	}
+	if s.item && node.Kind == yaml.ScalarNode && node.ShortTag() == "!!null" {
+		return &chunk{node: node, null: true}
+	}
+	if len(unknownFields(node, elem, "")) > 0 {
+		return nil
+	}
+	v := reflect.New(elem)
+	if err := node.Decode(v.Interface()); err != nil {
+		return nil
+	}
+	return &chunk{node: node, value: v.Elem()}
+}
+
+// splitTopology cuts a file into top-level sections and the items of
+// top-level block sequences. It reports false when the file is not a plain
+// block mapping whose parts stand alone.
+func splitTopology(data []byte) ([]span, bool) {
+	if bytes.ContainsAny(data, "&*\t\r") {
+		return nil, false // anchors and aliases tie parts together; tabs and CRs are left to Parse
+	}
+	lines := strings.SplitAfter(string(data), "\n")
+	var spans []span
+	seen := map[string]bool{}
+	for i := 0; i < len(lines); {
+		line := lines[i]
+		if isBlankOrComment(line) {
+			i++
+			continue
+		}
+		key, rest, ok := topKey(line)
+		if !ok || seen[key] {
+			return nil, false
+		}
+		seen[key] = true
+		j := i + 1
+		for j < len(lines) && (isBlankOrComment(lines[j]) || lines[j][0] == ' ' || lines[j][0] == '-') {
+			if strings.HasPrefix(lines[j], "---") {
+				return nil, false
+			}
+			j++
+		}
+		keyLine := i + 1
+		if items, ok := splitSequence(key, keyLine, lines, i+1, j, rest); ok {
+			spans = append(spans, items...)
+		} else {
+			spans = append(spans, span{section: key, keyLine: keyLine, first: keyLine, text: strings.Join(lines[i:j], "")})
+		}
+		i = j
+	}
+	return spans, true
+}
+
+// splitSequence cuts lines[from:to], the block under a top-level key, into
+// the items of a block sequence. It reports false when the block is not a
+// block sequence whose items start at one indentation.
+func splitSequence(key string, keyLine int, lines []string, from, to int, rest string) ([]span, bool) {
+	if r := strings.TrimSpace(rest); r != "" && !strings.HasPrefix(r, "#") {
+		return nil, false // a value on the key's line
+	}
+	indent := -1
+	var spans []span
+	for k := from; k < to; k++ {
+		line := lines[k]
+		if isBlankOrComment(line) {
+			continue
+		}
+		n := len(line) - len(strings.TrimLeft(line, " "))
+		item := strings.HasPrefix(line[n:], "- ") || strings.TrimRight(line[n:], "\n") == "-"
+		switch {
+		case indent < 0 && !item:
+			return nil, false
+		case indent < 0:
+			indent = n
+		case n < indent || (n == indent && !item):
+			return nil, false
+		}
+		if n == indent && item {
+			spans = append(spans, span{section: key, item: true, keyLine: keyLine, first: k + 1})
+		}
+		last := &spans[len(spans)-1]
+		last.text += line
+	}
+	return spans, len(spans) > 0
+}
+
+// topKey reads a top-level "key:" line.
+func topKey(line string) (key, rest string, ok bool) {
+	colon := strings.IndexByte(line, ':')
+	if colon <= 0 {
+		return "", "", false
+	}
+	for i := 0; i < colon; i++ {
+		c := line[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '_' || i > 0 && c >= '0' && c <= '9') {
+			return "", "", false
+		}
+	}
+	rest = line[colon+1:]
+	if rest != "" && rest[0] != ' ' && rest[0] != '\n' {
+		return "", "", false
+	}
+	return line[:colon], rest, true
+}
+
+func isBlankOrComment(line string) bool {
+	t := strings.TrimLeft(line, " ")
+	return t == "" || t == "\n" || t[0] == '#'
+}
+
+// yamlFieldIndexes maps the YAML keys of a struct type to field indexes.
+func yamlFieldIndexes(t reflect.Type) map[string]int {
+	idx := make(map[string]int, t.NumField())
+	for i := 0; i < t.NumField(); i++ {
+		key, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ",")
+		idx[key] = i
+	}
+	return idx
+}
