@@ -4,18 +4,46 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
 )
 
-var (
-	serverNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$`)
-	regionNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
-	objectNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$`)
-	dnsLabelRE   = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
-)
+// validServerName: 3 to 63 lowercase letters, digits and hyphens, starting
+// and ending with a letter or digit.
+func validServerName(s string) bool {
+	return len(s) >= 3 && validLabel(s)
+}
+
+// validLabel: a lowercase DNS label of 1 to 63 letters, digits and hyphens,
+// starting and ending with a letter or digit.
+func validLabel(s string) bool {
+	if len(s) == 0 || len(s) > 63 || s[0] == '-' || s[len(s)-1] == '-' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// validObjectName: 1 to 80 letters, digits, '.', '_' or '-', starting with a
+// letter or digit (VNet, subnet and firewall rule names).
+func validObjectName(s string) bool {
+	if len(s) == 0 || len(s) > 80 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+		if !alnum && (i == 0 || c != '.' && c != '_' && c != '-') {
+			return false
+		}
+	}
+	return true
+}
 
 // reservedSubnetNames are the subnet names Azure keeps for its own services (T8).
 var reservedSubnetNames = []string{"AzureFirewallSubnet", "AzureFirewallManagementSubnet", "AzureBastionSubnet", "GatewaySubnet"}
@@ -87,8 +115,8 @@ func (v *validator) regions() {
 		path := fmt.Sprintf("regions.%d", i)
 		obj := fmt.Sprintf("region %q", r.Name)
 		switch {
-		case !regionNameRE.MatchString(r.Name):
-			v.fail("schema", path+".name", obj, "name", "a region name is lowercase letters, digits and hyphens, 1 to 63 characters")
+		case !validLabel(r.Name):
+			v.fail("schema", path+".name", obj, "name", "a region name is 1 to 63 lowercase letters, digits and hyphens, starting and ending with a letter or digit (it is a DNS label)")
 		case v.regionN[r.Name]:
 			v.fail("schema", path+".name", obj, "name", "region %q is defined twice", r.Name)
 		}
@@ -120,7 +148,7 @@ func (v *validator) vnets() {
 		obj := fmt.Sprintf("vnet %q", vn.Name)
 		facts := &vnetFacts{vnet: vn, subnets: map[string]*subnetFacts{}, peerings: map[string]bool{}}
 		switch {
-		case !objectNameRE.MatchString(vn.Name):
+		case !validObjectName(vn.Name):
 			v.fail("schema", path+".name", obj, "name", "a VNet name is 1 to 80 letters, digits, '.', '_' or '-', starting with a letter or digit")
 		case v.vnetN[vn.Name] != nil:
 			v.fail("schema", path+".name", obj, "name", "vnet %q is defined twice", vn.Name)
@@ -238,7 +266,7 @@ func (v *validator) subnets(vpath string, vn *VNet, facts *vnetFacts) {
 		path := fmt.Sprintf("%s.subnets.%d", vpath, j)
 		obj := fmt.Sprintf("subnet %q in vnet %q", s.Name, vn.Name)
 		switch {
-		case !objectNameRE.MatchString(s.Name):
+		case !validObjectName(s.Name):
 			v.fail("schema", path+".name", obj, "name", "a subnet name is 1 to 80 letters, digits, '.', '_' or '-', starting with a letter or digit")
 		case facts.subnets[s.Name] != nil:
 			v.fail("schema", path+".name", obj, "name", "subnet %q is defined twice in vnet %q", s.Name, vn.Name)
@@ -314,7 +342,7 @@ func (v *validator) servers() {
 		path := fmt.Sprintf("servers.%d", i)
 		obj := fmt.Sprintf("server %q", s.Name)
 		switch {
-		case !serverNameRE.MatchString(s.Name):
+		case !validServerName(s.Name):
 			v.fail("schema", path+".name", obj, "name", "a server name is 3 to 63 lowercase letters, digits and hyphens, and starts and ends with a letter or digit")
 		case v.serverN[s.Name]:
 			v.fail("schema", path+".name", obj, "name", "server %q is defined twice", s.Name)
@@ -351,7 +379,7 @@ func (v *validator) publicServer(path, obj string, s *Server) {
 		rpath := fmt.Sprintf("%s.firewallRules.%d", path, j)
 		robj := fmt.Sprintf("firewall rule %q of server %q", r.Name, s.Name)
 		switch {
-		case !objectNameRE.MatchString(r.Name):
+		case !validObjectName(r.Name):
 			v.fail("schema", rpath+".name", robj, "name", "a firewall rule name is 1 to 80 letters, digits, '.', '_' or '-', starting with a letter or digit")
 		case ruleN[r.Name]:
 			v.fail("schema", rpath+".name", robj, "name", "firewall rule %q is defined twice for server %q", r.Name, s.Name)
@@ -554,7 +582,7 @@ func zoneNameProblem(name string) string {
 	}
 	labels := strings.Split(prefix, ".")
 	for _, l := range labels {
-		if !dnsLabelRE.MatchString(l) {
+		if !validLabel(l) {
 			return fmt.Sprintf("label %q is not a DNS label (letters, digits and hyphens, 1 to 63 characters)", l)
 		}
 	}

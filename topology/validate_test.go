@@ -149,3 +149,35 @@ func TestOverlapAllowedWithResolverAddresses(t *testing.T) {
 		t.Fatalf("overlap told apart by resolver addresses must be accepted: %v", violations)
 	}
 }
+
+func TestNameRules(t *testing.T) {
+	for _, c := range []struct {
+		name          string
+		server, label bool
+		object        bool
+	}{
+		{"orders-db", true, true, true},
+		{"ab", false, true, true},
+		{"a", false, true, true},
+		{"-ab", false, false, false},
+		{"ab-", false, false, true},
+		{"Orders", false, false, true},
+		{"a_b", false, false, true},
+		{"a.b", false, false, true},
+		{"_ab", false, false, false},
+		{strings.Repeat("a", 63), true, true, true},
+		{strings.Repeat("a", 64), false, false, true},
+		{strings.Repeat("a", 81), false, false, false},
+		{"", false, false, false},
+	} {
+		if got := validServerName(c.name); got != c.server {
+			t.Errorf("validServerName(%q) = %v", c.name, got)
+		}
+		if got := validLabel(c.name); got != c.label {
+			t.Errorf("validLabel(%q) = %v", c.name, got)
+		}
+		if got := validObjectName(c.name); got != c.object {
+			t.Errorf("validObjectName(%q) = %v", c.name, got)
+		}
+	}
+}
