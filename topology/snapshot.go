@@ -38,6 +38,7 @@ type Snapshot struct {
 	vnetByName map[string]*VNetInfo
 	resolvers  map[netip.Addr]int
 	sources    prefixTable
+	cloud      []ipRange // what the 0.0.0.0 firewall rule admits (F3)
 }
 
 // VNetInfo is a VNet as the hot paths see it.
@@ -76,6 +77,9 @@ type ServerInfo struct {
 	// CNAMETarget is where NAME.postgres.database.azure.com points: the
 	// region's gateway name, or NAME.<private zone>.
 	CNAMETarget string
+	// TLS is the server's TLS policy (G4).
+	TLS    TLSPolicy
+	access access
 }
 
 // ZoneInfo is a private DNS zone with the records of its servers.
@@ -187,6 +191,7 @@ func NewSnapshot(t *Topology, state State, serial uint32) (*Snapshot, error) {
 		}
 		s.Servers[srv.Name] = si
 	}
+	s.buildAccess()
 	return s, nil
 }
 

@@ -1,0 +1,228 @@
+package gateway
+
+import (
+	"bytes"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/pgplane/pgplane/internal/pgtest"
+	"github.com/pgplane/pgplane/topology"
+
+	"github.com/rs/zerolog"
+)
+
+// fixture is a gateway in front of a real PostgreSQL.
+type fixture struct {
+	t      *testing.T
+	pg     *pgtest.Server
+	gw     *Gateway
+	addr   string // the gateway's listen address
+	port   int
+	caFile string
+	log    *lockedBuffer
+	topo   string
+	dir    string
+}
+
+// fixtureTopology has a public server (loopback admitted), a locked public
+// server (no rule admits loopback), a plaintext-tolerant server, and a
+// private server in app-vnet (127.0.1.0/24) peered with hub-vnet.
+const fixtureTopology = `datacenterRanges: [127.0.200.0/24]
+regions:
+  - {name: eastus2, gateways: [127.0.0.1, 127.0.0.2]}
+vnets:
+  - name: app-vnet
+    region: eastus2
+    addressSpaces: [127.0.1.0/24]
+    peerings: [hub-vnet]
+    subnets: [{name: db, cidr: 127.0.1.0/28, delegation: Microsoft.DBforPostgreSQL/flexibleServers}]
+  - {name: hub-vnet, region: eastus2, addressSpaces: [127.0.2.0/24]}
+  - {name: far-vnet, region: eastus2, addressSpaces: [127.0.3.0/24]}
+privateDnsZones:
+  - {name: contoso.private.postgres.database.azure.com, links: [app-vnet]}
+servers:
+  - name: reports-db
+    region: eastus2
+    access: public
+    backends: {primary: "BACKEND"}
+    firewallRules:
+      - {name: loopback, startIpAddress: 127.0.0.1, endIpAddress: 127.0.0.1}
+      - {name: proxied-office, startIpAddress: 203.0.113.1, endIpAddress: 203.0.113.9}
+  - name: locked-db
+    region: eastus2
+    access: public
+    backends: {primary: "BACKEND"}
+    firewallRules:
+      - {name: office, startIpAddress: 203.0.113.1, endIpAddress: 203.0.113.9}
+  - name: plain-db
+    region: eastus2
+    access: public
+    backends: {primary: "BACKEND"}
+    parameters: {require_secure_transport: "off"}
+    firewallRules:
+      - {name: AllowAllAzureServicesAndResourcesWithinAzureIps, startIpAddress: 0.0.0.0, endIpAddress: 0.0.0.0}
+      - {name: loopback, startIpAddress: 127.0.0.1, endIpAddress: 127.0.0.1}
+  - name: orders-db
+    region: eastus2
+    access: private
+    network: {vnet: app-vnet, subnet: db, privateDnsZone: contoso.private.postgres.database.azure.com}
+    addresses: {primary: 127.0.1.4}
+    backends: {primary: "BACKEND"}
+`
+
+// sharedPG is one PostgreSQL for the package's tests; starting one takes a
+// second or two.
+var sharedPG struct {
+	once sync.Once
+	pg   *pgtest.Server
+	dir  string
+	err  error
+}
+
+// newFixture starts a gateway (and, once, PostgreSQL). sameCert makes the
+// backend present the gateway's own certificate.
+func newFixture(t *testing.T, mutate func(*Config)) *fixture {
+	t.Helper()
+	sharedPG.once.Do(func() {
+		sharedPG.dir, sharedPG.err = os.MkdirTemp("", "pgplane-gw")
+		if sharedPG.err != nil {
+			return
+		}
+		// The backend presents the gateway's own certificate, as pgplane's
+		// backends do, so that SCRAM channel binding works across the gateway.
+		var certPEM, keyPEM []byte
+		if certPEM, keyPEM, sharedPG.err = gatewayCertPEM(); sharedPG.err != nil {
+			return
+		}
+		sharedPG.pg, sharedPG.err = pgtest.Start("", pgtest.Options{Cert: certPEM, Key: keyPEM})
+	})
+	if sharedPG.err != nil {
+		t.Fatal(sharedPG.err)
+	}
+	f := &fixture{t: t, pg: sharedPG.pg, log: &lockedBuffer{}, dir: t.TempDir()}
+	cert, ca, err := DevCertificates(filepath.Join(sharedPG.dir, "gateway-tls"), gatewayNames)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.caFile = ca
+	f.topo = strings.ReplaceAll(fixtureTopology, "BACKEND", f.pg.Addr)
+	snap := f.snapshot(topology.State{})
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	f.port = l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	f.addr = fmt.Sprintf("127.0.0.1:%d", f.port)
+	cfg := Config{
+		Listen: []string{f.addr},
+		NodeID: 3,
+		TLS:    &tls.Config{Certificates: []tls.Certificate{cert}},
+		Logger: zerolog.New(f.log),
+	}
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	f.gw, err = New(cfg, snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.gw.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		f.gw.Stop()
+		if t.Failed() {
+			t.Logf("gateway log:\n%s", f.log.String())
+		}
+	})
+	return f
+}
+
+func (f *fixture) snapshot(st topology.State) *topology.Snapshot {
+	f.t.Helper()
+	topo, _, err := topology.Parse("fixture.yaml", []byte(f.topo))
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	s, err := topology.NewSnapshot(topo, st, 1)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return s
+}
+
+// psql runs the real psql with a libpq connection string and extra
+// environment; it returns what psql printed and its error.
+func (f *fixture) psql(conninfo string, sql string, env ...string) (string, error) {
+	cmd := exec.Command("psql", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", conninfo, "-c", sql)
+	cmd.Env = append(append(os.Environ(), "PGPASSWORD="+pgtest.Password, "PGCONNECT_TIMEOUT=10"), env...)
+	out, err := cmd.CombinedOutput()
+	return strings.TrimSpace(string(out)), err
+}
+
+// conninfo is a libpq connection string to a server through the gateway.
+func (f *fixture) conninfo(server, extra string) string {
+	return fmt.Sprintf("host=%s.postgres.database.azure.com hostaddr=127.0.0.1 port=%d user=%s dbname=%s sslmode=verify-full sslrootcert=%s %s",
+		server, f.port, pgtest.User, pgtest.Database, f.caFile, extra)
+}
+
+// logLines returns the gateway's connection log lines.
+func (f *fixture) logLines() []string {
+	var out []string
+	for _, l := range strings.Split(f.log.String(), "\n") {
+		if strings.Contains(l, `"message":"connection"`) {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if sharedPG.pg != nil {
+		sharedPG.pg.Stop()
+	}
+	if sharedPG.dir != "" {
+		os.RemoveAll(sharedPG.dir)
+	}
+	os.Exit(code)
+}
+
+func fmtInt(i int) string { return fmt.Sprint(i) }
+
+var gatewayNames = []string{"*.postgres.database.azure.com", "*.contoso.private.postgres.database.azure.com"}
+
+// gatewayCertPEM makes (once) and returns the gateway's dev certificate.
+func gatewayCertPEM() (cert, key []byte, err error) {
+	dir := filepath.Join(sharedPG.dir, "gateway-tls")
+	if _, _, err := DevCertificates(dir, gatewayNames); err != nil {
+		return nil, nil, err
+	}
+	if cert, err = os.ReadFile(filepath.Join(dir, DevCertFile)); err != nil {
+		return nil, nil, err
+	}
+	key, err = os.ReadFile(filepath.Join(dir, DevKeyFile))
+	return cert, key, err
+}

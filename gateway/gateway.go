@@ -1,0 +1,316 @@
+// Package gateway is pgplane's PostgreSQL gateway: it listens on the active
+// gateway addresses, terminates TLS, enforces each server's TLS policy and
+// firewall rules, keeps private servers private, routes every connection to
+// its server's current backend over TLS, and then copies bytes.
+//
+// It reads the current topology snapshot on every new connection and never
+// imports CoreDNS.
+package gateway
+
+import (
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pgplane/pgplane/topology"
+
+	"github.com/rs/zerolog"
+)
+
+// BackendTLS is how the gateway secures its connection to a backend.
+type BackendTLS string
+
+// Backend TLS modes, named after libpq's sslmode.
+const (
+	BackendTLSRequire    BackendTLS = "require"     // TLS, certificate not verified
+	BackendTLSVerifyFull BackendTLS = "verify-full" // TLS, certificate verified against BackendRootCAs
+	BackendTLSDisable    BackendTLS = "disable"     // plain TCP
+)
+
+// Config configures a Gateway.
+type Config struct {
+	// Listen are the host:port addresses to serve. An address whose host is
+	// a region's gateway address is served only while that address is the
+	// region's active one (G1); any other address is always served.
+	Listen []string
+	// NodeID (0 to 127) is written into every cancel key the gateway hands
+	// out, so that a cancel arriving at another node can be forwarded (G2a).
+	NodeID uint8
+	// TLS holds the certificates clients see. Nil: no TLS is offered.
+	TLS *tls.Config
+	// BackendTLS and BackendRootCAs secure the backend leg (G7).
+	BackendTLS     BackendTLS
+	BackendRootCAs *x509.CertPool
+	// MaxConnections caps concurrent client connections (G8).
+	MaxConnections int
+	// HandshakeTimeout bounds TLS and the startup packet; AuthTimeout bounds
+	// the authentication exchange with the backend (G8).
+	HandshakeTimeout time.Duration
+	AuthTimeout      time.Duration
+	DialTimeout      time.Duration
+	// TrustedProxies may send a PROXY protocol v2 header (G10).
+	TrustedProxies []netip.Prefix
+	Logger         zerolog.Logger
+}
+
+// Defaults of Config.
+const (
+	DefaultMaxConnections   = 5000
+	DefaultHandshakeTimeout = 10 * time.Second
+	DefaultAuthTimeout      = 60 * time.Second
+	DefaultDialTimeout      = 5 * time.Second
+)
+
+// Gateway serves PostgreSQL connections. Create it with New, then Start.
+type Gateway struct {
+	cfg      Config
+	snapshot atomic.Pointer[topology.Snapshot]
+	slots    chan struct{} // one token per open connection
+	sessions *sessionTable
+	refusals *refusalMemory
+
+	mu        sync.Mutex // guards listeners and closed
+	listeners map[string]*listener
+	closed    bool
+	conns     sync.WaitGroup
+}
+
+type listener struct {
+	ln   net.Listener
+	done chan struct{}
+}
+
+// New makes a gateway that serves the given snapshot.
+func New(cfg Config, s *topology.Snapshot) (*Gateway, error) {
+	if cfg.NodeID > 127 {
+		return nil, fmt.Errorf("gateway: node id %d out of range 0 to 127", cfg.NodeID)
+	}
+	if cfg.MaxConnections <= 0 {
+		cfg.MaxConnections = DefaultMaxConnections
+	}
+	if cfg.HandshakeTimeout <= 0 {
+		cfg.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if cfg.AuthTimeout <= 0 {
+		cfg.AuthTimeout = DefaultAuthTimeout
+	}
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = DefaultDialTimeout
+	}
+	if cfg.BackendTLS == "" {
+		cfg.BackendTLS = BackendTLSRequire
+	}
+	for _, l := range cfg.Listen {
+		if _, err := netip.ParseAddrPort(l); err != nil {
+			return nil, fmt.Errorf("gateway: listen address %q: want IP:port: %w", l, err)
+		}
+	}
+	g := &Gateway{
+		cfg:       cfg,
+		slots:     make(chan struct{}, cfg.MaxConnections),
+		sessions:  newSessionTable(cfg.NodeID),
+		refusals:  newRefusalMemory(),
+		listeners: map[string]*listener{},
+	}
+	g.snapshot.Store(s)
+	return g, nil
+}
+
+// Start opens the listeners of the active addresses.
+func (g *Gateway) Start() error { return g.reconcile() }
+
+// Update swaps in a new snapshot: new connections see it at once, and the
+// listeners follow the regions' active addresses (G1).
+func (g *Gateway) Update(s *topology.Snapshot) error {
+	g.snapshot.Store(s)
+	return g.reconcile()
+}
+
+// Listening returns the addresses being served now.
+func (g *Gateway) Listening() []string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var out []string
+	for _, l := range g.cfg.Listen {
+		if g.listeners[l] != nil {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// wanted reports whether a listen address should be served under snapshot s:
+// not while its host is a region's standby gateway address.
+func wanted(s *topology.Snapshot, addr string) bool {
+	ap := netip.MustParseAddrPort(addr)
+	for _, r := range s.Regions {
+		for _, gw := range r.Gateways {
+			if gw == ap.Addr() {
+				return gw == r.Active
+			}
+		}
+	}
+	return true
+}
+
+func (g *Gateway) reconcile() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return nil
+	}
+	s := g.snapshot.Load()
+	var errs []error
+	for _, addr := range g.cfg.Listen {
+		l := g.listeners[addr]
+		switch want := wanted(s, addr); {
+		case want && l == nil:
+			ln, err := net.Listen("tcp", addr)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("gateway: listening on %s: %w", addr, err))
+				continue
+			}
+			l = &listener{ln: ln, done: make(chan struct{})}
+			g.listeners[addr] = l
+			go g.accept(l)
+			g.cfg.Logger.Info().Str("address", addr).Msg("gateway listening")
+		case !want && l != nil:
+			l.ln.Close()
+			<-l.done
+			delete(g.listeners, addr)
+			g.cfg.Logger.Info().Str("address", addr).Msg("gateway address inactive: not listening")
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Stop closes the listeners and every open connection, and waits for them.
+func (g *Gateway) Stop() {
+	g.mu.Lock()
+	g.closed = true
+	for addr, l := range g.listeners {
+		l.ln.Close()
+		<-l.done
+		delete(g.listeners, addr)
+	}
+	g.mu.Unlock()
+	g.sessions.closeAll()
+	g.conns.Wait()
+}
+
+func (g *Gateway) accept(l *listener) {
+	defer close(l.done)
+	for {
+		c, err := l.ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			g.cfg.Logger.Warn().Err(err).Msg("gateway accept")
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		select {
+		case g.slots <- struct{}{}:
+		default:
+			// Over the cap: refuse at once, without reading anything (G8).
+			go refuse(c, g.cfg.Logger, &pgError{Code: "53300", Message: "too many connections to the pgplane gateway",
+				Hint: fmt.Sprintf("the gateway serves at most %d connections at once; try again later", g.cfg.MaxConnections)})
+			continue
+		}
+		g.conns.Add(1)
+		go func() {
+			defer g.conns.Done()
+			defer func() { <-g.slots }()
+			g.serve(c)
+		}()
+	}
+}
+
+// refuse sends an ErrorResponse to a connection the gateway will not serve.
+func refuse(c net.Conn, log zerolog.Logger, e *pgError) {
+	c.SetWriteDeadline(time.Now().Add(time.Second))
+	c.Write(e.encode())
+	c.Close()
+	log.Warn().Str("client", c.RemoteAddr().String()).Str("decision", "refused_capacity").Str("sqlstate", e.Code).Msg("connection")
+}
+
+// cancelKey is the key the gateway hands a client in BackendKeyData: the
+// process ID carries the node ID in bits 24 to 30 and a session counter
+// below; the secret is random. It is never the backend's own key (G2a).
+type cancelKey struct{ pid, secret uint32 }
+
+// NodeOf returns the node ID written into a cancel key's process ID.
+func NodeOf(pid uint32) uint8 { return uint8(pid >> 24 & 0x7f) }
+
+// backendKey is a backend's own cancel key and where it runs.
+type backendKey struct {
+	addr        string
+	pid, secret uint32
+}
+
+// sessionTable maps the keys handed to clients to their backends, and holds
+// the open client connections so that Stop can close them.
+type sessionTable struct {
+	node    uint8
+	counter atomic.Uint32
+	mu      sync.Mutex
+	keys    map[cancelKey]backendKey
+	conns   map[net.Conn]struct{}
+}
+
+func newSessionTable(node uint8) *sessionTable {
+	return &sessionTable{node: node, keys: map[cancelKey]backendKey{}, conns: map[net.Conn]struct{}{}}
+}
+
+// newKey registers a backend key and returns the key to hand the client.
+func (t *sessionTable) newKey(b backendKey) cancelKey {
+	var rnd [4]byte
+	rand.Read(rnd[:])
+	k := cancelKey{pid: uint32(t.node)<<24 | t.counter.Add(1)&0xffffff, secret: binary.BigEndian.Uint32(rnd[:])}
+	t.mu.Lock()
+	t.keys[k] = b
+	t.mu.Unlock()
+	return k
+}
+
+func (t *sessionTable) lookup(k cancelKey) (backendKey, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	b, ok := t.keys[k]
+	return b, ok
+}
+
+func (t *sessionTable) forget(k cancelKey) {
+	t.mu.Lock()
+	delete(t.keys, k)
+	t.mu.Unlock()
+}
+
+func (t *sessionTable) track(c net.Conn) {
+	t.mu.Lock()
+	t.conns[c] = struct{}{}
+	t.mu.Unlock()
+}
+
+func (t *sessionTable) untrack(c net.Conn) {
+	t.mu.Lock()
+	delete(t.conns, c)
+	t.mu.Unlock()
+}
+
+func (t *sessionTable) closeAll() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for c := range t.conns {
+		c.Close()
+	}
+}

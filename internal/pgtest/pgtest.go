@@ -1,0 +1,238 @@
+// Package pgtest starts a real PostgreSQL server (Debian's postgresql
+// package) in a temporary directory for tests and benchmarks: initdb,
+// SCRAM-SHA-256 passwords, TLS on, one role and one database. The server
+// runs as the postgres user when the caller is root, and is stopped by its
+// PID.
+package pgtest
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Role, password and database every server has.
+const (
+	User     = "app"
+	Password = "app-secret"
+	Database = "appdb"
+)
+
+// Server is a running PostgreSQL.
+type Server struct {
+	Dir  string
+	Addr string // 127.0.0.1:PORT
+	Port int
+	cmd  *exec.Cmd
+	log  *bytes.Buffer
+	done chan struct{}
+	uid  int
+	gid  int
+}
+
+// Options shape a server.
+type Options struct {
+	// Cert and Key are the server's TLS certificate and key in PEM; without
+	// them the server runs with ssl off.
+	Cert, Key []byte
+	// Port, when 0, is chosen free.
+	Port int
+	// Conf is appended to postgresql.conf.
+	Conf string
+}
+
+// BinDir is where Debian installs PostgreSQL 15's server programs.
+var BinDir = "/usr/lib/postgresql/15/bin"
+
+// Start initialises and starts a server in a new directory under parent.
+func Start(parent string, o Options) (*Server, error) {
+	if _, err := os.Stat(filepath.Join(BinDir, "postgres")); err != nil {
+		return nil, fmt.Errorf("pgtest: PostgreSQL server not installed (%w); apt-get install postgresql", err)
+	}
+	dir, err := os.MkdirTemp(parent, "pg")
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{Dir: dir, log: &bytes.Buffer{}, done: make(chan struct{}), uid: -1, gid: -1}
+	if os.Geteuid() == 0 {
+		u, err := user.Lookup("postgres")
+		if err != nil {
+			return nil, fmt.Errorf("pgtest: running as root needs the postgres user: %w", err)
+		}
+		s.uid, _ = strconv.Atoi(u.Uid)
+		s.gid, _ = strconv.Atoi(u.Gid)
+	}
+	data := filepath.Join(dir, "data")
+	pwfile := filepath.Join(dir, "pw")
+	if err := os.WriteFile(pwfile, []byte("postgres-secret\n"), 0o600); err != nil {
+		return nil, err
+	}
+	if err := s.chown(dir, pwfile); err != nil {
+		return nil, err
+	}
+	if out, err := s.run(filepath.Join(BinDir, "initdb"), "-D", data, "-U", "postgres", "--pwfile", pwfile,
+		"--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--no-sync"); err != nil {
+		return nil, fmt.Errorf("pgtest: initdb: %v\n%s", err, out)
+	}
+	if o.Cert != nil {
+		if err := s.writeOwned(filepath.Join(data, "server.crt"), o.Cert, 0o644); err != nil {
+			return nil, err
+		}
+		if err := s.writeOwned(filepath.Join(data, "server.key"), o.Key, 0o600); err != nil {
+			return nil, err
+		}
+	}
+	s.Port = o.Port
+	if s.Port == 0 {
+		if s.Port, err = freePort(); err != nil {
+			return nil, err
+		}
+	}
+	s.Addr = fmt.Sprintf("127.0.0.1:%d", s.Port)
+	conf := fmt.Sprintf(`
+listen_addresses = '127.0.0.1'
+port = %d
+unix_socket_directories = '%s'
+password_encryption = 'scram-sha-256'
+ssl = %s
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+max_connections = 200
+shared_buffers = 64MB
+log_min_messages = warning
+%s
+`, s.Port, dir, map[bool]string{true: "on", false: "off"}[o.Cert != nil], o.Conf)
+	f, err := os.OpenFile(filepath.Join(data, "postgresql.conf"), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		return nil, err
+	}
+	f.WriteString(conf)
+	f.Close()
+	hba := "local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\nhost replication all 127.0.0.1/32 scram-sha-256\n"
+	if err := s.writeOwned(filepath.Join(data, "pg_hba.conf"), []byte(hba), 0o600); err != nil {
+		return nil, err
+	}
+	s.cmd = exec.Command(filepath.Join(BinDir, "postgres"), "-D", data)
+	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
+	s.cmd.SysProcAttr = s.sysProcAttr()
+	if err := s.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("pgtest: starting postgres: %w", err)
+	}
+	go func() { s.cmd.Wait(); close(s.done) }()
+	if err := s.waitReady(); err != nil {
+		s.Stop()
+		return nil, err
+	}
+	for _, sql := range []string{
+		fmt.Sprintf("CREATE ROLE %s LOGIN PASSWORD '%s'", User, Password),
+		fmt.Sprintf("CREATE DATABASE %s OWNER %s", Database, User),
+	} {
+		if out, err := s.Psql("postgres", sql); err != nil {
+			s.Stop()
+			return nil, fmt.Errorf("pgtest: %s: %v\n%s", sql, err, out)
+		}
+	}
+	return s, nil
+}
+
+// Psql runs SQL over the server's Unix socket as the postgres superuser.
+func (s *Server) Psql(db, sql string) (string, error) {
+	out, err := exec.Command("psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", s.Dir, "-p", strconv.Itoa(s.Port), "-U", "postgres", "-d", db, "-c", sql).CombinedOutput()
+	return strings.TrimSpace(string(out)), err
+}
+
+// Log returns what the server printed.
+func (s *Server) Log() string { return s.log.String() }
+
+// Stop stops the server by its PID (fast shutdown) and waits.
+func (s *Server) Stop() {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return
+	}
+	s.cmd.Process.Signal(syscall.SIGINT)
+	select {
+	case <-s.done:
+	case <-time.After(10 * time.Second):
+		s.cmd.Process.Kill()
+		<-s.done
+	}
+}
+
+// Kill stops the server at once, as a crash would.
+func (s *Server) Kill() {
+	if s.cmd != nil && s.cmd.Process != nil {
+		s.cmd.Process.Kill()
+		<-s.done
+	}
+}
+
+func (s *Server) waitReady() error {
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-s.done:
+			return fmt.Errorf("pgtest: postgres exited:\n%s", s.log.String())
+		default:
+		}
+		if _, err := s.Psql("postgres", "SELECT 1"); err == nil {
+			return nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return errors.New("pgtest: postgres did not become ready:\n" + s.log.String())
+}
+
+func (s *Server) sysProcAttr() *syscall.SysProcAttr {
+	a := &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if s.uid >= 0 {
+		a.Credential = &syscall.Credential{Uid: uint32(s.uid), Gid: uint32(s.gid)}
+	}
+	return a
+}
+
+func (s *Server) run(name string, args ...string) ([]byte, error) {
+	cmd := exec.Command(name, args...)
+	cmd.SysProcAttr = s.sysProcAttr()
+	return cmd.CombinedOutput()
+}
+
+func (s *Server) chown(paths ...string) error {
+	if s.uid < 0 {
+		return nil
+	}
+	for _, p := range paths {
+		if err := os.Chown(p, s.uid, s.gid); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *Server) writeOwned(path string, data []byte, mode os.FileMode) error {
+	if err := os.WriteFile(path, data, mode); err != nil {
+		return err
+	}
+	if err := os.Chmod(path, mode); err != nil {
+		return err
+	}
+	return s.chown(path)
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
