@@ -44,7 +44,8 @@ type Config struct {
 	// NodeID (0 to 127) is written into every cancel key the gateway hands
 	// out, so that a cancel arriving at another node can be forwarded (G2a).
 	NodeID uint8
-	// TLS holds the certificates clients see. Nil: no TLS is offered.
+	// TLS is the client-facing TLS configuration; its first certificate is
+	// served (SetCertificate replaces it). Nil: no TLS is offered.
 	TLS *tls.Config
 	// BackendTLS and BackendRootCAs secure the backend leg (G7).
 	BackendTLS     BackendTLS
@@ -76,6 +77,7 @@ type Gateway struct {
 	slots    chan struct{} // one token per open connection
 	sessions *sessionTable
 	refusals *refusalMemory
+	cert     atomic.Pointer[tls.Certificate]
 
 	mu        sync.Mutex // guards listeners and closed
 	listeners map[string]*listener
@@ -121,8 +123,17 @@ func New(cfg Config, s *topology.Snapshot) (*Gateway, error) {
 		listeners: map[string]*listener{},
 	}
 	g.snapshot.Store(s)
+	if cfg.TLS != nil {
+		if len(cfg.TLS.Certificates) == 0 {
+			return nil, errors.New("gateway: TLS configuration without a certificate")
+		}
+		g.SetCertificate(cfg.TLS.Certificates[0])
+	}
 	return g, nil
 }
+
+// SetCertificate replaces the certificate new TLS connections see.
+func (g *Gateway) SetCertificate(c tls.Certificate) { g.cert.Store(&c) }
 
 // Start opens the listeners of the active addresses.
 func (g *Gateway) Start() error { return g.reconcile() }

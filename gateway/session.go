@@ -215,6 +215,8 @@ const alpnPostgres = "postgresql"
 func (g *Gateway) tlsConfig() *tls.Config {
 	base := g.cfg.TLS
 	cfg := base.Clone()
+	cfg.Certificates = nil
+	cfg.GetCertificate = func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return g.cert.Load(), nil }
 	cfg.NextProtos = []string{alpnPostgres}
 	cfg.MinVersion = tls.VersionTLS12
 	cfg.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
@@ -431,12 +433,8 @@ func (s *session) sameCertificate(backend *tls.Conn) bool {
 	if len(bc) == 0 {
 		return false
 	}
-	for _, c := range s.g.cfg.TLS.Certificates {
-		if len(c.Certificate) > 0 && sha256.Sum256(c.Certificate[0]) == sha256.Sum256(bc[0].Raw) {
-			return true
-		}
-	}
-	return false
+	c := s.g.cert.Load()
+	return len(c.Certificate) > 0 && sha256.Sum256(c.Certificate[0]) == sha256.Sum256(bc[0].Raw)
 }
 
 // relayAuth relays the authentication exchange. It hides the backend's cancel

@@ -1,6 +1,7 @@
 // Package pgplane is the CoreDNS plugin of pgplane: it answers for
 // postgres.database.azure.com from the current topology snapshot, in the view
-// of the client's VNet, and reloads the topology file when it changes.
+// of the client's VNet, reloads the topology file when it changes, and runs
+// the PostgreSQL gateway beside the DNS server.
 package pgplane
 
 import (
@@ -8,6 +9,8 @@ import (
 	"net"
 	"net/netip"
 	"sync/atomic"
+
+	"github.com/pgplane/pgplane/gateway"
 
 	"github.com/coredns/coredns/plugin"
 	clog "github.com/coredns/coredns/plugin/pkg/log"
@@ -26,6 +29,11 @@ type PGPlane struct {
 	opts    options
 	answers atomic.Pointer[answers]
 	topo    *topologyFile
+
+	gwOpts  gatewayOptions
+	gateway *gateway.Gateway // nil without a gateway line
+	devTLS  string           // the dev certificate directory, in dev mode
+	base    string           // the directory relative paths start from
 }
 
 // ServeDNS implements the plugin.Handler interface.

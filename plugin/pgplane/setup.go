@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/pgplane/pgplane/gateway"
 	"github.com/pgplane/pgplane/topology"
 
 	"github.com/coredns/caddy"
@@ -31,8 +32,23 @@ func setup(c *caddy.Controller) error {
 	if err := p.topo.load(); err != nil {
 		return plugin.Error("pgplane", err)
 	}
-	c.OnStartup(func() error { p.topo.start(); return nil })
-	c.OnShutdown(func() error { p.topo.stopWatch(); return nil })
+	if err := p.newGateway(p.gwOpts, p.base, p.answers.Load().snap); err != nil {
+		return plugin.Error("pgplane", err)
+	}
+	c.OnStartup(func() error {
+		p.topo.start()
+		if p.gateway != nil {
+			return p.gateway.Start()
+		}
+		return nil
+	})
+	c.OnShutdown(func() error {
+		p.topo.stopWatch()
+		if p.gateway != nil {
+			p.gateway.Stop()
+		}
+		return nil
+	})
 	dnsserver.GetConfig(c).AddPlugin(func(next plugin.Handler) plugin.Handler {
 		p.Next = next
 		return p
@@ -46,6 +62,13 @@ func setup(c *caddy.Controller) error {
 //	    ttl SECONDS
 //	    reload DURATION
 //	    ns NAME...
+//	    gateway ADDRESS:PORT...
+//	    gateway_tls CERT_FILE KEY_FILE | dev DIR
+//	    gateway_backend_tls require | disable | verify-full CA_FILE
+//	    gateway_max_connections N
+//	    gateway_handshake_timeout DURATION
+//	    gateway_trusted_proxies CIDR...
+//	    node_id N
 //	}
 func parse(c *caddy.Controller) (*PGPlane, error) {
 	p := &PGPlane{opts: options{ttl: defaultTTL}}
@@ -59,14 +82,12 @@ func parse(c *caddy.Controller) (*PGPlane, error) {
 		if len(args) != 1 {
 			return nil, c.ArgErr()
 		}
-		path = args[0]
-		if !filepath.IsAbs(path) {
-			if root := dnsserver.GetConfig(c).Root; root != "" {
-				path = filepath.Join(root, path)
-			} else if file := c.File(); file != "" {
-				path = filepath.Join(filepath.Dir(file), path)
-			}
+		if root := dnsserver.GetConfig(c).Root; root != "" {
+			p.base = root
+		} else if file := c.File(); file != "" {
+			p.base, _ = filepath.Abs(filepath.Dir(file))
 		}
+		path = resolve(p.base, args[0])
 		for c.NextBlock() {
 			switch c.Val() {
 			case "ttl":
@@ -101,20 +122,43 @@ func parse(c *caddy.Controller) (*PGPlane, error) {
 					p.opts.ns = append(p.opts.ns, dns.Fqdn(n))
 				}
 			default:
-				return nil, c.Errf("unknown property %q", c.Val())
+				ok, err := parseGatewayProperty(c, &p.gwOpts)
+				if err != nil {
+					return nil, err
+				}
+				if !ok {
+					return nil, c.Errf("unknown property %q", c.Val())
+				}
 			}
 		}
 	}
 	if len(p.opts.ns) == 0 {
 		p.opts.ns = []string{defaultNS}
 	}
+	if p.gwOpts.devDir == "" && p.gwOpts.certFile == "" && len(p.gwOpts.listen) > 0 {
+		return nil, c.Errf("gateway needs gateway_tls CERT_FILE KEY_FILE (or gateway_tls dev DIR for development)")
+	}
 	p.topo = &topologyFile{path: path, interval: reload, publish: p.publish}
 	return p, nil
 }
 
-// publish builds the answers of a snapshot and swaps them in.
+// publish builds the answers of a snapshot and swaps them in, and hands the
+// snapshot to the gateway.
 func (p *PGPlane) publish(s *topology.Snapshot) {
 	p.answers.Store(newAnswers(s, p.opts))
+	if p.gateway == nil {
+		return
+	}
+	if p.devTLS != "" {
+		if cert, _, err := gateway.DevCertificates(p.devTLS, certNames(s)); err != nil {
+			log.Errorf("gateway dev TLS: %v", err)
+		} else {
+			p.gateway.SetCertificate(cert)
+		}
+	}
+	if err := p.gateway.Update(s); err != nil {
+		log.Errorf("gateway: %v", err)
+	}
 }
 
 // String describes the plugin's configuration, for logs.

@@ -150,3 +150,32 @@ func BenchmarkReload(b *testing.B) {
 		}
 	})
 }
+
+func TestParseGatewayOptions(t *testing.T) {
+	dir := t.TempDir()
+	topo := filepath.Join(dir, "t.yaml")
+	data, _ := os.ReadFile("testdata/topology.yaml")
+	os.WriteFile(topo, data, 0o644)
+	for _, tc := range []struct{ block, err string }{
+		{"gateway 127.0.0.1:15432 127.0.0.2:15432\n gateway_tls dev tls\n gateway_backend_tls verify-full ca.pem\n gateway_max_connections 10\n gateway_handshake_timeout 3s\n gateway_trusted_proxies 10.0.0.0/8\n node_id 5", ""},
+		{"gateway 127.0.0.1:15432", "gateway needs gateway_tls"},
+		{"gateway localhost:5432\n gateway_tls dev tls", "want IP:port"},
+		{"gateway 127.0.0.1:1\n gateway_tls a", "gateway_tls"},
+		{"gateway 127.0.0.1:1\n gateway_tls dev x\n gateway_backend_tls maybe", "gateway_backend_tls"},
+		{"gateway 127.0.0.1:1\n gateway_tls dev x\n node_id 200", "node_id"},
+		{"gateway 127.0.0.1:1\n gateway_tls dev x\n gateway_trusted_proxies nope", "CIDR"},
+	} {
+		p, err := parse(caddy.NewTestController("dns", "pgplane "+topo+" {\n "+tc.block+"\n}"))
+		switch {
+		case tc.err == "" && err != nil:
+			t.Errorf("%q: %v", tc.block, err)
+		case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
+			t.Errorf("%q: want %q, got %v", tc.block, tc.err, err)
+		case tc.err == "":
+			o := p.gwOpts
+			if len(o.listen) != 2 || o.devDir != "tls" || o.backendCA != "ca.pem" || o.maxConns != 10 || o.handshake != 3*time.Second || o.nodeID != 5 || len(o.trusted) != 1 {
+				t.Errorf("options not applied: %+v", o)
+			}
+		}
+	}
+}

@@ -1,0 +1,176 @@
+package pgplane
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/pgplane/pgplane/gateway"
+	"github.com/pgplane/pgplane/topology"
+
+	"github.com/coredns/caddy"
+	"github.com/rs/zerolog"
+)
+
+// gatewayOptions are the gateway_* properties of the pgplane block.
+type gatewayOptions struct {
+	listen     []string
+	certFile   string
+	keyFile    string
+	devDir     string // dev mode: a local CA and certificate, made on first start
+	backendTLS gateway.BackendTLS
+	backendCA  string
+	maxConns   int
+	handshake  time.Duration
+	trusted    []netip.Prefix
+	nodeID     uint8
+}
+
+// parseGatewayProperty reads one gateway property; it reports false when
+// the property is not a gateway one.
+func parseGatewayProperty(c *caddy.Controller, o *gatewayOptions) (bool, error) {
+	name := c.Val()
+	switch name {
+	case "gateway", "gateway_tls", "gateway_backend_tls", "gateway_max_connections", "gateway_handshake_timeout", "gateway_trusted_proxies", "node_id":
+	default:
+		return false, nil
+	}
+	args := c.RemainingArgs()
+	switch name {
+	case "gateway":
+		if len(args) == 0 {
+			return true, c.ArgErr()
+		}
+		for _, a := range args {
+			if _, err := netip.ParseAddrPort(a); err != nil {
+				return true, c.Errf("gateway %q: want IP:port", a)
+			}
+		}
+		o.listen = append(o.listen, args...)
+	case "gateway_tls":
+		switch {
+		case len(args) == 2 && args[0] == "dev":
+			o.devDir = args[1]
+		case len(args) == 2:
+			o.certFile, o.keyFile = args[0], args[1]
+		default:
+			return true, c.Errf("gateway_tls: want CERT_FILE KEY_FILE, or dev DIR")
+		}
+	case "gateway_backend_tls":
+		switch {
+		case len(args) == 1 && (args[0] == string(gateway.BackendTLSRequire) || args[0] == string(gateway.BackendTLSDisable)):
+			o.backendTLS = gateway.BackendTLS(args[0])
+		case len(args) == 2 && args[0] == string(gateway.BackendTLSVerifyFull):
+			o.backendTLS, o.backendCA = gateway.BackendTLSVerifyFull, args[1]
+		default:
+			return true, c.Errf("gateway_backend_tls: want require, disable, or verify-full CA_FILE")
+		}
+	case "gateway_max_connections":
+		n, err := strconv.Atoi(oneArg(args))
+		if err != nil || n < 1 {
+			return true, c.Errf("gateway_max_connections: want a positive number")
+		}
+		o.maxConns = n
+	case "gateway_handshake_timeout":
+		d, err := time.ParseDuration(oneArg(args))
+		if err != nil || d <= 0 {
+			return true, c.Errf("gateway_handshake_timeout: want a duration such as 10s")
+		}
+		o.handshake = d
+	case "gateway_trusted_proxies":
+		if len(args) == 0 {
+			return true, c.ArgErr()
+		}
+		for _, a := range args {
+			p, err := netip.ParsePrefix(a)
+			if err != nil {
+				return true, c.Errf("gateway_trusted_proxies %q: want a CIDR", a)
+			}
+			o.trusted = append(o.trusted, p)
+		}
+	case "node_id":
+		n, err := strconv.Atoi(oneArg(args))
+		if err != nil || n < 0 || n > 127 {
+			return true, c.Errf("node_id: want a number from 0 to 127")
+		}
+		o.nodeID = uint8(n)
+	}
+	return true, nil
+}
+
+func oneArg(args []string) string {
+	if len(args) != 1 {
+		return ""
+	}
+	return args[0]
+}
+
+// newGateway makes the gateway of the configuration, or nil when the block
+// has no gateway line.
+func (p *PGPlane) newGateway(o gatewayOptions, base string, snap *topology.Snapshot) error {
+	if len(o.listen) == 0 {
+		return nil
+	}
+	cfg := gateway.Config{
+		Listen: o.listen, NodeID: o.nodeID, BackendTLS: o.backendTLS, MaxConnections: o.maxConns,
+		HandshakeTimeout: o.handshake, TrustedProxies: o.trusted,
+		Logger: zerolog.New(os.Stdout).With().Timestamp().Str("plugin", "pgplane/gateway").Logger(),
+	}
+	var cert tls.Certificate
+	var err error
+	switch {
+	case o.devDir != "":
+		o.devDir = resolve(base, o.devDir)
+		var ca string
+		if cert, ca, err = gateway.DevCertificates(o.devDir, certNames(snap)); err != nil {
+			return err
+		}
+		p.devTLS = o.devDir
+		log.Infof("gateway dev TLS: CA certificate %s; connect with: psql \"host=NAME.%s hostaddr=%s port=%s sslmode=verify-full sslrootcert=%s\"",
+			ca, topology.Apex, netip.MustParseAddrPort(o.listen[0]).Addr(), strconv.Itoa(int(netip.MustParseAddrPort(o.listen[0]).Port())), ca)
+	case o.certFile != "":
+		if cert, err = tls.LoadX509KeyPair(resolve(base, o.certFile), resolve(base, o.keyFile)); err != nil {
+			return fmt.Errorf("gateway_tls: %w", err)
+		}
+	}
+	if len(cert.Certificate) > 0 {
+		cfg.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+	}
+	if o.backendCA != "" {
+		pem, err := os.ReadFile(resolve(base, o.backendCA))
+		if err != nil {
+			return fmt.Errorf("gateway_backend_tls: %w", err)
+		}
+		cfg.BackendRootCAs = x509.NewCertPool()
+		if !cfg.BackendRootCAs.AppendCertsFromPEM(pem) {
+			return fmt.Errorf("gateway_backend_tls: no certificate in %s", o.backendCA)
+		}
+	}
+	p.gateway, err = gateway.New(cfg, snap)
+	return err
+}
+
+// certNames are the names the dev certificate covers: every server's public
+// name and every private zone's records.
+func certNames(s *topology.Snapshot) []string {
+	names := []string{"*." + topology.Apex}
+	var zones []string
+	for z := range s.Zones {
+		zones = append(zones, "*."+z)
+	}
+	sort.Strings(zones)
+	return append(names, zones...)
+}
+
+func resolve(base, path string) string {
+	if filepath.IsAbs(path) || base == "" {
+		return path
+	}
+	return filepath.Join(base, path)
+}

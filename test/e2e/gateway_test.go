@@ -1,0 +1,124 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pgplane/pgplane/gateway"
+	"github.com/pgplane/pgplane/internal/pgtest"
+)
+
+// gatewayNode starts a PostgreSQL and an appliance whose gateway fronts it,
+// with dev TLS. The backend presents the gateway's certificate, as pgplane's
+// backends do, so that SCRAM channel binding works end to end.
+func gatewayNode(t *testing.T) (n *node, dnsPort, gwPort int, ca string) {
+	t.Helper()
+	dir := t.TempDir()
+	tlsDir := filepath.Join(dir, "tls")
+	if _, _, err := gateway.DevCertificates(tlsDir, []string{"*.postgres.database.azure.com", "*.contoso.private.postgres.database.azure.com"}); err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := os.ReadFile(filepath.Join(tlsDir, gateway.DevCertFile))
+	key, _ := os.ReadFile(filepath.Join(tlsDir, gateway.DevKeyFile))
+	pg, err := pgtest.Start("", pgtest.Options{Cert: cert, Key: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pg.Stop(); os.RemoveAll(pg.Dir) })
+	topo := strings.ReplaceAll(devTopology(t), "127.0.0.1:55432", pg.Addr)
+	topo = strings.ReplaceAll(topo, "127.0.0.1:55433", pg.Addr)
+	writeFile(t, dir, "topology.yaml", topo)
+	dnsPort = freePort(t, "127.0.0.1")
+	gwPort = freePort(t, "127.0.0.1")
+	corefile := fmt.Sprintf(`.:%d {
+    bind 127.0.0.1
+    pgplane topology.yaml {
+        gateway 127.0.0.1:%d 127.0.0.2:%d
+        gateway_tls dev tls
+        node_id 1
+    }
+}
+`, dnsPort, gwPort, gwPort)
+	n = startNode(t, dir, corefile, fmt.Sprintf("127.0.0.1:%d", dnsPort), "")
+	m := regexp.MustCompile(`CA certificate (\S+);`).FindStringSubmatch(n.log.String())
+	if m == nil {
+		t.Fatalf("the appliance must print where the dev CA is:\n%s", n.log.String())
+	}
+	return n, dnsPort, gwPort, m[1]
+}
+
+func psql(t *testing.T, conninfo, sql string) (string, error) {
+	t.Helper()
+	cmd := exec.Command("psql", "-X", "-A", "-t", conninfo, "-c", sql)
+	cmd.Env = append(os.Environ(), "PGPASSWORD="+pgtest.Password, "PGCONNECT_TIMEOUT=10")
+	out, err := cmd.CombinedOutput()
+	return strings.TrimSpace(string(out)), err
+}
+
+// SPEC: D2 G1 G3 G7 G9
+func TestPsqlThroughApplianceGateway(t *testing.T) {
+	n, dnsPort, gwPort, ca := gatewayNode(t)
+	// DNS gives the gateway's active address for the public server.
+	r := dig(t, "@127.0.0.1", "-p", fmt.Sprint(dnsPort), "+short", "reports-db.postgres.database.azure.com", "A")
+	lines := strings.Fields(r.out)
+	addr := lines[len(lines)-1]
+	if addr != "127.0.0.1" {
+		t.Fatalf("want the gateway address, got %q", r.out)
+	}
+	conninfo := fmt.Sprintf("host=reports-db.postgres.database.azure.com hostaddr=%s port=%d sslmode=verify-full sslrootcert=%s user=app dbname=appdb application_name=e2e", addr, gwPort, ca)
+	out, err := psql(t, conninfo, "SELECT s.ssl, a.application_name FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE pid = pg_backend_pid()")
+	if err != nil || out != "t|e2e" {
+		t.Fatalf("psql through the gateway: %v\n%s", err, out)
+	}
+	waitFor(t, "the connection's log line", 5*time.Second, func() bool {
+		return strings.Contains(n.log.String(), `"decision":"proxied"`)
+	})
+	line := regexp.MustCompile(`\{[^\n]*"message":"connection"[^\n]*\}`).FindString(n.log.String())
+	for _, field := range []string{`"client":"127.0.0.1"`, `"server":"reports-db"`, `"tls":"TLS 1.3"`, `"bytes_in":`, `"duration":`} {
+		if !strings.Contains(line, field) {
+			t.Fatalf("log line lacks %s: %s", field, line)
+		}
+	}
+	// The standby gateway address does not listen.
+	if out, err := psql(t, strings.Replace(conninfo, "hostaddr=127.0.0.1", "hostaddr=127.0.0.2", 1), "SELECT 1"); err == nil {
+		t.Fatalf("the secondary address must not accept connections: %s", out)
+	}
+	// A private server from outside its VNet.
+	out, err = psql(t, strings.Replace(conninfo, "reports-db", "orders-db", 1), "SELECT 1")
+	if err == nil || !strings.Contains(out, "accepts connections only from its virtual network") {
+		t.Fatalf("orders-db from 127.0.0.1: %v\n%s", err, out)
+	}
+}
+
+// SPEC: G2a
+func TestPsqlCancelThroughGateway(t *testing.T) {
+	_, _, gwPort, ca := gatewayNode(t)
+	conninfo := fmt.Sprintf("host=reports-db.postgres.database.azure.com hostaddr=127.0.0.1 port=%d sslmode=verify-full sslrootcert=%s user=app dbname=appdb", gwPort, ca)
+	cmd := exec.Command("psql", "-X", conninfo, "-c", "SELECT pg_sleep(60)")
+	cmd.Env = append(os.Environ(), "PGPASSWORD="+pgtest.Password)
+	out := &strings.Builder{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	time.Sleep(1500 * time.Millisecond) // let the query start
+	cmd.Process.Signal(syscall.SIGINT)   // psql sends a CancelRequest
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		cmd.Process.Kill()
+		t.Fatal("the cancel did not end the query")
+	}
+	if !strings.Contains(out.String(), "canceling statement due to user request") {
+		t.Fatalf("want the backend's cancel message:\n%s", out.String())
+	}
+}
