@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -32,7 +33,7 @@ func FuzzStartupPacket(f *testing.F) {
 			t.Fatalf("re-encoded startup does not parse: %v", err)
 		}
 		for _, kv := range p.params {
-			if len(kv.name) > 5 && kv.name[:5] == "_pq_." {
+			if strings.HasPrefix(kv.name, "_pq_.") {
 				continue
 			}
 			if again.get(kv.name) != p.get(kv.name) {

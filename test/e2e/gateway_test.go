@@ -111,7 +111,7 @@ func TestPsqlCancelThroughGateway(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 	time.Sleep(1500 * time.Millisecond) // let the query start
-	cmd.Process.Signal(syscall.SIGINT)   // psql sends a CancelRequest
+	cmd.Process.Signal(syscall.SIGINT)  // psql sends a CancelRequest
 	select {
 	case <-done:
 	case <-time.After(20 * time.Second):
