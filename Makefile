@@ -35,7 +35,12 @@ deps:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$pkgs >/dev/null; \
 	fi
 
+# run starts the dev PostgreSQL backend (127.0.0.1:55432) and the dev appliance;
+# Ctrl-C stops both.
 run: deps build
+	$(GO) build -o $(BIN)/devdb ./internal/cmd/devdb
+	@$(BIN)/devdb -tls corefile/dev/.tls & db=$$!; \
+	trap 'kill $$db 2>/dev/null; wait $$db' EXIT INT TERM; \
 	cd corefile/dev && ../../$(PGPLANE) -conf Corefile
 
 test: deps build
@@ -48,10 +53,16 @@ test-unit:
 test-e2e: deps build
 	PGPLANE_BIN=$(CURDIR)/$(PGPLANE) $(GO) test -count=1 -v ./test/e2e
 
-bench: bench-dns
+bench: bench-dns bench-gateway
 
 bench-dns: deps build
 	$(GO) run ./benchmarks/dns -bin $(CURDIR)/$(PGPLANE) -out benchmarks/dns/out
+
+bench-gateway: deps build
+	@command -v pgbouncer >/dev/null && command -v haproxy >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq pgbouncer haproxy >/dev/null; }
+	$(GO) run ./benchmarks/gateway -bin $(CURDIR)/$(PGPLANE) -out benchmarks/gateway/out
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); [ -z "$$out" ] || { echo "gofmt:"; echo "$$out"; exit 1; }
@@ -60,7 +71,11 @@ lint:
 
 fuzz:
 	$(GO) test ./plugin/pgplane -run '^$$' -fuzz FuzzServeDNS -fuzztime $(FUZZTIME)
-	$(GO) test ./topology -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME)
+	$(GO) test ./topology -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./topology -run '^$$' -fuzz FuzzParserMatchesParse -fuzztime $(FUZZTIME)
+	$(GO) test ./gateway -run '^$$' -fuzz FuzzStartupPacket -fuzztime $(FUZZTIME)
+	$(GO) test ./gateway -run '^$$' -fuzz FuzzProxyHeader -fuzztime $(FUZZTIME)
+	$(GO) test ./gateway -run '^$$' -fuzz FuzzSession -fuzztime $(FUZZTIME)
 
 clean:
 	rm -rf $(BIN) benchmarks/*/out

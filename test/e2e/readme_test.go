@@ -57,6 +57,7 @@ func TestPluginReadmeExamples(t *testing.T) {
 		}
 		corefile := listenRE.ReplaceAllString(ex, fmt.Sprintf(".:%d {", port))
 		corefile = targetRE.ReplaceAllString(corefile, fmt.Sprintf("127.0.0.1:%d", resolverPort))
+		corefile = strings.ReplaceAll(corefile, "127.0.0.1:15432", fmt.Sprintf("127.0.0.1:%d", freePort(t)))
 		dir := t.TempDir()
 		writeFile(t, dir, "topology.yaml", devTopology(t))
 		startNode(t, dir, corefile, fmt.Sprintf("%s:%d", bind[1], port), "")

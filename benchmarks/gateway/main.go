@@ -1,0 +1,365 @@
+// Command gateway is the gateway benchmark: pgbench -S against PostgreSQL
+// directly, through pgplane's gateway, through PgBouncer (session mode,
+// terminating TLS) and through HAProxy (mode tcp), with and without client
+// TLS, in alternating order, several rounds, reporting medians, ratios to
+// direct, the -C connection rate, and each proxy's CPU time per transaction.
+// It prints figures; it never fails on a time.
+package main
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/pgplane/pgplane/gateway"
+	"github.com/pgplane/pgplane/internal/pgtest"
+)
+
+func main() {
+	bin := flag.String("bin", "bin/pgplane", "the appliance binary")
+	out := flag.String("out", "benchmarks/gateway/out", "directory for configuration, logs and results")
+	rounds := flag.Int("rounds", 5, "rounds, alternating the order of targets")
+	duration := flag.Duration("duration", 20*time.Second, "length of a pgbench -S run")
+	connDuration := flag.Duration("conn-duration", 10*time.Second, "length of a pgbench -C run")
+	clients := flag.Int("clients", 16, "pgbench -c")
+	flag.StringVar(&profileTo, "profile", "", "write a CPU profile of pgplane during its first TLS select run to this file")
+	flag.Parse()
+	if err := run(*bin, *out, *rounds, *duration, *connDuration, *clients); err != nil {
+		fmt.Fprintln(os.Stderr, "bench-gateway:", err)
+		os.Exit(1)
+	}
+}
+
+// profileTo, when set, names the file for a CPU profile of pgplane.
+var profileTo string
+
+// pprofAddr is where the appliance serves pprof.
+var pprofAddr string
+
+// target is a way to reach PostgreSQL.
+type target struct {
+	name string
+	pid  int               // the proxy process whose CPU is measured; 0 for direct
+	conn func(bool) string // libpq connection string, with or without client TLS
+}
+
+// result is one pgbench run.
+type result struct {
+	tps        float64
+	xacts      int
+	cpuPerXact time.Duration
+}
+
+func run(bin, out string, rounds int, d, connD time.Duration, clients int) error {
+	bin, _ = filepath.Abs(bin)
+	out, _ = filepath.Abs(out)
+	os.RemoveAll(out)
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return err
+	}
+	os.Chmod(out, 0o755)
+	tlsDir := filepath.Join(out, "tls")
+	if _, _, err := gateway.DevCertificates(tlsDir, []string{"*.postgres.database.azure.com"}); err != nil {
+		return err
+	}
+	cert, _ := os.ReadFile(filepath.Join(tlsDir, gateway.DevCertFile))
+	keyPEM, _ := os.ReadFile(filepath.Join(tlsDir, gateway.DevKeyFile))
+	pg, err := pgtest.Start("", pgtest.Options{Cert: cert, Key: keyPEM, Conf: "max_connections = 300\nshared_buffers = 128MB\n"})
+	if err != nil {
+		return err
+	}
+	defer func() { pg.Stop(); os.RemoveAll(pg.Dir) }()
+	if o, err := pgbench(fmt.Sprintf("host=127.0.0.1 port=%d user=%s dbname=%s sslmode=disable", pg.Port, pgtest.User, pgtest.Database), "-i", "-s", "10", "-q"); err != nil {
+		return fmt.Errorf("pgbench -i: %v\n%s", err, o)
+	}
+
+	var procs []*exec.Cmd
+	defer func() {
+		for _, p := range procs {
+			p.Process.Signal(syscall.SIGTERM)
+			p.Wait()
+		}
+	}()
+	start := func(name string, cmd *exec.Cmd, addr string) (int, error) {
+		logf, _ := os.Create(filepath.Join(out, name+".log"))
+		cmd.Stdout, cmd.Stderr = logf, logf
+		if cmd.SysProcAttr == nil {
+			cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		}
+		if err := cmd.Start(); err != nil {
+			return 0, fmt.Errorf("%s: %w", name, err)
+		}
+		procs = append(procs, cmd)
+		if err := waitListen(addr); err != nil {
+			b, _ := os.ReadFile(filepath.Join(out, name+".log"))
+			return 0, fmt.Errorf("%s: %w\n%s", name, err, b)
+		}
+		return cmd.Process.Pid, nil
+	}
+
+	// pgplane: public servers admitting loopback, one requiring TLS.
+	gwPort, dnsPort := free(), free()
+	pprofAddr = fmt.Sprintf("127.0.0.1:%d", free())
+	topo := fmt.Sprintf(`regions: [{name: bench, gateways: [127.0.0.1, 127.0.0.2]}]
+servers:
+  - {name: bench-db, region: bench, access: public, backends: {primary: "%[1]s"}, firewallRules: [{name: lo, startIpAddress: 127.0.0.1, endIpAddress: 127.0.0.1}]}
+  - {name: bench-plain, region: bench, access: public, backends: {primary: "%[1]s"}, parameters: {require_secure_transport: "off"}, firewallRules: [{name: lo, startIpAddress: 127.0.0.1, endIpAddress: 127.0.0.1}]}
+`, pg.Addr)
+	os.WriteFile(filepath.Join(out, "topology.yaml"), []byte(topo), 0o644)
+	os.WriteFile(filepath.Join(out, "Corefile"), []byte(fmt.Sprintf(".:%d {\n    bind 127.0.0.1\n    pprof %s\n    pgplane topology.yaml {\n        gateway 127.0.0.1:%d\n        gateway_tls dev tls\n        gateway_max_connections 1000\n    }\n}\n", dnsPort, pprofAddr, gwPort)), 0o644)
+	pgplanePID, err := start("pgplane", exec.Command(bin, "-conf", filepath.Join(out, "Corefile")), fmt.Sprintf("127.0.0.1:%d", gwPort))
+	if err != nil {
+		return err
+	}
+
+	// PgBouncer: session pooling, terminating client TLS, TLS to the server.
+	bouncerPort := free()
+	os.WriteFile(filepath.Join(out, "userlist.txt"), []byte(fmt.Sprintf("%q %q\n", pgtest.User, pgtest.Password)), 0o644)
+	os.WriteFile(filepath.Join(out, "pgbouncer.ini"), []byte(fmt.Sprintf(`[databases]
+%s = host=127.0.0.1 port=%d dbname=%s
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = %d
+unix_socket_dir =
+auth_type = scram-sha-256
+auth_file = %s
+pool_mode = session
+max_client_conn = 500
+default_pool_size = 100
+client_tls_sslmode = allow
+client_tls_cert_file = %s
+client_tls_key_file = %s
+server_tls_sslmode = require
+logfile =
+log_connections = 0
+log_disconnections = 0
+`, pgtest.Database, pg.Port, pgtest.Database, bouncerPort, filepath.Join(out, "userlist.txt"),
+		filepath.Join(tlsDir, gateway.DevCertFile), filepath.Join(tlsDir, gateway.DevKeyFile))), 0o644)
+	bouncer := exec.Command("pgbouncer", filepath.Join(out, "pgbouncer.ini"))
+	if err := asPostgres(bouncer, out, tlsDir); err != nil {
+		return err
+	}
+	bouncerPID, err := start("pgbouncer", bouncer, fmt.Sprintf("127.0.0.1:%d", bouncerPort))
+	if err != nil {
+		return err
+	}
+
+	// HAProxy: mode tcp, the client's TLS (if any) passes through to PostgreSQL.
+	haPort := free()
+	os.WriteFile(filepath.Join(out, "haproxy.cfg"), []byte(fmt.Sprintf(`global
+    maxconn 2000
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 1m
+    timeout server 1m
+listen pg
+    bind 127.0.0.1:%d
+    server pg %s
+`, haPort, pg.Addr)), 0o644)
+	haPID, err := start("haproxy", exec.Command("haproxy", "-db", "-f", filepath.Join(out, "haproxy.cfg")), fmt.Sprintf("127.0.0.1:%d", haPort))
+	if err != nil {
+		return err
+	}
+
+	sslmode := func(tls bool) string {
+		if tls {
+			return "sslmode=require"
+		}
+		return "sslmode=disable"
+	}
+	base := fmt.Sprintf("user=%s dbname=%s", pgtest.User, pgtest.Database)
+	targets := []target{
+		{"direct", 0, func(tls bool) string { return fmt.Sprintf("host=127.0.0.1 port=%d %s %s", pg.Port, base, sslmode(tls)) }},
+		{"pgplane", pgplanePID, func(tls bool) string {
+			if tls {
+				return fmt.Sprintf("host=bench-db.postgres.database.azure.com hostaddr=127.0.0.1 port=%d %s sslmode=require", gwPort, base)
+			}
+			return fmt.Sprintf("host=127.0.0.1 port=%d user=%s@bench-plain dbname=%s sslmode=disable", gwPort, pgtest.User, pgtest.Database)
+		}},
+		{"pgbouncer", bouncerPID, func(tls bool) string { return fmt.Sprintf("host=127.0.0.1 port=%d %s %s", bouncerPort, base, sslmode(tls)) }},
+		{"haproxy", haPID, func(tls bool) string { return fmt.Sprintf("host=127.0.0.1 port=%d %s %s", haPort, base, sslmode(tls)) }},
+	}
+	fmt.Printf("pgbench -S -c %d -j 2: %s per run (-C runs %s), %d rounds, order alternating; PostgreSQL 15 on loopback, scale 10\n\n", clients, d, connD, rounds)
+	type key struct {
+		target string
+		tls    bool
+		mode   string
+	}
+	results := map[key][]result{}
+	for r := 0; r < rounds; r++ {
+		order := slices.Clone(targets)
+		if r%2 == 1 {
+			slices.Reverse(order)
+		}
+		for _, tls := range []bool{true, false} {
+			for _, mode := range []string{"select", "connect"} {
+				for _, t := range order {
+					args := []string{"-S", "-n", "-c", strconv.Itoa(clients), "-j", "2", "-T", strconv.Itoa(int(d.Seconds()))}
+					if mode == "connect" {
+						args = []string{"-S", "-n", "-C", "-c", strconv.Itoa(clients), "-j", "2", "-T", strconv.Itoa(int(connD.Seconds()))}
+					}
+					res, err := measure(t, tls, args)
+					if err != nil {
+						return fmt.Errorf("%s (tls %v, %s): %w", t.name, tls, mode, err)
+					}
+					results[key{t.name, tls, mode}] = append(results[key{t.name, tls, mode}], res)
+					fmt.Printf("round %d %-9s tls=%-5v %-7s %9.0f tps  cpu/xact %6s\n", r+1, t.name, tls, mode, res.tps, cpuString(t, res))
+				}
+			}
+		}
+	}
+	var report bytes.Buffer
+	for _, mode := range []string{"select", "connect"} {
+		for _, tls := range []bool{true, false} {
+			title := map[string]string{"select": "pgbench -S (TPS)", "connect": "pgbench -S -C (new connection per transaction: connections/s)"}[mode]
+			fmt.Fprintf(&report, "\n%s, client TLS %v, median of %d\n", title, onOff(tls), rounds)
+			fmt.Fprintf(&report, "  %-10s %10s %8s %14s\n", "target", "tps", "ratio", "proxy CPU/xact")
+			direct := medianOf(results[key{"direct", tls, mode}], func(r result) float64 { return r.tps })
+			for _, t := range targets {
+				rs := results[key{t.name, tls, mode}]
+				tps := medianOf(rs, func(r result) float64 { return r.tps })
+				cpu := "-"
+				if t.pid != 0 {
+					cpu = time.Duration(medianOf(rs, func(r result) float64 { return float64(r.cpuPerXact) })).Round(100 * time.Nanosecond).String()
+				}
+				fmt.Fprintf(&report, "  %-10s %10.0f %7.2fx %14s\n", t.name, tps, tps/direct, cpu)
+			}
+		}
+	}
+	fmt.Print(report.String())
+	return os.WriteFile(filepath.Join(out, "results.txt"), report.Bytes(), 0o644)
+}
+
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
+}
+
+func cpuString(t target, r result) string {
+	if t.pid == 0 {
+		return "-"
+	}
+	return r.cpuPerXact.Round(100 * time.Nanosecond).String()
+}
+
+var tpsRE = regexp.MustCompile(`tps = ([0-9.]+) \((?:without initial connection time|including reconnection times)?`)
+var xactRE = regexp.MustCompile(`number of transactions actually processed: (\d+)`)
+
+// measure runs pgbench against a target and reads the proxy's CPU time
+// before and after.
+func measure(t target, tls bool, args []string) (result, error) {
+	before := cpuTime(t.pid)
+	if profileTo != "" && t.name == "pgplane" && tls && args[1] == "-n" && args[2] == "-c" {
+		go func(file string) {
+			if out, err := exec.Command("curl", "-s", "-o", file, "http://"+pprofAddr+"/debug/pprof/profile?seconds=5").CombinedOutput(); err != nil {
+				fmt.Fprintf(os.Stderr, "profile: %v %s\n", err, out)
+			}
+		}(profileTo)
+		profileTo = ""
+	}
+	out, err := pgbench(t.conn(tls), args...)
+	after := cpuTime(t.pid)
+	if err != nil {
+		return result{}, fmt.Errorf("%v\n%s", err, out)
+	}
+	m, x := tpsRE.FindStringSubmatch(out), xactRE.FindStringSubmatch(out)
+	if m == nil || x == nil {
+		return result{}, fmt.Errorf("no tps in pgbench output:\n%s", out)
+	}
+	var r result
+	r.tps, _ = strconv.ParseFloat(m[1], 64)
+	r.xacts, _ = strconv.Atoi(x[1])
+	if t.pid != 0 && r.xacts > 0 {
+		r.cpuPerXact = (after - before) / time.Duration(r.xacts)
+	}
+	return r, nil
+}
+
+func pgbench(conninfo string, args ...string) (string, error) {
+	cmd := exec.Command("pgbench", append(args, conninfo)...)
+	cmd.Env = append(os.Environ(), "PGPASSWORD="+pgtest.Password)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// cpuTime is a process's user and system CPU time, from /proc (clock ticks of 10 ms).
+func cpuTime(pid int) time.Duration {
+	if pid == 0 {
+		return 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	fields := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))
+	utime, _ := strconv.Atoi(fields[11])
+	stime, _ := strconv.Atoi(fields[12])
+	return time.Duration(utime+stime) * 10 * time.Millisecond
+}
+
+func medianOf(rs []result, f func(result) float64) float64 {
+	v := make([]float64, len(rs))
+	for i, r := range rs {
+		v[i] = f(r)
+	}
+	slices.Sort(v)
+	if len(v) == 0 {
+		return 0
+	}
+	return v[len(v)/2]
+}
+
+// asPostgres runs a command as the postgres user when we are root
+// (PgBouncer refuses to run as root) and lets it read its files.
+func asPostgres(cmd *exec.Cmd, dirs ...string) error {
+	if os.Geteuid() != 0 {
+		return nil
+	}
+	u, err := user.Lookup("postgres")
+	if err != nil {
+		return err
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	for _, d := range dirs {
+		filepath.Walk(d, func(p string, _ os.FileInfo, _ error) error { return os.Chown(p, uid, gid) })
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, Pdeathsig: syscall.SIGKILL}
+	return nil
+}
+
+func waitListen(addr string) error {
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond); err == nil {
+			c.Close()
+			return nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return errors.New("did not listen on " + addr)
+}
+
+func free() int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}

@@ -1,0 +1,56 @@
+// Command devdb runs the dev appliance's PostgreSQL backend for `make run`:
+// a real PostgreSQL (Debian's) on 127.0.0.1:55432 in a temporary directory,
+// presenting the dev gateway certificate so that SCRAM channel binding works
+// through the gateway. It stops the server on SIGINT or SIGTERM.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/pgplane/pgplane/gateway"
+	"github.com/pgplane/pgplane/internal/pgtest"
+)
+
+func main() {
+	tlsDir := flag.String("tls", "corefile/dev/.tls", "the dev gateway's certificate directory")
+	port := flag.Int("port", 55432, "port on 127.0.0.1")
+	zones := flag.String("zones", "*.contoso.private.postgres.database.azure.com", "private zone wildcards the certificate covers")
+	flag.Parse()
+	if err := run(*tlsDir, *port, *zones); err != nil {
+		fmt.Fprintln(os.Stderr, "devdb:", err)
+		os.Exit(1)
+	}
+}
+
+func run(tlsDir string, port int, zones string) error {
+	if _, _, err := gateway.DevCertificates(tlsDir, []string{"*.postgres.database.azure.com", zones}); err != nil {
+		return err
+	}
+	cert, err := os.ReadFile(filepath.Join(tlsDir, gateway.DevCertFile))
+	if err != nil {
+		return err
+	}
+	key, err := os.ReadFile(filepath.Join(tlsDir, gateway.DevKeyFile))
+	if err != nil {
+		return err
+	}
+	pg, err := pgtest.Start("", pgtest.Options{Cert: cert, Key: key, Port: port})
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(pg.Dir)
+	defer pg.Stop()
+	ca, _ := filepath.Abs(filepath.Join(tlsDir, gateway.DevCAFile))
+	fmt.Printf("devdb: PostgreSQL on %s (user %s, password %s, database %s)\n", pg.Addr, pgtest.User, pgtest.Password, pgtest.Database)
+	fmt.Printf("devdb: through the gateway: PGPASSWORD=%s psql \"host=reports-db.postgres.database.azure.com hostaddr=127.0.0.1 port=15432 sslmode=verify-full sslrootcert=%s user=%s dbname=%s\"\n",
+		pgtest.Password, ca, pgtest.User, pgtest.Database)
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	<-sig
+	return nil
+}
