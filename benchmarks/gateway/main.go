@@ -189,7 +189,9 @@ listen pg
 			}
 			return fmt.Sprintf("host=127.0.0.1 port=%d user=%s@bench-plain dbname=%s sslmode=disable", gwPort, pgtest.User, pgtest.Database)
 		}},
-		{"pgbouncer", bouncerPID, func(tls bool) string { return fmt.Sprintf("host=127.0.0.1 port=%d %s %s", bouncerPort, base, sslmode(tls)) }},
+		{"pgbouncer", bouncerPID, func(tls bool) string {
+			return fmt.Sprintf("host=127.0.0.1 port=%d %s %s", bouncerPort, base, sslmode(tls))
+		}},
 		{"haproxy", haPID, func(tls bool) string { return fmt.Sprintf("host=127.0.0.1 port=%d %s %s", haPort, base, sslmode(tls)) }},
 	}
 	fmt.Printf("pgbench -S -c %d -j 2: %s per run (-C runs %s), %d rounds, order alternating; PostgreSQL 15 on loopback, scale 10\n\n", clients, d, connD, rounds)
