@@ -77,6 +77,9 @@ type ServerInfo struct {
 	// CNAMETarget is where NAME.postgres.database.azure.com points: the
 	// region's gateway name, or NAME.<private zone>.
 	CNAMETarget string
+	// RecordBlocked is set when the server failed over but its private
+	// zone's ReadOnly lock keeps the record on the old address (D10).
+	RecordBlocked bool
 	// TLS is the server's TLS policy (G4).
 	TLS    TLSPolicy
 	access access
@@ -182,7 +185,10 @@ func NewSnapshot(t *Topology, state State, serial uint32) (*Snapshot, error) {
 				return nil, fmt.Errorf("server %q: vnet or private DNS zone is not defined", srv.Name)
 			}
 			addr := srv.Addresses.Primary
-			if failed {
+			switch {
+			case failed && si.Zone.Lock == LockReadOnly:
+				si.RecordBlocked = true
+			case failed:
 				addr = srv.Addresses.Standby
 			}
 			si.Address, _ = parseIPv4(addr)

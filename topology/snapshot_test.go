@@ -96,3 +96,17 @@ func TestSnapshotState(t *testing.T) {
 		t.Fatal("an active index past the region's gateways must be refused")
 	}
 }
+
+// SPEC: D10
+func TestReadOnlyLockBlocksRecordFlip(t *testing.T) {
+	tp := base(t)
+	tp.PrivateDNSZones[0].Lock = LockReadOnly
+	s := snapshot(t, tp, State{FailedOver: map[string]bool{"orders-db": true}})
+	si := s.Servers["orders-db"]
+	if !si.RecordBlocked || si.Address.String() != "10.0.1.4" {
+		t.Fatalf("the lock must keep the record on the primary: blocked=%v address=%s", si.RecordBlocked, si.Address)
+	}
+	if si.Backend != "10.0.1.5:5432" {
+		t.Fatalf("the gateway still routes to the standby, got %s", si.Backend)
+	}
+}

@@ -1,0 +1,279 @@
+// Package cluster makes several pgplane appliance nodes act as one: it runs
+// a hashicorp/memberlist cluster, probes every server backend and gateway
+// address from every node, gossips each node's votes, and turns a quorum of
+// "down" votes into a versioned failover decision that every node applies
+// alike (SPEC.md C1–C4).
+//
+// The decision logic (this file) is pure: it sees votes and the topology and
+// returns decisions, and knows nothing of the network.
+package cluster
+
+import (
+	"fmt"
+	"net/netip"
+	"sort"
+	"time"
+
+	"github.com/pgplane/pgplane/topology"
+)
+
+// Target is something the nodes probe: a server's backend or a region's
+// gateway address.
+type Target string
+
+// BackendTarget names a server's primary (0) or standby (1) backend.
+func BackendTarget(server string, standby bool) Target {
+	if standby {
+		return Target("backend/" + server + "/standby")
+	}
+	return Target("backend/" + server + "/primary")
+}
+
+// GatewayTarget names a region's gateway address.
+func GatewayTarget(region string, addr netip.Addr) Target {
+	return Target("gateway/" + region + "/" + addr.String())
+}
+
+// Vote is one node's view of one target.
+type Vote struct {
+	Node   string
+	Target Target
+	Down   bool
+	// Seq orders the votes of one node; a lower Seq never replaces a higher.
+	Seq uint64
+}
+
+// Decision is a versioned failover record: which gateway address of a region
+// is active, or whether an HA server runs on its standby. Every node applies
+// the decision with the highest version, so all converge.
+type Decision struct {
+	// Key is "region/NAME" or "server/NAME".
+	Key string
+	// Value is the active gateway index of a region, or 1 for a server on
+	// its standby and 0 for one on its primary.
+	Value   int
+	Version Version
+	// Reason says why, for logs and `pgplanectl cluster show`.
+	Reason string
+}
+
+// Version is a hybrid logical clock reading with the deciding node as
+// tiebreak.
+type Version struct {
+	Wall    int64  // unix nanoseconds, or the highest seen
+	Logical uint32 // increments within one wall reading
+	Node    string
+}
+
+// Less orders versions: wall time, then logical counter, then node name.
+func (v Version) Less(o Version) bool {
+	if v.Wall != o.Wall {
+		return v.Wall < o.Wall
+	}
+	if v.Logical != o.Logical {
+		return v.Logical < o.Logical
+	}
+	return v.Node < o.Node
+}
+
+// Clock is a hybrid logical clock.
+type Clock struct {
+	node string
+	last Version
+	now  func() time.Time
+}
+
+// NewClock makes a clock for a node.
+func NewClock(node string, now func() time.Time) *Clock {
+	return &Clock{node: node, now: now, last: Version{Node: node}}
+}
+
+// Next returns a version newer than every version the clock has issued or
+// observed.
+func (c *Clock) Next() Version {
+	wall := c.now().UnixNano()
+	if wall > c.last.Wall {
+		c.last = Version{Wall: wall, Node: c.node}
+	} else {
+		c.last = Version{Wall: c.last.Wall, Logical: c.last.Logical + 1, Node: c.node}
+	}
+	return c.last
+}
+
+// Observe moves the clock past a version seen from another node.
+func (c *Clock) Observe(v Version) {
+	if c.last.Less(v) {
+		c.last = Version{Wall: v.Wall, Logical: v.Logical, Node: c.node}
+	}
+}
+
+// Ballot holds the current votes of every configured member, each with the
+// time it was received; a vote older than the TTL no longer counts (C3).
+type Ballot struct {
+	members []string
+	ttl     time.Duration
+	votes   map[Target]map[string]receivedVote
+}
+
+type receivedVote struct {
+	Vote
+	at time.Time
+}
+
+// NewBallot makes a ballot for the configured members.
+func NewBallot(members []string, ttl time.Duration) *Ballot {
+	m := append([]string(nil), members...)
+	sort.Strings(m)
+	return &Ballot{members: m, ttl: ttl, votes: map[Target]map[string]receivedVote{}}
+}
+
+// Quorum is ⌊N/2⌋+1 of the configured members.
+func (b *Ballot) Quorum() int { return len(b.members)/2 + 1 }
+
+// Members returns the configured members.
+func (b *Ballot) Members() []string { return b.members }
+
+// Record takes a vote received at a time. Votes of nodes that are not
+// configured members are ignored; an older Seq never replaces a newer one.
+// It reports whether the ballot changed.
+func (b *Ballot) Record(v Vote, at time.Time) bool {
+	if !b.isMember(v.Node) {
+		return false
+	}
+	byNode := b.votes[v.Target]
+	if byNode == nil {
+		byNode = map[string]receivedVote{}
+		b.votes[v.Target] = byNode
+	}
+	old, ok := byNode[v.Node]
+	if ok && old.Seq > v.Seq {
+		return false
+	}
+	byNode[v.Node] = receivedVote{v, at}
+	return !ok || old.Down != v.Down || old.Seq != v.Seq
+}
+
+func (b *Ballot) isMember(n string) bool {
+	i := sort.SearchStrings(b.members, n)
+	return i < len(b.members) && b.members[i] == n
+}
+
+// Tally counts the fresh down and up votes of a target at a time.
+func (b *Ballot) Tally(t Target, now time.Time) (down, up int) {
+	for _, v := range b.votes[t] {
+		if now.Sub(v.at) > b.ttl {
+			continue
+		}
+		if v.Down {
+			down++
+		} else {
+			up++
+		}
+	}
+	return down, up
+}
+
+// IsDown reports whether a quorum of configured members voted the target
+// down recently.
+func (b *Ballot) IsDown(t Target, now time.Time) bool {
+	down, _ := b.Tally(t, now)
+	return down >= b.Quorum()
+}
+
+// Votes returns every vote with its age, for display.
+func (b *Ballot) Votes(now time.Time) map[Target][]string {
+	out := map[Target][]string{}
+	for t, byNode := range b.votes {
+		for n, v := range byNode {
+			state := "up"
+			if v.Down {
+				state = "down"
+			}
+			if now.Sub(v.at) > b.ttl {
+				state += " (stale)"
+			}
+			out[t] = append(out[t], n+"="+state)
+		}
+		sort.Strings(out[t])
+	}
+	return out
+}
+
+// Decide looks at the ballot and the current state and returns the
+// decisions to make now: a region whose active gateway address a quorum saw
+// down moves to the next address (in order, wrapping) that a quorum does not
+// see down; an HA server whose active backend a quorum saw down moves to the
+// other backend if that is not seen down. Failover is sticky: nothing moves
+// back by itself (C4).
+func Decide(s *topology.Snapshot, state topology.State, b *Ballot, now time.Time) []Decision {
+	var out []Decision
+	regions := make([]string, 0, len(s.Regions))
+	for name := range s.Regions {
+		regions = append(regions, name)
+	}
+	sort.Strings(regions)
+	for _, name := range regions {
+		r := s.Regions[name]
+		active := state.ActiveGateway[name]
+		if !b.IsDown(GatewayTarget(name, r.Gateways[active]), now) {
+			continue
+		}
+		for step := 1; step < len(r.Gateways); step++ {
+			next := (active + step) % len(r.Gateways)
+			if !b.IsDown(GatewayTarget(name, r.Gateways[next]), now) {
+				out = append(out, Decision{Key: "region/" + name, Value: next,
+					Reason: fmt.Sprintf("gateway address %s seen down by a quorum; %s takes over", r.Gateways[active], r.Gateways[next])})
+				break
+			}
+		}
+	}
+	servers := make([]string, 0, len(s.Servers))
+	for name, si := range s.Servers {
+		if si.Server.HighAvailability {
+			servers = append(servers, name)
+		}
+	}
+	sort.Strings(servers)
+	for _, name := range servers {
+		onStandby := state.FailedOver[name]
+		if !b.IsDown(BackendTarget(name, onStandby), now) || b.IsDown(BackendTarget(name, !onStandby), now) {
+			continue
+		}
+		value, from, to := 1, "primary", "standby"
+		if onStandby {
+			value, from, to = 0, "standby", "primary"
+		}
+		out = append(out, Decision{Key: "server/" + name, Value: value,
+			Reason: fmt.Sprintf("%s backend seen down by a quorum; %s takes over", from, to)})
+	}
+	return out
+}
+
+// Apply returns the state that a set of decisions (the newest per key)
+// yields. Decisions for regions or servers that no longer exist are ignored.
+func Apply(s *topology.Snapshot, decisions map[string]Decision) topology.State {
+	st := topology.State{ActiveGateway: map[string]int{}, FailedOver: map[string]bool{}}
+	for key, d := range decisions {
+		kind, name, _ := cut(key)
+		switch kind {
+		case "region":
+			if r := s.Regions[name]; r != nil && d.Value >= 0 && d.Value < len(r.Gateways) {
+				st.ActiveGateway[name] = d.Value
+			}
+		case "server":
+			if si := s.Servers[name]; si != nil && si.Server.HighAvailability && d.Value == 1 {
+				st.FailedOver[name] = true
+			}
+		}
+	}
+	return st
+}
+
+func cut(key string) (kind, name string, ok bool) {
+	for i := 0; i < len(key); i++ {
+		if key[i] == '/' {
+			return key[:i], key[i+1:], true
+		}
+	}
+	return key, "", false
+}
