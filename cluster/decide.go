@@ -34,13 +34,14 @@ func GatewayTarget(region string, addr netip.Addr) Target {
 	return Target("gateway/" + region + "/" + addr.String())
 }
 
-// Vote is one node's view of one target.
-type Vote struct {
-	Node   string
-	Target Target
-	Down   bool
-	// Seq orders the votes of one node; a lower Seq never replaces a higher.
-	Seq uint64
+// VoteSet is one node's view of every target: the targets it sees down.
+// Every target not in Down it sees up.
+type VoteSet struct {
+	Node string   `json:"node"`
+	Down []Target `json:"down,omitempty"`
+	// Seq orders the vote sets of one node; a lower Seq never replaces a
+	// higher one.
+	Seq uint64 `json:"seq"`
 }
 
 // Decision is a versioned failover record: which gateway address of a region
@@ -107,24 +108,25 @@ func (c *Clock) Observe(v Version) {
 	}
 }
 
-// Ballot holds the current votes of every configured member, each with the
-// time it was received; a vote older than the TTL no longer counts (C3).
+// Ballot holds the latest vote set of every configured member with the time
+// it was received; a vote set older than the TTL no longer counts (C3).
 type Ballot struct {
 	members []string
 	ttl     time.Duration
-	votes   map[Target]map[string]receivedVote
+	votes   map[string]receivedVotes
 }
 
-type receivedVote struct {
-	Vote
-	at time.Time
+type receivedVotes struct {
+	seq  uint64
+	at   time.Time
+	down map[Target]bool
 }
 
 // NewBallot makes a ballot for the configured members.
 func NewBallot(members []string, ttl time.Duration) *Ballot {
 	m := append([]string(nil), members...)
 	sort.Strings(m)
-	return &Ballot{members: m, ttl: ttl, votes: map[Target]map[string]receivedVote{}}
+	return &Ballot{members: m, ttl: ttl, votes: map[string]receivedVotes{}}
 }
 
 // Quorum is ⌊N/2⌋+1 of the configured members.
@@ -133,24 +135,31 @@ func (b *Ballot) Quorum() int { return len(b.members)/2 + 1 }
 // Members returns the configured members.
 func (b *Ballot) Members() []string { return b.members }
 
-// Record takes a vote received at a time. Votes of nodes that are not
+// Record takes a vote set received at a time. Sets of nodes that are not
 // configured members are ignored; an older Seq never replaces a newer one.
-// It reports whether the ballot changed.
-func (b *Ballot) Record(v Vote, at time.Time) bool {
+// It reports whether the node's down set changed.
+func (b *Ballot) Record(v VoteSet, at time.Time) bool {
 	if !b.isMember(v.Node) {
 		return false
 	}
-	byNode := b.votes[v.Target]
-	if byNode == nil {
-		byNode = map[string]receivedVote{}
-		b.votes[v.Target] = byNode
-	}
-	old, ok := byNode[v.Node]
-	if ok && old.Seq > v.Seq {
+	old, ok := b.votes[v.Node]
+	if ok && old.seq > v.Seq {
 		return false
 	}
-	byNode[v.Node] = receivedVote{v, at}
-	return !ok || old.Down != v.Down || old.Seq != v.Seq
+	down := make(map[Target]bool, len(v.Down))
+	for _, t := range v.Down {
+		down[t] = true
+	}
+	b.votes[v.Node] = receivedVotes{seq: v.Seq, at: at, down: down}
+	if !ok || len(old.down) != len(down) {
+		return true
+	}
+	for t := range down {
+		if !old.down[t] {
+			return true
+		}
+	}
+	return false
 }
 
 func (b *Ballot) isMember(n string) bool {
@@ -160,11 +169,11 @@ func (b *Ballot) isMember(n string) bool {
 
 // Tally counts the fresh down and up votes of a target at a time.
 func (b *Ballot) Tally(t Target, now time.Time) (down, up int) {
-	for _, v := range b.votes[t] {
+	for _, v := range b.votes {
 		if now.Sub(v.at) > b.ttl {
 			continue
 		}
-		if v.Down {
+		if v.down[t] {
 			down++
 		} else {
 			up++
@@ -180,21 +189,13 @@ func (b *Ballot) IsDown(t Target, now time.Time) bool {
 	return down >= b.Quorum()
 }
 
-// Votes returns every vote with its age, for display.
-func (b *Ballot) Votes(now time.Time) map[Target][]string {
-	out := map[Target][]string{}
-	for t, byNode := range b.votes {
-		for n, v := range byNode {
-			state := "up"
-			if v.Down {
-				state = "down"
-			}
-			if now.Sub(v.at) > b.ttl {
-				state += " (stale)"
-			}
-			out[t] = append(out[t], n+"="+state)
+// Fresh returns the members whose votes count now.
+func (b *Ballot) Fresh(now time.Time) []string {
+	var out []string
+	for _, m := range b.members {
+		if v, ok := b.votes[m]; ok && now.Sub(v.at) <= b.ttl {
+			out = append(out, m)
 		}
-		sort.Strings(out[t])
 	}
 	return out
 }

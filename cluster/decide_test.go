@@ -49,8 +49,25 @@ var (
 	standby = BackendTarget("orders-db", true)
 )
 
+// views keeps each test node's current down set, so that one target's vote
+// can change at a time.
+var views = map[*Ballot]map[string]map[Target]bool{}
+
 func vote(b *Ballot, node string, t Target, down bool, seq uint64, at time.Time) {
-	b.Record(Vote{Node: node, Target: t, Down: down, Seq: seq}, at)
+	if views[b] == nil {
+		views[b] = map[string]map[Target]bool{}
+	}
+	if views[b][node] == nil {
+		views[b][node] = map[Target]bool{}
+	}
+	views[b][node][t] = down
+	set := VoteSet{Node: node, Seq: seq}
+	for target, d := range views[b][node] {
+		if d {
+			set.Down = append(set.Down, target)
+		}
+	}
+	b.Record(set, at)
 }
 
 // SPEC: C3
@@ -108,7 +125,7 @@ func TestIsolatedNodeAloneNeverFlips(t *testing.T) {
 // SPEC: C3
 func TestVotesOfStrangersAndOldSeqIgnored(t *testing.T) {
 	b := NewBallot([]string{"a", "b", "c"}, 3*time.Second)
-	if b.Record(Vote{Node: "mallory", Target: gw1, Down: true, Seq: 1}, t0) {
+	if b.Record(VoteSet{Node: "mallory", Down: []Target{gw1}, Seq: 1}, t0) {
 		t.Fatal("a node that is not a configured member has no vote")
 	}
 	vote(b, "a", gw1, true, 5, t0)

@@ -1,0 +1,507 @@
+package cluster
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/pgplane/pgplane/topology"
+
+	"github.com/hashicorp/memberlist"
+	"github.com/rs/zerolog"
+)
+
+// Config configures a cluster node.
+type Config struct {
+	// Name is this node's name; it must be one of Members.
+	Name string
+	// Members are the names of every configured node, witnesses included.
+	// A flip needs ⌊len(Members)/2⌋+1 of them (C3).
+	Members []string
+	// Bind and Advertise are the gossip addresses, IP:port.
+	Bind      string
+	Advertise string
+	// Join lists other nodes' gossip addresses; the node rejoins them
+	// periodically, so that a node cut off and forgotten comes back.
+	Join []string
+	// Key encrypts gossip (16, 24 or 32 bytes). Required unless Dev.
+	Key []byte
+	Dev bool
+	// NodeID is the gateway node ID written into cancel keys (0 to 127).
+	NodeID uint8
+	// ProbeInterval, ProbeTimeout and FailAfter: a target is down after
+	// FailAfter failed probes in a row (C2).
+	ProbeInterval time.Duration
+	ProbeTimeout  time.Duration
+	FailAfter     int
+	// VoteTTL is how long a node's votes count without being refreshed.
+	VoteTTL time.Duration
+	// GatewayPort is the port probed on every gateway address.
+	GatewayPort int
+	Logger      zerolog.Logger
+}
+
+// Defaults, chosen so that a dead target is flipped on every node within
+// about a second and a half (C4's 3 s bound).
+const (
+	DefaultProbeInterval = 300 * time.Millisecond
+	DefaultProbeTimeout  = 300 * time.Millisecond
+	DefaultFailAfter     = 2
+	DefaultVoteTTL       = 1500 * time.Millisecond
+	rejoinInterval       = 5 * time.Second
+)
+
+// Hooks connect a node to the rest of the appliance.
+type Hooks struct {
+	// Snapshot returns the current topology snapshot.
+	Snapshot func() *topology.Snapshot
+	// Apply is called with the state every decision so far yields.
+	Apply func(topology.State)
+	// Cancel delivers a cancel request forwarded by another node.
+	Cancel func(pid, secret uint32)
+}
+
+// Node is one member of the cluster.
+type Node struct {
+	cfg   Config
+	hooks Hooks
+	ml    *memberlist.Memberlist
+	queue *memberlist.TransmitLimitedQueue
+
+	mu        sync.Mutex
+	ballot    *Ballot
+	clock     *Clock
+	decisions map[string]Decision
+	seq       uint64
+	failures  map[Target]int
+	down      map[Target]bool
+
+	stop chan struct{}
+	done sync.WaitGroup
+}
+
+// message kinds on the wire: one byte, then JSON.
+const (
+	msgVotes    = 'v'
+	msgDecision = 'd'
+	msgCancel   = 'c'
+)
+
+// New starts a node: it binds, joins what it can reach and starts probing.
+func New(cfg Config, hooks Hooks) (*Node, error) {
+	if cfg.Name == "" {
+		return nil, errors.New("cluster: a node needs a name")
+	}
+	if !contains(cfg.Members, cfg.Name) {
+		return nil, fmt.Errorf("cluster: node %q is not in the members list %v", cfg.Name, cfg.Members)
+	}
+	if len(cfg.Key) == 0 && !cfg.Dev {
+		return nil, errors.New("cluster: gossip needs an encryption key (cluster_key_file); only dev mode runs without one (C1)")
+	}
+	if n := len(cfg.Key); n != 0 && n != 16 && n != 24 && n != 32 {
+		return nil, fmt.Errorf("cluster: the gossip key is %d bytes; want 16, 24 or 32", n)
+	}
+	if len(cfg.Members) == 2 {
+		cfg.Logger.Warn().Msg("cluster of two members: a flip needs both, so add a witness (a DNS-only node) to survive the loss of one")
+	}
+	if cfg.ProbeInterval <= 0 {
+		cfg.ProbeInterval = DefaultProbeInterval
+	}
+	if cfg.ProbeTimeout <= 0 {
+		cfg.ProbeTimeout = DefaultProbeTimeout
+	}
+	if cfg.FailAfter <= 0 {
+		cfg.FailAfter = DefaultFailAfter
+	}
+	if cfg.VoteTTL <= 0 {
+		cfg.VoteTTL = DefaultVoteTTL
+	}
+	if cfg.GatewayPort == 0 {
+		cfg.GatewayPort = 5432
+	}
+	n := &Node{
+		cfg: cfg, hooks: hooks,
+		ballot:    NewBallot(cfg.Members, cfg.VoteTTL),
+		clock:     NewClock(cfg.Name, time.Now),
+		decisions: map[string]Decision{},
+		failures:  map[Target]int{},
+		down:      map[Target]bool{},
+		stop:      make(chan struct{}),
+	}
+	mc := memberlist.DefaultLANConfig()
+	mc.Name = cfg.Name
+	host, port, err := splitHostPort(cfg.Bind)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: bind address: %w", err)
+	}
+	mc.BindAddr, mc.BindPort = host, port
+	mc.AdvertiseAddr, mc.AdvertisePort = host, port
+	if cfg.Advertise != "" {
+		if mc.AdvertiseAddr, mc.AdvertisePort, err = splitHostPort(cfg.Advertise); err != nil {
+			return nil, fmt.Errorf("cluster: advertise address: %w", err)
+		}
+	}
+	if len(cfg.Key) > 0 {
+		mc.SecretKey = cfg.Key
+	}
+	mc.DeadNodeReclaimTime = time.Second // a restarted node with the same name rejoins at once
+	mc.Delegate = (*delegate)(n)
+	mc.Logger = log.New(io.Discard, "", 0)
+	n.queue = &memberlist.TransmitLimitedQueue{NumNodes: func() int { return n.ml.NumMembers() }, RetransmitMult: 3}
+	if n.ml, err = memberlist.Create(mc); err != nil {
+		return nil, fmt.Errorf("cluster: starting memberlist on %s: %w", cfg.Bind, err)
+	}
+	n.join()
+	n.done.Add(2)
+	go n.probeLoop()
+	go n.rejoinLoop()
+	return n, nil
+}
+
+// Stop leaves the cluster and stops probing.
+func (n *Node) Stop() {
+	close(n.stop)
+	n.done.Wait()
+	n.ml.Leave(time.Second)
+	n.ml.Shutdown()
+}
+
+func (n *Node) join() {
+	if len(n.cfg.Join) == 0 {
+		return
+	}
+	if k, err := n.ml.Join(n.cfg.Join); err != nil && k == 0 {
+		n.cfg.Logger.Debug().Err(err).Msg("cluster join")
+	}
+}
+
+// rejoinLoop joins the configured peers again now and then: memberlist
+// forgets a node that was cut off long enough, and neither side would call.
+func (n *Node) rejoinLoop() {
+	defer n.done.Done()
+	t := time.NewTicker(rejoinInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-t.C:
+			if n.ml.NumMembers() < len(n.cfg.Members) {
+				n.join()
+			}
+		}
+	}
+}
+
+// probeLoop probes every target each interval, votes, and decides.
+func (n *Node) probeLoop() {
+	defer n.done.Done()
+	t := time.NewTicker(n.cfg.ProbeInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-t.C:
+			n.probeAll()
+			n.sendVotes()
+			n.decide()
+		}
+	}
+}
+
+// probeAll probes every target at once and updates this node's down set.
+func (n *Node) probeAll() {
+	targets := n.targets(n.hooks.Snapshot())
+	results := make([]bool, len(targets))
+	var wg sync.WaitGroup
+	for i, t := range targets {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i] = probe(t.addr, t.postgres, n.cfg.ProbeTimeout)
+		}()
+	}
+	wg.Wait()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	seen := map[Target]bool{}
+	for i, t := range targets {
+		seen[t.id] = true
+		if results[i] {
+			if n.down[t.id] {
+				n.cfg.Logger.Info().Str("target", string(t.id)).Msg("probe: target is up again")
+			}
+			n.failures[t.id] = 0
+			delete(n.down, t.id)
+			continue
+		}
+		n.failures[t.id]++
+		if n.failures[t.id] >= n.cfg.FailAfter && !n.down[t.id] {
+			n.down[t.id] = true
+			n.cfg.Logger.Warn().Str("target", string(t.id)).Str("address", t.addr).Int("failed_probes", n.failures[t.id]).Msg("probe: target is down")
+		}
+	}
+	for id := range n.failures {
+		if !seen[id] {
+			delete(n.failures, id)
+			delete(n.down, id)
+		}
+	}
+}
+
+type probeTarget struct {
+	id       Target
+	addr     string
+	postgres bool // a backend: expect an answer to an SSLRequest
+}
+
+// targets are every HA server's backends and every region's gateway
+// addresses: the things a flip depends on.
+func (n *Node) targets(s *topology.Snapshot) []probeTarget {
+	var out []probeTarget
+	for name, si := range s.Servers {
+		if !si.Server.HighAvailability {
+			continue
+		}
+		out = append(out,
+			probeTarget{BackendTarget(name, false), si.Server.Backends.Primary, true},
+			probeTarget{BackendTarget(name, true), si.Server.Backends.Standby, true})
+	}
+	for name, r := range s.Regions {
+		for _, g := range r.Gateways {
+			out = append(out, probeTarget{GatewayTarget(name, g), netip.AddrPortFrom(g, uint16(n.cfg.GatewayPort)).String(), false})
+		}
+	}
+	return out
+}
+
+// probe connects to a target; a PostgreSQL backend must also answer an
+// SSLRequest with S or N.
+func probe(addr string, postgres bool, timeout time.Duration) bool {
+	c, err := net.DialTimeout("tcp", addr, timeout)
+	if err != nil {
+		return false
+	}
+	defer c.Close()
+	if !postgres {
+		return true
+	}
+	c.SetDeadline(time.Now().Add(timeout))
+	if _, err := c.Write([]byte{0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f}); err != nil {
+		return false
+	}
+	var b [1]byte
+	if _, err := io.ReadFull(c, b[:]); err != nil {
+		return false
+	}
+	return b[0] == 'S' || b[0] == 'N'
+}
+
+// sendVotes records this node's vote set and sends it to every member.
+func (n *Node) sendVotes() {
+	n.mu.Lock()
+	n.seq++
+	v := VoteSet{Node: n.cfg.Name, Seq: n.seq}
+	for t := range n.down {
+		v.Down = append(v.Down, t)
+	}
+	n.ballot.Record(v, time.Now())
+	n.mu.Unlock()
+	n.sendAll(encode(msgVotes, v))
+}
+
+// sendAll sends a message to every other live member directly (UDP, or TCP
+// when it is too large for a packet).
+func (n *Node) sendAll(msg []byte) {
+	for _, m := range n.ml.Members() {
+		if m.Name == n.cfg.Name {
+			continue
+		}
+		if len(msg) < 1000 {
+			n.ml.SendBestEffort(m, msg)
+		} else {
+			n.ml.SendReliable(m, msg)
+		}
+	}
+}
+
+// decide makes the decisions the ballot calls for and applies them.
+func (n *Node) decide() {
+	snap := n.hooks.Snapshot()
+	n.mu.Lock()
+	now := time.Now()
+	var made []Decision
+	for _, d := range Decide(snap, Apply(snap, n.decisions), n.ballot, now) {
+		d.Version = n.clock.Next()
+		n.decisions[d.Key] = d
+		made = append(made, d)
+	}
+	state := Apply(snap, n.decisions)
+	n.mu.Unlock()
+	for _, d := range made {
+		n.cfg.Logger.Warn().Str("decision", d.Key).Int("value", d.Value).Str("reason", d.Reason).Msg("cluster: failover")
+		msg := encode(msgDecision, d)
+		n.queue.QueueBroadcast(broadcast(msg))
+		n.sendAll(msg)
+	}
+	if len(made) > 0 {
+		n.hooks.Apply(state)
+	}
+}
+
+// takeDecision merges a decision from another node: the newest version of
+// each key wins on every node alike.
+func (n *Node) takeDecision(d Decision) {
+	n.mu.Lock()
+	n.clock.Observe(d.Version)
+	old, ok := n.decisions[d.Key]
+	if ok && !old.Version.Less(d.Version) {
+		n.mu.Unlock()
+		return
+	}
+	n.decisions[d.Key] = d
+	state := Apply(n.hooks.Snapshot(), n.decisions)
+	n.mu.Unlock()
+	n.cfg.Logger.Warn().Str("decision", d.Key).Int("value", d.Value).Str("by", d.Version.Node).Str("reason", d.Reason).Msg("cluster: failover decided by a peer")
+	n.hooks.Apply(state)
+}
+
+// Decisions returns the decisions in force.
+func (n *Node) Decisions() []Decision {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	out := make([]Decision, 0, len(n.decisions))
+	for _, d := range n.decisions {
+		out = append(out, d)
+	}
+	return out
+}
+
+// ForwardCancel sends a cancel request to the node whose gateway owns the
+// session (G2a). It reports false when no live member has that node ID.
+func (n *Node) ForwardCancel(node uint8, pid, secret uint32) bool {
+	for _, m := range n.ml.Members() {
+		var meta nodeMeta
+		if json.Unmarshal(m.Meta, &meta) != nil || meta.NodeID != node || m.Name == n.cfg.Name {
+			continue
+		}
+		return n.ml.SendReliable(m, encode(msgCancel, cancelMsg{PID: pid, Secret: secret})) == nil
+	}
+	return false
+}
+
+type cancelMsg struct {
+	PID    uint32 `json:"pid"`
+	Secret uint32 `json:"secret"`
+}
+
+type nodeMeta struct {
+	NodeID uint8 `json:"node_id"`
+}
+
+// state is what push/pull anti-entropy exchanges: every decision.
+type state struct {
+	Decisions []Decision `json:"decisions"`
+}
+
+func encode(kind byte, v any) []byte {
+	b, _ := json.Marshal(v)
+	return append([]byte{kind}, b...)
+}
+
+// delegate is the memberlist.Delegate of a Node.
+type delegate Node
+
+func (d *delegate) NodeMeta(limit int) []byte {
+	b, _ := json.Marshal(nodeMeta{NodeID: d.cfg.NodeID})
+	return b
+}
+
+func (d *delegate) NotifyMsg(b []byte) {
+	n := (*Node)(d)
+	if len(b) < 2 {
+		return
+	}
+	switch b[0] {
+	case msgVotes:
+		var v VoteSet
+		if json.Unmarshal(b[1:], &v) != nil {
+			return
+		}
+		n.mu.Lock()
+		changed := n.ballot.Record(v, time.Now())
+		n.mu.Unlock()
+		if changed {
+			n.decide()
+		}
+	case msgDecision:
+		var dec Decision
+		if json.Unmarshal(b[1:], &dec) == nil {
+			n.takeDecision(dec)
+		}
+	case msgCancel:
+		var c cancelMsg
+		if json.Unmarshal(b[1:], &c) == nil && n.hooks.Cancel != nil {
+			n.hooks.Cancel(c.PID, c.Secret)
+		}
+	}
+}
+
+func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte {
+	return d.queue.GetBroadcasts(overhead, limit)
+}
+
+func (d *delegate) LocalState(join bool) []byte {
+	n := (*Node)(d)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var st state
+	for _, dec := range n.decisions {
+		st.Decisions = append(st.Decisions, dec)
+	}
+	b, _ := json.Marshal(st)
+	return b
+}
+
+func (d *delegate) MergeRemoteState(buf []byte, join bool) {
+	var st state
+	if json.Unmarshal(buf, &st) != nil {
+		return
+	}
+	for _, dec := range st.Decisions {
+		(*Node)(d).takeDecision(dec)
+	}
+}
+
+// broadcast is a message for memberlist's gossip queue.
+type broadcast []byte
+
+func (b broadcast) Invalidates(memberlist.Broadcast) bool { return false }
+func (b broadcast) Message() []byte                       { return b }
+func (b broadcast) Finished()                             {}
+
+func splitHostPort(hp string) (string, int, error) {
+	host, port, err := net.SplitHostPort(hp)
+	if err != nil {
+		return "", 0, err
+	}
+	p, err := strconv.Atoi(port)
+	return host, p, err
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,148 @@
+package cluster
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pgplane/pgplane/topology"
+
+	"github.com/rs/zerolog"
+)
+
+// fakePostgres answers SSLRequests with N, as a PostgreSQL without TLS does.
+// It is a real listener: closing it is a real backend failure.
+func fakePostgres(t *testing.T, addr string) net.Listener {
+	t.Helper()
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				var b [8]byte
+				if _, err := io.ReadFull(c, b[:]); err == nil {
+					c.Write([]byte{'N'})
+				}
+			}()
+		}
+	}()
+	t.Cleanup(func() { l.Close() })
+	return l
+}
+
+func freeAddr(t *testing.T, ip string) string {
+	t.Helper()
+	l, err := net.Listen("tcp", ip+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// SPEC: C1 C2 C3 C4
+func TestThreeNodesFlipTogether(t *testing.T) {
+	primary, standby := fakePostgres(t, "127.0.0.1:0"), fakePostgres(t, "127.0.0.1:0")
+	gwPort := strings.Split(freeAddr(t, "127.0.0.61"), ":")[1]
+	gw1 := fakePostgres(t, "127.0.0.61:"+gwPort)
+	fakePostgres(t, "127.0.0.62:"+gwPort)
+	topo := strings.NewReplacer("10.9.0.1", "127.0.0.61", "10.9.0.2", "127.0.0.62", ", 10.9.0.3", "",
+		"10.0.1.4:5432", primary.Addr().String(), "10.0.1.5:5432", standby.Addr().String()).Replace(testTopology)
+	parsed, _, err := topology.Parse("t.yaml", []byte(topo))
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap, _ := topology.NewSnapshot(parsed, topology.State{}, 1)
+
+	names := []string{"n1", "n2", "n3"}
+	binds := []string{freeAddr(t, "127.0.0.51"), freeAddr(t, "127.0.0.52"), freeAddr(t, "127.0.0.53")}
+	var mu sync.Mutex
+	states := map[string]topology.State{}
+	var nodes []*Node
+	for i, name := range names {
+		n, err := New(Config{
+			Name: name, Members: names, Bind: binds[i], Join: binds, Dev: true, NodeID: uint8(i + 1),
+			GatewayPort: atoi(gwPort), Logger: zerolog.New(io.Discard),
+		}, Hooks{
+			Snapshot: func() *topology.Snapshot { return snap },
+			Apply: func(s topology.State) {
+				mu.Lock()
+				states[name] = s
+				mu.Unlock()
+			},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		nodes = append(nodes, n)
+		defer n.Stop()
+	}
+	all := func(cond func(topology.State) bool) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, n := range names {
+			if !cond(states[n]) {
+				return false
+			}
+		}
+		return true
+	}
+	wait := func(what string, cond func(topology.State) bool) {
+		deadline := time.Now().Add(10 * time.Second)
+		for !all(cond) {
+			if time.Now().After(deadline) {
+				mu.Lock()
+				defer mu.Unlock()
+				t.Fatalf("gave up waiting for %s: %v", what, states)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	time.Sleep(time.Second)
+	if len(nodes[0].Decisions()) != 0 {
+		t.Fatalf("nothing is down: no decision expected, got %v", nodes[0].Decisions())
+	}
+	primary.Close()
+	wait("every node to fail orders-db over", func(s topology.State) bool { return s.FailedOver["orders-db"] })
+	gw1.Close()
+	wait("every node to activate the secondary gateway", func(s topology.State) bool {
+		return s.ActiveGateway["eastus2"] == 1 && s.FailedOver["orders-db"]
+	})
+	for _, n := range nodes {
+		if d := n.Decisions(); len(d) != 2 {
+			t.Fatalf("%s: want 2 decisions, got %v", n.cfg.Name, d)
+		}
+	}
+}
+
+func TestKeyRequiredOutsideDevMode(t *testing.T) {
+	_, err := New(Config{Name: "a", Members: []string{"a"}, Bind: freeAddr(t, "127.0.0.1")}, Hooks{})
+	if err == nil || !strings.Contains(err.Error(), "encryption key") {
+		t.Fatalf("want a refusal without a key (C1), got %v", err)
+	}
+	_, err = New(Config{Name: "a", Members: []string{"a"}, Bind: freeAddr(t, "127.0.0.1"), Key: []byte("short")}, Hooks{})
+	if err == nil || !strings.Contains(err.Error(), "16, 24 or 32") {
+		t.Fatalf("want a key length error, got %v", err)
+	}
+	_, err = New(Config{Name: "z", Members: []string{"a"}, Bind: freeAddr(t, "127.0.0.1"), Dev: true}, Hooks{})
+	if err == nil || !strings.Contains(err.Error(), "not in the members") {
+		t.Fatalf("want a members error, got %v", err)
+	}
+}
+
+func atoi(s string) int {
+	var n int
+	fmt.Sscan(s, &n)
+	return n
+}
