@@ -39,6 +39,10 @@ func GatewayTarget(region string, addr netip.Addr) Target {
 type VoteSet struct {
 	Node string   `json:"node"`
 	Down []Target `json:"down,omitempty"`
+	// Holds are the gateway addresses (IP:port) this node serves when they
+	// are active: a standby address can take over only while a live node
+	// holds it, since it does not listen before.
+	Holds []string `json:"holds,omitempty"`
 	// Seq orders the vote sets of one node; a lower Seq never replaces a
 	// higher one.
 	Seq uint64 `json:"seq"`
@@ -117,9 +121,10 @@ type Ballot struct {
 }
 
 type receivedVotes struct {
-	seq  uint64
-	at   time.Time
-	down map[Target]bool
+	seq   uint64
+	at    time.Time
+	down  map[Target]bool
+	holds []netip.AddrPort
 }
 
 // NewBallot makes a ballot for the configured members.
@@ -150,7 +155,13 @@ func (b *Ballot) Record(v VoteSet, at time.Time) bool {
 	for _, t := range v.Down {
 		down[t] = true
 	}
-	b.votes[v.Node] = receivedVotes{seq: v.Seq, at: at, down: down}
+	var holds []netip.AddrPort
+	for _, h := range v.Holds {
+		if ap, err := netip.ParseAddrPort(h); err == nil {
+			holds = append(holds, ap)
+		}
+	}
+	b.votes[v.Node] = receivedVotes{seq: v.Seq, at: at, down: down, holds: holds}
 	if !ok || len(old.down) != len(down) {
 		return true
 	}
@@ -189,6 +200,22 @@ func (b *Ballot) IsDown(t Target, now time.Time) bool {
 	return down >= b.Quorum()
 }
 
+// Holder reports the port of a gateway address as some member announced it,
+// and whether a member whose votes count now holds it.
+func (b *Ballot) Holder(addr netip.Addr, now time.Time) (port uint16, live bool) {
+	for _, v := range b.votes {
+		for _, h := range v.holds {
+			if h.Addr() == addr {
+				port = h.Port()
+				if now.Sub(v.at) <= b.ttl {
+					return port, true
+				}
+			}
+		}
+	}
+	return port, false
+}
+
 // Fresh returns the members whose votes count now.
 func (b *Ballot) Fresh(now time.Time) []string {
 	var out []string
@@ -202,8 +229,8 @@ func (b *Ballot) Fresh(now time.Time) []string {
 
 // Decide looks at the ballot and the current state and returns the
 // decisions to make now: a region whose active gateway address a quorum saw
-// down moves to the next address (in order, wrapping) that a quorum does not
-// see down; an HA server whose active backend a quorum saw down moves to the
+// down moves to the next address (in order, wrapping) that a live member
+// holds and a quorum does not see down; an HA server whose active backend a quorum saw down moves to the
 // other backend if that is not seen down. Failover is sticky: nothing moves
 // back by itself (C4).
 func Decide(s *topology.Snapshot, state topology.State, b *Ballot, now time.Time) []Decision {
@@ -221,7 +248,7 @@ func Decide(s *topology.Snapshot, state topology.State, b *Ballot, now time.Time
 		}
 		for step := 1; step < len(r.Gateways); step++ {
 			next := (active + step) % len(r.Gateways)
-			if !b.IsDown(GatewayTarget(name, r.Gateways[next]), now) {
+			if _, live := b.Holder(r.Gateways[next], now); live && !b.IsDown(GatewayTarget(name, r.Gateways[next]), now) {
 				out = append(out, Decision{Key: "region/" + name, Value: next,
 					Reason: fmt.Sprintf("gateway address %s seen down by a quorum; %s takes over", r.Gateways[active], r.Gateways[next])})
 				break

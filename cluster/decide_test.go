@@ -49,6 +49,9 @@ var (
 	standby = BackendTarget("orders-db", true)
 )
 
+// holdings: node b holds the secondary gateway address, c the tertiary.
+var holdings = map[string][]string{"b": {"10.9.0.2:5432"}, "c": {"10.9.0.3:5432"}}
+
 // views keeps each test node's current down set, so that one target's vote
 // can change at a time.
 var views = map[*Ballot]map[string]map[Target]bool{}
@@ -61,7 +64,7 @@ func vote(b *Ballot, node string, t Target, down bool, seq uint64, at time.Time)
 		views[b][node] = map[Target]bool{}
 	}
 	views[b][node][t] = down
-	set := VoteSet{Node: node, Seq: seq}
+	set := VoteSet{Node: node, Seq: seq, Holds: holdings[node]}
 	for target, d := range views[b][node] {
 		if d {
 			set.Down = append(set.Down, target)
@@ -176,13 +179,31 @@ func TestNoFlipWhenBothBackendsDown(t *testing.T) {
 func TestGatewaySkipsDownSecondaryToTertiary(t *testing.T) {
 	s := testSnapshot(t)
 	b := NewBallot([]string{"a", "b", "c"}, 3*time.Second)
-	for _, n := range []string{"a", "b"} {
+	for _, n := range []string{"a", "b", "c"} {
 		vote(b, n, gw1, true, 1, t0)
-		vote(b, n, gw2, true, 1, t0)
+	}
+	for _, n := range []string{"a", "c"} {
+		vote(b, n, gw2, true, 2, t0)
 	}
 	d := Decide(s, topology.State{}, b, t0)
 	if len(d) != 1 || d[0].Value != 2 {
 		t.Fatalf("want the tertiary, got %v", d)
+	}
+}
+
+// SPEC: C4 G1
+func TestStandbyAddressNeedsALiveHolder(t *testing.T) {
+	s := testSnapshot(t)
+	b := NewBallot([]string{"a", "b", "c"}, 3*time.Second)
+	vote(b, "a", gw1, true, 1, t0)
+	vote(b, "c", gw1, true, 1, t0)
+	vote(b, "b", gw1, true, 1, t0.Add(-10*time.Second)) // b, holding the secondary, is gone
+	d := Decide(s, topology.State{}, b, t0)
+	if len(d) != 1 || d[0].Value != 2 {
+		t.Fatalf("the secondary's holder is gone: want the tertiary (held by live c), got %v", d)
+	}
+	if port, live := b.Holder(netip.MustParseAddr("10.9.0.2"), t0); live || port != 5432 {
+		t.Fatalf("b's hold: port %d live %v", port, live)
 	}
 }
 

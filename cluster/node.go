@@ -43,8 +43,11 @@ type Config struct {
 	FailAfter     int
 	// VoteTTL is how long a node's votes count without being refreshed.
 	VoteTTL time.Duration
-	// GatewayPort is the port probed on every gateway address.
+	// GatewayPort is the port probed on a gateway address whose port no
+	// member has announced.
 	GatewayPort int
+	// Holds are this node's gateway listen addresses (IP:port).
+	Holds []string
 	Logger      zerolog.Logger
 }
 
@@ -263,8 +266,9 @@ type probeTarget struct {
 	postgres bool // a backend: expect an answer to an SSLRequest
 }
 
-// targets are every HA server's backends and every region's gateway
-// addresses: the things a flip depends on.
+// targets are every HA server's backends and every region's active gateway
+// address: the things a flip depends on. A standby gateway address does not
+// listen before it is activated; its holder's liveness stands for it.
 func (n *Node) targets(s *topology.Snapshot) []probeTarget {
 	var out []probeTarget
 	for name, si := range s.Servers {
@@ -275,10 +279,14 @@ func (n *Node) targets(s *topology.Snapshot) []probeTarget {
 			probeTarget{BackendTarget(name, false), si.Server.Backends.Primary, true},
 			probeTarget{BackendTarget(name, true), si.Server.Backends.Standby, true})
 	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
 	for name, r := range s.Regions {
-		for _, g := range r.Gateways {
-			out = append(out, probeTarget{GatewayTarget(name, g), netip.AddrPortFrom(g, uint16(n.cfg.GatewayPort)).String(), false})
+		port, _ := n.ballot.Holder(r.Active, time.Now())
+		if port == 0 {
+			port = uint16(n.cfg.GatewayPort)
 		}
+		out = append(out, probeTarget{GatewayTarget(name, r.Active), netip.AddrPortFrom(r.Active, port).String(), false})
 	}
 	return out
 }
@@ -309,7 +317,7 @@ func probe(addr string, postgres bool, timeout time.Duration) bool {
 func (n *Node) sendVotes() {
 	n.mu.Lock()
 	n.seq++
-	v := VoteSet{Node: n.cfg.Name, Seq: n.seq}
+	v := VoteSet{Node: n.cfg.Name, Seq: n.seq, Holds: n.cfg.Holds}
 	for t := range n.down {
 		v.Down = append(v.Down, t)
 	}

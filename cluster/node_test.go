@@ -56,7 +56,6 @@ func TestThreeNodesFlipTogether(t *testing.T) {
 	primary, standby := fakePostgres(t, "127.0.0.1:0"), fakePostgres(t, "127.0.0.1:0")
 	gwPort := strings.Split(freeAddr(t, "127.0.0.61"), ":")[1]
 	gw1 := fakePostgres(t, "127.0.0.61:"+gwPort)
-	fakePostgres(t, "127.0.0.62:"+gwPort)
 	topo := strings.NewReplacer("10.9.0.1", "127.0.0.61", "10.9.0.2", "127.0.0.62", ", 10.9.0.3", "",
 		"10.0.1.4:5432", primary.Addr().String(), "10.0.1.5:5432", standby.Addr().String()).Replace(testTopology)
 	parsed, _, err := topology.Parse("t.yaml", []byte(topo))
@@ -70,9 +69,11 @@ func TestThreeNodesFlipTogether(t *testing.T) {
 	var mu sync.Mutex
 	states := map[string]topology.State{}
 	var nodes []*Node
+	// n1 holds the primary gateway address, n2 the secondary; n3 is a witness.
+	holds := [][]string{{"127.0.0.61:" + gwPort}, {"127.0.0.62:" + gwPort}, nil}
 	for i, name := range names {
 		n, err := New(Config{
-			Name: name, Members: names, Bind: binds[i], Join: binds, Dev: true, NodeID: uint8(i + 1),
+			Name: name, Members: names, Bind: binds[i], Join: binds, Dev: true, NodeID: uint8(i + 1), Holds: holds[i],
 			GatewayPort: atoi(gwPort), Logger: zerolog.New(io.Discard),
 		}, Hooks{
 			Snapshot: func() *topology.Snapshot { return snap },

@@ -44,6 +44,9 @@ type Config struct {
 	// NodeID (0 to 127) is written into every cancel key the gateway hands
 	// out, so that a cancel arriving at another node can be forwarded (G2a).
 	NodeID uint8
+	// ForwardCancel sends a cancel request whose key names another node to
+	// that node; nil drops such requests.
+	ForwardCancel func(node uint8, pid, secret uint32) bool
 	// TLS is the client-facing TLS configuration; its first certificate is
 	// served (SetCertificate replaces it). Nil: no TLS is offered.
 	TLS *tls.Config

@@ -580,28 +580,41 @@ func closeWrite(c net.Conn) {
 // cancel forwards a CancelRequest to the backend that owns the session (G2a).
 func (s *session) cancel(k cancelKey) error {
 	if node := NodeOf(k.pid); node != s.g.cfg.NodeID {
-		s.reason = fmt.Sprintf("cancel key of node %d; this is node %d", node, s.g.cfg.NodeID)
+		if s.g.cfg.ForwardCancel != nil && s.g.cfg.ForwardCancel(node, k.pid, k.secret) {
+			s.reason = fmt.Sprintf("forwarded to node %d", node)
+		} else {
+			s.reason = fmt.Sprintf("cancel key of node %d, which is not reachable from node %d", node, s.g.cfg.NodeID)
+		}
 		return nil
 	}
-	b, ok := s.g.sessions.lookup(k)
+	s.reason = s.g.cancelLocal(k)
+	return nil
+}
+
+// Cancel delivers a cancel request forwarded from another node (G2a).
+func (g *Gateway) Cancel(pid, secret uint32) {
+	reason := g.cancelLocal(cancelKey{pid, secret})
+	g.cfg.Logger.Info().Str("decision", decisionCancel).Str("reason", reason).Msg("forwarded cancel")
+}
+
+// cancelLocal sends the backend's own CancelRequest for a key this node
+// handed out, and says what happened.
+func (g *Gateway) cancelLocal(k cancelKey) string {
+	b, ok := g.sessions.lookup(k)
 	if !ok {
-		s.reason = "no session has this cancel key"
-		return nil
+		return "no session has this cancel key"
 	}
-	c, err := net.DialTimeout("tcp", b.addr, s.g.cfg.DialTimeout)
+	c, err := net.DialTimeout("tcp", b.addr, g.cfg.DialTimeout)
 	if err != nil {
-		s.reason = err.Error()
-		return nil
+		return err.Error()
 	}
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(s.g.cfg.DialTimeout))
-	_, err = c.Write(requestPacket(cancelRequestCode, b.pid, b.secret))
-	if err == nil {
-		// The backend closes the connection when it has read the request.
-		io.Copy(io.Discard, c)
+	c.SetDeadline(time.Now().Add(g.cfg.DialTimeout))
+	if _, err = c.Write(requestPacket(cancelRequestCode, b.pid, b.secret)); err != nil {
+		return err.Error()
 	}
-	s.reason = fmt.Sprintf("forwarded to %s", b.addr)
-	return nil
+	io.Copy(io.Discard, c) // the backend closes the connection once it has read the request
+	return "sent to backend " + b.addr
 }
 
 // bufferedConn reads through a bufio.Reader that may hold bytes already read

@@ -118,7 +118,7 @@ func (p *PGPlane) newGateway(o gatewayOptions, base string, snap *topology.Snaps
 		return nil
 	}
 	cfg := gateway.Config{
-		Listen: o.listen, NodeID: o.nodeID, BackendTLS: o.backendTLS, MaxConnections: o.maxConns,
+		Listen: o.listen, NodeID: o.nodeID, ForwardCancel: p.forwardCancel, BackendTLS: o.backendTLS, MaxConnections: o.maxConns,
 		HandshakeTimeout: o.handshake, TrustedProxies: o.trusted,
 		Logger: zerolog.New(os.Stdout).With().Timestamp().Str("plugin", "pgplane/gateway").Logger(),
 	}

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"sync/atomic"
 
+	"github.com/pgplane/pgplane/cluster"
 	"github.com/pgplane/pgplane/gateway"
 
 	"github.com/coredns/coredns/plugin"
@@ -32,6 +33,8 @@ type PGPlane struct {
 
 	gwOpts  gatewayOptions
 	gateway *gateway.Gateway // nil without a gateway line
+	clOpts  clusterOptions
+	cluster *cluster.Node // nil without cluster_bind
 	devTLS  string           // the dev certificate directory, in dev mode
 	base    string           // the directory relative paths start from
 }

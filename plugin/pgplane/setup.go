@@ -38,11 +38,16 @@ func setup(c *caddy.Controller) error {
 	c.OnStartup(func() error {
 		p.topo.start()
 		if p.gateway != nil {
-			return p.gateway.Start()
+			if err := p.gateway.Start(); err != nil {
+				return err
+			}
 		}
-		return nil
+		return p.newCluster(p.clOpts, p.gwOpts)
 	})
 	c.OnShutdown(func() error {
+		if p.cluster != nil {
+			p.cluster.Stop()
+		}
 		p.topo.stopWatch()
 		if p.gateway != nil {
 			p.gateway.Stop()
@@ -123,6 +128,9 @@ func parse(c *caddy.Controller) (*PGPlane, error) {
 				}
 			default:
 				ok, err := parseGatewayProperty(c, &p.gwOpts)
+				if !ok && err == nil {
+					ok, err = parseClusterProperty(c, &p.clOpts)
+				}
 				if err != nil {
 					return nil, err
 				}

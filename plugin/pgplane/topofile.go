@@ -78,6 +78,30 @@ func (f *topologyFile) load() error {
 	return nil
 }
 
+// setState publishes a new snapshot of the current topology with a new
+// run-time state: a cluster decision (C4).
+func (f *topologyFile) setState(st topology.State) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	serial := uint32(time.Now().Unix())
+	if serial <= f.current.Serial {
+		serial = f.current.Serial + 1
+	}
+	snap, err := topology.NewSnapshot(f.current.Topology, st, serial)
+	if err != nil {
+		log.Errorf("cluster state refused: %v", err)
+		return
+	}
+	for name, si := range snap.Servers {
+		if si.RecordBlocked {
+			log.Errorf("FAILOVER BLOCKED: server %s failed over to its standby, but private DNS zone %s is locked ReadOnly: its record still gives the old address %s (D10)", name, si.Zone.Name, si.Address)
+			recordBlocked.WithLabelValues(name).Inc()
+		}
+	}
+	f.current = snap
+	f.publish(snap)
+}
+
 // changed reports whether the file's modification time or size moved.
 func (f *topologyFile) changed() bool {
 	fi, err := os.Stat(f.path)

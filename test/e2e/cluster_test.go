@@ -1,0 +1,147 @@
+package e2e
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pgplane/pgplane/gateway"
+	"github.com/pgplane/pgplane/internal/pgtest"
+)
+
+// clusterTopology: two gateway addresses, a private HA server and a public
+// HA server, both on the two PostgreSQL servers.
+const clusterTopology = `regions:
+  - {name: eastus2, gateways: [127.0.0.21, 127.0.0.22]}
+vnets:
+  - name: app-vnet
+    region: eastus2
+    addressSpaces: [127.0.1.0/24]
+    subnets: [{name: db, cidr: 127.0.1.0/28, delegation: Microsoft.DBforPostgreSQL/flexibleServers}]
+privateDnsZones:
+  - {name: contoso.private.postgres.database.azure.com, links: [app-vnet]}
+servers:
+  - name: orders-db
+    region: eastus2
+    access: private
+    network: {vnet: app-vnet, subnet: db, privateDnsZone: contoso.private.postgres.database.azure.com}
+    highAvailability: true
+    addresses: {primary: 127.0.1.4, standby: 127.0.1.5}
+    backends: {primary: "PRIMARY", standby: "STANDBY"}
+  - name: sales-db
+    region: eastus2
+    access: public
+    highAvailability: true
+    backends: {primary: "PRIMARY", standby: "STANDBY"}
+    firewallRules: [{name: lo, startIpAddress: 127.0.0.1, endIpAddress: 127.0.0.1}]
+`
+
+// SPEC: C1 C2 C3 C4 G1 D9
+func TestThreeNodeFailover(t *testing.T) {
+	dir := t.TempDir()
+	tlsDir := filepath.Join(dir, "tls")
+	if _, _, err := gateway.DevCertificates(tlsDir, []string{"*.postgres.database.azure.com", "*.contoso.private.postgres.database.azure.com"}); err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := os.ReadFile(filepath.Join(tlsDir, gateway.DevCertFile))
+	key, _ := os.ReadFile(filepath.Join(tlsDir, gateway.DevKeyFile))
+	var pgs []*pgtest.Server
+	for i := 0; i < 2; i++ {
+		pg, err := pgtest.Start("", pgtest.Options{Cert: cert, Key: key})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { pg.Stop(); os.RemoveAll(pg.Dir) })
+		pgs = append(pgs, pg)
+	}
+	topo := strings.NewReplacer("PRIMARY", pgs[0].Addr, "STANDBY", pgs[1].Addr).Replace(clusterTopology)
+	gossipKey := make([]byte, 32)
+	rand.Read(gossipKey)
+
+	dnsPort := freePort(t, "127.0.0.11", "127.0.0.12", "127.0.0.13")
+	gwPort := freePort(t, "127.0.0.21", "127.0.0.22")
+	names := []string{"n1", "n2", "n3"}
+	var gossip []string
+	for i := range names {
+		gossip = append(gossip, fmt.Sprintf("127.0.0.1%d:%d", i+1, freePort(t, fmt.Sprintf("127.0.0.1%d", i+1))))
+	}
+	nodes := make([]*node, 3)
+	for i, name := range names {
+		ndir := filepath.Join(dir, name)
+		os.MkdirAll(ndir, 0o755)
+		writeFile(t, ndir, "topology.yaml", topo)
+		writeFile(t, ndir, "gossip.key", base64.StdEncoding.EncodeToString(gossipKey))
+		gw := ""
+		if i < 2 { // n3 is a DNS-only witness
+			gw = fmt.Sprintf("gateway 127.0.0.2%d:%d\n        gateway_tls dev %s\n        node_id %d", i+1, gwPort, tlsDir, i+1)
+		}
+		corefile := fmt.Sprintf(`.:%d {
+    bind 127.0.0.1%d
+    pgplane topology.yaml {
+        %s
+        cluster_name %s
+        cluster_members n1 n2 n3
+        cluster_bind %s
+        cluster_join %s
+        cluster_key_file gossip.key
+    }
+}
+`, dnsPort, i+1, gw, name, gossip[i], strings.Join(gossip, " "))
+		nodes[i] = startNode(t, ndir, corefile, fmt.Sprintf("127.0.0.1%d:%d", i+1, dnsPort), "")
+	}
+	digAt := func(i int, args ...string) digResult {
+		return dig(t, append([]string{fmt.Sprintf("@127.0.0.1%d", i+1), "-p", fmt.Sprint(dnsPort)}, args...)...)
+	}
+	answers := func(i int, src, name, want string) bool {
+		r := digAt(i, "-b", src, name, "A")
+		return len(r.answer) > 0 && strings.HasSuffix(r.answer[len(r.answer)-1], " A "+want)
+	}
+	ca := filepath.Join(tlsDir, gateway.DevCAFile)
+	salesVia := func(gw string) (string, error) {
+		return psql(t, fmt.Sprintf("host=sales-db.postgres.database.azure.com hostaddr=%s port=%d sslmode=verify-full sslrootcert=%s user=app dbname=appdb", gw, gwPort, ca), "SELECT inet_server_port()")
+	}
+	for i := range nodes {
+		if !answers(i, "127.0.1.10", "orders-db.postgres.database.azure.com", "127.0.1.4") || !answers(i, "127.0.0.1", "sales-db.postgres.database.azure.com", "127.0.0.21") {
+			t.Fatalf("node n%d does not start on the primaries", i+1)
+		}
+	}
+	if out, err := salesVia("127.0.0.21"); err != nil || out != fmt.Sprint(pgs[0].Port) {
+		t.Fatalf("sales-db must reach the primary: %v %s", err, out)
+	}
+
+	// The primary PostgreSQL stops: every node answers the standby address,
+	// and psql reconnecting to the same name reaches the standby.
+	pgs[0].Stop()
+	for i := range nodes {
+		waitFor(t, fmt.Sprintf("n%d to answer the standby's address", i+1), 15*time.Second, func() bool {
+			return answers(i, "127.0.1.10", "orders-db.postgres.database.azure.com", "127.0.1.5")
+		})
+	}
+	waitFor(t, "psql to reach the standby through the same name", 15*time.Second, func() bool {
+		out, err := salesVia("127.0.0.21")
+		return err == nil && out == fmt.Sprint(pgs[1].Port)
+	})
+
+	// The node holding the primary gateway address dies: the region's name
+	// flips on the others, and the secondary address starts accepting.
+	nodes[0].cmd.Process.Signal(syscall.SIGKILL)
+	for _, i := range []int{1, 2} {
+		waitFor(t, fmt.Sprintf("n%d to answer the secondary gateway address", i+1), 15*time.Second, func() bool {
+			return answers(i, "127.0.0.1", "sales-db.postgres.database.azure.com", "127.0.0.22")
+		})
+	}
+	waitFor(t, "the secondary gateway address to accept psql", 15*time.Second, func() bool {
+		out, err := salesVia("127.0.0.22")
+		return err == nil && out == fmt.Sprint(pgs[1].Port)
+	})
+	// Sticky: the standby stays primary although nothing else changed.
+	if !answers(1, "127.0.1.10", "orders-db.postgres.database.azure.com", "127.0.1.5") {
+		t.Fatal("the failover must stick")
+	}
+}
