@@ -47,8 +47,8 @@ type Config struct {
 	// member has announced.
 	GatewayPort int
 	// Holds are this node's gateway listen addresses (IP:port).
-	Holds []string
-	Logger      zerolog.Logger
+	Holds  []string
+	Logger zerolog.Logger
 }
 
 // Defaults, chosen so that a dead target is flipped on every node within

@@ -35,8 +35,8 @@ type PGPlane struct {
 	gateway *gateway.Gateway // nil without a gateway line
 	clOpts  clusterOptions
 	cluster *cluster.Node // nil without cluster_bind
-	devTLS  string           // the dev certificate directory, in dev mode
-	base    string           // the directory relative paths start from
+	devTLS  string        // the dev certificate directory, in dev mode
+	base    string        // the directory relative paths start from
 }
 
 // ServeDNS implements the plugin.Handler interface.
