@@ -27,6 +27,7 @@ type clusterOptions struct {
 	interval  time.Duration
 	timeout   time.Duration
 	failAfter int
+	gwPort    int
 }
 
 // parseClusterProperty reads one cluster property; it reports false when
@@ -64,10 +65,12 @@ func parseClusterProperty(c *caddy.Controller, o *clusterOptions) (bool, error) 
 		o.timeout, err = time.ParseDuration(oneArg(args))
 	case "cluster_fail_after":
 		o.failAfter, err = strconv.Atoi(oneArg(args))
+	case "cluster_gateway_port":
+		o.gwPort, err = strconv.Atoi(oneArg(args))
 	default:
 		return true, c.Errf("unknown property %q", name)
 	}
-	if err != nil || (len(args) == 0) {
+	if err != nil || (len(args) == 0 && name != "cluster_dev") {
 		return true, c.Errf("%s %s: %v", name, strings.Join(args, " "), errOr(err, "a value is required"))
 	}
 	return true, nil
@@ -95,7 +98,10 @@ func (p *PGPlane) newCluster(o clusterOptions, g gatewayOptions) error {
 		GatewayPort: 5432,
 		Logger:      zerolog.New(os.Stdout).With().Timestamp().Str("plugin", "pgplane/cluster").Str("node", o.name).Logger(),
 	}
-	if len(g.listen) > 0 {
+	switch {
+	case o.gwPort != 0:
+		cfg.GatewayPort = o.gwPort
+	case len(g.listen) > 0:
 		cfg.GatewayPort = int(netip.MustParseAddrPort(g.listen[0]).Port())
 	}
 	if o.keyFile != "" {

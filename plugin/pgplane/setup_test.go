@@ -179,3 +179,31 @@ func TestParseGatewayOptions(t *testing.T) {
 		}
 	}
 }
+
+func TestParseClusterOptions(t *testing.T) {
+	dir := t.TempDir()
+	topo := filepath.Join(dir, "t.yaml")
+	data, _ := os.ReadFile("testdata/topology.yaml")
+	os.WriteFile(topo, data, 0o644)
+	for _, tc := range []struct{ block, err string }{
+		{"cluster_name n1\n cluster_members n1 n2 n3\n cluster_bind 127.0.0.11:7946\n cluster_join 127.0.0.12:7946\n cluster_dev\n cluster_probe_interval 200ms\n cluster_fail_after 3\n cluster_gateway_port 15432", ""},
+		{"cluster_bind localhost", "cluster_bind"},
+		{"cluster_probe_interval soon", "cluster_probe_interval"},
+		{"cluster_dev yes", "Wrong argument count"},
+		{"cluster_colour blue", `unknown property "cluster_colour"`},
+		{"cluster_members", "a value is required"},
+	} {
+		p, err := parse(caddy.NewTestController("dns", "pgplane "+topo+" {\n "+tc.block+"\n}"))
+		switch {
+		case tc.err == "" && err != nil:
+			t.Errorf("%q: %v", tc.block, err)
+		case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
+			t.Errorf("%q: want %q, got %v", tc.block, tc.err, err)
+		case tc.err == "":
+			o := p.clOpts
+			if o.name != "n1" || len(o.members) != 3 || !o.dev || o.interval != 200*time.Millisecond || o.failAfter != 3 || o.gwPort != 15432 {
+				t.Errorf("options not applied: %+v", o)
+			}
+		}
+	}
+}

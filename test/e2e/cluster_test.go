@@ -145,3 +145,38 @@ func TestThreeNodeFailover(t *testing.T) {
 		t.Fatal("the failover must stick")
 	}
 }
+
+// SPEC: C3
+func TestIsolatedNodeNeverFlips(t *testing.T) {
+	// n3 runs in a network namespace of its own, with nothing but lo: it
+	// is cut off from the others and from every target. It sees all of them
+	// down and must not flip on its own.
+	ns := netns(t, "127.0.0.13")
+	dir := t.TempDir()
+	writeFile(t, dir, "topology.yaml", strings.NewReplacer("PRIMARY", "127.0.0.1:1", "STANDBY", "127.0.0.1:2").Replace(clusterTopology))
+	startNode(t, dir, `.:53 {
+    bind 127.0.0.13
+    pgplane topology.yaml {
+        cluster_name n3
+        cluster_members n1 n2 n3
+        cluster_bind 127.0.0.13:7946
+        cluster_join 127.0.0.11:7946 127.0.0.12:7946
+        cluster_dev
+        cluster_gateway_port 5432
+    }
+}
+`, "", ns)
+	answers := func(name, want string) bool {
+		r, err := digTry(ns, "@127.0.0.13", "-b", "127.0.1.10", name, "A")
+		return err == nil && len(r.answer) > 0 && strings.HasSuffix(r.answer[len(r.answer)-1], " A "+want)
+	}
+	waitFor(t, "the isolated node to answer", 10*time.Second, func() bool {
+		return answers("orders-db.postgres.database.azure.com", "127.0.1.4")
+	})
+	// Its probes fail from the first interval on: after several vote TTLs
+	// the answers must still be the primaries'.
+	time.Sleep(4 * time.Second)
+	if !answers("orders-db.postgres.database.azure.com", "127.0.1.4") || !answers("sales-db.postgres.database.azure.com", "127.0.0.21") {
+		t.Fatal("an isolated node flipped on its own")
+	}
+}

@@ -218,13 +218,22 @@ func dig(t *testing.T, args ...string) digResult {
 // digIn runs dig, inside a network namespace when netns is set.
 func digIn(t *testing.T, netns string, args ...string) digResult {
 	t.Helper()
+	r, err := digTry(netns, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// digTry runs dig and returns an error when dig fails (no answer at all).
+func digTry(netns string, args ...string) (digResult, error) {
 	argv := append([]string{"dig", "+tries=1", "+time=2"}, args...)
 	if netns != "" {
 		argv = append([]string{"ip", "netns", "exec", netns}, argv...)
 	}
 	out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput()
 	if err != nil {
-		t.Fatalf("%s: %v\n%s", strings.Join(argv, " "), err, out)
+		return digResult{}, fmt.Errorf("%s: %v\n%s", strings.Join(argv, " "), err, out)
 	}
 	r := digResult{out: string(out)}
 	if m := statusRE.FindStringSubmatch(r.out); m != nil {
@@ -246,7 +255,7 @@ func digIn(t *testing.T, netns string, args ...string) digResult {
 			*section = append(*section, strings.Join(strings.Fields(line), " "))
 		}
 	}
-	return r
+	return r, nil
 }
 
 func (r digResult) hasFlag(f string) bool {

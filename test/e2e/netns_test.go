@@ -79,9 +79,9 @@ func TestResolverAt168_63_129_16InNamespace(t *testing.T) {
 }
 `, "", ns)
 	waitFor(t, "the resolver and the custom DNS server to answer", 15*time.Second, func() bool {
-		a := digIn(t, ns, "@168.63.129.16", "postgres.database.azure.com.", "SOA")
-		b := digIn(t, ns, "@10.0.1.53", "postgres.database.azure.com.", "SOA")
-		return a.status == "NOERROR" && b.status == "NOERROR"
+		a, errA := digTry(ns, "@168.63.129.16", "postgres.database.azure.com.", "SOA")
+		b, errB := digTry(ns, "@10.0.1.53", "postgres.database.azure.com.", "SOA")
+		return errA == nil && errB == nil && a.status == "NOERROR" && b.status == "NOERROR"
 	})
 	cname := "orders-db.postgres.database.azure.com. 5 IN CNAME orders-db.contoso.private.postgres.database.azure.com."
 	a := "orders-db.contoso.private.postgres.database.azure.com. 5 IN A 10.0.2.4"
