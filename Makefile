@@ -53,7 +53,7 @@ test-unit:
 test-e2e: deps build
 	PGPLANE_BIN=$(CURDIR)/$(PGPLANE) $(GO) test -count=1 -v ./test/e2e
 
-bench: bench-dns bench-gateway
+bench: bench-dns bench-gateway bench-failover
 
 bench-dns: deps build
 	$(GO) run ./benchmarks/dns -bin $(CURDIR)/$(PGPLANE) -out benchmarks/dns/out
@@ -63,6 +63,9 @@ bench-gateway: deps build
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq pgbouncer haproxy >/dev/null; }
 	$(GO) run ./benchmarks/gateway -bin $(CURDIR)/$(PGPLANE) -out benchmarks/gateway/out
+
+bench-failover: deps build
+	$(GO) run ./benchmarks/failover -bin $(CURDIR)/$(PGPLANE) -out benchmarks/failover/out
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); [ -z "$$out" ] || { echo "gofmt:"; echo "$$out"; exit 1; }

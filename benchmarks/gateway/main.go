@@ -123,6 +123,17 @@ servers:
 	if err != nil {
 		return err
 	}
+	// The same with a plain TCP backend leg (gateway_backend_tls disable), the
+	// like-for-like comparison with HAProxy's mode tcp.
+	plainDir := filepath.Join(out, "plain-backend")
+	os.MkdirAll(plainDir, 0o755)
+	gwPlainPort := free()
+	os.WriteFile(filepath.Join(plainDir, "topology.yaml"), []byte(topo), 0o644)
+	os.WriteFile(filepath.Join(plainDir, "Corefile"), []byte(fmt.Sprintf(".:%d {\n    bind 127.0.0.1\n    pgplane topology.yaml {\n        gateway 127.0.0.1:%d\n        gateway_tls dev %s\n        gateway_backend_tls disable\n        gateway_max_connections 1000\n    }\n}\n", free(), gwPlainPort, tlsDir)), 0o644)
+	plainPID, err := start("pgplane-plain-backend", exec.Command(bin, "-conf", filepath.Join(plainDir, "Corefile")), fmt.Sprintf("127.0.0.1:%d", gwPlainPort))
+	if err != nil {
+		return err
+	}
 
 	// PgBouncer: session pooling, terminating client TLS, TLS to the server.
 	bouncerPort := free()
@@ -189,6 +200,12 @@ listen pg
 			}
 			return fmt.Sprintf("host=127.0.0.1 port=%d user=%s@bench-plain dbname=%s sslmode=disable", gwPort, pgtest.User, pgtest.Database)
 		}},
+		{"pgplane-plainbe", plainPID, func(tls bool) string {
+			if tls {
+				return fmt.Sprintf("host=bench-db.postgres.database.azure.com hostaddr=127.0.0.1 port=%d %s sslmode=require", gwPlainPort, base)
+			}
+			return fmt.Sprintf("host=127.0.0.1 port=%d user=%s@bench-plain dbname=%s sslmode=disable", gwPlainPort, pgtest.User, pgtest.Database)
+		}},
 		{"pgbouncer", bouncerPID, func(tls bool) string {
 			return fmt.Sprintf("host=127.0.0.1 port=%d %s %s", bouncerPort, base, sslmode(tls))
 		}},
@@ -218,7 +235,7 @@ listen pg
 						return fmt.Errorf("%s (tls %v, %s): %w", t.name, tls, mode, err)
 					}
 					results[key{t.name, tls, mode}] = append(results[key{t.name, tls, mode}], res)
-					fmt.Printf("round %d %-9s tls=%-5v %-7s %9.0f tps  cpu/xact %6s\n", r+1, t.name, tls, mode, res.tps, cpuString(t, res))
+					fmt.Printf("round %d %-15s tls=%-5v %-7s %9.0f tps  cpu/xact %6s\n", r+1, t.name, tls, mode, res.tps, cpuString(t, res))
 				}
 			}
 		}
@@ -228,7 +245,7 @@ listen pg
 		for _, tls := range []bool{true, false} {
 			title := map[string]string{"select": "pgbench -S (TPS)", "connect": "pgbench -S -C (new connection per transaction: connections/s)"}[mode]
 			fmt.Fprintf(&report, "\n%s, client TLS %v, median of %d\n", title, onOff(tls), rounds)
-			fmt.Fprintf(&report, "  %-10s %10s %8s %14s\n", "target", "tps", "ratio", "proxy CPU/xact")
+			fmt.Fprintf(&report, "  %-16s %10s %8s %14s\n", "target", "tps", "ratio", "proxy CPU/xact")
 			direct := medianOf(results[key{"direct", tls, mode}], func(r result) float64 { return r.tps })
 			for _, t := range targets {
 				rs := results[key{t.name, tls, mode}]
@@ -237,7 +254,7 @@ listen pg
 				if t.pid != 0 {
 					cpu = time.Duration(medianOf(rs, func(r result) float64 { return float64(r.cpuPerXact) })).Round(100 * time.Nanosecond).String()
 				}
-				fmt.Fprintf(&report, "  %-10s %10.0f %7.2fx %14s\n", t.name, tps, tps/direct, cpu)
+				fmt.Fprintf(&report, "  %-16s %10.0f %7.2fx %14s\n", t.name, tps, tps/direct, cpu)
 			}
 		}
 	}

@@ -122,15 +122,7 @@ log_min_messages = warning
 	if err := s.writeOwned(filepath.Join(data, "pg_hba.conf"), []byte(hba), 0o600); err != nil {
 		return nil, err
 	}
-	s.cmd = exec.Command(filepath.Join(BinDir, "postgres"), "-D", data)
-	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
-	s.cmd.SysProcAttr = s.sysProcAttr()
-	if err := s.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("pgtest: starting postgres: %w", err)
-	}
-	go func() { s.cmd.Wait(); close(s.done) }()
-	if err := s.waitReady(); err != nil {
-		s.Stop()
+	if err := s.launch(); err != nil {
 		return nil, err
 	}
 	for _, sql := range []string{
@@ -144,6 +136,35 @@ log_min_messages = warning
 	}
 	return s, nil
 }
+
+// launch starts the postmaster on the data directory and waits until it
+// accepts connections.
+func (s *Server) launch() error {
+	s.done = make(chan struct{})
+	s.cmd = exec.Command(filepath.Join(BinDir, "postgres"), "-D", filepath.Join(s.Dir, "data"))
+	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
+	s.cmd.SysProcAttr = s.sysProcAttr()
+	if err := s.cmd.Start(); err != nil {
+		return fmt.Errorf("pgtest: starting postgres: %w", err)
+	}
+	done := s.done
+	go func() { s.cmd.Wait(); close(done) }()
+	if err := s.waitReady(); err != nil {
+		s.Stop()
+		return err
+	}
+	return nil
+}
+
+// Crash stops the server with an immediate shutdown (SIGQUIT), as close to a
+// crash as PostgreSQL allows while leaving it restartable.
+func (s *Server) Crash() {
+	s.cmd.Process.Signal(syscall.SIGQUIT)
+	<-s.done
+}
+
+// Restart starts a stopped server again on the same directory and port.
+func (s *Server) Restart() error { return s.launch() }
 
 // Psql runs SQL over the server's Unix socket as the postgres superuser.
 func (s *Server) Psql(db, sql string) (string, error) {

@@ -1,0 +1,418 @@
+// Command failover is the failover benchmark: the time from a failure to the
+// moment every surviving node answers the new address, over many trials, for
+// pgplane's defaults; the same failure detection with memberlist's
+// DefaultLANConfig alone as the baseline; and isolation trials that count
+// flips made by a node cut off from the others. It prints figures; it never
+// fails on a time.
+package main
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/pgplane/pgplane/gateway"
+	"github.com/pgplane/pgplane/internal/pgtest"
+
+	"github.com/hashicorp/memberlist"
+	"github.com/miekg/dns"
+)
+
+func main() {
+	bin := flag.String("bin", "bin/pgplane", "the appliance binary")
+	out := flag.String("out", "benchmarks/failover/out", "directory for configuration, logs and results")
+	trials := flag.Int("trials", 20, "trials of each kind")
+	flag.Parse()
+	if err := run(*bin, *out, *trials); err != nil {
+		fmt.Fprintln(os.Stderr, "bench-failover:", err)
+		os.Exit(1)
+	}
+}
+
+const topologyText = `regions:
+  - {name: eastus2, gateways: [127.0.0.21, 127.0.0.22]}
+vnets:
+  - name: app-vnet
+    region: eastus2
+    addressSpaces: [127.0.1.0/24]
+    subnets: [{name: db, cidr: 127.0.1.0/28, delegation: Microsoft.DBforPostgreSQL/flexibleServers}]
+privateDnsZones:
+  - {name: contoso.private.postgres.database.azure.com, links: [app-vnet]}
+servers:
+  - name: orders-db
+    region: eastus2
+    access: private
+    network: {vnet: app-vnet, subnet: db, privateDnsZone: contoso.private.postgres.database.azure.com}
+    highAvailability: true
+    addresses: {primary: 127.0.1.4, standby: 127.0.1.5}
+    backends: {primary: "PRIMARY", standby: "STANDBY"}
+`
+
+// appliance is one node process.
+type appliance struct {
+	name    string
+	dir     string
+	dnsAddr string
+	cmd     *exec.Cmd
+	log     *syncBuffer
+	netns   string
+}
+
+func (a *appliance) start(bin string) error {
+	args := []string{bin, "-conf", filepath.Join(a.dir, "Corefile")}
+	if a.netns != "" {
+		args = append([]string{"ip", "netns", "exec", a.netns}, args...)
+	}
+	a.log = &syncBuffer{}
+	a.cmd = exec.Command(args[0], args[1:]...)
+	a.cmd.Dir = a.dir
+	a.cmd.Stdout, a.cmd.Stderr = a.log, a.log
+	a.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := a.cmd.Start(); err != nil {
+		return err
+	}
+	if a.netns != "" {
+		return nil
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if _, err := query(a.dnsAddr, "orders-db.postgres.database.azure.com.", ""); err == nil {
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("%s did not answer:\n%s", a.name, a.log.String())
+}
+
+func (a *appliance) kill() {
+	a.cmd.Process.Signal(syscall.SIGKILL)
+	a.cmd.Wait()
+}
+
+// query asks a node for a name's A record from a source address and returns
+// the last address of the answer.
+func query(server, name, src string) (string, error) {
+	c := &dns.Client{Timeout: 300 * time.Millisecond}
+	if src != "" {
+		c.Dialer = &net.Dialer{LocalAddr: &net.UDPAddr{IP: net.ParseIP(src)}, Timeout: 300 * time.Millisecond}
+	}
+	m := new(dns.Msg)
+	m.SetQuestion(name, dns.TypeA)
+	r, _, err := c.Exchange(m, server)
+	if err != nil {
+		return "", err
+	}
+	for i := len(r.Answer) - 1; i >= 0; i-- {
+		if a, ok := r.Answer[i].(*dns.A); ok {
+			return a.A.String(), nil
+		}
+	}
+	return "", nil
+}
+
+// waitAll polls every node every 10 ms until each answers want, and returns
+// the time from start.
+func waitAll(nodes []*appliance, name, src, want string, start time.Time) (time.Duration, error) {
+	deadline := start.Add(30 * time.Second)
+	pending := slices.Clone(nodes)
+	for len(pending) > 0 {
+		if time.Now().After(deadline) {
+			return 0, fmt.Errorf("%s never answered %s", pending[0].name, want)
+		}
+		var still []*appliance
+		for _, n := range pending {
+			if got, err := query(n.dnsAddr, name, src); err != nil || got != want {
+				still = append(still, n)
+			}
+		}
+		pending = still
+		if len(pending) > 0 {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	return time.Since(start), nil
+}
+
+func run(bin, out string, trials int) error {
+	bin, _ = filepath.Abs(bin)
+	out, _ = filepath.Abs(out)
+	os.RemoveAll(out)
+	os.MkdirAll(out, 0o755)
+	tlsDir := filepath.Join(out, "tls")
+	if _, _, err := gateway.DevCertificates(tlsDir, []string{"*.postgres.database.azure.com", "*.contoso.private.postgres.database.azure.com"}); err != nil {
+		return err
+	}
+	cert, _ := os.ReadFile(filepath.Join(tlsDir, gateway.DevCertFile))
+	key, _ := os.ReadFile(filepath.Join(tlsDir, gateway.DevKeyFile))
+	var pgs []*pgtest.Server
+	for i := 0; i < 2; i++ {
+		pg, err := pgtest.Start("", pgtest.Options{Cert: cert, Key: key})
+		if err != nil {
+			return err
+		}
+		defer func() { pg.Stop(); os.RemoveAll(pg.Dir) }()
+		pgs = append(pgs, pg)
+	}
+	topo := strings.NewReplacer("PRIMARY", pgs[0].Addr, "STANDBY", pgs[1].Addr).Replace(topologyText)
+	dnsPort, gwPort := free("127.0.0.11"), free("127.0.0.21")
+	var gossip []string
+	for i := 1; i <= 3; i++ {
+		gossip = append(gossip, fmt.Sprintf("127.0.0.1%d:%d", i, free(fmt.Sprintf("127.0.0.1%d", i))))
+	}
+	nodes := make([]*appliance, 3)
+	for i := range nodes {
+		name := fmt.Sprintf("n%d", i+1)
+		dir := filepath.Join(out, name)
+		os.MkdirAll(dir, 0o755)
+		os.WriteFile(filepath.Join(dir, "topology.yaml"), []byte(topo), 0o644)
+		gw := fmt.Sprintf("cluster_gateway_port %d", gwPort)
+		if i < 2 {
+			gw = fmt.Sprintf("gateway 127.0.0.2%d:%d\n        gateway_tls dev %s\n        node_id %d", i+1, gwPort, tlsDir, i+1)
+		}
+		os.WriteFile(filepath.Join(dir, "Corefile"), []byte(fmt.Sprintf(`.:%d {
+    bind 127.0.0.1%d
+    pgplane topology.yaml {
+        %s
+        cluster_name %s
+        cluster_members n1 n2 n3
+        cluster_bind %s
+        cluster_join %s
+        cluster_dev
+    }
+}
+`, dnsPort, i+1, gw, name, gossip[i], strings.Join(gossip, " "))), 0o644)
+		nodes[i] = &appliance{name: name, dir: dir, dnsAddr: fmt.Sprintf("127.0.0.1%d:%d", i+1, dnsPort)}
+		if err := nodes[i].start(bin); err != nil {
+			return err
+		}
+		defer nodes[i].kill()
+	}
+	time.Sleep(2 * time.Second) // let gossip settle
+	fmt.Printf("3 appliance nodes (2 gateway holders, 1 witness), 2 PostgreSQL servers; %d trials of each kind\n\n", trials)
+
+	// Backend trials: crash the active PostgreSQL; every node must answer
+	// the other address. Failover is sticky, so the next trial crashes the
+	// other one.
+	var backend []time.Duration
+	addrs := []string{"127.0.1.4", "127.0.1.5"}
+	active := 0
+	for i := 0; i < trials; i++ {
+		start := time.Now()
+		pgs[active].Crash()
+		d, err := waitAll(nodes, "orders-db.postgres.database.azure.com.", "127.0.1.10", addrs[1-active], start)
+		if err != nil {
+			return fmt.Errorf("backend trial %d: %w", i+1, err)
+		}
+		backend = append(backend, d)
+		fmt.Printf("backend trial %2d: %s\n", i+1, d.Round(time.Millisecond))
+		if err := pgs[active].Restart(); err != nil {
+			return err
+		}
+		active = 1 - active
+		time.Sleep(2 * time.Second) // the restarted server is seen up again
+	}
+
+	// Gateway trials: kill the node holding the active gateway address; the
+	// others must answer the other address.
+	var gw []time.Duration
+	gws := []string{"127.0.0.21", "127.0.0.22"}
+	holder := 0
+	for i := 0; i < trials; i++ {
+		others := []*appliance{nodes[1-holder], nodes[2]}
+		start := time.Now()
+		nodes[holder].kill()
+		d, err := waitAll(others, "eastus2.control.postgres.database.azure.com.", "", gws[1-holder], start)
+		if err != nil {
+			return fmt.Errorf("gateway trial %d: %w", i+1, err)
+		}
+		gw = append(gw, d)
+		fmt.Printf("gateway trial %2d: %s\n", i+1, d.Round(time.Millisecond))
+		if err := nodes[holder].start(bin); err != nil {
+			return err
+		}
+		holder = 1 - holder
+		time.Sleep(3 * time.Second) // the restarted node rejoins and is seen holding its address
+	}
+
+	// Isolation trials: a node in a network namespace of its own, cut off
+	// from everything, for several vote TTLs; count the flips it makes.
+	isoFlips, err := isolation(bin, out, topo, trials)
+	if err != nil {
+		return fmt.Errorf("isolation: %w", err)
+	}
+
+	base, err := memberlistBaseline(trials)
+	if err != nil {
+		return fmt.Errorf("memberlist baseline: %w", err)
+	}
+	var report bytes.Buffer
+	fmt.Fprintf(&report, "\nTime from the failure to every surviving node answering the new address, %d trials\n", trials)
+	fmt.Fprintf(&report, "  %-52s %8s %8s\n", "", "median", "max")
+	fmt.Fprintf(&report, "  %-52s %8s %8s\n", "pgplane defaults, backend (PostgreSQL crash)", med(backend), slices.Max(backend).Round(time.Millisecond))
+	fmt.Fprintf(&report, "  %-52s %8s %8s\n", "pgplane defaults, gateway node (SIGKILL)", med(gw), slices.Max(gw).Round(time.Millisecond))
+	fmt.Fprintf(&report, "  %-52s %8s %8s\n", "baseline: memberlist DefaultLANConfig detects a death", med(base), slices.Max(base).Round(time.Millisecond))
+	fmt.Fprintf(&report, "  ratio pgplane/baseline (medians): backend %.2fx, gateway %.2fx\n", ratio(backend, base), ratio(gw, base))
+	fmt.Fprintf(&report, "\nIsolation: %d trials of %s each, flips by the isolated node: %d\n", trials, isolationWindow, isoFlips)
+	fmt.Print(report.String())
+	return os.WriteFile(filepath.Join(out, "results.txt"), report.Bytes(), 0o644)
+}
+
+const isolationWindow = 4 * time.Second
+
+func isolation(bin, out, topo string, trials int) (int, error) {
+	flips := 0
+	for i := 0; i < trials; i++ {
+		ns := fmt.Sprintf("pgplane-bench-%d-%d", os.Getpid(), i)
+		cleanup := func() { exec.Command("ip", "netns", "del", ns).Run() }
+		for _, args := range [][]string{{"netns", "add", ns}, {"-n", ns, "link", "set", "lo", "up"}, {"-n", ns, "addr", "add", "127.0.0.13/32", "dev", "lo"}} {
+			if o, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+				cleanup()
+				return 0, fmt.Errorf("ip %v: %v %s", args, err, o)
+			}
+		}
+		dir := filepath.Join(out, fmt.Sprintf("isolated-%d", i))
+		os.MkdirAll(dir, 0o755)
+		os.WriteFile(filepath.Join(dir, "topology.yaml"), []byte(topo), 0o644)
+		os.WriteFile(filepath.Join(dir, "Corefile"), []byte(`.:53 {
+    bind 127.0.0.13
+    pgplane topology.yaml {
+        cluster_name n3
+        cluster_members n1 n2 n3
+        cluster_bind 127.0.0.13:7946
+        cluster_join 127.0.0.11:7946 127.0.0.12:7946
+        cluster_dev
+    }
+}
+`), 0o644)
+		a := &appliance{name: "isolated", dir: dir, netns: ns}
+		if err := a.start(bin); err != nil {
+			cleanup()
+			return 0, err
+		}
+		time.Sleep(isolationWindow)
+		a.kill()
+		cleanup()
+		n := strings.Count(a.log.String(), "cluster: failover")
+		flips += n
+		fmt.Printf("isolation trial %2d: %d flips\n", i+1, n)
+	}
+	return flips, nil
+}
+
+// memberlistBaseline measures how long memberlist's DefaultLANConfig takes
+// for the other two nodes of a three-node cluster to mark a killed node dead.
+func memberlistBaseline(trials int) ([]time.Duration, error) {
+	var out []time.Duration
+	for i := 0; i < trials; i++ {
+		var lists []*memberlist.Memberlist
+		var mu sync.Mutex
+		dead := map[int]time.Time{}
+		for j := 0; j < 3; j++ {
+			c := memberlist.DefaultLANConfig()
+			c.Name = fmt.Sprintf("b%d", j)
+			c.BindAddr = "127.0.0.1"
+			c.BindPort = 0
+			c.Logger = log.New(io.Discard, "", 0)
+			j := j
+			c.Events = &events{leave: func(n *memberlist.Node) {
+				if n.Name == "b0" {
+					mu.Lock()
+					if _, ok := dead[j]; !ok {
+						dead[j] = time.Now()
+					}
+					mu.Unlock()
+				}
+			}}
+			m, err := memberlist.Create(c)
+			if err != nil {
+				return nil, err
+			}
+			lists = append(lists, m)
+			if j > 0 {
+				if _, err := m.Join([]string{lists[0].LocalNode().Address()}); err != nil {
+					return nil, err
+				}
+			}
+		}
+		time.Sleep(1500 * time.Millisecond)
+		start := time.Now()
+		lists[0].Shutdown() // a crash: no leave message
+		deadline := start.Add(60 * time.Second)
+		for {
+			mu.Lock()
+			done := len(dead) == 2
+			var last time.Time
+			for _, t := range dead {
+				if t.After(last) {
+					last = t
+				}
+			}
+			mu.Unlock()
+			if done {
+				out = append(out, last.Sub(start))
+				fmt.Printf("memberlist baseline trial %2d: %s\n", i+1, last.Sub(start).Round(time.Millisecond))
+				break
+			}
+			if time.Now().After(deadline) {
+				return nil, errors.New("memberlist never marked the node dead")
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		for _, m := range lists[1:] {
+			m.Shutdown()
+		}
+	}
+	return out, nil
+}
+
+type events struct{ leave func(*memberlist.Node) }
+
+func (e *events) NotifyJoin(*memberlist.Node)    {}
+func (e *events) NotifyLeave(n *memberlist.Node) { e.leave(n) }
+func (e *events) NotifyUpdate(*memberlist.Node)  {}
+
+func med(ds []time.Duration) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[len(s)/2].Round(time.Millisecond)
+}
+
+func ratio(a, b []time.Duration) float64 { return float64(med(a)) / float64(med(b)) }
+
+func free(ip string) int {
+	l, err := net.Listen("tcp", ip+":0")
+	if err != nil {
+		panic(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
