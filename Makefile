@@ -12,7 +12,7 @@ DEB_CMDS  := dig:dnsutils nslookup:dnsutils dnsperf:dnsperf ip:iproute2 \
              /usr/lib/postgresql/15/bin/postgres:postgresql
 GO_SRC    := $(shell find . -name '*.go' -not -path './bin/*') go.mod go.sum
 
-.PHONY: all build run test test-unit test-e2e bench bench-dns lint fuzz deps clean
+.PHONY: all build run run-cluster test test-unit test-e2e bench bench-dns lint fuzz deps clean
 
 all: build
 
@@ -42,6 +42,16 @@ run: deps build
 	@$(BIN)/devdb -tls corefile/dev/.tls & db=$$!; \
 	trap 'kill $$db 2>/dev/null; wait $$db' EXIT INT TERM; \
 	cd corefile/dev && ../../$(PGPLANE) -conf Corefile
+
+# run-cluster starts two dev PostgreSQL servers (127.0.0.1:55432 and :55433)
+# and the three nodes of corefile/cluster; Ctrl-C stops them all.
+run-cluster: deps build
+	$(GO) build -o $(BIN)/devdb ./internal/cmd/devdb
+	@$(BIN)/devdb -tls corefile/dev/.tls & a=$$!; $(BIN)/devdb -tls corefile/dev/.tls -port 55433 & b=$$!; \
+	cd corefile/cluster && ../../$(PGPLANE) -conf Corefile.n1 & n1=$$!; \
+	cd corefile/cluster && ../../$(PGPLANE) -conf Corefile.n2 & n2=$$!; \
+	trap 'kill $$a $$b $$n1 $$n2 2>/dev/null; wait' EXIT INT TERM; \
+	cd corefile/cluster && ../../$(PGPLANE) -conf Corefile.n3
 
 test: deps build
 	$(GO) vet ./...

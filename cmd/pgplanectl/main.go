@@ -3,6 +3,8 @@
 package main
 
 import (
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"flag"
 	"fmt"
@@ -16,6 +18,7 @@ const usage = `pgplanectl: the pgplane operator tool
 
 Usage:
   pgplanectl validate --topology FILE   check a topology file; print every error with its rule ID
+  pgplanectl cluster-key                print a new gossip encryption key (base64 of 32 random bytes)
 `
 
 func main() {
@@ -32,6 +35,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "validate":
 		return validate(args[1:], stdout, stderr)
+	case "cluster-key":
+		key := make([]byte, 32)
+		if _, err := rand.Read(key); err != nil {
+			fmt.Fprintln(stderr, "pgplanectl cluster-key:", err)
+			return 1
+		}
+		fmt.Fprintln(stdout, base64.StdEncoding.EncodeToString(key))
+		return 0
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

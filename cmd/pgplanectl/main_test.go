@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/base64"
 	"os"
 	"path/filepath"
 	"strings"
@@ -38,5 +39,17 @@ func TestValidate(t *testing.T) {
 	}
 	if code := run([]string{"frobnicate"}, &out, &errOut); code != 2 {
 		t.Fatalf("an unknown command is a usage error (2), got %d", code)
+	}
+}
+
+// SPEC: C1
+func TestClusterKey(t *testing.T) {
+	var out, errOut bytes.Buffer
+	if code := run([]string{"cluster-key"}, &out, &errOut); code != 0 {
+		t.Fatal(errOut.String())
+	}
+	key, err := base64.StdEncoding.DecodeString(strings.TrimSpace(out.String()))
+	if err != nil || len(key) != 32 {
+		t.Fatalf("want base64 of 32 bytes, got %q", out.String())
 	}
 }

@@ -180,3 +180,34 @@ func TestIsolatedNodeNeverFlips(t *testing.T) {
 		t.Fatal("an isolated node flipped on its own")
 	}
 }
+
+// TestClusterCorefiles starts the three nodes of corefile/cluster, their
+// ports moved to free ones, and checks that they agree. SPEC: C1 D2
+func TestClusterCorefiles(t *testing.T) {
+	dns := freePort(t, "127.0.0.11", "127.0.0.12", "127.0.0.13")
+	gw := freePort(t, "127.0.0.21", "127.0.0.22")
+	gossip := freePort(t, "127.0.0.11", "127.0.0.12", "127.0.0.13")
+	topo, err := os.ReadFile("../../corefile/cluster/topology.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tlsDir := t.TempDir()
+	for i := 1; i <= 3; i++ {
+		text, err := os.ReadFile(fmt.Sprintf("../../corefile/cluster/Corefile.n%d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		corefile := strings.NewReplacer(":1053", fmt.Sprintf(":%d", dns), ":15432", fmt.Sprintf(":%d", gw),
+			"cluster_gateway_port 15432", fmt.Sprintf("cluster_gateway_port %d", gw),
+			":7946", fmt.Sprintf(":%d", gossip), "../dev/.tls", tlsDir).Replace(string(text))
+		dir := t.TempDir()
+		writeFile(t, dir, "topology.yaml", string(topo))
+		startNode(t, dir, corefile, fmt.Sprintf("127.0.0.1%d:%d", i, dns), "")
+	}
+	for i := 1; i <= 3; i++ {
+		r := dig(t, fmt.Sprintf("@127.0.0.1%d", i), "-p", fmt.Sprint(dns), "+short", "reports-db.postgres.database.azure.com")
+		if !strings.HasSuffix(strings.TrimSpace(r.out), "127.0.0.21") {
+			t.Fatalf("n%d: want the primary gateway address:\n%s", i, r.out)
+		}
+	}
+}

@@ -58,6 +58,8 @@ func TestPluginReadmeExamples(t *testing.T) {
 		corefile := listenRE.ReplaceAllString(ex, fmt.Sprintf(".:%d {", port))
 		corefile = targetRE.ReplaceAllString(corefile, fmt.Sprintf("127.0.0.1:%d", resolverPort))
 		corefile = strings.ReplaceAll(corefile, "127.0.0.1:15432", fmt.Sprintf("127.0.0.1:%d", freePort(t)))
+		corefile = strings.ReplaceAll(corefile, "127.0.0.21:15432", fmt.Sprintf("127.0.0.21:%d", freePort(t, "127.0.0.21")))
+		corefile = strings.ReplaceAll(corefile, "127.0.0.11:7946", fmt.Sprintf("127.0.0.11:%d", freePort(t, "127.0.0.11")))
 		dir := t.TempDir()
 		writeFile(t, dir, "topology.yaml", devTopology(t))
 		startNode(t, dir, corefile, fmt.Sprintf("%s:%d", bind[1], port), "")
