@@ -55,13 +55,13 @@ run-cluster: deps build
 
 test: deps build
 	$(GO) vet ./...
-	PGPLANE_BIN=$(CURDIR)/$(PGPLANE) $(GO) test -count=1 ./...
+	PGPLANE_BIN=$(CURDIR)/$(PGPLANE) PGPLANECTL_BIN=$(CURDIR)/$(PGPLANECTL) $(GO) test -count=1 ./...
 
 test-unit:
 	$(GO) test -count=1 $$($(GO) list ./... | grep -v /test/e2e)
 
 test-e2e: deps build
-	PGPLANE_BIN=$(CURDIR)/$(PGPLANE) $(GO) test -count=1 -v ./test/e2e
+	PGPLANE_BIN=$(CURDIR)/$(PGPLANE) PGPLANECTL_BIN=$(CURDIR)/$(PGPLANECTL) $(GO) test -count=1 -v ./test/e2e
 
 bench: bench-dns bench-gateway bench-failover
 

@@ -8,6 +8,7 @@ import (
 	"log"
 	"net"
 	"net/netip"
+	"sort"
 	"strconv"
 	"sync"
 	"time"
@@ -512,4 +513,104 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// Status is a node's view of the cluster, for `pgplanectl cluster show`.
+type Status struct {
+	Node      string              `json:"node"`
+	Members   []MemberStatus      `json:"members"`
+	Quorum    int                 `json:"quorum"`
+	Down      map[Target][]string `json:"down"` // target -> the members that see it down now
+	Decisions []Decision          `json:"decisions"`
+}
+
+// MemberStatus is one configured member as this node sees it.
+type MemberStatus struct {
+	Name       string `json:"name"`
+	Gossip     string `json:"gossip"`      // memberlist's view: alive, suspect, dead, or absent
+	VotesFresh bool   `json:"votes_fresh"` // its votes count now
+}
+
+// Status returns this node's view of the cluster.
+func (n *Node) Status() Status {
+	now := time.Now()
+	alive := map[string]string{}
+	for _, m := range n.ml.Members() {
+		alive[m.Name] = map[memberlist.NodeStateType]string{memberlist.StateAlive: "alive", memberlist.StateSuspect: "suspect", memberlist.StateDead: "dead", memberlist.StateLeft: "left"}[m.State]
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	st := Status{Node: n.cfg.Name, Quorum: n.ballot.Quorum(), Down: map[Target][]string{}}
+	fresh := map[string]bool{}
+	for _, m := range n.ballot.Fresh(now) {
+		fresh[m] = true
+	}
+	for _, m := range n.ballot.Members() {
+		g := alive[m]
+		if g == "" {
+			g = "absent"
+		}
+		st.Members = append(st.Members, MemberStatus{Name: m, Gossip: g, VotesFresh: fresh[m]})
+		if v, ok := n.ballot.votes[m]; ok && fresh[m] {
+			for t := range v.down {
+				st.Down[t] = append(st.Down[t], m)
+			}
+		}
+	}
+	for _, d := range n.decisions {
+		st.Decisions = append(st.Decisions, d)
+	}
+	sort.Slice(st.Decisions, func(i, j int) bool { return st.Decisions[i].Key < st.Decisions[j].Key })
+	return st
+}
+
+// ErrTargetDown refuses an operator's move to a target a quorum sees down.
+var ErrTargetDown = errors.New("target is down")
+
+// Operate records an operator's decision (a planned failover or a
+// failback) as a new version, after checking that a quorum does not see the
+// new target down, and spreads it to every node (C4).
+func (n *Node) Operate(key string, value int, reason string) (Decision, error) {
+	snap := n.hooks.Snapshot()
+	kind, name, _ := cut(key)
+	n.mu.Lock()
+	now := time.Now()
+	var target Target
+	switch kind {
+	case "region":
+		r := snap.Regions[name]
+		if r == nil || value < 0 || value >= len(r.Gateways) {
+			n.mu.Unlock()
+			return Decision{}, fmt.Errorf("region %q has no gateway address number %d", name, value)
+		}
+		target = GatewayTarget(name, r.Gateways[value])
+		if _, live := n.ballot.Holder(r.Gateways[value], now); !live && value != Apply(snap, n.decisions).ActiveGateway[name] {
+			n.mu.Unlock()
+			return Decision{}, fmt.Errorf("%w: no live node holds gateway address %s", ErrTargetDown, r.Gateways[value])
+		}
+	case "server":
+		si := snap.Servers[name]
+		if si == nil || !si.Server.HighAvailability {
+			n.mu.Unlock()
+			return Decision{}, fmt.Errorf("server %q is not a high-availability server", name)
+		}
+		target = BackendTarget(name, value == 1)
+	default:
+		n.mu.Unlock()
+		return Decision{}, fmt.Errorf("unknown decision key %q", key)
+	}
+	if down, _ := n.ballot.Tally(target, now); down >= n.ballot.Quorum() {
+		n.mu.Unlock()
+		return Decision{}, fmt.Errorf("%w: %d of %d members see %s down", ErrTargetDown, down, len(n.ballot.Members()), target)
+	}
+	d := Decision{Key: key, Value: value, Reason: reason, Version: n.clock.Next()}
+	n.decisions[key] = d
+	state := Apply(snap, n.decisions)
+	n.mu.Unlock()
+	n.cfg.Logger.Warn().Str("decision", key).Int("value", value).Str("reason", reason).Msg("cluster: operator decision")
+	msg := encode(msgDecision, d)
+	n.queue.QueueBroadcast(broadcast(msg))
+	n.sendAll(msg)
+	n.hooks.Apply(state)
+	return d, nil
 }

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/pgplane/pgplane/topology"
 )
@@ -19,6 +20,16 @@ const usage = `pgplanectl: the pgplane operator tool
 Usage:
   pgplanectl validate --topology FILE   check a topology file; print every error with its rule ID
   pgplanectl cluster-key                print a new gossip encryption key (base64 of 32 random bytes)
+  pgplanectl cluster show               members, votes, active addresses and failovers
+  pgplanectl server failover --name N   move an HA server to its standby
+  pgplanectl server failback --name N   move an HA server back to its primary
+  pgplanectl region failover --name R [--to ADDRESS]
+                                        activate another gateway address of a region
+  pgplanectl region failback --name R   activate the region's primary gateway address
+
+API commands take --endpoint (PGPLANE_ENDPOINT, default http://127.0.0.1:8530),
+--token (PGPLANE_TOKEN) and --output table|json.
+Exit codes: 0 done, 1 refused or failed (the message says why), 2 usage error.
 `
 
 func main() {
@@ -43,11 +54,19 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintln(stdout, base64.StdEncoding.EncodeToString(key))
 		return 0
+	case "cluster":
+		if len(args) > 1 && args[1] == "show" {
+			return clusterShow(args[2:], stdout, stderr)
+		}
+	case "server", "region":
+		if len(args) > 1 && (args[1] == "failover" || args[1] == "failback") {
+			return move(args[0], args[1], args[2:], stdout, stderr)
+		}
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
 	}
-	fmt.Fprintf(stderr, "pgplanectl: unknown command %q\n\n%s", args[0], usage)
+	fmt.Fprintf(stderr, "pgplanectl: unknown command %q\n\n%s", strings.Join(args[:min(2, len(args))], " "), usage)
 	return 2
 }
 

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"sync/atomic"
 
+	"github.com/pgplane/pgplane/api"
 	"github.com/pgplane/pgplane/cluster"
 	"github.com/pgplane/pgplane/gateway"
 
@@ -35,6 +36,8 @@ type PGPlane struct {
 	gateway *gateway.Gateway // nil without a gateway line
 	clOpts  clusterOptions
 	cluster *cluster.Node // nil without cluster_bind
+	adOpts  adminOptions
+	admin   *api.Server // nil without an admin line
 	devTLS  string        // the dev certificate directory, in dev mode
 	base    string        // the directory relative paths start from
 }

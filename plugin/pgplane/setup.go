@@ -42,9 +42,15 @@ func setup(c *caddy.Controller) error {
 				return err
 			}
 		}
-		return p.newCluster(p.clOpts, p.gwOpts)
+		if err := p.newCluster(p.clOpts, p.gwOpts); err != nil {
+			return err
+		}
+		return p.newAdmin(p.adOpts)
 	})
 	c.OnShutdown(func() error {
+		if p.admin != nil {
+			p.admin.Stop()
+		}
 		if p.cluster != nil {
 			p.cluster.Stop()
 		}
@@ -74,6 +80,9 @@ func setup(c *caddy.Controller) error {
 //	    gateway_handshake_timeout DURATION
 //	    gateway_trusted_proxies CIDR...
 //	    node_id N
+//	    cluster_* ... (see README.md)
+//	    admin ADDRESS:PORT
+//	    admin_token_file FILE
 //	}
 func parse(c *caddy.Controller) (*PGPlane, error) {
 	p := &PGPlane{opts: options{ttl: defaultTTL}}
@@ -130,6 +139,9 @@ func parse(c *caddy.Controller) (*PGPlane, error) {
 				ok, err := parseGatewayProperty(c, &p.gwOpts)
 				if !ok && err == nil {
 					ok, err = parseClusterProperty(c, &p.clOpts)
+				}
+				if !ok && err == nil {
+					ok, err = parseAdminProperty(c, &p.adOpts)
 				}
 				if err != nil {
 					return nil, err

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -66,6 +67,7 @@ func TestThreeNodeFailover(t *testing.T) {
 
 	dnsPort := freePort(t, "127.0.0.11", "127.0.0.12", "127.0.0.13")
 	gwPort := freePort(t, "127.0.0.21", "127.0.0.22")
+	adminPort := freePort(t, "127.0.0.12")
 	names := []string{"n1", "n2", "n3"}
 	var gossip []string
 	for i := range names {
@@ -80,6 +82,9 @@ func TestThreeNodeFailover(t *testing.T) {
 		gw := ""
 		if i < 2 { // n3 is a DNS-only witness
 			gw = fmt.Sprintf("gateway 127.0.0.2%d:%d\n        gateway_tls dev %s\n        node_id %d", i+1, gwPort, tlsDir, i+1)
+		}
+		if i == 1 {
+			gw += fmt.Sprintf("\n        admin 127.0.0.12:%d", adminPort)
 		}
 		corefile := fmt.Sprintf(`.:%d {
     bind 127.0.0.1%d
@@ -131,6 +136,7 @@ func TestThreeNodeFailover(t *testing.T) {
 	// The node holding the primary gateway address dies: the region's name
 	// flips on the others, and the secondary address starts accepting.
 	nodes[0].cmd.Process.Signal(syscall.SIGKILL)
+	killedAt := time.Now()
 	for _, i := range []int{1, 2} {
 		waitFor(t, fmt.Sprintf("n%d to answer the secondary gateway address", i+1), 15*time.Second, func() bool {
 			return answers(i, "127.0.0.1", "sales-db.postgres.database.azure.com", "127.0.0.22")
@@ -144,6 +150,40 @@ func TestThreeNodeFailover(t *testing.T) {
 	if !answers(1, "127.0.1.10", "orders-db.postgres.database.azure.com", "127.0.1.5") {
 		t.Fatal("the failover must stick")
 	}
+
+	// The operator fails back: refused while the primary is down, done
+	// once it is back, on every node.
+	pgplanectl := func(args ...string) (string, int) {
+		cmd := exec.Command(ctl, append(args, "--endpoint", fmt.Sprintf("http://127.0.0.12:%d", adminPort))...)
+		out, err := cmd.CombinedOutput()
+		code := 0
+		if e, ok := err.(*exec.ExitError); ok {
+			code = e.ExitCode()
+		}
+		return string(out), code
+	}
+	if out, code := pgplanectl("server", "failback", "--name", "orders-db"); code != 1 || !strings.Contains(out, "down") {
+		t.Fatalf("a failback to a dead primary must be refused: %d %s", code, out)
+	}
+	if err := pgs[0].Restart(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the failback to be accepted", 15*time.Second, func() bool {
+		_, code := pgplanectl("server", "failback", "--name", "orders-db")
+		return code == 0
+	})
+	for _, i := range []int{1, 2} {
+		waitFor(t, fmt.Sprintf("n%d to answer the primary again", i+1), 10*time.Second, func() bool {
+			return answers(i, "127.0.1.10", "orders-db.postgres.database.azure.com", "127.0.1.4")
+		})
+	}
+	out, code := pgplanectl("cluster", "show")
+	for _, want := range []string{"a flip needs 2 of 3 members", "eastus2  127.0.0.22", "server/orders-db", "operator failback"} {
+		if code != 0 || !strings.Contains(out, want) {
+			t.Fatalf("cluster show lacks %q:\n%s", want, out)
+		}
+	}
+	t.Logf("pgplanectl cluster show, %s after n1 was killed:\n%s", time.Since(killedAt).Round(time.Millisecond), out)
 }
 
 // SPEC: C3

@@ -20,16 +20,17 @@ import (
 	"github.com/miekg/dns"
 )
 
-// binary is the appliance under test, built once by TestMain.
-var binary string
+// binary and ctl are the appliance and pgplanectl under test, built once by
+// TestMain unless PGPLANE_BIN (and PGPLANECTL_BIN) name them.
+var binary, ctl string
 
 func TestMain(m *testing.M) {
 	os.Exit(runTests(m))
 }
 
 func runTests(m *testing.M) int {
-	if b := os.Getenv("PGPLANE_BIN"); b != "" {
-		binary = b
+	binary, ctl = os.Getenv("PGPLANE_BIN"), os.Getenv("PGPLANECTL_BIN")
+	if binary != "" && ctl != "" {
 		return m.Run()
 	}
 	dir, err := os.MkdirTemp("", "pgplane-e2e-bin")
@@ -38,12 +39,14 @@ func runTests(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
-	binary = filepath.Join(dir, "pgplane")
-	build := exec.Command("go", "build", "-o", binary, "../../cmd/pgplane")
-	build.Stdout, build.Stderr = os.Stdout, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building pgplane:", err)
-		return 1
+	binary, ctl = filepath.Join(dir, "pgplane"), filepath.Join(dir, "pgplanectl")
+	for out, pkg := range map[string]string{binary: "../../cmd/pgplane", ctl: "../../cmd/pgplanectl"} {
+		build := exec.Command("go", "build", "-o", out, pkg)
+		build.Stdout, build.Stderr = os.Stdout, os.Stderr
+		if err := build.Run(); err != nil {
+			fmt.Fprintln(os.Stderr, "building", pkg+":", err)
+			return 1
+		}
 	}
 	return m.Run()
 }

@@ -1,0 +1,273 @@
+// Package api is pgplane's admin API: HTTP and JSON, a bearer token, bound
+// to loopback unless a token protects it. This first part serves the
+// cluster's state and the operator's failover and failback (SPEC.md C4, A1).
+package api
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"net"
+	"net/http"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/pgplane/pgplane/cluster"
+	"github.com/pgplane/pgplane/topology"
+
+	"github.com/rs/zerolog"
+)
+
+// Cluster is what the API drives: a cluster node.
+type Cluster interface {
+	Status() cluster.Status
+	Operate(key string, value int, reason string) (cluster.Decision, error)
+}
+
+// Config configures the API server.
+type Config struct {
+	// Listen is the address, IP:port; default 127.0.0.1:8530.
+	Listen string
+	// Token is the bearer token every request must carry. Without one the
+	// server refuses to listen on anything but loopback.
+	Token    string
+	Snapshot func() *topology.Snapshot
+	// Cluster is nil on a node without a cluster: failover is refused.
+	Cluster Cluster
+	Logger  zerolog.Logger
+}
+
+// DefaultListen is the admin API's default address.
+const DefaultListen = "127.0.0.1:8530"
+
+// Server is the admin API server.
+type Server struct {
+	cfg  Config
+	http *http.Server
+	ln   net.Listener
+}
+
+// New checks the configuration and makes a server.
+func New(cfg Config) (*Server, error) {
+	if cfg.Listen == "" {
+		cfg.Listen = DefaultListen
+	}
+	ap, err := netip.ParseAddrPort(cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("admin: listen address %q: want IP:port", cfg.Listen)
+	}
+	if cfg.Token == "" && !ap.Addr().IsLoopback() {
+		return nil, fmt.Errorf("admin: refusing to listen on %s without a token (admin_token_file); only loopback may go without", cfg.Listen)
+	}
+	s := &Server{cfg: cfg}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/cluster", s.clusterShow)
+	mux.HandleFunc("POST /v1/servers/{name}/failover", s.serverFailover)
+	mux.HandleFunc("POST /v1/servers/{name}/failback", s.serverFailback)
+	mux.HandleFunc("POST /v1/regions/{name}/failover", s.regionFailover)
+	mux.HandleFunc("POST /v1/regions/{name}/failback", s.regionFailback)
+	s.http = &http.Server{Handler: s.authenticate(mux), ReadHeaderTimeout: 5 * time.Second}
+	return s, nil
+}
+
+// Start listens and serves in the background.
+func (s *Server) Start() error {
+	ln, err := net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("admin: %w", err)
+	}
+	s.ln = ln
+	go s.http.Serve(ln)
+	s.cfg.Logger.Info().Str("address", s.cfg.Listen).Msg("admin API listening")
+	return nil
+}
+
+// Stop closes the server.
+func (s *Server) Stop() {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	s.http.Shutdown(ctx)
+}
+
+// Error is the JSON body of every refusal.
+type Error struct {
+	Error string `json:"error"`
+}
+
+func (s *Server) authenticate(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.cfg.Token != "" {
+			want := "Bearer " + s.cfg.Token
+			if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), []byte(want)) != 1 {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="pgplane"`)
+				writeError(w, http.StatusUnauthorized, "a valid bearer token is required (pgplanectl --token, or PGPLANE_TOKEN)")
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, format string, args ...any) {
+	writeJSON(w, status, Error{Error: fmt.Sprintf(format, args...)})
+}
+
+// ClusterView is GET /v1/cluster: the node's view, with the active addresses.
+type ClusterView struct {
+	cluster.Status
+	Regions []RegionView `json:"regions"`
+	Servers []ServerView `json:"servers"`
+}
+
+// RegionView is a region's gateway addresses and the active one.
+type RegionView struct {
+	Name     string   `json:"name"`
+	Gateways []string `json:"gateways"`
+	Active   string   `json:"active"`
+}
+
+// ServerView is an HA server's current side.
+type ServerView struct {
+	Name          string `json:"name"`
+	OnStandby     bool   `json:"on_standby"`
+	Backend       string `json:"backend"`
+	Address       string `json:"address,omitempty"`
+	RecordBlocked bool   `json:"record_blocked,omitempty"`
+}
+
+func (s *Server) clusterShow(w http.ResponseWriter, r *http.Request) {
+	if s.cfg.Cluster == nil {
+		writeError(w, http.StatusServiceUnavailable, "this node is not in a cluster (no cluster_bind)")
+		return
+	}
+	snap := s.cfg.Snapshot()
+	v := ClusterView{Status: s.cfg.Cluster.Status()}
+	for _, name := range sortedKeys(snap.Regions) {
+		rg := snap.Regions[name]
+		rv := RegionView{Name: name, Active: rg.Active.String()}
+		for _, g := range rg.Gateways {
+			rv.Gateways = append(rv.Gateways, g.String())
+		}
+		v.Regions = append(v.Regions, rv)
+	}
+	for _, name := range sortedKeys(snap.Servers) {
+		si := snap.Servers[name]
+		if !si.Server.HighAvailability {
+			continue
+		}
+		sv := ServerView{Name: name, OnStandby: snap.State.FailedOver[name], Backend: si.Backend, RecordBlocked: si.RecordBlocked}
+		if si.Private {
+			sv.Address = si.Address.String()
+		}
+		v.Servers = append(v.Servers, sv)
+	}
+	writeJSON(w, http.StatusOK, v)
+}
+
+func (s *Server) serverFailover(w http.ResponseWriter, r *http.Request) {
+	s.serverMove(w, r, true)
+}
+
+func (s *Server) serverFailback(w http.ResponseWriter, r *http.Request) {
+	s.serverMove(w, r, false)
+}
+
+// serverMove puts an HA server on its standby (failover) or its primary
+// (failback).
+func (s *Server) serverMove(w http.ResponseWriter, r *http.Request, toStandby bool) {
+	name := r.PathValue("name")
+	si := s.cfg.Snapshot().Servers[name]
+	switch {
+	case si == nil:
+		writeError(w, http.StatusNotFound, "server %q does not exist", name)
+		return
+	case !si.Server.HighAvailability:
+		writeError(w, http.StatusConflict, "server %q: high availability is off, there is no standby to fail over to", name)
+		return
+	}
+	value, reason := 0, "operator failback to the primary"
+	if toStandby {
+		value, reason = 1, "operator failover to the standby"
+	}
+	s.operate(w, "server/"+name, value, reason)
+}
+
+// RegionMove is the body of a region failover: the address to activate;
+// empty means the next one.
+type RegionMove struct {
+	To string `json:"to,omitempty"`
+}
+
+func (s *Server) regionFailover(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	snap := s.cfg.Snapshot()
+	rg := snap.Regions[name]
+	if rg == nil {
+		writeError(w, http.StatusNotFound, "region %q does not exist", name)
+		return
+	}
+	var body RegionMove
+	if r.ContentLength != 0 {
+		if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
+			writeError(w, http.StatusBadRequest, "body: %v", err)
+			return
+		}
+	}
+	active := snap.State.ActiveGateway[name]
+	value := (active + 1) % len(rg.Gateways)
+	if body.To != "" {
+		value = -1
+		for i, g := range rg.Gateways {
+			if g.String() == body.To {
+				value = i
+			}
+		}
+		if value < 0 {
+			writeError(w, http.StatusBadRequest, "region %q: to: %s is not one of its gateway addresses", name, body.To)
+			return
+		}
+	}
+	s.operate(w, "region/"+name, value, fmt.Sprintf("operator failover to %s", rg.Gateways[value]))
+}
+
+func (s *Server) regionFailback(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	if s.cfg.Snapshot().Regions[name] == nil {
+		writeError(w, http.StatusNotFound, "region %q does not exist", name)
+		return
+	}
+	s.operate(w, "region/"+name, 0, "operator failback to the primary gateway address")
+}
+
+func (s *Server) operate(w http.ResponseWriter, key string, value int, reason string) {
+	if s.cfg.Cluster == nil {
+		writeError(w, http.StatusServiceUnavailable, "this node is not in a cluster (no cluster_bind): failover needs one")
+		return
+	}
+	d, err := s.cfg.Cluster.Operate(key, value, reason)
+	switch {
+	case errors.Is(err, cluster.ErrTargetDown):
+		writeError(w, http.StatusConflict, "%v", err)
+	case err != nil:
+		writeError(w, http.StatusBadRequest, "%v", err)
+	default:
+		writeJSON(w, http.StatusOK, d)
+	}
+}
+
+func sortedKeys[V any](m map[string]V) []string { return slices.Sorted(maps.Keys(m)) }
+
+// Target is a probe target's name, as in cluster.Target.
+type Target = cluster.Target

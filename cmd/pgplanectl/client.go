@@ -1,0 +1,174 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/pgplane/pgplane/api"
+)
+
+// common are the flags every API command takes.
+type common struct {
+	endpoint string
+	token    string
+	output   string
+}
+
+func (c *common) register(fs *flag.FlagSet) {
+	endpoint := os.Getenv("PGPLANE_ENDPOINT")
+	if endpoint == "" {
+		endpoint = "http://" + api.DefaultListen
+	}
+	fs.StringVar(&c.endpoint, "endpoint", endpoint, "admin API address (or PGPLANE_ENDPOINT)")
+	fs.StringVar(&c.token, "token", os.Getenv("PGPLANE_TOKEN"), "bearer token (or PGPLANE_TOKEN)")
+	fs.StringVar(&c.output, "output", "table", "table or json")
+}
+
+// call sends a request and decodes the JSON answer into out. An API error
+// is returned with its message.
+func (c *common) call(method, path string, body any, out any) error {
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, strings.TrimSuffix(c.endpoint, "/")+path, rd)
+	if err != nil {
+		return err
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		return fmt.Errorf("cannot reach the admin API at %s: %w", c.endpoint, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode >= 300 {
+		var e api.Error
+		if json.Unmarshal(b, &e) == nil && e.Error != "" {
+			return fmt.Errorf("%s (HTTP %d)", e.Error, resp.StatusCode)
+		}
+		return fmt.Errorf("HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(b)))
+	}
+	if out != nil {
+		return json.Unmarshal(b, out)
+	}
+	return nil
+}
+
+// clusterShow prints the cluster as one node sees it.
+func clusterShow(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("cluster show", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var c common
+	c.register(fs)
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	var v api.ClusterView
+	if err := c.call("GET", "/v1/cluster", nil, &v); err != nil {
+		fmt.Fprintln(stderr, "pgplanectl cluster show:", err)
+		return 1
+	}
+	if c.output == "json" {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		enc.Encode(v)
+		return 0
+	}
+	w := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(w, "Node %s; a flip needs %d of %d members\n\n", v.Node, v.Quorum, len(v.Members))
+	fmt.Fprintln(w, "MEMBER\tGOSSIP\tVOTES")
+	for _, m := range v.Members {
+		fmt.Fprintf(w, "%s\t%s\t%s\n", m.Name, m.Gossip, map[bool]string{true: "fresh", false: "stale"}[m.VotesFresh])
+	}
+	fmt.Fprintln(w, "\nREGION\tACTIVE\tGATEWAYS")
+	for _, r := range v.Regions {
+		fmt.Fprintf(w, "%s\t%s\t%s\n", r.Name, r.Active, strings.Join(r.Gateways, ", "))
+	}
+	if len(v.Servers) > 0 {
+		fmt.Fprintln(w, "\nHA SERVER\tSIDE\tBACKEND\tADDRESS")
+		for _, s := range v.Servers {
+			side := "primary"
+			if s.OnStandby {
+				side = "standby"
+			}
+			if s.RecordBlocked {
+				side += " (record blocked by ReadOnly lock)"
+			}
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", s.Name, side, s.Backend, s.Address)
+		}
+	}
+	if len(v.Down) > 0 {
+		fmt.Fprintln(w, "\nSEEN DOWN\tBY")
+		var targets []string
+		for t := range v.Down {
+			targets = append(targets, string(t))
+		}
+		sort.Strings(targets)
+		for _, t := range targets {
+			fmt.Fprintf(w, "%s\t%s\n", t, strings.Join(v.Down[api.Target(t)], ", "))
+		}
+	}
+	if len(v.Decisions) > 0 {
+		fmt.Fprintln(w, "\nDECISION\tVALUE\tBY\tREASON")
+		for _, d := range v.Decisions {
+			fmt.Fprintf(w, "%s\t%d\t%s\t%s\n", d.Key, d.Value, d.Version.Node, d.Reason)
+		}
+	}
+	w.Flush()
+	return 0
+}
+
+// move runs a failover or failback of a server or a region.
+func move(noun, verb string, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet(noun+" "+verb, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var c common
+	c.register(fs)
+	name := fs.String("name", "", "the "+noun+"'s name")
+	to := ""
+	if noun == "region" && verb == "failover" {
+		fs.StringVar(&to, "to", "", "the gateway address to activate (default: the next one)")
+	}
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *name == "" {
+		fmt.Fprintf(stderr, "pgplanectl %s %s: --name is required\n", noun, verb)
+		return 2
+	}
+	var body any
+	if to != "" {
+		body = api.RegionMove{To: to}
+	}
+	var d struct {
+		Key    string `json:"Key"`
+		Value  int    `json:"Value"`
+		Reason string `json:"Reason"`
+	}
+	if err := c.call("POST", fmt.Sprintf("/v1/%ss/%s/%s", noun, *name, verb), body, &d); err != nil {
+		fmt.Fprintf(stderr, "pgplanectl %s %s: %v\n", noun, verb, err)
+		return 1
+	}
+	if c.output == "json" {
+		json.NewEncoder(stdout).Encode(d)
+		return 0
+	}
+	fmt.Fprintf(stdout, "%s: %s\n", d.Key, d.Reason)
+	return 0
+}

@@ -1,0 +1,70 @@
+package pgplane
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+
+	"github.com/pgplane/pgplane/api"
+	"github.com/pgplane/pgplane/topology"
+
+	"github.com/coredns/caddy"
+	"github.com/rs/zerolog"
+)
+
+// adminOptions are the admin properties of the pgplane block.
+type adminOptions struct {
+	listen    string
+	tokenFile string
+}
+
+func parseAdminProperty(c *caddy.Controller, o *adminOptions) (bool, error) {
+	name := c.Val()
+	if name != "admin" && name != "admin_token_file" {
+		return false, nil
+	}
+	args := c.RemainingArgs()
+	if len(args) != 1 {
+		return true, c.ArgErr()
+	}
+	if name == "admin" {
+		if _, err := netip.ParseAddrPort(args[0]); err != nil {
+			return true, c.Errf("admin %q: want IP:port", args[0])
+		}
+		o.listen = args[0]
+	} else {
+		o.tokenFile = args[0]
+	}
+	return true, nil
+}
+
+// newAdmin starts the admin API, or does nothing without an admin line.
+func (p *PGPlane) newAdmin(o adminOptions) error {
+	if o.listen == "" {
+		return nil
+	}
+	cfg := api.Config{
+		Listen:   o.listen,
+		Snapshot: func() *topology.Snapshot { return p.answers.Load().snap },
+		Logger:   zerolog.New(os.Stdout).With().Timestamp().Str("plugin", "pgplane/admin").Logger(),
+	}
+	if p.cluster != nil {
+		cfg.Cluster = p.cluster
+	}
+	if o.tokenFile != "" {
+		b, err := os.ReadFile(resolve(p.base, o.tokenFile))
+		if err != nil {
+			return fmt.Errorf("admin_token_file: %w", err)
+		}
+		if cfg.Token = strings.TrimSpace(string(b)); cfg.Token == "" {
+			return fmt.Errorf("admin_token_file %s is empty", o.tokenFile)
+		}
+	}
+	s, err := api.New(cfg)
+	if err != nil {
+		return err
+	}
+	p.admin = s
+	return s.Start()
+}
