@@ -38,8 +38,8 @@ type PGPlane struct {
 	cluster *cluster.Node // nil without cluster_bind
 	adOpts  adminOptions
 	admin   *api.Server // nil without an admin line
-	devTLS  string        // the dev certificate directory, in dev mode
-	base    string        // the directory relative paths start from
+	devTLS  string      // the dev certificate directory, in dev mode
+	base    string      // the directory relative paths start from
 }
 
 // ServeDNS implements the plugin.Handler interface.

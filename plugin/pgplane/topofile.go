@@ -2,6 +2,7 @@ package pgplane
 
 import (
 	"bytes"
+	"errors"
 	"crypto/sha256"
 	"fmt"
 	"os"
@@ -30,12 +31,20 @@ type topologyFile struct {
 	done chan struct{}
 }
 
+// errWriting reports a file that changed while it was read: a writer is
+// still at work, and the next check will see the finished file.
+var errWriting = errors.New("topology file changed while being read")
+
+// settle is how long a changed file must stay unchanged before it is read, so
+// that a file rewritten in place is not read half-written.
+const settle = 50 * time.Millisecond
+
 // load reads the file and, when it holds a valid change, publishes a new
-// snapshot. It returns the file's violations, if any.
+// snapshot. It returns the file's violations, if any, or errWriting.
 func (f *topologyFile) load() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	fi, err := os.Stat(f.path)
+	before, err := os.Stat(f.path)
 	if err != nil {
 		return fmt.Errorf("topology file: %w", err)
 	}
@@ -43,7 +52,14 @@ func (f *topologyFile) load() error {
 	if err != nil {
 		return fmt.Errorf("topology file: %w", err)
 	}
-	f.mtime, f.size = fi.ModTime(), fi.Size()
+	after, err := os.Stat(f.path)
+	if err != nil {
+		return fmt.Errorf("topology file: %w", err)
+	}
+	if !after.ModTime().Equal(before.ModTime()) || after.Size() != before.Size() || int64(len(data)) != after.Size() {
+		return errWriting
+	}
+	f.mtime, f.size = after.ModTime(), after.Size()
 	sum := sha256.Sum256(data)
 	if f.current != nil && bytes.Equal(sum[:], f.sum[:]) {
 		return nil
@@ -113,6 +129,17 @@ func (f *topologyFile) changed() bool {
 	return !fi.ModTime().Equal(f.mtime) || fi.Size() != f.size
 }
 
+// settled reports whether the file stays unchanged for the settle time.
+func (f *topologyFile) settled() bool {
+	a, err := os.Stat(f.path)
+	if err != nil {
+		return false
+	}
+	time.Sleep(settle)
+	b, err := os.Stat(f.path)
+	return err == nil && a.ModTime().Equal(b.ModTime()) && a.Size() == b.Size()
+}
+
 // watch polls the file until Stop.
 func (f *topologyFile) watch() {
 	defer close(f.done)
@@ -127,11 +154,15 @@ func (f *topologyFile) watch() {
 		case <-f.stop:
 			return
 		case <-tick.C:
-			if !f.changed() {
+			if !f.changed() || !f.settled() {
 				continue
 			}
 			start := time.Now()
-			if err := f.load(); err != nil {
+			err := f.load()
+			if errors.Is(err, errWriting) {
+				continue
+			}
+			if err != nil {
 				log.Errorf("topology %s refused, still serving serial %d:\n%v", f.path, f.serial(), err)
 				continue
 			}
