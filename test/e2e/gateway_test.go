@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +21,12 @@ import (
 // with dev TLS. The backend presents the gateway's certificate, as pgplane's
 // backends do, so that SCRAM channel binding works end to end.
 func gatewayNode(t *testing.T) (n *node, dnsPort, gwPort int, ca string) {
+	n, dnsPort, gwPort, ca, _ = gatewayNodeMetrics(t)
+	return
+}
+
+// gatewayNodeMetrics is gatewayNode that also returns the metrics address.
+func gatewayNodeMetrics(t *testing.T) (n *node, dnsPort, gwPort int, ca, metrics string) {
 	t.Helper()
 	dir := t.TempDir()
 	tlsDir := filepath.Join(dir, "tls")
@@ -37,21 +45,23 @@ func gatewayNode(t *testing.T) (n *node, dnsPort, gwPort int, ca string) {
 	writeFile(t, dir, "topology.yaml", topo)
 	dnsPort = freePort(t, "127.0.0.1")
 	gwPort = freePort(t, "127.0.0.1")
+	metrics = fmt.Sprintf("127.0.0.1:%d", freePort(t, "127.0.0.1"))
 	corefile := fmt.Sprintf(`.:%d {
     bind 127.0.0.1
+    prometheus %s
     pgplane topology.yaml {
         gateway 127.0.0.1:%d 127.0.0.2:%d
         gateway_tls dev tls
         node_id 1
     }
 }
-`, dnsPort, gwPort, gwPort)
+`, dnsPort, metrics, gwPort, gwPort)
 	n = startNode(t, dir, corefile, fmt.Sprintf("127.0.0.1:%d", dnsPort), "")
 	m := regexp.MustCompile(`CA certificate (\S+);`).FindStringSubmatch(n.log.String())
 	if m == nil {
 		t.Fatalf("the appliance must print where the dev CA is:\n%s", n.log.String())
 	}
-	return n, dnsPort, gwPort, m[1]
+	return n, dnsPort, gwPort, m[1], metrics
 }
 
 func psql(t *testing.T, conninfo, sql string) (string, error) {
@@ -64,7 +74,7 @@ func psql(t *testing.T, conninfo, sql string) (string, error) {
 
 // SPEC: D2 G1 G3 G7 G9
 func TestPsqlThroughApplianceGateway(t *testing.T) {
-	n, dnsPort, gwPort, ca := gatewayNode(t)
+	n, dnsPort, gwPort, ca, metrics := gatewayNodeMetrics(t)
 	// DNS gives the gateway's active address for the public server.
 	r := dig(t, "@127.0.0.1", "-p", fmt.Sprint(dnsPort), "+short", "reports-db.postgres.database.azure.com", "A")
 	lines := strings.Fields(r.out)
@@ -84,6 +94,18 @@ func TestPsqlThroughApplianceGateway(t *testing.T) {
 	for _, field := range []string{`"client":"127.0.0.1"`, `"server":"reports-db"`, `"tls":"TLS 1.3"`, `"bytes_in":`, `"duration":`} {
 		if !strings.Contains(line, field) {
 			t.Fatalf("log line lacks %s: %s", field, line)
+		}
+	}
+	// Prometheus metrics, through CoreDNS's prometheus plugin.
+	resp, err := http.Get("http://" + metrics + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`pgplane_gateway_connections_total{decision="proxied",server="reports-db"} 1`, "pgplane_gateway_tls_handshake_seconds_count", `pgplane_gateway_bytes_total{direction="in"}`} {
+		if !strings.Contains(string(body), want) {
+			t.Fatalf("metrics lack %s", want)
 		}
 	}
 	// The standby gateway address does not listen.
