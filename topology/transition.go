@@ -1,6 +1,9 @@
 package topology
 
-import "fmt"
+import (
+	"fmt"
+	"strings"
+)
 
 // CheckTransition checks the rules that bind a change rather than a state: a
 // server's access mode is fixed (T2); a subnet that holds a server keeps its
@@ -42,6 +45,7 @@ func CheckTransition(old, next *Topology) Violations {
 				Message: fmt.Sprintf("the private DNS zone cannot change from %q while high availability is on; disable HA first", was.Network.PrivateDNSZone)})
 		}
 	}
+	out = append(out, lockedRecords(old, next)...)
 	oldCIDR := map[[2]string]string{}
 	for _, vn := range old.VNets {
 		for _, sn := range vn.Subnets {
@@ -57,6 +61,54 @@ func CheckTransition(old, next *Topology) Violations {
 					Object: fmt.Sprintf("subnet %q in vnet %q", sn.Name, vn.Name), Field: "cidr",
 					Message: fmt.Sprintf("the CIDR %s cannot change while the subnet holds server %q", was, holder)})
 			}
+		}
+	}
+	return out
+}
+
+// lockedRecords refuses a change of the records of a private DNS zone that
+// is locked ReadOnly in both topologies (D10): a server added to it, removed
+// from it, or given another address.
+func lockedRecords(old, next *Topology) Violations {
+	locked := map[string]bool{}
+	for _, z := range old.PrivateDNSZones {
+		if z.Lock == LockReadOnly {
+			locked[CanonicalZone(z.Name)] = true
+		}
+	}
+	nextLocked := map[string]bool{}
+	for _, z := range next.PrivateDNSZones {
+		if z.Lock == LockReadOnly && locked[CanonicalZone(z.Name)] {
+			nextLocked[CanonicalZone(z.Name)] = true
+		}
+	}
+	if len(nextLocked) == 0 {
+		return nil
+	}
+	records := func(t *Topology) map[string]string {
+		r := map[string]string{}
+		for _, s := range t.Servers {
+			if s.Network == nil || s.Addresses == nil || !nextLocked[CanonicalZone(s.Network.PrivateDNSZone)] {
+				continue
+			}
+			r[s.Name] = CanonicalZone(s.Network.PrivateDNSZone) + " " + s.Addresses.Primary + " " + s.Addresses.Standby
+		}
+		return r
+	}
+	was, now := records(old), records(next)
+	var out Violations
+	for i, s := range next.Servers {
+		if s.Network == nil || !nextLocked[CanonicalZone(s.Network.PrivateDNSZone)] || was[s.Name] == now[s.Name] {
+			continue
+		}
+		out = append(out, Violation{Rule: "D10", Path: fmt.Sprintf("servers.%d.network.privateDnsZone", i), Object: fmt.Sprintf("server %q", s.Name),
+			Field: "network.privateDnsZone", Message: fmt.Sprintf("private DNS zone %q is locked ReadOnly: its records cannot change; set its lock to none first", s.Network.PrivateDNSZone)})
+	}
+	for name, rec := range was {
+		if _, ok := now[name]; !ok {
+			zone, _, _ := strings.Cut(rec, " ")
+			out = append(out, Violation{Rule: "D10", Path: "servers", Object: fmt.Sprintf("server %q", name), Field: "servers",
+				Message: fmt.Sprintf("the server's record is in private DNS zone %q, which is locked ReadOnly: it cannot be removed; set the zone's lock to none first", zone)})
 		}
 	}
 	return out

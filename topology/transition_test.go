@@ -1,6 +1,7 @@
 package topology
 
 import (
+	"strings"
 	"testing"
 )
 
@@ -53,5 +54,29 @@ func TestEmptySubnetMayChangeCIDR(t *testing.T) {
 	next.VNets[0].Subnets[1].CIDR = "10.0.3.0/24"
 	if vs := CheckTransition(old, next); len(vs) > 0 {
 		t.Fatalf("a subnet without servers may change: %v", vs)
+	}
+}
+
+// SPEC: D10
+func TestReadOnlyZoneRecordsCannotChange(t *testing.T) {
+	lock := func(tp *Topology) { tp.PrivateDNSZones[0].Lock = LockReadOnly }
+	old, next := base(t), base(t)
+	lock(old)
+	lock(next)
+	server(next, "orders-db").Addresses.Primary = "10.0.1.6"
+	if vs := CheckTransition(old, next); len(vs) != 1 || vs[0].Rule != "D10" || !strings.Contains(vs[0].Message, "locked ReadOnly") {
+		t.Fatalf("an address change in a locked zone: %v", vs)
+	}
+	next = base(t)
+	lock(next)
+	next.Servers = next.Servers[1:] // orders-db removed
+	if vs := CheckTransition(old, next); len(vs) != 1 || vs[0].Rule != "D10" {
+		t.Fatalf("a record removed from a locked zone: %v", vs)
+	}
+	// Unlocking and changing in one step is allowed: the lock is the change.
+	next = base(t)
+	server(next, "orders-db").Addresses.Primary = "10.0.1.6"
+	if vs := CheckTransition(old, next); len(vs) != 0 {
+		t.Fatalf("the lock removed in the same change: %v", vs)
 	}
 }

@@ -2,8 +2,8 @@ package pgplane
 
 import (
 	"bytes"
-	"errors"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"os"
 	"sync"
