@@ -7,9 +7,9 @@ PGPLANE   := $(BIN)/pgplane
 PGPLANECTL:= $(BIN)/pgplanectl
 FUZZTIME  ?= 30s
 # Debian packages the tests and benchmarks use: command -> package.
-DEB_CMDS  := dig:dnsutils nslookup:dnsutils dnsperf:dnsperf ip:iproute2 \
+DEB_CMDS  := dig:dnsutils nslookup:dnsutils dnsperf:dnsperf ip:iproute2 setpriv:util-linux \
              psql:postgresql-client pgbench:postgresql-client \
-             /usr/lib/postgresql/15/bin/postgres:postgresql
+             $(firstword $(wildcard /usr/lib/postgresql/*/bin/postgres) postgres-server):postgresql
 GO_SRC    := $(shell find . -name '*.go' -not -path './bin/*') go.mod go.sum
 
 .PHONY: all build run run-cluster test test-unit test-e2e bench bench-dns lint fuzz deps clean

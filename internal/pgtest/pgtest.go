@@ -50,12 +50,23 @@ type Options struct {
 	Conf string
 }
 
-// BinDir is where Debian installs PostgreSQL 15's server programs.
-var BinDir = "/usr/lib/postgresql/15/bin"
+// BinDir returns where Debian installed the newest PostgreSQL server
+// programs (/usr/lib/postgresql/VERSION/bin).
+func BinDir() string {
+	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin/postgres")
+	best, bestVersion := "/usr/lib/postgresql/15/bin", 0
+	for _, d := range dirs {
+		v, err := strconv.Atoi(filepath.Base(filepath.Dir(filepath.Dir(d))))
+		if err == nil && v > bestVersion {
+			best, bestVersion = filepath.Dir(d), v
+		}
+	}
+	return best
+}
 
 // Start initialises and starts a server in a new directory under parent.
 func Start(parent string, o Options) (*Server, error) {
-	if _, err := os.Stat(filepath.Join(BinDir, "postgres")); err != nil {
+	if _, err := os.Stat(filepath.Join(BinDir(), "postgres")); err != nil {
 		return nil, fmt.Errorf("pgtest: PostgreSQL server not installed (%w); apt-get install postgresql", err)
 	}
 	dir, err := os.MkdirTemp(parent, "pg")
@@ -79,7 +90,7 @@ func Start(parent string, o Options) (*Server, error) {
 	if err := s.chown(dir, pwfile); err != nil {
 		return nil, err
 	}
-	if out, err := s.run(filepath.Join(BinDir, "initdb"), "-D", data, "-U", "postgres", "--pwfile", pwfile,
+	if out, err := s.run(filepath.Join(BinDir(), "initdb"), "-D", data, "-U", "postgres", "--pwfile", pwfile,
 		"--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--no-sync"); err != nil {
 		return nil, fmt.Errorf("pgtest: initdb: %v\n%s", err, out)
 	}
@@ -141,7 +152,7 @@ log_min_messages = warning
 // accepts connections.
 func (s *Server) launch() error {
 	s.done = make(chan struct{})
-	s.cmd = exec.Command(filepath.Join(BinDir, "postgres"), "-D", filepath.Join(s.Dir, "data"))
+	s.cmd = exec.Command(filepath.Join(BinDir(), "postgres"), "-D", filepath.Join(s.Dir, "data"))
 	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
 	s.cmd.SysProcAttr = s.sysProcAttr()
 	if err := s.cmd.Start(); err != nil {
