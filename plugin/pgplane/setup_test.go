@@ -207,3 +207,26 @@ func TestParseClusterOptions(t *testing.T) {
 		}
 	}
 }
+
+// SPEC: D1
+func TestEmptyTopologyFileRefused(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "t.yaml")
+	data, _ := os.ReadFile("testdata/topology.yaml")
+	os.WriteFile(path, data, 0o644)
+	p, err := parse(caddy.NewTestController("dns", "pgplane "+path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.topo.load(); err != nil {
+		t.Fatal(err)
+	}
+	first := p.answers.Load()
+	os.WriteFile(path, nil, 0o644) // a rewrite caught between truncate and write
+	if err := p.topo.load(); err == nil || !strings.Contains(err.Error(), "empty") {
+		t.Fatalf("an empty file must be refused, got %v", err)
+	}
+	if p.answers.Load() != first {
+		t.Fatal("the previous topology must keep serving")
+	}
+}

@@ -39,14 +39,32 @@ var errWriting = errors.New("topology file changed while being read")
 // that a file rewritten in place is not read half-written.
 const settle = 50 * time.Millisecond
 
+// stamp is what a file's metadata says of its content.
+type stamp struct {
+	mtime time.Time
+	size  int64
+}
+
+func stampOf(fi os.FileInfo) stamp { return stamp{fi.ModTime(), fi.Size()} }
+
+func (a stamp) equal(b stamp) bool { return a.mtime.Equal(b.mtime) && a.size == b.size }
+
 // load reads the file and, when it holds a valid change, publishes a new
 // snapshot. It returns the file's violations, if any, or errWriting.
-func (f *topologyFile) load() error {
+func (f *topologyFile) load() error { return f.loadExpecting(nil) }
+
+// loadExpecting is load for a file that settled with the given stamp: the
+// file must still have it before and after it is read, so that a rewrite
+// that began after the settling is never read half-done.
+func (f *topologyFile) loadExpecting(settledAs *stamp) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	before, err := os.Stat(f.path)
 	if err != nil {
 		return fmt.Errorf("topology file: %w", err)
+	}
+	if settledAs != nil && !stampOf(before).equal(*settledAs) {
+		return errWriting
 	}
 	data, err := os.ReadFile(f.path)
 	if err != nil {
@@ -56,10 +74,15 @@ func (f *topologyFile) load() error {
 	if err != nil {
 		return fmt.Errorf("topology file: %w", err)
 	}
-	if !after.ModTime().Equal(before.ModTime()) || after.Size() != before.Size() || int64(len(data)) != after.Size() {
+	if !stampOf(after).equal(stampOf(before)) || int64(len(data)) != after.Size() {
 		return errWriting
 	}
 	f.mtime, f.size = after.ModTime(), after.Size()
+	if len(data) == 0 {
+		// An empty file is nearly always one being rewritten in place; an
+		// empty topology is written as {}.
+		return fmt.Errorf("topology file %s is empty; refusing it (write {} for an empty topology)", f.path)
+	}
 	sum := sha256.Sum256(data)
 	if f.current != nil && bytes.Equal(sum[:], f.sum[:]) {
 		return nil
@@ -129,15 +152,20 @@ func (f *topologyFile) changed() bool {
 	return !fi.ModTime().Equal(f.mtime) || fi.Size() != f.size
 }
 
-// settled reports whether the file stays unchanged for the settle time.
-func (f *topologyFile) settled() bool {
+// settled returns the file's stamp when it stays unchanged for the settle
+// time, or nil.
+func (f *topologyFile) settled() *stamp {
 	a, err := os.Stat(f.path)
 	if err != nil {
-		return false
+		return nil
 	}
 	time.Sleep(settle)
 	b, err := os.Stat(f.path)
-	return err == nil && a.ModTime().Equal(b.ModTime()) && a.Size() == b.Size()
+	if err != nil || !stampOf(a).equal(stampOf(b)) {
+		return nil
+	}
+	st := stampOf(b)
+	return &st
 }
 
 // watch polls the file until Stop.
@@ -154,11 +182,15 @@ func (f *topologyFile) watch() {
 		case <-f.stop:
 			return
 		case <-tick.C:
-			if !f.changed() || !f.settled() {
+			if !f.changed() {
+				continue
+			}
+			st := f.settled()
+			if st == nil {
 				continue
 			}
 			start := time.Now()
-			err := f.load()
+			err := f.loadExpecting(st)
 			if errors.Is(err, errWriting) {
 				continue
 			}
