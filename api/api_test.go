@@ -186,7 +186,17 @@ func TestFailoverRefusals(t *testing.T) {
 	// A failover to a standby that the quorum sees down is refused, and
 	// changes nothing.
 	e.standby.Close()
-	time.Sleep(time.Second)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, view := call(t, "GET", e.url+"/v1/cluster", "", "")
+		if strings.Contains(view, "backend/sales-db/standby") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the closed standby was never seen down:\n%s", view)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	code, body := call(t, "POST", e.url+"/v1/servers/sales-db/failover", "", "")
 	if code != 409 || !strings.Contains(body, "down") || e.snapshot().State.FailedOver["sales-db"] {
 		t.Fatalf("failover to a dead standby: %d %s", code, body)
