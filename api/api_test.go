@@ -13,35 +13,20 @@ import (
 	"time"
 
 	"github.com/pgplane/pgplane/cluster"
+	"github.com/pgplane/pgplane/internal/pgtest"
 	"github.com/pgplane/pgplane/topology"
 
 	"github.com/rs/zerolog"
 )
 
-// listener answers SSLRequests with N, as a PostgreSQL without TLS does.
 func listener(t *testing.T) net.Listener { return listenerOn(t, "127.0.0.1:0") }
 
 func listenerOn(t *testing.T, addr string) net.Listener {
 	t.Helper()
-	l, err := net.Listen("tcp", addr)
+	l, err := pgtest.ListenNoTLS(addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				var b [8]byte
-				if _, err := io.ReadFull(c, b[:]); err == nil {
-					c.Write([]byte{'N'})
-				}
-			}()
-		}
-	}()
 	t.Cleanup(func() { l.Close() })
 	return l
 }

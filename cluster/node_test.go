@@ -9,34 +9,20 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pgplane/pgplane/internal/pgtest"
 	"github.com/pgplane/pgplane/topology"
 
 	"github.com/rs/zerolog"
 )
 
-// fakePostgres answers SSLRequests with N, as a PostgreSQL without TLS does.
-// It is a real listener: closing it is a real backend failure.
+// fakePostgres is a real listener answering SSLRequests as a PostgreSQL
+// without TLS does: closing it is a real backend failure.
 func fakePostgres(t *testing.T, addr string) net.Listener {
 	t.Helper()
-	l, err := net.Listen("tcp", addr)
+	l, err := pgtest.ListenNoTLS(addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				var b [8]byte
-				if _, err := io.ReadFull(c, b[:]); err == nil {
-					c.Write([]byte{'N'})
-				}
-			}()
-		}
-	}()
 	t.Cleanup(func() { l.Close() })
 	return l
 }

@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"bytes"
 	"crypto/tls"
 	"fmt"
 	"net"
@@ -13,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/pgplane/pgplane/internal/pgtest"
+	"github.com/pgplane/pgplane/internal/syncbuf"
 	"github.com/pgplane/pgplane/topology"
 
 	"github.com/rs/zerolog"
@@ -26,7 +26,7 @@ type fixture struct {
 	addr   string // the gateway's listen address
 	port   int
 	caFile string
-	log    *lockedBuffer
+	log    *syncbuf.Buffer
 	topo   string
 	dir    string
 }
@@ -106,7 +106,7 @@ func newFixture(t *testing.T, mutate func(*Config)) *fixture {
 	if sharedPG.err != nil {
 		t.Fatal(sharedPG.err)
 	}
-	f := &fixture{t: t, pg: sharedPG.pg, log: &lockedBuffer{}, dir: t.TempDir()}
+	f := &fixture{t: t, pg: sharedPG.pg, log: &syncbuf.Buffer{}, dir: t.TempDir()}
 	cert, ca, err := DevCertificates(filepath.Join(sharedPG.dir, "gateway-tls"), gatewayNames)
 	if err != nil {
 		t.Fatal(err)
@@ -180,23 +180,6 @@ func (f *fixture) logLines() []string {
 		}
 	}
 	return out
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 func TestMain(m *testing.M) {

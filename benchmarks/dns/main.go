@@ -10,7 +10,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -23,6 +22,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/pgplane/pgplane/internal/syncbuf"
 	"github.com/pgplane/pgplane/topology"
 
 	"github.com/miekg/dns"
@@ -285,7 +285,7 @@ func reloadAllocs(path string) (string, error) {
 // process is a server the benchmark started; stop ends it by its PID.
 type process struct {
 	cmd *exec.Cmd
-	log *syncWriter
+	log *syncbuf.Buffer
 }
 
 func (p *process) stop() {
@@ -309,7 +309,7 @@ func start(bin, dir, corefile string, port int) (*process, error) {
 	if err := os.WriteFile(cf, []byte(corefile), 0o644); err != nil {
 		return nil, err
 	}
-	lb := &syncWriter{w: &bytes.Buffer{}}
+	lb := &syncbuf.Buffer{}
 	p := &process{cmd: exec.Command(bin, "-conf", cf), log: lb}
 	p.cmd.Stdout, p.cmd.Stderr = lb, lb
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -327,24 +327,6 @@ func start(bin, dir, corefile string, port int) (*process, error) {
 	}
 	p.stop()
 	return nil, fmt.Errorf("server did not answer:\n%s", lb.String())
-}
-
-// syncWriter serialises writes to a buffer that is read while the process runs.
-type syncWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (s *syncWriter) Write(b []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w.Write(b)
-}
-
-func (s *syncWriter) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w.(*bytes.Buffer).String()
 }
 
 func find(re *regexp.Regexp, text string) string {

@@ -25,6 +25,7 @@ import (
 
 	"github.com/pgplane/pgplane/gateway"
 	"github.com/pgplane/pgplane/internal/pgtest"
+	"github.com/pgplane/pgplane/internal/syncbuf"
 
 	"github.com/hashicorp/memberlist"
 	"github.com/miekg/dns"
@@ -66,7 +67,7 @@ type appliance struct {
 	dir     string
 	dnsAddr string
 	cmd     *exec.Cmd
-	log     *syncBuffer
+	log     *syncbuf.Buffer
 	netns   string
 }
 
@@ -75,7 +76,7 @@ func (a *appliance) start(bin string) error {
 	if a.netns != "" {
 		args = append([]string{"ip", "netns", "exec", a.netns}, args...)
 	}
-	a.log = &syncBuffer{}
+	a.log = &syncbuf.Buffer{}
 	a.cmd = exec.Command(args[0], args[1:]...)
 	a.cmd.Dir = a.dir
 	a.cmd.Stdout, a.cmd.Stderr = a.log, a.log
@@ -398,21 +399,4 @@ func free(ip string) int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -21,17 +21,8 @@ import (
 // SPEC: G2a C1
 func TestCancelArrivingAtAnotherNode(t *testing.T) {
 	dir := t.TempDir()
-	tlsDir := filepath.Join(dir, "tls")
-	if _, _, err := gateway.DevCertificates(tlsDir, []string{"*.postgres.database.azure.com"}); err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := os.ReadFile(filepath.Join(tlsDir, gateway.DevCertFile))
-	key, _ := os.ReadFile(filepath.Join(tlsDir, gateway.DevKeyFile))
-	pg, err := pgtest.Start("", pgtest.Options{Cert: cert, Key: key})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pg.Stop(); os.RemoveAll(pg.Dir) })
+	tlsDir, pgs := backends(t, dir, 1)
+	pg := pgs[0]
 	topo := fmt.Sprintf(`regions: [{name: eastus2, gateways: [127.0.0.21, 127.0.0.22]}]
 servers:
   - {name: sales-db, region: eastus2, access: public, backends: {primary: "%s"}, firewallRules: [{name: lo, startIpAddress: 127.0.0.1, endIpAddress: 127.0.0.1}]}

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/pgplane/pgplane/gateway"
-	"github.com/pgplane/pgplane/internal/pgtest"
 )
 
 // clusterTopology: two gateway addresses, a private HA server and a public
@@ -46,21 +45,7 @@ servers:
 // SPEC: C1 C2 C3 C4 G1 D9
 func TestThreeNodeFailover(t *testing.T) {
 	dir := t.TempDir()
-	tlsDir := filepath.Join(dir, "tls")
-	if _, _, err := gateway.DevCertificates(tlsDir, []string{"*.postgres.database.azure.com", "*.contoso.private.postgres.database.azure.com"}); err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := os.ReadFile(filepath.Join(tlsDir, gateway.DevCertFile))
-	key, _ := os.ReadFile(filepath.Join(tlsDir, gateway.DevKeyFile))
-	var pgs []*pgtest.Server
-	for i := 0; i < 2; i++ {
-		pg, err := pgtest.Start("", pgtest.Options{Cert: cert, Key: key})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { pg.Stop(); os.RemoveAll(pg.Dir) })
-		pgs = append(pgs, pg)
-	}
+	tlsDir, pgs := backends(t, dir, 2)
 	topo := strings.NewReplacer("PRIMARY", pgs[0].Addr, "STANDBY", pgs[1].Addr).Replace(clusterTopology)
 	gossipKey := make([]byte, 32)
 	rand.Read(gossipKey)

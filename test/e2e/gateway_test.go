@@ -29,17 +29,8 @@ func gatewayNode(t *testing.T) (n *node, dnsPort, gwPort int, ca string) {
 func gatewayNodeMetrics(t *testing.T) (n *node, dnsPort, gwPort int, ca, metrics string) {
 	t.Helper()
 	dir := t.TempDir()
-	tlsDir := filepath.Join(dir, "tls")
-	if _, _, err := gateway.DevCertificates(tlsDir, []string{"*.postgres.database.azure.com", "*.contoso.private.postgres.database.azure.com"}); err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := os.ReadFile(filepath.Join(tlsDir, gateway.DevCertFile))
-	key, _ := os.ReadFile(filepath.Join(tlsDir, gateway.DevKeyFile))
-	pg, err := pgtest.Start("", pgtest.Options{Cert: cert, Key: key})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pg.Stop(); os.RemoveAll(pg.Dir) })
+	_, pgs := backends(t, dir, 1)
+	pg := pgs[0]
 	topo := strings.ReplaceAll(devTopology(t), "127.0.0.1:55432", pg.Addr)
 	topo = strings.ReplaceAll(topo, "127.0.0.1:55433", pg.Addr)
 	writeFile(t, dir, "topology.yaml", topo)
@@ -62,6 +53,29 @@ func gatewayNodeMetrics(t *testing.T) (n *node, dnsPort, gwPort int, ca, metrics
 		t.Fatalf("the appliance must print where the dev CA is:\n%s", n.log.String())
 	}
 	return n, dnsPort, gwPort, m[1], metrics
+}
+
+// backends makes the dev gateway certificate in dir/tls and starts n
+// PostgreSQL servers that present it, as pgplane's backends do (SCRAM
+// channel binding then works through the gateway). The servers are stopped
+// when the test ends.
+func backends(t *testing.T, dir string, n int) (tlsDir string, pgs []*pgtest.Server) {
+	t.Helper()
+	tlsDir = filepath.Join(dir, "tls")
+	if _, _, err := gateway.DevCertificates(tlsDir, []string{"*.postgres.database.azure.com", "*.contoso.private.postgres.database.azure.com"}); err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := os.ReadFile(filepath.Join(tlsDir, gateway.DevCertFile))
+	key, _ := os.ReadFile(filepath.Join(tlsDir, gateway.DevKeyFile))
+	for i := 0; i < n; i++ {
+		pg, err := pgtest.Start("", pgtest.Options{Cert: cert, Key: key})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { pg.Stop(); os.RemoveAll(pg.Dir) })
+		pgs = append(pgs, pg)
+	}
+	return tlsDir, pgs
 }
 
 func psql(t *testing.T, conninfo, sql string) (string, error) {

@@ -4,7 +4,6 @@
 package e2e
 
 import (
-	"bytes"
 	"fmt"
 	"net"
 	"os"
@@ -12,12 +11,13 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/pgplane/pgplane/internal/syncbuf"
 )
 
 // binary and ctl are the appliance and pgplanectl under test, built once by
@@ -96,7 +96,7 @@ type node struct {
 	t    *testing.T
 	dir  string
 	cmd  *exec.Cmd
-	log  *syncBuffer
+	log  *syncbuf.Buffer
 	addr string // where to send DNS queries, host:port
 }
 
@@ -155,7 +155,7 @@ func launch(t *testing.T, dir, corefile, netns string) (*node, chan error) {
 	if netns != "" {
 		args = append([]string{"ip", "netns", "exec", netns}, args...)
 	}
-	n := &node{t: t, dir: dir, log: &syncBuffer{}}
+	n := &node{t: t, dir: dir, log: &syncbuf.Buffer{}}
 	n.cmd = exec.Command(args[0], args[1:]...)
 	n.cmd.Dir = dir
 	n.cmd.Stdout, n.cmd.Stderr = n.log, n.log
@@ -178,24 +178,6 @@ func launch(t *testing.T, dir, corefile, netns string) (*node, chan error) {
 		}
 	})
 	return n, exited
-}
-
-// syncBuffer is a bytes.Buffer that the process writes while a test reads.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // digResult is what dig printed, split into the parts tests look at.
