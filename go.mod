@@ -1,6 +1,6 @@
 module github.com/pgplane/pgplane
 
-go 1.26.8
+go 1.26.0
 
 require (
 	github.com/coredns/caddy v1.1.4
