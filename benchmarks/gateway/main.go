@@ -34,7 +34,8 @@ func main() {
 	duration := flag.Duration("duration", 20*time.Second, "length of a pgbench -S run")
 	connDuration := flag.Duration("conn-duration", 10*time.Second, "length of a pgbench -C run")
 	clients := flag.Int("clients", 16, "pgbench -c")
-	flag.StringVar(&profileTo, "profile", "", "write a CPU profile of pgplane during its first TLS select run to this file")
+	flag.StringVar(&profileTo, "profile", "", "write a CPU profile of pgplane during its first TLS run to this file")
+	flag.StringVar(&profileMode, "profile-mode", "select", "which run to profile: select or connect")
 	flag.Parse()
 	if err := run(*bin, *out, *rounds, *duration, *connDuration, *clients); err != nil {
 		fmt.Fprintln(os.Stderr, "bench-gateway:", err)
@@ -42,8 +43,9 @@ func main() {
 	}
 }
 
-// profileTo, when set, names the file for a CPU profile of pgplane.
-var profileTo string
+// profileTo, when set, names the file for a CPU profile of pgplane during
+// its first run of profileMode with client TLS.
+var profileTo, profileMode string
 
 // pprofAddr is where the appliance serves pprof.
 var pprofAddr string
@@ -283,7 +285,7 @@ var xactRE = regexp.MustCompile(`number of transactions actually processed: (\d+
 // before and after.
 func measure(t target, tls bool, args []string) (result, error) {
 	before := cpuTime(t.pid)
-	if profileTo != "" && t.name == "pgplane" && tls && args[1] == "-n" && args[2] == "-c" {
+	if mode := map[bool]string{true: "connect", false: "select"}[args[2] == "-C"]; profileTo != "" && t.name == "pgplane" && tls && mode == profileMode {
 		go func(file string) {
 			if out, err := exec.Command("curl", "-s", "-o", file, "http://"+pprofAddr+"/debug/pprof/profile?seconds=5").CombinedOutput(); err != nil {
 				fmt.Fprintf(os.Stderr, "profile: %v %s\n", err, out)
