@@ -81,6 +81,7 @@ type Gateway struct {
 	sessions *sessionTable
 	refusals *refusalMemory
 	cert     atomic.Pointer[tls.Certificate]
+	tls      *tls.Config // client-facing, built once from cfg.TLS
 
 	mu        sync.Mutex // guards listeners and closed
 	listeners map[string]*listener
@@ -131,6 +132,7 @@ func New(cfg Config, s *topology.Snapshot) (*Gateway, error) {
 			return nil, errors.New("gateway: TLS configuration without a certificate")
 		}
 		g.SetCertificate(cfg.TLS.Certificates[0])
+		g.tls = g.tlsConfig()
 	}
 	return g, nil
 }

@@ -189,7 +189,7 @@ func (s *session) run() error {
 // negotiate ALPN "postgresql".
 func (s *session) startTLS(direct bool) error {
 	start := time.Now()
-	tc := tls.Server(&bufferedConn{Conn: s.raw, r: s.r}, s.g.tlsConfig())
+	tc := tls.Server(&bufferedConn{Conn: s.raw, r: s.r}, s.g.tls)
 	if err := tc.Handshake(); err != nil {
 		s.decision = decisionTLSVersion
 		var re tls.RecordHeaderError
@@ -210,8 +210,9 @@ func (s *session) startTLS(direct bool) error {
 
 const alpnPostgres = "postgresql"
 
-// tlsConfig returns the client-facing TLS configuration: each server's TLS
-// versions apply as soon as its name is known from SNI (G4).
+// tlsConfig builds the client-facing TLS configuration, once: the
+// certificate comes from SetCertificate, and each server's TLS versions apply
+// as soon as its name is known from SNI (G4).
 func (g *Gateway) tlsConfig() *tls.Config {
 	base := g.cfg.TLS
 	cfg := base.Clone()
