@@ -7,7 +7,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pgplane/pgplane/topology"
+
 	"github.com/coredns/caddy"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 func TestParseOptions(t *testing.T) {
@@ -228,5 +231,35 @@ func TestEmptyTopologyFileRefused(t *testing.T) {
 	}
 	if p.answers.Load() != first {
 		t.Fatal("the previous topology must keep serving")
+	}
+}
+
+// SPEC: D10
+func TestBlockedFlipReportedOnce(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "t.yaml")
+	data, _ := os.ReadFile("testdata/topology.yaml")
+	locked := strings.Replace(string(data), "lock: none", "lock: ReadOnly", 1)
+	os.WriteFile(path, []byte(locked), 0o644)
+	p, err := parse(caddy.NewTestController("dns", "pgplane "+path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.topo.load(); err != nil {
+		t.Fatal(err)
+	}
+	count := func() float64 { return testutil.ToFloat64(recordBlocked.WithLabelValues("orders-db")) }
+	before := count()
+	failed := topology.State{FailedOver: map[string]bool{"orders-db": true}}
+	p.topo.setState(failed)
+	if !p.answers.Load().snap.Servers["orders-db"].RecordBlocked {
+		t.Fatal("the ReadOnly lock must block the record flip")
+	}
+	// Later changes of state (another region's flip, a peer re-applying the
+	// same decisions) must not count the same blocked flip again.
+	p.topo.setState(topology.State{FailedOver: failed.FailedOver, ActiveGateway: map[string]int{"eastus2": 1}})
+	p.topo.setState(failed)
+	if got := count() - before; got != 1 {
+		t.Fatalf("one blocked failover must be counted once, counted %v", got)
 	}
 }

@@ -132,7 +132,9 @@ func (f *topologyFile) setState(st topology.State) {
 		return
 	}
 	for name, si := range snap.Servers {
-		if si.RecordBlocked {
+		// Report a blocked flip once, when it happens, not on every later
+		// change of state.
+		if was := f.current.Servers[name]; si.RecordBlocked && (was == nil || !was.RecordBlocked) {
 			log.Errorf("FAILOVER BLOCKED: server %s failed over to its standby, but private DNS zone %s is locked ReadOnly: its record still gives the old address %s (D10)", name, si.Zone.Name, si.Address)
 			recordBlocked.WithLabelValues(name).Inc()
 		}
