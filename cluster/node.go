@@ -353,7 +353,10 @@ func (n *Node) decide() {
 		n.decisions[d.Key] = d
 		made = append(made, d)
 	}
-	state := Apply(snap, n.decisions)
+	var state topology.State
+	if len(made) > 0 {
+		state = Apply(snap, n.decisions)
+	}
 	n.mu.Unlock()
 	for _, d := range made {
 		n.cfg.Logger.Warn().Str("decision", d.Key).Int("value", d.Value).Str("reason", d.Reason).Msg("cluster: failover")

@@ -131,7 +131,7 @@ func (p *PGPlane) newGateway(o gatewayOptions, base string, snap *topology.Snaps
 		if cert, ca, err = gateway.DevCertificates(o.devDir, certNames(snap)); err != nil {
 			return err
 		}
-		p.devTLS = o.devDir
+		p.devTLS, p.devNames = o.devDir, certNames(snap)
 		log.Infof("gateway dev TLS: CA certificate %s; connect with: psql \"host=NAME.%s hostaddr=%s port=%s sslmode=verify-full sslrootcert=%s\"",
 			ca, topology.Apex, netip.MustParseAddrPort(o.listen[0]).Addr(), strconv.Itoa(int(netip.MustParseAddrPort(o.listen[0]).Port())), ca)
 	case o.certFile != "":

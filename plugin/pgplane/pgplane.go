@@ -32,14 +32,15 @@ type PGPlane struct {
 	answers atomic.Pointer[answers]
 	topo    *topologyFile
 
-	gwOpts  gatewayOptions
-	gateway *gateway.Gateway // nil without a gateway line
-	clOpts  clusterOptions
-	cluster *cluster.Node // nil without cluster_bind
-	adOpts  adminOptions
-	admin   *api.Server // nil without an admin line
-	devTLS  string      // the dev certificate directory, in dev mode
-	base    string      // the directory relative paths start from
+	gwOpts   gatewayOptions
+	gateway  *gateway.Gateway // nil without a gateway line
+	clOpts   clusterOptions
+	cluster  *cluster.Node // nil without cluster_bind
+	adOpts   adminOptions
+	admin    *api.Server // nil without an admin line
+	devTLS   string      // the dev certificate directory, in dev mode
+	devNames []string    // the names the dev certificate in use covers
+	base     string      // the directory relative paths start from
 }
 
 // ServeDNS implements the plugin.Handler interface.

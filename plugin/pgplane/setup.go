@@ -3,6 +3,7 @@ package pgplane
 import (
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"time"
 
@@ -169,11 +170,14 @@ func (p *PGPlane) publish(s *topology.Snapshot) {
 	if p.gateway == nil {
 		return
 	}
-	if p.devTLS != "" {
-		if cert, _, err := gateway.DevCertificates(p.devTLS, certNames(s)); err != nil {
+	// Dev mode: a new private zone needs a certificate that names it; the
+	// files are read again only when the set of zones changed.
+	if names := certNames(s); p.devTLS != "" && !slices.Equal(names, p.devNames) {
+		if cert, _, err := gateway.DevCertificates(p.devTLS, names); err != nil {
 			log.Errorf("gateway dev TLS: %v", err)
 		} else {
 			p.gateway.SetCertificate(cert)
+			p.devNames = names
 		}
 	}
 	if err := p.gateway.Update(s); err != nil {

@@ -1,12 +1,16 @@
 package pgplane
 
 import (
+	"crypto/x509"
+	"encoding/pem"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/pgplane/pgplane/gateway"
 	"github.com/pgplane/pgplane/topology"
 
 	"github.com/coredns/caddy"
@@ -262,4 +266,50 @@ func TestBlockedFlipReportedOnce(t *testing.T) {
 	if got := count() - before; got != 1 {
 		t.Fatalf("one blocked failover must be counted once, counted %v", got)
 	}
+}
+
+// SPEC: G3
+func TestDevCertificateFollowsNewZones(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "t.yaml")
+	data, _ := os.ReadFile("testdata/topology.yaml")
+	os.WriteFile(path, data, 0o644)
+	p, err := parse(caddy.NewTestController("dns", "pgplane "+path+" {\n gateway 127.0.0.1:0\n gateway_tls dev "+filepath.Join(dir, "tls")+"\n}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.topo.load(); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.newGateway(p.gwOpts, p.base, p.answers.Load().snap); err != nil {
+		t.Fatal(err)
+	}
+	leaf := func() []string {
+		pem, _ := os.ReadFile(filepath.Join(dir, "tls", gateway.DevCertFile))
+		block, _ := pemDecode(pem)
+		c, err := x509.ParseCertificate(block)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.DNSNames
+	}
+	if slices.Contains(leaf(), "*.new.private.postgres.database.azure.com") {
+		t.Fatal("the new zone is not in the topology yet")
+	}
+	withZone := strings.Replace(string(data), "privateDnsZones:\n", "privateDnsZones:\n  - {name: new.private.postgres.database.azure.com, links: [hub-vnet]}\n", 1)
+	os.WriteFile(path, []byte(withZone), 0o644)
+	if err := p.topo.load(); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(leaf(), "*.new.private.postgres.database.azure.com") {
+		t.Fatalf("the dev certificate must be re-issued for the new zone, names %v", leaf())
+	}
+}
+
+func pemDecode(b []byte) ([]byte, []byte) {
+	block, rest := pem.Decode(b)
+	if block == nil {
+		return nil, rest
+	}
+	return block.Bytes, rest
 }
