@@ -19,17 +19,7 @@ import (
 	"github.com/rs/zerolog"
 )
 
-func listener(t *testing.T) net.Listener { return listenerOn(t, "127.0.0.1:0") }
-
-func listenerOn(t *testing.T, addr string) net.Listener {
-	t.Helper()
-	l, err := pgtest.ListenNoTLS(addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	return l
-}
+func listener(t *testing.T) net.Listener { return pgtest.NoTLS(t, "127.0.0.1:0") }
 
 type env struct {
 	url     string
@@ -48,9 +38,9 @@ func (e *env) snapshot() *topology.Snapshot {
 // newEnv runs a one-member cluster (its own votes make a quorum) and the API.
 func newEnv(t *testing.T, token string) *env {
 	primary, standby := listener(t), listener(t)
-	gw1 := listenerOn(t, "127.0.0.71:0")
+	gw1 := pgtest.NoTLS(t, "127.0.0.71:0")
 	port := gw1.Addr().(*net.TCPAddr).Port
-	listenerOn(t, fmt.Sprintf("127.0.0.72:%d", port))
+	pgtest.NoTLS(t, fmt.Sprintf("127.0.0.72:%d", port))
 	text := fmt.Sprintf(`regions: [{name: eastus2, gateways: [127.0.0.71, 127.0.0.72]}]
 servers:
   - {name: sales-db, region: eastus2, access: public, highAvailability: true, backends: {primary: "%s", standby: "%s"}}

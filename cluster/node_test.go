@@ -15,18 +15,6 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// fakePostgres is a real listener answering SSLRequests as a PostgreSQL
-// without TLS does: closing it is a real backend failure.
-func fakePostgres(t *testing.T, addr string) net.Listener {
-	t.Helper()
-	l, err := pgtest.ListenNoTLS(addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	return l
-}
-
 func freeAddr(t *testing.T, ip string) string {
 	t.Helper()
 	l, err := net.Listen("tcp", ip+":0")
@@ -39,9 +27,9 @@ func freeAddr(t *testing.T, ip string) string {
 
 // SPEC: C1 C2 C3 C4
 func TestThreeNodesFlipTogether(t *testing.T) {
-	primary, standby := fakePostgres(t, "127.0.0.1:0"), fakePostgres(t, "127.0.0.1:0")
+	primary, standby := pgtest.NoTLS(t, "127.0.0.1:0"), pgtest.NoTLS(t, "127.0.0.1:0")
 	gwPort := strings.Split(freeAddr(t, "127.0.0.61"), ":")[1]
-	gw1 := fakePostgres(t, "127.0.0.61:"+gwPort)
+	gw1 := pgtest.NoTLS(t, "127.0.0.61:"+gwPort)
 	topo := strings.NewReplacer("10.9.0.1", "127.0.0.61", "10.9.0.2", "127.0.0.62", ", 10.9.0.3", "",
 		"10.0.1.4:5432", primary.Addr().String(), "10.0.1.5:5432", standby.Addr().String()).Replace(testTopology)
 	parsed, _, err := topology.Parse("t.yaml", []byte(topo))

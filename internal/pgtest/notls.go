@@ -3,6 +3,7 @@ package pgtest
 import (
 	"io"
 	"net"
+	"testing"
 )
 
 // ListenNoTLS listens on addr and answers every SSLRequest with N, as a
@@ -29,4 +30,16 @@ func ListenNoTLS(addr string) (net.Listener, error) {
 		}
 	}()
 	return l, nil
+}
+
+// NoTLS is ListenNoTLS for a test: it fails the test when it cannot listen
+// and closes the listener when the test ends.
+func NoTLS(t testing.TB, addr string) net.Listener {
+	t.Helper()
+	l, err := ListenNoTLS(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l
 }
