@@ -1,6 +1,9 @@
 // Package api is pgplane's admin API: HTTP and JSON, a bearer token, bound
-// to loopback unless a token protects it. This first part serves the
-// cluster's state and the operator's failover and failback (SPEC.md C4, A1).
+// to loopback unless a token protects it. It serves the cluster's state and
+// the operator's failover and failback (SPEC.md C4), and changes servers,
+// firewall rules, parameters, VNets, subnets, peerings, private DNS zones and
+// their links at run time, checked by the topology's rules (A1, A2) and
+// replicated to every node (C5).
 package api
 
 import (
@@ -38,6 +41,9 @@ type Config struct {
 	Snapshot func() *topology.Snapshot
 	// Cluster is nil on a node without a cluster: failover is refused.
 	Cluster Cluster
+	// Desired takes the changes to servers, rules, parameters, VNets and
+	// zones; nil refuses them.
+	Desired Desired
 	Logger  zerolog.Logger
 }
 
@@ -70,6 +76,7 @@ func New(cfg Config) (*Server, error) {
 	mux.HandleFunc("POST /v1/servers/{name}/failback", s.serverFailback)
 	mux.HandleFunc("POST /v1/regions/{name}/failover", s.regionFailover)
 	mux.HandleFunc("POST /v1/regions/{name}/failback", s.regionFailback)
+	s.routeResources(mux)
 	s.http = &http.Server{Handler: s.authenticate(mux), ReadHeaderTimeout: 5 * time.Second}
 	return s, nil
 }

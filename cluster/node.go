@@ -70,6 +70,10 @@ type Hooks struct {
 	Apply func(topology.State)
 	// Cancel delivers a cancel request forwarded by another node.
 	Cancel func(pid, secret uint32)
+	// Store is the replicated state the node gossips (C5); nil for none.
+	Store *Store
+	// Changed is called after a peer's entries changed the store.
+	Changed func()
 }
 
 // Node is one member of the cluster.
@@ -96,7 +100,12 @@ const (
 	msgVotes    = 'v'
 	msgDecision = 'd'
 	msgCancel   = 'c'
+	msgEntries  = 'e'
 )
+
+// pushPullInterval is how often a node exchanges its whole state with a
+// random peer (anti-entropy); broadcasts carry changes at once.
+const pushPullInterval = 10 * time.Second
 
 // New starts a node: it binds, joins what it can reach and starts probing.
 func New(cfg Config, hooks Hooks) (*Node, error) {
@@ -156,6 +165,7 @@ func New(cfg Config, hooks Hooks) (*Node, error) {
 		mc.SecretKey = cfg.Key
 	}
 	mc.DeadNodeReclaimTime = time.Second // a restarted node with the same name rejoins at once
+	mc.PushPullInterval = pushPullInterval
 	mc.Delegate = (*delegate)(n)
 	mc.Logger = log.New(io.Discard, "", 0)
 	n.queue = &memberlist.TransmitLimitedQueue{NumNodes: func() int { return n.ml.NumMembers() }, RetransmitMult: 3}
@@ -419,9 +429,11 @@ type nodeMeta struct {
 	NodeID uint8 `json:"node_id"`
 }
 
-// state is what push/pull anti-entropy exchanges: every decision.
+// state is what push/pull anti-entropy exchanges: every decision and the
+// replicated state.
 type state struct {
-	Decisions []Decision `json:"decisions"`
+	Decisions []Decision      `json:"decisions"`
+	Store     json.RawMessage `json:"store,omitempty"`
 }
 
 func encode(kind byte, v any) []byte {
@@ -464,7 +476,36 @@ func (d *delegate) NotifyMsg(b []byte) {
 		if json.Unmarshal(b[1:], &c) == nil && n.hooks.Cancel != nil {
 			n.hooks.Cancel(c.PID, c.Secret)
 		}
+	case msgEntries:
+		var entries []Entry
+		if json.Unmarshal(b[1:], &entries) == nil && n.hooks.Store != nil {
+			n.storeChanged(n.hooks.Store.Merge(entries))
+		}
 	}
+}
+
+// storeChanged reports a merge's outcome to the plugin.
+func (n *Node) storeChanged(changed bool, err error) {
+	if err != nil {
+		n.cfg.Logger.Error().Err(err).Msg("cluster: replicated state not written to disk")
+	}
+	if changed && n.hooks.Changed != nil {
+		n.hooks.Changed()
+	}
+}
+
+// Spread sends entries committed on this node to every member at once and
+// queues them for gossip, which reaches members that missed the direct send;
+// push/pull anti-entropy catches up the rest (C5).
+func (n *Node) Spread(entries []Entry) {
+	if len(entries) == 0 {
+		return
+	}
+	msg := encode(msgEntries, entries)
+	if len(msg) < 1000 {
+		n.queue.QueueBroadcast(broadcast(msg))
+	}
+	n.sendAll(msg)
 }
 
 func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte {
@@ -479,6 +520,9 @@ func (d *delegate) LocalState(join bool) []byte {
 	for _, dec := range n.decisions {
 		st.Decisions = append(st.Decisions, dec)
 	}
+	if n.hooks.Store != nil {
+		st.Store = n.hooks.Store.Full()
+	}
 	b, _ := json.Marshal(st)
 	return b
 }
@@ -488,8 +532,12 @@ func (d *delegate) MergeRemoteState(buf []byte, join bool) {
 	if json.Unmarshal(buf, &st) != nil {
 		return
 	}
+	n := (*Node)(d)
 	for _, dec := range st.Decisions {
-		(*Node)(d).takeDecision(dec)
+		n.takeDecision(dec)
+	}
+	if n.hooks.Store != nil && len(st.Store) > 0 {
+		n.storeChanged(n.hooks.Store.MergeFull(st.Store))
 	}
 }
 

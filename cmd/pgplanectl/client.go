@@ -36,6 +36,11 @@ func (c *common) register(fs *flag.FlagSet) {
 // call sends a request and decodes the JSON answer into out. An API error
 // is returned with its message.
 func (c *common) call(method, path string, body any, out any) error {
+	return c.callWith(method, path, body, nil, out)
+}
+
+// callWith is call with extra request headers.
+func (c *common) callWith(method, path string, body any, header map[string]string, out any) error {
 	var rd io.Reader
 	if body != nil {
 		b, _ := json.Marshal(body)
@@ -51,6 +56,9 @@ func (c *common) call(method, path string, body any, out any) error {
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
 	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
 	if err != nil {
 		return fmt.Errorf("cannot reach the admin API at %s: %w", c.endpoint, err)
@@ -63,6 +71,10 @@ func (c *common) call(method, path string, body any, out any) error {
 			return fmt.Errorf("%s (HTTP %d)", e.Error, resp.StatusCode)
 		}
 		return fmt.Errorf("HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(b)))
+	}
+	if raw, ok := out.(*json.RawMessage); ok {
+		*raw = bytes.TrimSpace(b)
+		return nil
 	}
 	if out != nil {
 		return json.Unmarshal(b, out)

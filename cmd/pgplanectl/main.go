@@ -15,7 +15,7 @@ import (
 	"github.com/pgplane/pgplane/topology"
 )
 
-const usage = `pgplanectl: the pgplane operator tool
+const usageHead = `pgplanectl: the pgplane operator tool
 
 Usage:
   pgplanectl validate --topology FILE   check a topology file; print every error with its rule ID
@@ -26,11 +26,28 @@ Usage:
   pgplanectl region failover --name R [--to ADDRESS]
                                         activate another gateway address of a region
   pgplanectl region failback --name R   activate the region's primary gateway address
+  pgplanectl completion bash            print a bash completion script
+`
+
+const usageTail = `
+create, update, show, list and delete alone mean "server ..." (az postgres flexible-server).
+Run a command with -h for its flags.
 
 API commands take --endpoint (PGPLANE_ENDPOINT, default http://127.0.0.1:8530),
 --token (PGPLANE_TOKEN) and --output table|json.
 Exit codes: 0 done, 1 refused or failed (the message says why), 2 usage error.
 `
+
+// usage lists every command.
+func usage() string {
+	var b strings.Builder
+	b.WriteString(usageHead)
+	for _, name := range commandNames() {
+		fmt.Fprintf(&b, "  pgplanectl %-29s %s\n", name, commands[name].help)
+	}
+	b.WriteString(usageTail)
+	return b.String()
+}
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
@@ -40,7 +57,7 @@ func main() {
 // 1 the input breaks a rule, 2 a usage error.
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
+		fmt.Fprint(stderr, usage())
 		return 2
 	}
 	switch args[0] {
@@ -62,11 +79,21 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if len(args) > 1 && (args[1] == "failover" || args[1] == "failback") {
 			return move(args[0], args[1], args[2:], stdout, stderr)
 		}
+	case "completion":
+		if len(args) == 2 && args[1] == "bash" {
+			fmt.Fprint(stdout, bashCompletion())
+			return 0
+		}
+		fmt.Fprintln(stderr, "pgplanectl completion: want `pgplanectl completion bash`")
+		return 2
 	case "help", "-h", "--help":
-		fmt.Fprint(stdout, usage)
+		fmt.Fprint(stdout, usage())
 		return 0
 	}
-	fmt.Fprintf(stderr, "pgplanectl: unknown command %q\n\n%s", strings.Join(args[:min(2, len(args))], " "), usage)
+	if name, rest, ok := findCommand(args); ok {
+		return runResource(name, rest, stdout, stderr)
+	}
+	fmt.Fprintf(stderr, "pgplanectl: unknown command %q\n\n%s", strings.Join(args[:min(2, len(args))], " "), usage())
 	return 2
 }
 

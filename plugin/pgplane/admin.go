@@ -47,6 +47,7 @@ func (p *PGPlane) newAdmin(o adminOptions) error {
 	cfg := api.Config{
 		Listen:   o.listen,
 		Snapshot: func() *topology.Snapshot { return p.answers.Load().snap },
+		Desired:  api.DesiredFunc(p.change),
 		Logger:   zerolog.New(os.Stdout).With().Timestamp().Str("plugin", "pgplane/admin").Logger(),
 	}
 	if p.cluster != nil {

@@ -116,6 +116,8 @@ func (p *PGPlane) newCluster(o clusterOptions, g gatewayOptions) error {
 	n, err := cluster.New(cfg, cluster.Hooks{
 		Snapshot: func() *topology.Snapshot { return p.answers.Load().snap },
 		Apply:    p.topo.setState,
+		Store:    p.topo.store,
+		Changed:  p.topo.storeChanged,
 		Cancel: func(pid, secret uint32) {
 			if p.gateway != nil {
 				p.gateway.Cancel(pid, secret)

@@ -37,6 +37,7 @@ type PGPlane struct {
 	clOpts   clusterOptions
 	cluster  *cluster.Node // nil without cluster_bind
 	adOpts   adminOptions
+	stOpts   stateOptions
 	admin    *api.Server // nil without an admin line
 	devTLS   string      // the dev certificate directory, in dev mode
 	devNames []string    // the names the dev certificate in use covers

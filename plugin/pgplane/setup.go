@@ -1,12 +1,15 @@
 package pgplane
 
 import (
+	"encoding/json"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"time"
 
+	"github.com/pgplane/pgplane/cluster"
 	"github.com/pgplane/pgplane/gateway"
 	"github.com/pgplane/pgplane/topology"
 
@@ -28,6 +31,9 @@ const (
 func setup(c *caddy.Controller) error {
 	p, err := parse(c)
 	if err != nil {
+		return plugin.Error("pgplane", err)
+	}
+	if err := p.openStore(); err != nil {
 		return plugin.Error("pgplane", err)
 	}
 	if err := p.topo.load(); err != nil {
@@ -84,6 +90,8 @@ func setup(c *caddy.Controller) error {
 //	    cluster_* ... (see README.md)
 //	    admin ADDRESS:PORT
 //	    admin_token_file FILE
+//	    state DIR
+//	    state_tombstone_ttl DURATION
 //	}
 func parse(c *caddy.Controller) (*PGPlane, error) {
 	p := &PGPlane{opts: options{ttl: defaultTTL}}
@@ -136,6 +144,22 @@ func parse(c *caddy.Controller) (*PGPlane, error) {
 					}
 					p.opts.ns = append(p.opts.ns, dns.Fqdn(n))
 				}
+			case "state":
+				args := c.RemainingArgs()
+				if len(args) != 1 {
+					return nil, c.ArgErr()
+				}
+				p.stOpts.dir = args[0]
+			case "state_tombstone_ttl":
+				args := c.RemainingArgs()
+				if len(args) != 1 {
+					return nil, c.ArgErr()
+				}
+				d, err := time.ParseDuration(args[0])
+				if err != nil || d < time.Minute {
+					return nil, c.Errf("state_tombstone_ttl %q: want a duration of at least 1m, such as 24h", args[0])
+				}
+				p.stOpts.tombstoneTTL = d
 			default:
 				ok, err := parseGatewayProperty(c, &p.gwOpts)
 				if !ok && err == nil {
@@ -161,6 +185,47 @@ func parse(c *caddy.Controller) (*PGPlane, error) {
 	}
 	p.topo = &topologyFile{path: path, interval: reload, publish: p.publish}
 	return p, nil
+}
+
+// stateOptions are the state properties of the pgplane block.
+type stateOptions struct {
+	dir          string
+	tombstoneTTL time.Duration
+}
+
+// openStore opens the replicated state of run-time changes: in the state
+// directory (by default systemd's $STATE_DIRECTORY), or in memory without one.
+func (p *PGPlane) openStore() error {
+	dir := p.stOpts.dir
+	if dir == "" {
+		dir = os.Getenv("STATE_DIRECTORY")
+	} else {
+		dir = resolve(p.base, dir)
+	}
+	node := p.clOpts.name
+	if node == "" {
+		node = "local"
+	}
+	solo := p.clOpts.bind == "" || slices.Equal(p.clOpts.members, []string{node})
+	st, err := cluster.OpenStore(cluster.StoreConfig{Node: node, Dir: dir, TombstoneTTL: p.stOpts.tombstoneTTL, Solo: solo})
+	if err != nil {
+		return err
+	}
+	if dir == "" && p.adOpts.listen != "" {
+		log.Warningf("no state directory (state DIR): the admin API refuses changes, which must be written to disk before they are acknowledged")
+	}
+	p.topo.store = st
+	return nil
+}
+
+// change applies a run-time change from the admin API on this node and
+// spreads it to the others.
+func (p *PGPlane) change(changes map[string]json.RawMessage) error {
+	entries, err := p.topo.change(changes)
+	if p.cluster != nil {
+		p.cluster.Spread(entries)
+	}
+	return err
 }
 
 // publish builds the answers of a snapshot and swaps them in, and hands the

@@ -9,10 +9,12 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pgplane/pgplane/cluster"
 	"github.com/pgplane/pgplane/topology"
 )
 
-// topologyFile keeps the topology file and the snapshot made of it. It
+// topologyFile keeps the desired state, the topology file with the admin
+// API's run-time changes laid over it, and the snapshot made of it. It
 // re-reads the file when its modification time, size or content changes; a
 // file that breaks a rule is refused and the previous snapshot keeps serving.
 type topologyFile struct {
@@ -20,8 +22,10 @@ type topologyFile struct {
 	interval time.Duration
 	publish  func(*topology.Snapshot)
 	parser   topology.Parser // re-decodes only the parts of the file that changed
+	store    *cluster.Store  // the run-time changes (C5)
 
-	mu      sync.Mutex // serialises reloads
+	mu      sync.Mutex // serialises reloads and changes
+	base    *topology.Topology // the file's topology, without run-time changes
 	current *topology.Snapshot
 	sum     [sha256.Size]byte
 	mtime   time.Time
@@ -38,6 +42,9 @@ var errWriting = errors.New("topology file changed while being read")
 // settle is how long a changed file must stay unchanged before it is read, so
 // that a file rewritten in place is not read half-written.
 const settle = 50 * time.Millisecond
+
+// collectInterval is how often old tombstones are looked for.
+const collectInterval = 10 * time.Minute
 
 // stamp is what a file's metadata says of its content.
 type stamp struct {
@@ -87,15 +94,18 @@ func (f *topologyFile) loadExpecting(settledAs *stamp) error {
 	if f.current != nil && bytes.Equal(sum[:], f.sum[:]) {
 		return nil
 	}
-	next, warnings, err := f.parser.Parse(f.path, data)
+	file, warnings, err := f.parser.Parse(f.path, data)
 	if err != nil {
 		return err
 	}
 	for _, w := range warnings {
 		log.Warning(w.Error())
 	}
+	next, err := f.overlay(file, f.values())
+	if err != nil {
+		return fmt.Errorf("topology file %s with the run-time changes laid over it:\n%w", f.path, err)
+	}
 	state := topology.State{}
-	serial := uint32(time.Now().Unix())
 	if f.current != nil {
 		if vs := topology.CheckTransition(f.current.Topology, next); len(vs) > 0 {
 			for i := range vs {
@@ -104,16 +114,11 @@ func (f *topologyFile) loadExpecting(settledAs *stamp) error {
 			return vs
 		}
 		state = f.current.State
-		if serial <= f.current.Serial {
-			serial = f.current.Serial + 1
-		}
 	}
-	snap, err := topology.NewSnapshot(next, state, serial)
-	if err != nil {
+	if err := f.swapLocked(next, state); err != nil {
 		return fmt.Errorf("topology file %s: %w", f.path, err)
 	}
-	f.current, f.sum = snap, sum
-	f.publish(snap)
+	f.sum, f.base = sum, file
 	return nil
 }
 
@@ -173,17 +178,21 @@ func (f *topologyFile) settled() *stamp {
 // watch polls the file until Stop.
 func (f *topologyFile) watch() {
 	defer close(f.done)
-	if f.interval <= 0 {
-		<-f.stop
-		return
+	var reload <-chan time.Time // nil, never ready, with reload 0
+	if f.interval > 0 {
+		tick := time.NewTicker(f.interval)
+		defer tick.Stop()
+		reload = tick.C
 	}
-	tick := time.NewTicker(f.interval)
-	defer tick.Stop()
+	gc := time.NewTicker(collectInterval)
+	defer gc.Stop()
 	for {
 		select {
 		case <-f.stop:
 			return
-		case <-tick.C:
+		case <-gc.C:
+			f.collect()
+		case <-reload:
 			if !f.changed() {
 				continue
 			}

@@ -98,6 +98,8 @@ type node struct {
 	cmd  *exec.Cmd
 	log  *syncbuf.Buffer
 	addr string // where to send DNS queries, host:port
+	done chan struct{} // closed when the process has exited
+	err  error         // its exit status, once done is closed
 }
 
 // writeFile writes a file under dir.
@@ -115,7 +117,7 @@ func writeFile(t *testing.T, dir, name, text string) string {
 // stops the process when the test ends.
 func startNode(t *testing.T, dir, corefile, addr string, netns string) *node {
 	t.Helper()
-	n, exited := launch(t, dir, corefile, netns)
+	n := launch(t, dir, corefile, netns)
 	if netns != "" {
 		return n // the caller waits from inside the namespace
 	}
@@ -123,8 +125,8 @@ func startNode(t *testing.T, dir, corefile, addr string, netns string) *node {
 	deadline := time.Now().Add(15 * time.Second)
 	for time.Now().Before(deadline) {
 		select {
-		case err := <-exited:
-			t.Fatalf("pgplane exited: %v\n%s", err, n.log.String())
+		case <-n.done:
+			t.Fatalf("pgplane exited: %v\n%s", n.err, n.log.String())
 		default:
 		}
 		m := new(dns.Msg)
@@ -142,13 +144,12 @@ func startNode(t *testing.T, dir, corefile, addr string, netns string) *node {
 // startNodeNoProbe starts the binary with a Corefile and does not wait.
 func startNodeNoProbe(t *testing.T, dir, corefile string) *node {
 	t.Helper()
-	n, _ := launch(t, dir, corefile, "")
-	return n
+	return launch(t, dir, corefile, "")
 }
 
 // launch writes the Corefile and starts the process; the test's cleanup stops
 // it by its PID.
-func launch(t *testing.T, dir, corefile, netns string) (*node, chan error) {
+func launch(t *testing.T, dir, corefile, netns string) *node {
 	t.Helper()
 	writeFile(t, dir, "Corefile", corefile)
 	args := []string{binary, "-conf", filepath.Join(dir, "Corefile")}
@@ -163,21 +164,30 @@ func launch(t *testing.T, dir, corefile, netns string) (*node, chan error) {
 	if err := n.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- n.cmd.Wait() }()
+	n.done = make(chan struct{})
+	go func() { n.err = n.cmd.Wait(); close(n.done) }()
 	t.Cleanup(func() {
-		n.cmd.Process.Signal(syscall.SIGTERM)
+		n.stop(syscall.SIGTERM)
 		select {
-		case <-exited:
+		case <-n.done:
 		case <-time.After(5 * time.Second):
 			n.cmd.Process.Kill()
-			<-exited
+			<-n.done
 		}
 		if t.Failed() {
 			t.Logf("log of %s (%s):\n%s", n.addr, dir, n.log.String())
 		}
 	})
-	return n, exited
+	return n
+}
+
+// stop sends the process a signal and waits up to 5 s for it to exit.
+func (n *node) stop(sig syscall.Signal) {
+	n.cmd.Process.Signal(sig)
+	select {
+	case <-n.done:
+	case <-time.After(5 * time.Second):
+	}
 }
 
 // digResult is what dig printed, split into the parts tests look at.

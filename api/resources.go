@@ -1,0 +1,678 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"net/http"
+	"slices"
+
+	"github.com/pgplane/pgplane/cluster"
+	"github.com/pgplane/pgplane/topology"
+)
+
+// Desired is the desired state the API changes: the topology file with the
+// run-time changes laid over it, replicated to every node (C5).
+type Desired interface {
+	// Change checks a change of overlay keys (nil deletes) against every
+	// rule, writes it to disk and serves it. It returns
+	// topology.Violations when a rule refuses the change, which then
+	// changes nothing.
+	Change(changes map[string]json.RawMessage) error
+}
+
+// DesiredFunc makes a function a Desired.
+type DesiredFunc func(changes map[string]json.RawMessage) error
+
+// Change calls f.
+func (f DesiredFunc) Change(changes map[string]json.RawMessage) error { return f(changes) }
+
+// ViolationView is one broken rule in an error body.
+type ViolationView struct {
+	Rule    string `json:"rule"`
+	Object  string `json:"object,omitempty"`
+	Field   string `json:"field,omitempty"`
+	Message string `json:"message"`
+}
+
+// ChangeError is the body of a refused change: the message, and each rule
+// it breaks.
+type ChangeError struct {
+	Error      string          `json:"error"`
+	Violations []ViolationView `json:"violations,omitempty"`
+}
+
+// conflictRules are the rules that refuse a change because of the state it
+// meets rather than its own content: the API answers them with 409.
+var conflictRules = map[string]bool{"T2": true, "T5": true, "T10": true, "T11": true, "Z2": true, "Z3": true, "D10": true, "lock": true}
+
+// routeResources registers the resource routes.
+func (s *Server) routeResources(mux *http.ServeMux) {
+	mux.HandleFunc("GET /v1/servers", s.listServers)
+	mux.HandleFunc("GET /v1/servers/{name}", s.showServer)
+	mux.HandleFunc("PUT /v1/servers/{name}", s.putServer)
+	mux.HandleFunc("DELETE /v1/servers/{name}", s.deleteServer)
+	mux.HandleFunc("GET /v1/servers/{name}/firewall-rules", s.listRules)
+	mux.HandleFunc("GET /v1/servers/{name}/firewall-rules/{rule}", s.showRule)
+	mux.HandleFunc("PUT /v1/servers/{name}/firewall-rules/{rule}", s.putRule)
+	mux.HandleFunc("DELETE /v1/servers/{name}/firewall-rules/{rule}", s.deleteRule)
+	mux.HandleFunc("GET /v1/servers/{name}/parameters", s.listParameters)
+	mux.HandleFunc("GET /v1/servers/{name}/parameters/{param}", s.showParameter)
+	mux.HandleFunc("PUT /v1/servers/{name}/parameters/{param}", s.putParameter)
+	mux.HandleFunc("DELETE /v1/servers/{name}/parameters/{param}", s.resetParameter)
+	mux.HandleFunc("GET /v1/vnets", s.listVNets)
+	mux.HandleFunc("GET /v1/vnets/{name}", s.showVNet)
+	mux.HandleFunc("PUT /v1/vnets/{name}", s.putVNet)
+	mux.HandleFunc("DELETE /v1/vnets/{name}", s.deleteVNet)
+	mux.HandleFunc("PUT /v1/vnets/{name}/subnets/{subnet}", s.putSubnet)
+	mux.HandleFunc("GET /v1/vnets/{name}/subnets/{subnet}", s.showSubnet)
+	mux.HandleFunc("DELETE /v1/vnets/{name}/subnets/{subnet}", s.deleteSubnet)
+	mux.HandleFunc("PUT /v1/vnets/{name}/peerings/{other}", s.putPeering)
+	mux.HandleFunc("DELETE /v1/vnets/{name}/peerings/{other}", s.deletePeering)
+	mux.HandleFunc("GET /v1/private-dns-zones", s.listZones)
+	mux.HandleFunc("GET /v1/private-dns-zones/{zone}", s.showZone)
+	mux.HandleFunc("PUT /v1/private-dns-zones/{zone}", s.putZone)
+	mux.HandleFunc("DELETE /v1/private-dns-zones/{zone}", s.deleteZone)
+	mux.HandleFunc("PUT /v1/private-dns-zones/{zone}/links/{vnet}", s.putLink)
+	mux.HandleFunc("DELETE /v1/private-dns-zones/{zone}/links/{vnet}", s.deleteLink)
+}
+
+// topo returns the desired state being served.
+func (s *Server) topo() *topology.Topology { return s.cfg.Snapshot().Topology }
+
+// commit applies a change and answers with status and the object result
+// returns from the new state, or with the refusal.
+func (s *Server) commit(w http.ResponseWriter, changes map[string]json.RawMessage, status int, result func(*topology.Topology) any) {
+	if s.cfg.Desired == nil {
+		writeError(w, http.StatusServiceUnavailable, "this node serves no desired state to change")
+		return
+	}
+	err := s.cfg.Desired.Change(changes)
+	var vs topology.Violations
+	switch {
+	case errors.As(err, &vs):
+		body := ChangeError{Error: vs.Error()}
+		code := http.StatusBadRequest
+		for _, v := range vs {
+			body.Violations = append(body.Violations, ViolationView{Rule: v.Rule, Object: v.Object, Field: v.Field, Message: v.Message})
+			if conflictRules[v.Rule] {
+				code = http.StatusConflict
+			}
+		}
+		writeJSON(w, code, body)
+		return
+	case errors.Is(err, cluster.ErrNoStateDir):
+		writeError(w, http.StatusServiceUnavailable, "%v", err)
+		return
+	case err != nil:
+		s.cfg.Logger.Error().Err(err).Msg("admin: change failed")
+		writeError(w, http.StatusInternalServerError, "%v", err)
+		return
+	}
+	keys := slices.Sorted(maps.Keys(changes))
+	s.cfg.Logger.Info().Strs("keys", keys).Msg("admin: change applied")
+	if result == nil {
+		w.WriteHeader(status)
+		return
+	}
+	writeJSON(w, status, result(s.topo()))
+}
+
+// decodeBody reads a JSON body strictly: an unknown field is an error that
+// names it.
+func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
+	dec := json.NewDecoder(io.LimitReader(r.Body, 1<<20))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		writeError(w, http.StatusBadRequest, "request body: %v", err)
+		return false
+	}
+	return true
+}
+
+// mustNotExist answers 409 when the client asked to create (If-None-Match: *)
+// an object that exists.
+func mustNotExist(w http.ResponseWriter, r *http.Request, exists bool, what string) bool {
+	if exists && r.Header.Get("If-None-Match") == "*" {
+		writeError(w, http.StatusConflict, "%s already exists", what)
+		return false
+	}
+	return true
+}
+
+func created(existed bool) int {
+	if existed {
+		return http.StatusOK
+	}
+	return http.StatusCreated
+}
+
+func raw(v any) json.RawMessage {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(fmt.Sprintf("api: encoding %T: %v", v, err)) // plain structs always encode
+	}
+	return b
+}
+
+// deleteWith returns the changes that delete the object at key and
+// everything that belongs to it.
+func deleteWith(t *topology.Topology, key string) map[string]json.RawMessage {
+	changes := map[string]json.RawMessage{key: nil}
+	for _, k := range topology.ChildKeys(t, key) {
+		changes[k] = nil
+	}
+	return changes
+}
+
+func findServer(t *topology.Topology, name string) *topology.Server {
+	for i := range t.Servers {
+		if t.Servers[i].Name == name {
+			return &t.Servers[i]
+		}
+	}
+	return nil
+}
+
+func findVNet(t *topology.Topology, name string) *topology.VNet {
+	for i := range t.VNets {
+		if t.VNets[i].Name == name {
+			return &t.VNets[i]
+		}
+	}
+	return nil
+}
+
+func findZone(t *topology.Topology, name string) *topology.PrivateDNSZone {
+	for i := range t.PrivateDNSZones {
+		if topology.CanonicalZone(t.PrivateDNSZones[i].Name) == topology.CanonicalZone(name) {
+			return &t.PrivateDNSZones[i]
+		}
+	}
+	return nil
+}
+
+// server returns the server of the request's {name}, or answers 404.
+func (s *Server) server(w http.ResponseWriter, r *http.Request) (*topology.Topology, *topology.Server) {
+	t := s.topo()
+	srv := findServer(t, r.PathValue("name"))
+	if srv == nil {
+		writeError(w, http.StatusNotFound, "server %q does not exist", r.PathValue("name"))
+	}
+	return t, srv
+}
+
+func (s *Server) listServers(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, nonNil(s.topo().Servers))
+}
+
+func (s *Server) showServer(w http.ResponseWriter, r *http.Request) {
+	if _, srv := s.server(w, r); srv != nil {
+		writeJSON(w, http.StatusOK, srv)
+	}
+}
+
+// putServer creates or updates a server. Rules and parameters in the body
+// are created or updated with it; those it does not name are kept.
+func (s *Server) putServer(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	var body topology.Server
+	if !decodeBody(w, r, &body) || !nameMatches(w, "server", name, &body.Name) {
+		return
+	}
+	existing := findServer(s.topo(), name)
+	if !mustNotExist(w, r, existing != nil, fmt.Sprintf("server %q", name)) {
+		return
+	}
+	changes := map[string]json.RawMessage{}
+	for _, rule := range body.FirewallRules {
+		changes[topology.FirewallRuleKey(name, rule.Name)] = raw(rule)
+	}
+	for p, v := range body.Parameters {
+		changes[topology.ParameterKey(name, p)] = raw(v)
+	}
+	body.FirewallRules, body.Parameters = nil, nil
+	changes[topology.ServerKey(name)] = raw(body)
+	s.commit(w, changes, created(existing != nil), func(t *topology.Topology) any { return findServer(t, name) })
+}
+
+func (s *Server) deleteServer(w http.ResponseWriter, r *http.Request) {
+	if t, srv := s.server(w, r); srv != nil {
+		s.commit(w, deleteWith(t, topology.ServerKey(srv.Name)), http.StatusNoContent, nil)
+	}
+}
+
+// nameMatches accepts a body whose name is empty or the path's.
+func nameMatches(w http.ResponseWriter, noun, name string, bodyName *string) bool {
+	if *bodyName != "" && *bodyName != name {
+		writeError(w, http.StatusBadRequest, "%s %q: the body names %q; leave name out or make it match the path", noun, name, *bodyName)
+		return false
+	}
+	*bodyName = name
+	return true
+}
+
+func (s *Server) listRules(w http.ResponseWriter, r *http.Request) {
+	if _, srv := s.server(w, r); srv != nil {
+		writeJSON(w, http.StatusOK, nonNil(srv.FirewallRules))
+	}
+}
+
+func findRule(srv *topology.Server, name string) *topology.FirewallRule {
+	for i := range srv.FirewallRules {
+		if srv.FirewallRules[i].Name == name {
+			return &srv.FirewallRules[i]
+		}
+	}
+	return nil
+}
+
+func (s *Server) showRule(w http.ResponseWriter, r *http.Request) {
+	_, srv := s.server(w, r)
+	if srv == nil {
+		return
+	}
+	if rule := findRule(srv, r.PathValue("rule")); rule != nil {
+		writeJSON(w, http.StatusOK, rule)
+		return
+	}
+	writeError(w, http.StatusNotFound, "server %q has no firewall rule %q", srv.Name, r.PathValue("rule"))
+}
+
+func (s *Server) putRule(w http.ResponseWriter, r *http.Request) {
+	_, srv := s.server(w, r)
+	if srv == nil {
+		return
+	}
+	name := r.PathValue("rule")
+	var body topology.FirewallRule
+	if !decodeBody(w, r, &body) || !nameMatches(w, "firewall rule", name, &body.Name) {
+		return
+	}
+	existing := findRule(srv, name) != nil
+	if !mustNotExist(w, r, existing, fmt.Sprintf("firewall rule %q of server %q", name, srv.Name)) {
+		return
+	}
+	server := srv.Name
+	s.commit(w, map[string]json.RawMessage{topology.FirewallRuleKey(server, name): raw(body)}, created(existing),
+		func(t *topology.Topology) any { return findRule(findServer(t, server), name) })
+}
+
+func (s *Server) deleteRule(w http.ResponseWriter, r *http.Request) {
+	_, srv := s.server(w, r)
+	if srv == nil {
+		return
+	}
+	name := r.PathValue("rule")
+	if findRule(srv, name) == nil {
+		writeError(w, http.StatusNotFound, "server %q has no firewall rule %q", srv.Name, name)
+		return
+	}
+	s.commit(w, map[string]json.RawMessage{topology.FirewallRuleKey(srv.Name, name): nil}, http.StatusNoContent, nil)
+}
+
+// Parameter is a server parameter with its value in force and its default.
+type Parameter struct {
+	Name         string `json:"name"`
+	Value        string `json:"value"`
+	DefaultValue string `json:"defaultValue"`
+	Source       string `json:"source"` // "user-override" or "system-default"
+}
+
+// parameterDefaults are the defaults of the parameters pgplane enforces (G4).
+var parameterDefaults = map[string]string{
+	topology.ParamRequireSecureTransport: "on",
+	topology.ParamSSLMinProtocolVersion:  topology.DefaultSSLMinProtocolVersion,
+	topology.ParamSSLMaxProtocolVersion:  "",
+}
+
+func parameterOf(srv *topology.Server, name string) Parameter {
+	p := Parameter{Name: name, DefaultValue: parameterDefaults[name], Source: "system-default"}
+	p.Value = p.DefaultValue
+	if v, ok := srv.Parameters[name]; ok {
+		p.Value, p.Source = v, "user-override"
+	}
+	return p
+}
+
+func (s *Server) listParameters(w http.ResponseWriter, r *http.Request) {
+	_, srv := s.server(w, r)
+	if srv == nil {
+		return
+	}
+	var out []Parameter
+	for _, name := range slices.Sorted(maps.Keys(parameterDefaults)) {
+		out = append(out, parameterOf(srv, name))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// knownParameter answers 404 for a parameter pgplane does not know.
+func knownParameter(w http.ResponseWriter, name string) bool {
+	if _, ok := parameterDefaults[name]; !ok {
+		writeError(w, http.StatusNotFound, "%s", topology.ParameterProblem(name, ""))
+		return false
+	}
+	return true
+}
+
+func (s *Server) showParameter(w http.ResponseWriter, r *http.Request) {
+	_, srv := s.server(w, r)
+	if srv == nil || !knownParameter(w, r.PathValue("param")) {
+		return
+	}
+	writeJSON(w, http.StatusOK, parameterOf(srv, r.PathValue("param")))
+}
+
+// ParameterValue is the body of a parameter change.
+type ParameterValue struct {
+	Value string `json:"value"`
+}
+
+func (s *Server) putParameter(w http.ResponseWriter, r *http.Request) {
+	_, srv := s.server(w, r)
+	name := r.PathValue("param")
+	if srv == nil || !knownParameter(w, name) {
+		return
+	}
+	var body ParameterValue
+	if !decodeBody(w, r, &body) {
+		return
+	}
+	server := srv.Name
+	s.commit(w, map[string]json.RawMessage{topology.ParameterKey(server, name): raw(body.Value)}, http.StatusOK,
+		func(t *topology.Topology) any { return parameterOf(findServer(t, server), name) })
+}
+
+// resetParameter puts a parameter back to its default.
+func (s *Server) resetParameter(w http.ResponseWriter, r *http.Request) {
+	_, srv := s.server(w, r)
+	name := r.PathValue("param")
+	if srv == nil || !knownParameter(w, name) {
+		return
+	}
+	server := srv.Name
+	s.commit(w, map[string]json.RawMessage{topology.ParameterKey(server, name): nil}, http.StatusOK,
+		func(t *topology.Topology) any { return parameterOf(findServer(t, server), name) })
+}
+
+// vnet returns the VNet of the request's {name}, or answers 404.
+func (s *Server) vnet(w http.ResponseWriter, r *http.Request) (*topology.Topology, *topology.VNet) {
+	t := s.topo()
+	vn := findVNet(t, r.PathValue("name"))
+	if vn == nil {
+		writeError(w, http.StatusNotFound, "vnet %q does not exist", r.PathValue("name"))
+	}
+	return t, vn
+}
+
+func (s *Server) listVNets(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, nonNil(s.topo().VNets))
+}
+
+func (s *Server) showVNet(w http.ResponseWriter, r *http.Request) {
+	if _, vn := s.vnet(w, r); vn != nil {
+		writeJSON(w, http.StatusOK, vn)
+	}
+}
+
+// putVNet creates or updates a VNet; subnets and peerings in the body are
+// created or updated with it, and those it does not name are kept.
+func (s *Server) putVNet(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	var body topology.VNet
+	if !decodeBody(w, r, &body) || !nameMatches(w, "vnet", name, &body.Name) {
+		return
+	}
+	existing := findVNet(s.topo(), name)
+	if !mustNotExist(w, r, existing != nil, fmt.Sprintf("vnet %q", name)) {
+		return
+	}
+	changes := map[string]json.RawMessage{}
+	for _, sn := range body.Subnets {
+		changes[topology.SubnetKey(name, sn.Name)] = raw(sn)
+	}
+	for _, p := range body.Peerings {
+		changes[topology.PeeringKey(name, p)] = topology.Present
+	}
+	body.Subnets, body.Peerings = nil, nil
+	changes[topology.VNetKey(name)] = raw(body)
+	s.commit(w, changes, created(existing != nil), func(t *topology.Topology) any { return findVNet(t, name) })
+}
+
+func (s *Server) deleteVNet(w http.ResponseWriter, r *http.Request) {
+	t, vn := s.vnet(w, r)
+	if vn == nil {
+		return
+	}
+	changes := deleteWith(t, topology.VNetKey(vn.Name))
+	for _, other := range t.VNets {
+		if slices.Contains(other.Peerings, vn.Name) {
+			changes[topology.PeeringKey(other.Name, vn.Name)] = nil
+		}
+	}
+	s.commit(w, changes, http.StatusNoContent, nil)
+}
+
+func findSubnet(vn *topology.VNet, name string) *topology.Subnet {
+	for i := range vn.Subnets {
+		if vn.Subnets[i].Name == name {
+			return &vn.Subnets[i]
+		}
+	}
+	return nil
+}
+
+func (s *Server) showSubnet(w http.ResponseWriter, r *http.Request) {
+	_, vn := s.vnet(w, r)
+	if vn == nil {
+		return
+	}
+	if sn := findSubnet(vn, r.PathValue("subnet")); sn != nil {
+		writeJSON(w, http.StatusOK, sn)
+		return
+	}
+	writeError(w, http.StatusNotFound, "vnet %q has no subnet %q", vn.Name, r.PathValue("subnet"))
+}
+
+func (s *Server) putSubnet(w http.ResponseWriter, r *http.Request) {
+	_, vn := s.vnet(w, r)
+	if vn == nil {
+		return
+	}
+	name := r.PathValue("subnet")
+	var body topology.Subnet
+	if !decodeBody(w, r, &body) || !nameMatches(w, "subnet", name, &body.Name) {
+		return
+	}
+	existing := findSubnet(vn, name) != nil
+	if !mustNotExist(w, r, existing, fmt.Sprintf("subnet %q in vnet %q", name, vn.Name)) {
+		return
+	}
+	vnet := vn.Name
+	s.commit(w, map[string]json.RawMessage{topology.SubnetKey(vnet, name): raw(body)}, created(existing),
+		func(t *topology.Topology) any { return findSubnet(findVNet(t, vnet), name) })
+}
+
+func (s *Server) deleteSubnet(w http.ResponseWriter, r *http.Request) {
+	t, vn := s.vnet(w, r)
+	if vn == nil {
+		return
+	}
+	name := r.PathValue("subnet")
+	if findSubnet(vn, name) == nil {
+		writeError(w, http.StatusNotFound, "vnet %q has no subnet %q", vn.Name, name)
+		return
+	}
+	for _, srv := range t.Servers {
+		if srv.Network != nil && srv.Network.VNet == vn.Name && srv.Network.Subnet == name {
+			writeJSON(w, http.StatusConflict, ChangeError{Error: fmt.Sprintf("T10: subnet %q in vnet %q: it holds server %q; delete the server first", name, vn.Name, srv.Name),
+				Violations: []ViolationView{{Rule: "T10", Object: fmt.Sprintf("subnet %q in vnet %q", name, vn.Name), Message: fmt.Sprintf("it holds server %q; delete the server first", srv.Name)}}})
+			return
+		}
+	}
+	s.commit(w, map[string]json.RawMessage{topology.SubnetKey(vn.Name, name): nil}, http.StatusNoContent, nil)
+}
+
+func (s *Server) putPeering(w http.ResponseWriter, r *http.Request) {
+	_, vn := s.vnet(w, r)
+	if vn == nil {
+		return
+	}
+	other, name := r.PathValue("other"), vn.Name
+	s.commit(w, map[string]json.RawMessage{topology.PeeringKey(name, other): topology.Present}, http.StatusOK,
+		func(t *topology.Topology) any { return findVNet(t, name) })
+}
+
+// deletePeering removes a peering from both VNets: listed on either side, it
+// connects both.
+func (s *Server) deletePeering(w http.ResponseWriter, r *http.Request) {
+	t, vn := s.vnet(w, r)
+	if vn == nil {
+		return
+	}
+	other := r.PathValue("other")
+	changes := map[string]json.RawMessage{}
+	if slices.Contains(vn.Peerings, other) {
+		changes[topology.PeeringKey(vn.Name, other)] = nil
+	}
+	if o := findVNet(t, other); o != nil && slices.Contains(o.Peerings, vn.Name) {
+		changes[topology.PeeringKey(other, vn.Name)] = nil
+	}
+	if len(changes) == 0 {
+		writeError(w, http.StatusNotFound, "vnet %q is not peered with %q", vn.Name, other)
+		return
+	}
+	s.commit(w, changes, http.StatusNoContent, nil)
+}
+
+// zone returns the zone of the request's {zone}, or answers 404.
+func (s *Server) zone(w http.ResponseWriter, r *http.Request) (*topology.Topology, *topology.PrivateDNSZone) {
+	t := s.topo()
+	z := findZone(t, r.PathValue("zone"))
+	if z == nil {
+		writeError(w, http.StatusNotFound, "private DNS zone %q does not exist", r.PathValue("zone"))
+	}
+	return t, z
+}
+
+// ZoneView is a private DNS zone with the records it holds.
+type ZoneView struct {
+	topology.PrivateDNSZone
+	Records []RecordView `json:"records"`
+}
+
+// RecordView is one A record of a private zone.
+type RecordView struct {
+	Name    string `json:"name"`
+	Address string `json:"address"`
+}
+
+func zoneView(t *topology.Topology, z *topology.PrivateDNSZone) ZoneView {
+	v := ZoneView{PrivateDNSZone: *z, Records: []RecordView{}}
+	for _, srv := range t.Servers {
+		if srv.Network != nil && srv.Addresses != nil && topology.CanonicalZone(srv.Network.PrivateDNSZone) == topology.CanonicalZone(z.Name) {
+			v.Records = append(v.Records, RecordView{Name: srv.Name, Address: srv.Addresses.Primary})
+		}
+	}
+	return v
+}
+
+func (s *Server) listZones(w http.ResponseWriter, r *http.Request) {
+	t := s.topo()
+	out := []ZoneView{}
+	for i := range t.PrivateDNSZones {
+		out = append(out, zoneView(t, &t.PrivateDNSZones[i]))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) showZone(w http.ResponseWriter, r *http.Request) {
+	if t, z := s.zone(w, r); z != nil {
+		writeJSON(w, http.StatusOK, zoneView(t, z))
+	}
+}
+
+// refuseLocked answers 409 when a lock forbids a change to a zone: a
+// ReadOnly zone takes no change but of its lock, and a locked zone is not
+// deleted.
+func refuseLocked(w http.ResponseWriter, z *topology.PrivateDNSZone, deleting bool) bool {
+	if z == nil || z.Lock == "" || z.Lock == topology.LockNone || !deleting && z.Lock != topology.LockReadOnly {
+		return false
+	}
+	what := "changed"
+	if deleting {
+		what = "deleted"
+	}
+	msg := fmt.Sprintf("the zone is locked %s and cannot be %s; set its lock to none first (pgplanectl private-dns zone update --name %s --lock none)", z.Lock, what, z.Name)
+	obj := fmt.Sprintf("private DNS zone %q", z.Name)
+	writeJSON(w, http.StatusConflict, ChangeError{Error: "lock: " + obj + ": " + msg, Violations: []ViolationView{{Rule: "lock", Object: obj, Field: "lock", Message: msg}}})
+	return true
+}
+
+func (s *Server) putZone(w http.ResponseWriter, r *http.Request) {
+	name := topology.CanonicalZone(r.PathValue("zone"))
+	var body topology.PrivateDNSZone
+	if !decodeBody(w, r, &body) {
+		return
+	}
+	body.Name = topology.CanonicalZone(body.Name)
+	if !nameMatches(w, "private DNS zone", name, &body.Name) {
+		return
+	}
+	existing := findZone(s.topo(), name)
+	if !mustNotExist(w, r, existing != nil, fmt.Sprintf("private DNS zone %q", name)) {
+		return
+	}
+	changes := map[string]json.RawMessage{}
+	for _, l := range body.Links {
+		changes[topology.LinkKey(name, l)] = topology.Present
+	}
+	if existing != nil && existing.Lock == topology.LockReadOnly && len(changes) > 0 && refuseLocked(w, existing, false) {
+		return
+	}
+	body.Links = nil
+	changes[topology.ZoneKey(name)] = raw(body)
+	s.commit(w, changes, created(existing != nil), func(t *topology.Topology) any { return zoneView(t, findZone(t, name)) })
+}
+
+func (s *Server) deleteZone(w http.ResponseWriter, r *http.Request) {
+	t, z := s.zone(w, r)
+	if z == nil || refuseLocked(w, z, true) {
+		return
+	}
+	s.commit(w, deleteWith(t, topology.ZoneKey(z.Name)), http.StatusNoContent, nil)
+}
+
+func (s *Server) putLink(w http.ResponseWriter, r *http.Request) {
+	_, z := s.zone(w, r)
+	if z == nil || refuseLocked(w, z, false) {
+		return
+	}
+	zone, vnet := z.Name, r.PathValue("vnet")
+	s.commit(w, map[string]json.RawMessage{topology.LinkKey(zone, vnet): topology.Present}, http.StatusOK,
+		func(t *topology.Topology) any { return zoneView(t, findZone(t, zone)) })
+}
+
+func (s *Server) deleteLink(w http.ResponseWriter, r *http.Request) {
+	_, z := s.zone(w, r)
+	if z == nil || refuseLocked(w, z, false) {
+		return
+	}
+	vnet := r.PathValue("vnet")
+	if !slices.Contains(z.Links, vnet) {
+		writeError(w, http.StatusNotFound, "private DNS zone %q has no link to vnet %q", z.Name, vnet)
+		return
+	}
+	s.commit(w, map[string]json.RawMessage{topology.LinkKey(z.Name, vnet): nil}, http.StatusNoContent, nil)
+}
+
+// nonNil makes an empty list encode as [] rather than null.
+func nonNil[T any](list []T) []T {
+	if list == nil {
+		return []T{}
+	}
+	return list
+}

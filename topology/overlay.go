@@ -1,0 +1,439 @@
+package topology
+
+import (
+	"encoding/json"
+	"fmt"
+	"maps"
+	"slices"
+	"sort"
+	"strings"
+)
+
+// Run-time changes (the admin API's) are kept apart from the topology file, as
+// an overlay of keyed objects: each key names one object and holds its JSON,
+// or nothing when the object was deleted. Keys:
+//
+//	server/NAME                       a server, without its rules and parameters
+//	server/NAME/firewallRule/RULE     one firewall rule of a server
+//	server/NAME/parameter/PARAM       one server parameter (a JSON string)
+//	vnet/NAME                         a VNet, without its subnets and peerings
+//	vnet/NAME/subnet/SUBNET           one subnet
+//	vnet/NAME/peering/OTHER           a peering (any JSON value; presence counts)
+//	privateDnsZone/NAME               a private DNS zone and its lock, without links
+//	privateDnsZone/NAME/link/VNET     a VNet link (presence counts)
+//
+// Rules, parameters, subnets, peerings and links are keys of their own so
+// that two operators changing two rules of one server on two nodes at once
+// both keep their change.
+
+// Key kinds.
+const (
+	KindServer       = "server"
+	KindFirewallRule = "firewallRule"
+	KindParameter    = "parameter"
+	KindVNet         = "vnet"
+	KindSubnet       = "subnet"
+	KindPeering      = "peering"
+	KindZone         = "privateDnsZone"
+	KindLink         = "link"
+)
+
+// ServerKey is the overlay key of a server.
+func ServerKey(name string) string { return KindServer + "/" + name }
+
+// FirewallRuleKey is the overlay key of a server's firewall rule.
+func FirewallRuleKey(server, rule string) string {
+	return ServerKey(server) + "/" + KindFirewallRule + "/" + rule
+}
+
+// ParameterKey is the overlay key of a server parameter.
+func ParameterKey(server, param string) string {
+	return ServerKey(server) + "/" + KindParameter + "/" + param
+}
+
+// VNetKey is the overlay key of a VNet.
+func VNetKey(name string) string { return KindVNet + "/" + name }
+
+// SubnetKey is the overlay key of a subnet.
+func SubnetKey(vnet, subnet string) string { return VNetKey(vnet) + "/" + KindSubnet + "/" + subnet }
+
+// PeeringKey is the overlay key of a VNet's peering with another.
+func PeeringKey(vnet, other string) string { return VNetKey(vnet) + "/" + KindPeering + "/" + other }
+
+// ZoneKey is the overlay key of a private DNS zone; the name is made canonical.
+func ZoneKey(name string) string { return KindZone + "/" + CanonicalZone(name) }
+
+// LinkKey is the overlay key of a zone's link to a VNet.
+func LinkKey(zone, vnet string) string { return ZoneKey(zone) + "/" + KindLink + "/" + vnet }
+
+// Present is the value of a key whose presence is all it says (a peering, a link).
+var Present = json.RawMessage(`{}`)
+
+// ChildKeys returns the keys of the objects that belong to the object at key
+// in t: a server's rules and parameters, a VNet's subnets and peerings, a
+// zone's links. Deleting an object deletes these with it.
+func ChildKeys(t *Topology, key string) []string {
+	kind, name, _ := strings.Cut(key, "/")
+	var out []string
+	switch kind {
+	case KindServer:
+		for _, s := range t.Servers {
+			if s.Name != name {
+				continue
+			}
+			for _, r := range s.FirewallRules {
+				out = append(out, FirewallRuleKey(name, r.Name))
+			}
+			for _, p := range slices.Sorted(maps.Keys(s.Parameters)) {
+				out = append(out, ParameterKey(name, p))
+			}
+		}
+	case KindVNet:
+		for _, vn := range t.VNets {
+			if vn.Name != name {
+				continue
+			}
+			for _, sn := range vn.Subnets {
+				out = append(out, SubnetKey(name, sn.Name))
+			}
+			for _, p := range vn.Peerings {
+				out = append(out, PeeringKey(name, p))
+			}
+		}
+	case KindZone:
+		for _, z := range t.PrivateDNSZones {
+			if CanonicalZone(z.Name) != name {
+				continue
+			}
+			for _, l := range z.Links {
+				out = append(out, LinkKey(name, l))
+			}
+		}
+	}
+	return out
+}
+
+// OverlayProblem is an overlay entry that could not be applied: a key of an
+// unknown kind or a value that does not decode. The entry is skipped.
+type OverlayProblem struct {
+	Key string
+	Err error
+}
+
+func (p OverlayProblem) Error() string { return fmt.Sprintf("run-time change %s: %v", p.Key, p.Err) }
+
+// Overlay applies run-time changes to base and returns the result; base is
+// not modified. A nil value deletes the object at its key, with everything
+// that belongs to it. A change to a child whose parent does not exist is
+// skipped, as is an entry that cannot be applied (reported in problems). The
+// result is not validated: that is the caller's job.
+func Overlay(base *Topology, changes map[string]json.RawMessage) (*Topology, []OverlayProblem) {
+	t := &Topology{
+		DatacenterRanges: base.DatacenterRanges,
+		Regions:          base.Regions,
+		VNets:            slices.Clone(base.VNets),
+		PrivateDNSZones:  slices.Clone(base.PrivateDNSZones),
+		Servers:          slices.Clone(base.Servers),
+	}
+	if len(changes) == 0 {
+		return t, nil
+	}
+	o := overlay{t: t, servers: map[string]int{}, vnets: map[string]int{}, zones: map[string]int{}}
+	for i, s := range t.Servers {
+		o.servers[s.Name] = i
+	}
+	for i, vn := range t.VNets {
+		o.vnets[vn.Name] = i
+	}
+	for i, z := range t.PrivateDNSZones {
+		o.zones[CanonicalZone(z.Name)] = i
+	}
+	keys := slices.Collect(maps.Keys(changes))
+	// Parents before children, then in key order, so every node builds the
+	// same topology from the same changes.
+	sort.Slice(keys, func(i, j int) bool {
+		di, dj := strings.Count(keys[i], "/"), strings.Count(keys[j], "/")
+		if di != dj {
+			return di < dj
+		}
+		return keys[i] < keys[j]
+	})
+	var problems []OverlayProblem
+	for _, k := range keys {
+		if err := o.apply(k, changes[k]); err != nil {
+			problems = append(problems, OverlayProblem{Key: k, Err: err})
+		}
+	}
+	o.compact()
+	return t, problems
+}
+
+// overlay applies changes to a topology, with indexes by name. A deleted
+// top-level object is marked with an empty name and removed by compact.
+type overlay struct {
+	t                      *Topology
+	servers, vnets, zones  map[string]int
+	deleted                bool
+}
+
+func (o *overlay) apply(key string, value json.RawMessage) error {
+	parts := strings.Split(key, "/")
+	if len(parts) != 2 && len(parts) != 4 || parts[1] == "" || len(parts) == 4 && parts[3] == "" {
+		return fmt.Errorf("malformed key")
+	}
+	kind, name := parts[0], parts[1]
+	if len(parts) == 2 {
+		switch kind {
+		case KindServer:
+			return o.server(name, value)
+		case KindVNet:
+			return o.vnet(name, value)
+		case KindZone:
+			return o.zone(name, value)
+		}
+		return fmt.Errorf("unknown kind %q", kind)
+	}
+	child, childName := parts[2], parts[3]
+	switch kind + "/" + child {
+	case KindServer + "/" + KindFirewallRule:
+		return o.firewallRule(name, childName, value)
+	case KindServer + "/" + KindParameter:
+		return o.parameter(name, childName, value)
+	case KindVNet + "/" + KindSubnet:
+		return o.subnet(name, childName, value)
+	case KindVNet + "/" + KindPeering:
+		i, ok := o.vnets[name]
+		if !ok {
+			return nil
+		}
+		vn := &o.t.VNets[i]
+		vn.Peerings = setMember(vn.Peerings, childName, value != nil)
+		return nil
+	case KindZone + "/" + KindLink:
+		i, ok := o.zones[name]
+		if !ok {
+			return nil
+		}
+		z := &o.t.PrivateDNSZones[i]
+		z.Links = setMember(z.Links, childName, value != nil)
+		return nil
+	}
+	return fmt.Errorf("unknown kind %q", kind+"/"+child)
+}
+
+// setMember returns list with name in it or not, copying list before a change.
+func setMember(list []string, name string, in bool) []string {
+	i := slices.Index(list, name)
+	switch {
+	case in && i < 0:
+		return append(slices.Clip(list), name)
+	case !in && i >= 0:
+		return slices.Delete(slices.Clone(list), i, i+1)
+	}
+	return list
+}
+
+func decodeStrict(value json.RawMessage, v any) error {
+	dec := json.NewDecoder(strings.NewReader(string(value)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("decoding: %w", err)
+	}
+	return nil
+}
+
+func (o *overlay) server(name string, value json.RawMessage) error {
+	i, exists := o.servers[name]
+	if value == nil {
+		if exists {
+			o.t.Servers[i].Name = ""
+			delete(o.servers, name)
+			o.deleted = true
+		}
+		return nil
+	}
+	var s Server
+	if err := decodeStrict(value, &s); err != nil {
+		return err
+	}
+	s.Name = name
+	s.FirewallRules, s.Parameters = nil, nil
+	if exists {
+		s.FirewallRules, s.Parameters = o.t.Servers[i].FirewallRules, o.t.Servers[i].Parameters
+		o.t.Servers[i] = s
+		return nil
+	}
+	o.servers[name] = len(o.t.Servers)
+	o.t.Servers = append(o.t.Servers, s)
+	return nil
+}
+
+func (o *overlay) firewallRule(server, rule string, value json.RawMessage) error {
+	i, ok := o.servers[server]
+	if !ok {
+		return nil
+	}
+	s := &o.t.Servers[i]
+	j := slices.IndexFunc(s.FirewallRules, func(r FirewallRule) bool { return r.Name == rule })
+	if value == nil {
+		if j >= 0 {
+			s.FirewallRules = slices.Delete(slices.Clone(s.FirewallRules), j, j+1)
+		}
+		return nil
+	}
+	var r FirewallRule
+	if err := decodeStrict(value, &r); err != nil {
+		return err
+	}
+	r.Name = rule
+	s.FirewallRules = slices.Clone(s.FirewallRules)
+	if j >= 0 {
+		s.FirewallRules[j] = r
+	} else {
+		s.FirewallRules = append(s.FirewallRules, r)
+	}
+	return nil
+}
+
+func (o *overlay) parameter(server, param string, value json.RawMessage) error {
+	i, ok := o.servers[server]
+	if !ok {
+		return nil
+	}
+	s := &o.t.Servers[i]
+	params := maps.Clone(s.Parameters)
+	if params == nil {
+		params = map[string]string{}
+	}
+	if value == nil {
+		delete(params, param)
+	} else {
+		var v string
+		if err := json.Unmarshal(value, &v); err != nil {
+			return fmt.Errorf("decoding: %w", err)
+		}
+		params[param] = v
+	}
+	if len(params) == 0 {
+		params = nil
+	}
+	s.Parameters = params
+	return nil
+}
+
+func (o *overlay) vnet(name string, value json.RawMessage) error {
+	i, exists := o.vnets[name]
+	if value == nil {
+		if exists {
+			o.t.VNets[i].Name = ""
+			delete(o.vnets, name)
+			o.deleted = true
+		}
+		return nil
+	}
+	var vn VNet
+	if err := decodeStrict(value, &vn); err != nil {
+		return err
+	}
+	vn.Name = name
+	vn.Subnets, vn.Peerings = nil, nil
+	if exists {
+		vn.Subnets, vn.Peerings = o.t.VNets[i].Subnets, o.t.VNets[i].Peerings
+		o.t.VNets[i] = vn
+		return nil
+	}
+	o.vnets[name] = len(o.t.VNets)
+	o.t.VNets = append(o.t.VNets, vn)
+	return nil
+}
+
+func (o *overlay) subnet(vnet, subnet string, value json.RawMessage) error {
+	i, ok := o.vnets[vnet]
+	if !ok {
+		return nil
+	}
+	vn := &o.t.VNets[i]
+	j := slices.IndexFunc(vn.Subnets, func(s Subnet) bool { return s.Name == subnet })
+	if value == nil {
+		if j >= 0 {
+			vn.Subnets = slices.Delete(slices.Clone(vn.Subnets), j, j+1)
+		}
+		return nil
+	}
+	var sn Subnet
+	if err := decodeStrict(value, &sn); err != nil {
+		return err
+	}
+	sn.Name = subnet
+	vn.Subnets = slices.Clone(vn.Subnets)
+	if j >= 0 {
+		vn.Subnets[j] = sn
+	} else {
+		vn.Subnets = append(vn.Subnets, sn)
+	}
+	return nil
+}
+
+func (o *overlay) zone(name string, value json.RawMessage) error {
+	i, exists := o.zones[name]
+	if value == nil {
+		if exists {
+			o.t.PrivateDNSZones[i].Name = ""
+			delete(o.zones, name)
+			o.deleted = true
+		}
+		return nil
+	}
+	var z PrivateDNSZone
+	if err := decodeStrict(value, &z); err != nil {
+		return err
+	}
+	z.Name = name
+	z.Links = nil
+	if exists {
+		z.Links = o.t.PrivateDNSZones[i].Links
+		o.t.PrivateDNSZones[i] = z
+		return nil
+	}
+	o.zones[name] = len(o.t.PrivateDNSZones)
+	o.t.PrivateDNSZones = append(o.t.PrivateDNSZones, z)
+	return nil
+}
+
+// compact removes the deleted top-level objects.
+func (o *overlay) compact() {
+	if !o.deleted {
+		return
+	}
+	o.t.Servers = slices.DeleteFunc(o.t.Servers, func(s Server) bool { return s.Name == "" })
+	o.t.VNets = slices.DeleteFunc(o.t.VNets, func(v VNet) bool { return v.Name == "" })
+	o.t.PrivateDNSZones = slices.DeleteFunc(o.t.PrivateDNSZones, func(z PrivateDNSZone) bool { return z.Name == "" })
+}
+
+// Keys returns the overlay key of every object in t. A deletion of one of
+// these must be remembered for as long as t says otherwise.
+func Keys(t *Topology) map[string]bool {
+	out := map[string]bool{}
+	for _, s := range t.Servers {
+		k := ServerKey(s.Name)
+		out[k] = true
+		for _, c := range ChildKeys(t, k) {
+			out[c] = true
+		}
+	}
+	for _, vn := range t.VNets {
+		k := VNetKey(vn.Name)
+		out[k] = true
+		for _, c := range ChildKeys(t, k) {
+			out[c] = true
+		}
+	}
+	for _, z := range t.PrivateDNSZones {
+		k := ZoneKey(z.Name)
+		out[k] = true
+		for _, c := range ChildKeys(t, k) {
+			out[c] = true
+		}
+	}
+	return out
+}
