@@ -171,9 +171,9 @@ func Overlay(base *Topology, changes map[string]json.RawMessage) (*Topology, []O
 // overlay applies changes to a topology, with indexes by name. A deleted
 // top-level object is marked with an empty name and removed by compact.
 type overlay struct {
-	t                      *Topology
-	servers, vnets, zones  map[string]int
-	deleted                bool
+	t                     *Topology
+	servers, vnets, zones map[string]int
+	deleted               bool
 }
 
 func (o *overlay) apply(key string, value json.RawMessage) error {

@@ -108,7 +108,9 @@ var commands = map[string]command{
 	"firewall-rule delete": {
 		help: "delete a firewall rule", flags: [][2]string{{"server", "*server name"}, {"name", "*rule name"}},
 		request: del(ruleURL),
-		done:    func(f flags) string { return fmt.Sprintf("firewall rule %s of server %s deleted", f["name"], f["server"]) },
+		done: func(f flags) string {
+			return fmt.Sprintf("firewall rule %s of server %s deleted", f["name"], f["server"])
+		},
 	},
 	"parameter set": {
 		help:  "set a server parameter",
@@ -223,7 +225,9 @@ var commands = map[string]command{
 	"vnet peering delete": {
 		help: "remove a peering from both VNets", flags: [][2]string{{"vnet-name", "*VNet name"}, {"remote-vnet", "*the other VNet"}, {"name", "peering name (informational)"}},
 		request: del(peeringURL),
-		done:    func(f flags) string { return fmt.Sprintf("peering of %s and %s deleted", f["vnet-name"], f["remote-vnet"]) },
+		done: func(f flags) string {
+			return fmt.Sprintf("peering of %s and %s deleted", f["vnet-name"], f["remote-vnet"])
+		},
 	},
 }
 

@@ -24,7 +24,7 @@ type topologyFile struct {
 	parser   topology.Parser // re-decodes only the parts of the file that changed
 	store    *cluster.Store  // the run-time changes (C5)
 
-	mu      sync.Mutex // serialises reloads and changes
+	mu      sync.Mutex         // serialises reloads and changes
 	base    *topology.Topology // the file's topology, without run-time changes
 	current *topology.Snapshot
 	sum     [sha256.Size]byte

@@ -281,4 +281,3 @@ func TestAdminAPIChangesAndRefusals(t *testing.T) {
 		t.Fatalf("a rule deleted at run time must stay deleted through file edits: %s", out)
 	}
 }
-

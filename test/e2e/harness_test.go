@@ -97,7 +97,7 @@ type node struct {
 	dir  string
 	cmd  *exec.Cmd
 	log  *syncbuf.Buffer
-	addr string // where to send DNS queries, host:port
+	addr string        // where to send DNS queries, host:port
 	done chan struct{} // closed when the process has exited
 	err  error         // its exit status, once done is closed
 }
