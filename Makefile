@@ -12,7 +12,7 @@ DEB_CMDS  := dig:dnsutils nslookup:dnsutils dnsperf:dnsperf ip:iproute2 setpriv:
              $(firstword $(wildcard /usr/lib/postgresql/*/bin/postgres) postgres-server):postgresql
 GO_SRC    := $(shell find . -name '*.go' -not -path './bin/*') go.mod go.sum
 
-.PHONY: all build run run-cluster test test-unit test-e2e bench bench-dns lint fuzz deps clean
+.PHONY: all build run run-cluster test test-unit test-e2e bench bench-dns bench-propagation lint fuzz deps clean
 
 all: build
 
@@ -63,7 +63,7 @@ test-unit:
 test-e2e: deps build
 	PGPLANE_BIN=$(CURDIR)/$(PGPLANE) PGPLANECTL_BIN=$(CURDIR)/$(PGPLANECTL) $(GO) test -count=1 -v ./test/e2e
 
-bench: bench-dns bench-gateway bench-failover
+bench: bench-dns bench-gateway bench-failover bench-propagation
 
 bench-dns: deps build
 	$(GO) run ./benchmarks/dns -bin $(CURDIR)/$(PGPLANE) -out benchmarks/dns/out
@@ -77,6 +77,9 @@ bench-gateway: deps build
 bench-failover: deps build
 	$(GO) run ./benchmarks/failover -bin $(CURDIR)/$(PGPLANE) -out benchmarks/failover/out
 
+bench-propagation: deps build
+	$(GO) run ./benchmarks/propagation -bin $(CURDIR)/$(PGPLANE) -ctl $(CURDIR)/$(BIN)/pgplanectl -out benchmarks/propagation/out
+
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); [ -z "$$out" ] || { echo "gofmt:"; echo "$$out"; exit 1; }
 	$(GO) vet ./...
@@ -89,6 +92,8 @@ fuzz:
 	$(GO) test ./gateway -run '^$$' -fuzz FuzzStartupPacket -fuzztime $(FUZZTIME)
 	$(GO) test ./gateway -run '^$$' -fuzz FuzzProxyHeader -fuzztime $(FUZZTIME)
 	$(GO) test ./gateway -run '^$$' -fuzz FuzzSession -fuzztime $(FUZZTIME)
+	$(GO) test ./topology -run '^$$' -fuzz FuzzOverlay -fuzztime $(FUZZTIME)
+	$(GO) test ./cluster -run '^$$' -fuzz FuzzStoreMergeFull -fuzztime $(FUZZTIME)
 
 clean:
 	rm -rf $(BIN) benchmarks/*/out

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/pgplane/pgplane/gateway"
+	"github.com/pgplane/pgplane/internal/benchkit"
 	"github.com/pgplane/pgplane/internal/pgtest"
 	"github.com/pgplane/pgplane/internal/syncbuf"
 
@@ -167,10 +168,10 @@ func run(bin, out string, trials int) error {
 		pgs = append(pgs, pg)
 	}
 	topo := strings.NewReplacer("PRIMARY", pgs[0].Addr, "STANDBY", pgs[1].Addr).Replace(topologyText)
-	dnsPort, gwPort := free("127.0.0.11"), free("127.0.0.21")
+	dnsPort, gwPort := benchkit.FreePort("127.0.0.11"), benchkit.FreePort("127.0.0.21")
 	var gossip []string
 	for i := 1; i <= 3; i++ {
-		gossip = append(gossip, fmt.Sprintf("127.0.0.1%d:%d", i, free(fmt.Sprintf("127.0.0.1%d", i))))
+		gossip = append(gossip, fmt.Sprintf("127.0.0.1%d:%d", i, benchkit.FreePort(fmt.Sprintf("127.0.0.1%d", i))))
 	}
 	nodes := make([]*appliance, 3)
 	for i := range nodes {
@@ -384,19 +385,6 @@ func (e *events) NotifyJoin(*memberlist.Node)    {}
 func (e *events) NotifyLeave(n *memberlist.Node) { e.leave(n) }
 func (e *events) NotifyUpdate(*memberlist.Node)  {}
 
-func med(ds []time.Duration) time.Duration {
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	return s[len(s)/2].Round(time.Millisecond)
-}
+func med(ds []time.Duration) time.Duration { return benchkit.Median(ds).Round(time.Millisecond) }
 
 func ratio(a, b []time.Duration) float64 { return float64(med(a)) / float64(med(b)) }
-
-func free(ip string) int {
-	l, err := net.Listen("tcp", ip+":0")
-	if err != nil {
-		panic(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}

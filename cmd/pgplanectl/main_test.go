@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -51,5 +52,32 @@ func TestClusterKey(t *testing.T) {
 	key, err := base64.StdEncoding.DecodeString(strings.TrimSpace(out.String()))
 	if err != nil || len(key) != 32 {
 		t.Fatalf("want base64 of 32 bytes, got %q", out.String())
+	}
+}
+
+// SPEC: A1
+func TestCompletionScriptIsValidBash(t *testing.T) {
+	var out, errs bytes.Buffer
+	if code := run([]string{"completion", "bash"}, &out, &errs); code != 0 {
+		t.Fatalf("exit %d: %s", code, errs.String())
+	}
+	for _, want := range []string{"firewall-rule create", "--start-ip-address", "private-dns link vnet create"} {
+		if !strings.Contains(out.String(), want) {
+			t.Fatalf("the script lacks %q", want)
+		}
+	}
+	cmd := exec.Command("bash", "-n")
+	cmd.Stdin = &out
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("bash -n: %v\n%s", err, b)
+	}
+}
+
+// SPEC: A1
+func TestResourceCommandsNeedTheirFlags(t *testing.T) {
+	var out, errs bytes.Buffer
+	code := run([]string{"firewall-rule", "create", "--server", "s1", "--name", "office", "--start-ip-address", "203.0.113.1"}, &out, &errs)
+	if code != 2 || !strings.Contains(errs.String(), "--end-ip-address is required") {
+		t.Fatalf("want exit 2 naming the missing flag, got %d: %s", code, errs.String())
 	}
 }

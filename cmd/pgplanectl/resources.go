@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -525,11 +526,9 @@ func runResource(name string, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, cmd.done(f))
 	case len(answer) == 0:
 	case c.output == "json":
-		var v any
-		json.Unmarshal(answer, &v)
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		enc.Encode(v)
+		var b bytes.Buffer
+		json.Indent(&b, answer, "", "  ")
+		fmt.Fprintln(stdout, b.String())
 	case cmd.print != nil:
 		if err := cmd.print(stdout, answer); err != nil {
 			fmt.Fprintf(stderr, "pgplanectl %s: reading the answer: %v\n", name, err)
