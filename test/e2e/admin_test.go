@@ -111,7 +111,15 @@ func (a *adminNode) everything(t *testing.T) string {
 	return b.String()
 }
 
-// SPEC: A1 A2 C5 F1 F2 F3 T2 T6 T7 T8 T9 T10 Z2 Z3 D10 G4
+// haServer is the pgplanectl command that creates an HA private server in
+// app-vnet's subnet tiny: four of its eleven usable addresses (T11).
+func haServer(name, primary, standby string) []string {
+	return []string{"create", "--name", name, "--location", "eastus2", "--vnet", "app-vnet", "--subnet", "tiny",
+		"--private-dns-zone", "contoso.private.postgres.database.azure.com", "--address", primary, "--standby-address", standby,
+		"--high-availability", "Enabled", "--backend", "127.0.0.1:5432", "--standby-backend", "127.0.0.1:5433"}
+}
+
+// SPEC: A1 A2 C5 F1 F2 T2 T6 T7 T8 T9 T10 T11 Z2 Z3 D10 G4
 func TestAdminAPIChangesAndRefusals(t *testing.T) {
 	a := startAdminNode(t)
 	if out, err := a.psqlReports(t); err != nil || out != "42" {
@@ -139,6 +147,9 @@ func TestAdminAPIChangesAndRefusals(t *testing.T) {
 		{"private-dns", "zone", "create", "--name", "billing.postgres.database.azure.com"},
 		{"private-dns", "zone", "create", "--name", "fabrikam.private.postgres.database.azure.com"},
 		{"vnet", "subnet", "create", "--vnet-name", "app-vnet", "--name", "plain", "--address-prefixes", "127.0.1.32/28"},
+		{"vnet", "subnet", "create", "--vnet-name", "app-vnet", "--name", "tiny", "--address-prefixes", "127.0.1.48/28", "--delegations", "Microsoft.DBforPostgreSQL/flexibleServers"},
+		haServer("ha-one", "127.0.1.52", "127.0.1.53"),
+		haServer("ha-two", "127.0.1.54", "127.0.1.55"),
 	} {
 		if out, code := a.ctl(t, cmd...); code != 0 {
 			t.Fatalf("%v: %d %s", cmd, code, out)
@@ -164,6 +175,7 @@ func TestAdminAPIChangesAndRefusals(t *testing.T) {
 		{[]string{"create", "--name", "z2-db", "--location", "eastus2", "--backend", "127.0.0.1:5432", "--vnet", "app-vnet", "--subnet", "plain", "--private-dns-zone", "contoso.private.postgres.database.azure.com", "--address", "127.0.1.36"}, 1, "T9: "},
 		{[]string{"update", "--name", "reports-db", "--vnet", "app-vnet", "--subnet", "db", "--private-dns-zone", "contoso.private.postgres.database.azure.com", "--address", "127.0.1.6"}, 1, "T2: server \"reports-db\": access: access is public and is fixed at creation"},
 		{[]string{"update", "--name", "orders-db", "--private-dns-zone", "fabrikam.private.postgres.database.azure.com"}, 1, "Z3: "},
+		{haServer("ha-three", "127.0.1.56", "127.0.1.57"), 1, "T11: "},
 		{[]string{"parameter", "set", "--server", "reports-db", "--name", "ssl_min_protocol_version", "--value", "TLSv1.9"}, 1, "G4: "},
 		{[]string{"parameter", "set", "--server", "reports-db", "--name", "work_mem", "--value", "4MB"}, 1, "unknown parameter \"work_mem\""},
 		{[]string{"show", "--name", "nope-db"}, 1, `server "nope-db" does not exist`},
