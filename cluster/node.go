@@ -227,6 +227,7 @@ func (n *Node) probeLoop() {
 			n.probeAll()
 			n.sendVotes()
 			n.decide()
+			n.observeGossip()
 		}
 	}
 }
@@ -249,7 +250,9 @@ func (n *Node) probeAll() {
 	seen := map[Target]bool{}
 	for i, t := range targets {
 		seen[t.id] = true
+		observeProbe(t.id, results[i])
 		if results[i] {
+			targetUp.WithLabelValues(string(t.id)).Set(1)
 			if n.down[t.id] {
 				n.cfg.Logger.Info().Str("target", string(t.id)).Msg("probe: target is up again")
 			}
@@ -260,6 +263,7 @@ func (n *Node) probeAll() {
 		n.failures[t.id]++
 		if n.failures[t.id] >= n.cfg.FailAfter && !n.down[t.id] {
 			n.down[t.id] = true
+			targetUp.WithLabelValues(string(t.id)).Set(0)
 			n.cfg.Logger.Warn().Str("target", string(t.id)).Str("address", t.addr).Int("failed_probes", n.failures[t.id]).Msg("probe: target is down")
 		}
 	}
@@ -267,6 +271,7 @@ func (n *Node) probeAll() {
 		if !seen[id] {
 			delete(n.failures, id)
 			delete(n.down, id)
+			targetUp.DeleteLabelValues(string(id))
 		}
 	}
 }
@@ -369,6 +374,8 @@ func (n *Node) decide() {
 	}
 	n.mu.Unlock()
 	for _, d := range made {
+		kind, _, _ := cut(d.Key)
+		flipsTotal.WithLabelValues(kind, "quorum").Inc()
 		n.cfg.Logger.Warn().Str("decision", d.Key).Int("value", d.Value).Str("reason", d.Reason).Msg("cluster: failover")
 		msg := encode(msgDecision, d)
 		n.queue.QueueBroadcast(broadcast(msg))
@@ -489,8 +496,12 @@ func (n *Node) storeChanged(changed bool, err error) {
 	if err != nil {
 		n.cfg.Logger.Error().Err(err).Msg("cluster: replicated state not written to disk")
 	}
-	if changed && n.hooks.Changed != nil {
-		n.hooks.Changed()
+	if changed {
+		stateChanges.WithLabelValues("peer").Inc()
+		observeStore(n.hooks.Store)
+		if n.hooks.Changed != nil {
+			n.hooks.Changed()
+		}
 	}
 }
 
@@ -500,6 +511,10 @@ func (n *Node) storeChanged(changed bool, err error) {
 func (n *Node) Spread(entries []Entry) {
 	if len(entries) == 0 {
 		return
+	}
+	stateChanges.WithLabelValues("local").Inc()
+	if n.hooks.Store != nil {
+		observeStore(n.hooks.Store)
 	}
 	msg := encode(msgEntries, entries)
 	if len(msg) < 1000 {
@@ -658,10 +673,17 @@ func (n *Node) Operate(key string, value int, reason string) (Decision, error) {
 	n.decisions[key] = d
 	state := Apply(snap, n.decisions)
 	n.mu.Unlock()
+	flipsTotal.WithLabelValues(kind, "operator").Inc()
 	n.cfg.Logger.Warn().Str("decision", key).Int("value", value).Str("reason", reason).Msg("cluster: operator decision")
 	msg := encode(msgDecision, d)
 	n.queue.QueueBroadcast(broadcast(msg))
 	n.sendAll(msg)
 	n.hooks.Apply(state)
 	return d, nil
+}
+
+// Joined reports whether the node is in touch with the cluster: it sees
+// another member alive, or it is the only configured member.
+func (n *Node) Joined() bool {
+	return len(n.cfg.Members) == 1 || n.ml.NumMembers() > 1
 }

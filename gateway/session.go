@@ -28,6 +28,10 @@ const (
 	decisionBackendRejected = "backend_refused"
 	decisionCancel          = "cancel"
 	decisionTimeout         = "refused_timeout"
+	// decisionEmpty is a connection closed before its first byte: a TCP
+	// health check, such as the cluster's probe of a gateway address. It is
+	// counted but logged only at debug level.
+	decisionEmpty = "closed_empty"
 )
 
 // session is one client connection.
@@ -100,7 +104,11 @@ func (s *session) fail(err error) {
 
 func (s *session) log() {
 	ev := s.g.cfg.Logger.Info()
-	if s.decision != decisionProxied && s.decision != decisionCancel {
+	switch s.decision {
+	case decisionProxied, decisionCancel:
+	case decisionEmpty:
+		ev = s.g.cfg.Logger.Debug()
+	default:
 		ev = s.g.cfg.Logger.Warn()
 	}
 	ev = ev.Str("client", s.client.String()).Str("server", s.server).Str("decision", s.decision)
@@ -134,7 +142,10 @@ func (s *session) run() error {
 			s.client = src
 		}
 	}
-	if first, err := s.r.Peek(1); err != nil {
+	if first, err := s.r.Peek(1); errors.Is(err, io.EOF) {
+		s.decision, s.reason = decisionEmpty, "closed before sending anything"
+		return nil
+	} else if err != nil {
 		return err
 	} else if first[0] == 0x16 { // a TLS record: direct TLS (G2)
 		if err := s.startTLS(true); err != nil {

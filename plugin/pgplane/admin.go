@@ -10,7 +10,6 @@ import (
 	"github.com/pgplane/pgplane/topology"
 
 	"github.com/coredns/caddy"
-	"github.com/rs/zerolog"
 )
 
 // adminOptions are the admin properties of the pgplane block.
@@ -48,7 +47,7 @@ func (p *PGPlane) newAdmin(o adminOptions) error {
 		Listen:   o.listen,
 		Snapshot: func() *topology.Snapshot { return p.answers.Load().snap },
 		Desired:  api.DesiredFunc(p.change),
-		Logger:   zerolog.New(os.Stdout).With().Timestamp().Str("plugin", "pgplane/admin").Logger(),
+		Logger:   newLogger("pgplane/admin"),
 	}
 	if p.cluster != nil {
 		cfg.Cluster = p.cluster

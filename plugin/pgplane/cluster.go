@@ -12,7 +12,6 @@ import (
 	"github.com/pgplane/pgplane/topology"
 
 	"github.com/coredns/caddy"
-	"github.com/rs/zerolog"
 )
 
 // clusterOptions are the cluster_* properties of the pgplane block.
@@ -96,7 +95,7 @@ func (p *PGPlane) newCluster(o clusterOptions, g gatewayOptions) error {
 		Name: o.name, Members: o.members, Bind: o.bind, Advertise: o.advertise, Join: o.join, Dev: o.dev,
 		NodeID: g.nodeID, Holds: g.listen, ProbeInterval: o.interval, ProbeTimeout: o.timeout, FailAfter: o.failAfter,
 		GatewayPort: 5432,
-		Logger:      zerolog.New(os.Stdout).With().Timestamp().Str("plugin", "pgplane/cluster").Str("node", o.name).Logger(),
+		Logger:      newLogger("pgplane/cluster").With().Str("node", o.name).Logger(),
 	}
 	switch {
 	case o.gwPort != 0:

@@ -15,7 +15,6 @@ import (
 	"github.com/pgplane/pgplane/topology"
 
 	"github.com/coredns/caddy"
-	"github.com/rs/zerolog"
 )
 
 // gatewayOptions are the gateway_* properties of the pgplane block.
@@ -120,7 +119,7 @@ func (p *PGPlane) newGateway(o gatewayOptions, base string, snap *topology.Snaps
 	cfg := gateway.Config{
 		Listen: o.listen, NodeID: o.nodeID, ForwardCancel: p.forwardCancel, BackendTLS: o.backendTLS, MaxConnections: o.maxConns,
 		HandshakeTimeout: o.handshake, TrustedProxies: o.trusted,
-		Logger: zerolog.New(os.Stdout).With().Timestamp().Str("plugin", "pgplane/gateway").Logger(),
+		Logger: newLogger("pgplane/gateway"),
 	}
 	var cert tls.Certificate
 	var err error

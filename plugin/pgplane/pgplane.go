@@ -8,6 +8,7 @@ import (
 	"context"
 	"net"
 	"net/netip"
+	"os"
 	"sync/atomic"
 
 	"github.com/pgplane/pgplane/api"
@@ -19,9 +20,16 @@ import (
 	"github.com/coredns/coredns/request"
 
 	"github.com/miekg/dns"
+	"github.com/rs/zerolog"
 )
 
 var log = clog.NewWithPlugin("pgplane")
+
+// newLogger returns the structured logger of a part of the appliance: JSON
+// lines on stdout at info level and above.
+func newLogger(part string) zerolog.Logger {
+	return zerolog.New(os.Stdout).Level(zerolog.InfoLevel).With().Timestamp().Str("plugin", part).Logger()
+}
 
 // PGPlane is the plugin handler. Queries read the current answers with one
 // atomic load; a reload builds new answers and swaps them in.
@@ -42,6 +50,7 @@ type PGPlane struct {
 	devTLS   string      // the dev certificate directory, in dev mode
 	devNames []string    // the names the dev certificate in use covers
 	base     string      // the directory relative paths start from
+	started  atomic.Bool // OnStartup has started the gateway, cluster and admin API
 }
 
 // ServeDNS implements the plugin.Handler interface.
@@ -58,6 +67,7 @@ func (p *PGPlane) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.Msg
 	a := p.answers.Load()
 	view := a.snap.ViewOf(addrOf(w.LocalAddr()), addrOf(w.RemoteAddr()))
 	answer, authority, rcode := a.lookup(qname, qtype, view)
+	a.count(view, rcode)
 
 	m := new(dns.Msg)
 	m.SetReply(r)

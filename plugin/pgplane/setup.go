@@ -52,7 +52,11 @@ func setup(c *caddy.Controller) error {
 		if err := p.newCluster(p.clOpts, p.gwOpts); err != nil {
 			return err
 		}
-		return p.newAdmin(p.adOpts)
+		if err := p.newAdmin(p.adOpts); err != nil {
+			return err
+		}
+		p.started.Store(true)
+		return nil
 	})
 	c.OnShutdown(func() error {
 		if p.admin != nil {

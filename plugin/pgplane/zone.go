@@ -28,6 +28,9 @@ type answers struct {
 	// ents are the names between the apex and a private zone; they exist
 	// (NODATA) only for views linked to one of those zones.
 	ents map[string][]*privateZone
+	// counters count answers by view: index 0 is the public view, i+1 is
+	// VNet i.
+	counters []viewCounters
 }
 
 type entryKind uint8
@@ -68,6 +71,11 @@ func newAnswers(s *topology.Snapshot, o options) *answers {
 		zones: make(map[string]*privateZone, len(s.Zones)),
 		ents:  map[string][]*privateZone{},
 	}
+	names := make([]string, len(s.VNets))
+	for i, v := range s.VNets {
+		names[i] = v.Name
+	}
+	a.counters = newViewCounters(names)
 	a.soa = newSOA(apexFQDN, o.ns[0], "hostmaster."+apexFQDN, s.Serial, 3600, o.ttl)
 	a.soaNeg = newSOA(apexFQDN, o.ns[0], "hostmaster."+apexFQDN, s.Serial, o.ttl, o.ttl)
 	for _, n := range o.ns {

@@ -31,6 +31,7 @@ servers:
 // directories; n1 and n2 hold eastus2's gateway addresses, n3 westus's.
 type replicaCluster struct {
 	dirs, corefiles, endpoints []string
+	metrics, ready             []string // each node's prometheus and ready addresses
 	nodes                      []*node
 	dnsPort, gwPort            int
 	ca                         string
@@ -49,6 +50,8 @@ func startReplicaCluster(t *testing.T) *replicaCluster {
 		ca:      filepath.Join(tlsDir, gateway.DevCAFile),
 	}
 	adminPort := freePort(t, "127.0.0.11", "127.0.0.12", "127.0.0.13")
+	metricsPort := freePort(t, "127.0.0.11", "127.0.0.12", "127.0.0.13")
+	readyPort := freePort(t, "127.0.0.11", "127.0.0.12", "127.0.0.13")
 	var gossip []string
 	for i := 1; i <= 3; i++ {
 		gossip = append(gossip, fmt.Sprintf("127.0.0.1%d:%d", i, freePort(t, fmt.Sprintf("127.0.0.1%d", i))))
@@ -65,8 +68,12 @@ func startReplicaCluster(t *testing.T) *replicaCluster {
 		}
 		c.dirs = append(c.dirs, ndir)
 		c.endpoints = append(c.endpoints, fmt.Sprintf("http://127.0.0.1%d:%d", i+1, adminPort))
+		c.metrics = append(c.metrics, fmt.Sprintf("127.0.0.1%d:%d", i+1, metricsPort))
+		c.ready = append(c.ready, fmt.Sprintf("127.0.0.1%d:%d", i+1, readyPort))
 		c.corefiles = append(c.corefiles, fmt.Sprintf(`.:%d {
     bind 127.0.0.1%d
+    prometheus %s
+    ready %s
     pgplane topology.yaml {
         gateway %s
         gateway_tls dev %s
@@ -80,7 +87,7 @@ func startReplicaCluster(t *testing.T) *replicaCluster {
         state state
     }
 }
-`, c.dnsPort, i+1, strings.Join(gw, " "), tlsDir, i+1, i+1, gossip[i], strings.Join(gossip, " "), i+1, adminPort))
+`, c.dnsPort, i+1, c.metrics[i], c.ready[i], strings.Join(gw, " "), tlsDir, i+1, i+1, gossip[i], strings.Join(gossip, " "), i+1, adminPort))
 		c.nodes = append(c.nodes, nil)
 		c.start(t, i)
 	}
@@ -117,6 +124,32 @@ func TestChangesReachEveryNodeAndSurvive(t *testing.T) {
 	waitFor(t, "n3's gateway to admit by n1's rule", 5*time.Second, func() bool {
 		out, err := c.psqlWest(t)
 		return err == nil && out == "7"
+	})
+	// Every node is ready; the metrics show the change's way and the
+	// cluster's health.
+	for i := range c.nodes {
+		if status, body := httpGet(t, "http://"+c.ready[i]+"/ready"); status != 200 {
+			t.Fatalf("n%d not ready: %d %s", i+1, status, body)
+		}
+	}
+	dig(t, "@127.0.0.11", "-p", fmt.Sprint(c.dnsPort), "sales-db.postgres.database.azure.com", "A")
+	dig(t, "@127.0.0.11", "-p", fmt.Sprint(c.dnsPort), "nope-db.postgres.database.azure.com", "A")
+	defer func() {
+		if t.Failed() {
+			_, m1 := httpGet(t, "http://"+c.metrics[0]+"/metrics")
+			_, m3 := httpGet(t, "http://"+c.metrics[2]+"/metrics")
+			t.Logf("n1 metrics:\n%s\nn3 metrics:\n%s", grepLines(m1, "pgplane"), grepLines(m3, "pgplane"))
+		}
+	}()
+	waitFor(t, "the metrics of a change and of the cluster", 5*time.Second, func() bool {
+		_, m1 := httpGet(t, "http://"+c.metrics[0]+"/metrics")
+		_, m3 := httpGet(t, "http://"+c.metrics[2]+"/metrics")
+		return hasAll(m1, `pgplane_state_changes_total{origin="local"} 1`, `pgplane_state_entries{kind="live"} 1`,
+			`pgplane_cluster_members{state="alive"} 3`, `pgplane_cluster_gossip_health_score 0`,
+			`pgplane_cluster_probes_total{kind="gateway",result="up"}`, `pgplane_cluster_target_up{target="gateway/westus/127.0.0.23"} 1`,
+			`coredns_pgplane_answers_total{rcode="NOERROR",view="public"}`, `coredns_pgplane_answers_total{rcode="NXDOMAIN",view="public"} 1`) &&
+			hasAll(m3, `pgplane_state_changes_total{origin="peer"} 1`, `pgplane_gateway_connections_total{decision="proxied",server="sales-db"} 1`,
+				`pgplane_gateway_connections_total{decision="denied_firewall",server="sales-db"}`)
 	})
 
 	// A rule deleted while node 2 is stopped stays deleted when node 2
@@ -206,4 +239,56 @@ func TestChangesReachEveryNodeAndSurvive(t *testing.T) {
 	}
 	waitFor(t, "n1 to have every acknowledged write", 20*time.Second, func() bool { return len(missing(0)) == 0 })
 	t.Logf("%d writes acknowledged before kill -9; all on n3 after its restart and on n1", len(want))
+}
+
+func httpGet(t *testing.T, url string) (int, string) {
+	t.Helper()
+	return apiDo(t, "GET", url, "")
+}
+
+// hasAll reports whether text holds every one of the strings.
+func hasAll(text string, want ...string) bool {
+	for _, w := range want {
+		if !strings.Contains(text, w) {
+			return false
+		}
+	}
+	return true
+}
+
+// SPEC: C1
+func TestReadyWaitsForTheCluster(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, dir, "topology.yaml", "regions: [{name: eastus2, gateways: [127.0.0.21, 127.0.0.22]}]\n")
+	dnsPort, readyPort := freePort(t, "127.0.0.11"), freePort(t, "127.0.0.11")
+	gossip := fmt.Sprintf("127.0.0.11:%d", freePort(t, "127.0.0.11"))
+	absent := fmt.Sprintf("127.0.0.12:%d", freePort(t, "127.0.0.12"))
+	corefile := fmt.Sprintf(`.:%d {
+    bind 127.0.0.11
+    ready 127.0.0.11:%d
+    pgplane topology.yaml {
+        cluster_name n1
+        cluster_members n1 n2
+        cluster_bind %s
+        cluster_join %s
+        cluster_dev
+    }
+}
+`, dnsPort, readyPort, gossip, absent)
+	startNode(t, dir, corefile, fmt.Sprintf("127.0.0.11:%d", dnsPort), "")
+	status, body := httpGet(t, fmt.Sprintf("http://127.0.0.11:%d/ready", readyPort))
+	if status != http.StatusServiceUnavailable || !strings.Contains(body, "pgplane") {
+		t.Fatalf("a node that has met no other member must not be ready: %d %s", status, body)
+	}
+}
+
+// grepLines returns the lines of text that contain s.
+func grepLines(text, s string) string {
+	var out []string
+	for _, l := range strings.Split(text, "\n") {
+		if strings.Contains(l, s) && !strings.HasPrefix(l, "#") {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

@@ -1,0 +1,96 @@
+package cluster
+
+import (
+	"strings"
+
+	"github.com/hashicorp/memberlist"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+)
+
+// Metrics, registered with the default registry that CoreDNS's prometheus
+// plugin serves.
+var (
+	probesTotal = promauto.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "pgplane", Subsystem: "cluster", Name: "probes_total",
+		Help: "Probes of backends and gateway addresses by this node, by kind and result.",
+	}, []string{"kind", "result"})
+	targetUp = promauto.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: "pgplane", Subsystem: "cluster", Name: "target_up",
+		Help: "1 while this node sees the target up, 0 once it sees it down.",
+	}, []string{"target"})
+	flipsTotal = promauto.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "pgplane", Subsystem: "cluster", Name: "flips_total",
+		Help: "Failover decisions made by this node: kind server or region, by quorum or operator.",
+	}, []string{"kind", "by"})
+	members = promauto.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: "pgplane", Subsystem: "cluster", Name: "members",
+		Help: "Configured members by gossip state as this node sees them: alive, suspect, dead, absent.",
+	}, []string{"state"})
+	healthScore = promauto.NewGauge(prometheus.GaugeOpts{
+		Namespace: "pgplane", Subsystem: "cluster", Name: "gossip_health_score",
+		Help: "memberlist's awareness score: 0 is healthy, higher means this node is slow to process gossip.",
+	})
+	stateEntries = promauto.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: "pgplane", Subsystem: "state", Name: "entries",
+		Help: "Replicated run-time changes held: live objects and tombstones.",
+	}, []string{"kind"})
+	stateChanges = promauto.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "pgplane", Subsystem: "state", Name: "changes_total",
+		Help: "Run-time changes taken, made here (local) or received from peers (peer).",
+	}, []string{"origin"})
+)
+
+// targetKind is "backend" or "gateway".
+func targetKind(t Target) string {
+	kind, _, _ := strings.Cut(string(t), "/")
+	return kind
+}
+
+// observeProbe records one probe's result.
+func observeProbe(t Target, up bool) {
+	result := "down"
+	if up {
+		result = "up"
+	}
+	probesTotal.WithLabelValues(targetKind(t), result).Inc()
+}
+
+// observeGossip records the members' states and memberlist's health.
+func (n *Node) observeGossip() {
+	counts := map[string]float64{"alive": 0, "suspect": 0, "dead": 0, "absent": 0}
+	seen := map[string]bool{}
+	for _, m := range n.ml.Members() {
+		if !contains(n.cfg.Members, m.Name) {
+			continue
+		}
+		seen[m.Name] = true
+		switch m.State {
+		case memberlist.StateAlive:
+			counts["alive"]++
+		case memberlist.StateSuspect:
+			counts["suspect"]++
+		default:
+			counts["dead"]++
+		}
+	}
+	counts["absent"] = float64(len(n.cfg.Members) - len(seen))
+	for state, c := range counts {
+		members.WithLabelValues(state).Set(c)
+	}
+	healthScore.Set(float64(n.ml.GetHealthScore()))
+}
+
+// observeStore records the store's size.
+func observeStore(s *Store) {
+	live, dead := 0, 0
+	for _, e := range s.Entries() {
+		if e.Deleted() {
+			dead++
+		} else {
+			live++
+		}
+	}
+	stateEntries.WithLabelValues("live").Set(float64(live))
+	stateEntries.WithLabelValues("tombstone").Set(float64(dead))
+}
