@@ -177,7 +177,6 @@ func TestStoreNodeAwayLongerThanTTLResyncs(t *testing.T) {
 	}
 }
 
-
 // MergeFull and Merge read what peers send: no input may panic them.
 func FuzzStoreMergeFull(f *testing.F) {
 	clock := &fakeClock{time.Unix(1_800_000_000, 0)}

@@ -36,11 +36,11 @@ func TestOverlayLaysChangesOverTheFile(t *testing.T) {
 	rule, _ := json.Marshal(FirewallRule{StartIPAddress: "198.51.100.1", EndIPAddress: "198.51.100.1"})
 	s2, _ := json.Marshal(Server{Region: "eastus2", Access: AccessPublic, Backends: Backends{Primary: "10.9.0.2:5432"}})
 	got, problems := Overlay(base, map[string]json.RawMessage{
-		FirewallRuleKey("db-one", "office"):                               nil, // a file rule deleted
-		FirewallRuleKey("db-one", "home"):                                 rule,
-		ParameterKey("db-one", ParamSSLMinProtocolVersion):                json.RawMessage(`"TLSv1.3"`),
-		ServerKey("db-two"):                                               s2,
-		FirewallRuleKey("db-two", "home"):                                 rule,
+		FirewallRuleKey("db-one", "office"):                           nil, // a file rule deleted
+		FirewallRuleKey("db-one", "home"):                             rule,
+		ParameterKey("db-one", ParamSSLMinProtocolVersion):            json.RawMessage(`"TLSv1.3"`),
+		ServerKey("db-two"):                                           s2,
+		FirewallRuleKey("db-two", "home"):                             rule,
 		FirewallRuleKey("gone", "x"):                                  rule, // parent does not exist: skipped
 		LinkKey("contoso.private.postgres.database.azure.com", "app"): nil,
 		"bogus/kind": json.RawMessage(`{}`),
