@@ -7,6 +7,8 @@
 // The package imports none of pgplane's other packages and nothing of CoreDNS.
 package topology
 
+import "slices"
+
 // Topology is the desired state of the service, as written in the topology
 // file. Field names follow Azure's resource JSON. Addresses are kept as the
 // strings the operator wrote so that a validation error can quote them.
@@ -133,3 +135,15 @@ const Apex = "postgres.database.azure.com"
 // ControlLabel is the label below Apex that holds the regions' gateway names,
 // REGION.control.postgres.database.azure.com. No private zone may use it.
 const ControlLabel = "control"
+
+// CertificateNames are the DNS names the gateway's certificate must cover
+// for t: every server's public name, and the names in every private zone
+// (a client with sslmode=verify-full may connect by either).
+func CertificateNames(t *Topology) []string {
+	zones := make([]string, 0, len(t.PrivateDNSZones))
+	for _, z := range t.PrivateDNSZones {
+		zones = append(zones, "*."+CanonicalZone(z.Name))
+	}
+	slices.Sort(zones)
+	return append([]string{"*." + Apex}, slices.Compact(zones)...)
+}

@@ -10,8 +10,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 
+	"github.com/pgplane/pgplane/gateway"
 	"github.com/pgplane/pgplane/topology"
 )
 
@@ -19,6 +21,9 @@ const usageHead = `pgplanectl: the pgplane operator tool
 
 Usage:
   pgplanectl validate --topology FILE   check a topology file; print every error with its rule ID
+  pgplanectl validate --corefile FILE   check a Corefile, its topology, keys and certificates, without starting
+  pgplanectl certs create --dir DIR [--topology FILE] [--names N,...]
+                                        make a CA (once) and the gateway's certificate for the service's names
   pgplanectl cluster-key                print a new gossip encryption key (base64 of 32 random bytes)
   pgplanectl cluster show               members, votes, active addresses and failovers
   pgplanectl server failover --name N   move an HA server to its standby
@@ -63,6 +68,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "validate":
 		return validate(args[1:], stdout, stderr)
+	case "certs":
+		if len(args) > 1 && args[1] == "create" {
+			return certsCreate(args[2:], stdout, stderr)
+		}
 	case "cluster-key":
 		key := make([]byte, 32)
 		if _, err := rand.Read(key); err != nil {
@@ -101,11 +110,27 @@ func validate(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	file := fs.String("topology", "", "topology file to check")
+	corefile := fs.String("corefile", "", "Corefile to check, with the topology and the files its pgplane blocks name")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	if *file == "" {
-		fmt.Fprintln(stderr, "pgplanectl validate: --topology FILE is required")
+	switch {
+	case *corefile != "":
+		problems, summary := checkCorefile(*corefile)
+		for _, line := range summary {
+			fmt.Fprintln(stdout, line)
+		}
+		for _, p := range problems {
+			fmt.Fprintln(stderr, p)
+		}
+		if len(problems) > 0 {
+			fmt.Fprintf(stderr, "%s: %d errors\n", *corefile, len(problems))
+			return 1
+		}
+		fmt.Fprintf(stdout, "%s: valid\n", *corefile)
+		return 0
+	case *file == "":
+		fmt.Fprintln(stderr, "pgplanectl validate: --topology FILE or --corefile FILE is required")
 		return 2
 	}
 	t, warnings, err := topology.Load(*file)
@@ -124,5 +149,46 @@ func validate(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "%s: valid: %d regions, %d vnets, %d private DNS zones, %d servers\n",
 		*file, len(t.Regions), len(t.VNets), len(t.PrivateDNSZones), len(t.Servers))
+	return 0
+}
+
+// certsCreate makes (or reuses) a CA in a directory and issues the
+// gateway's certificate for the names clients connect by.
+func certsCreate(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("certs create", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dir := fs.String("dir", "", "directory for ca.crt, ca.key, server.crt and server.key")
+	file := fs.String("topology", "", "topology file: the certificate covers its private zones")
+	extra := fs.String("names", "", "more DNS names, comma separated")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *dir == "" {
+		fmt.Fprintln(stderr, "pgplanectl certs create: --dir is required")
+		return 2
+	}
+	names := []string{"*." + topology.Apex}
+	if *file != "" {
+		t, _, err := topology.Load(*file)
+		if err != nil {
+			fmt.Fprintf(stderr, "pgplanectl certs create: %v\n", err)
+			return 1
+		}
+		names = topology.CertificateNames(t)
+	}
+	for _, n := range strings.Split(*extra, ",") {
+		if n = strings.TrimSpace(n); n != "" {
+			names = append(names, n)
+		}
+	}
+	if _, ca, err := gateway.DevCertificates(*dir, names); err != nil {
+		fmt.Fprintf(stderr, "pgplanectl certs create: %v\n", err)
+		return 1
+	} else {
+		cert, key := filepath.Join(*dir, gateway.DevCertFile), filepath.Join(*dir, gateway.DevKeyFile)
+		fmt.Fprintf(stdout, "CA:          %s (give it to clients as sslrootcert; keep ca.key offline)\n", ca)
+		fmt.Fprintf(stdout, "certificate: %s for %s\n", cert, strings.Join(names, " "))
+		fmt.Fprintf(stdout, "Corefile:    gateway_tls %s %s\n", cert, key)
+	}
 	return 0
 }

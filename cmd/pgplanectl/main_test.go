@@ -81,3 +81,62 @@ func TestResourceCommandsNeedTheirFlags(t *testing.T) {
 		t.Fatalf("want exit 2 naming the missing flag, got %d: %s", code, errs.String())
 	}
 }
+
+// SPEC: C1 A1 A2 T6
+func TestValidateCorefile(t *testing.T) {
+	dir := t.TempDir()
+	topo, _ := os.ReadFile("../../corefile/dev/topology.yaml")
+	os.WriteFile(filepath.Join(dir, "topology.yaml"), topo, 0o644)
+	var out, errs bytes.Buffer
+	if code := run([]string{"certs", "create", "--dir", filepath.Join(dir, "tls"), "--topology", filepath.Join(dir, "topology.yaml")}, &out, &errs); code != 0 {
+		t.Fatalf("certs create: %d %s", code, errs.String())
+	}
+	good := `.:53 {
+    pgplane topology.yaml {
+        gateway 192.0.2.10:5432
+        gateway_tls tls/server.crt tls/server.key
+        cluster_name n1
+        cluster_members n1 n2 n3
+        cluster_bind 192.0.2.1:7946
+        cluster_key_file gossip.key
+        admin 127.0.0.1:8530
+        state /var/lib/pgplane
+    }
+}
+`
+	os.WriteFile(filepath.Join(dir, "gossip.key"), []byte(base64.StdEncoding.EncodeToString(make([]byte, 32))), 0o600)
+	os.WriteFile(filepath.Join(dir, "Corefile"), []byte(good), 0o644)
+	out.Reset()
+	errs.Reset()
+	if code := run([]string{"validate", "--corefile", filepath.Join(dir, "Corefile")}, &out, &errs); code != 0 {
+		t.Fatalf("a good Corefile: exit %d\n%s%s", code, out.String(), errs.String())
+	}
+
+	// Every problem at once, each with its line.
+	bad := strings.NewReplacer("cluster_key_file gossip.key", "cluster_key_file short.key",
+		"admin 127.0.0.1:8530", "admin 192.0.2.1:8530", "state /var/lib/pgplane", "colour blue").Replace(good)
+	os.WriteFile(filepath.Join(dir, "short.key"), []byte(base64.StdEncoding.EncodeToString(make([]byte, 7))), 0o600)
+	os.WriteFile(filepath.Join(dir, "Corefile"), []byte(bad), 0o644)
+	// A zone the certificate does not cover, and a /29.
+	os.WriteFile(filepath.Join(dir, "topology.yaml"), []byte(strings.Replace(strings.Replace(string(topo),
+		"contoso.private.postgres", "fabrikam.private.postgres", -1), "127.0.1.0/28", "127.0.1.0/29", 1)), 0o644)
+	out.Reset()
+	errs.Reset()
+	code := run([]string{"validate", "--corefile", filepath.Join(dir, "Corefile")}, &out, &errs)
+	for _, want := range []string{"Corefile:10: unknown property \"colour\"", "Corefile:8: cluster_key_file short.key: the key is 7 bytes",
+		"Corefile:9: the admin API on 192.0.2.1:8530 needs admin_token_file", "T6: subnet \"db\""} {
+		if !strings.Contains(errs.String(), want) {
+			t.Errorf("want %q in:\n%s", want, errs.String())
+		}
+	}
+	if code != 1 {
+		t.Fatalf("exit %d, want 1", code)
+	}
+	// Fix the topology but keep the new zone: the certificate must cover it.
+	os.WriteFile(filepath.Join(dir, "topology.yaml"), []byte(strings.Replace(string(topo), "contoso.private.postgres", "fabrikam.private.postgres", -1)), 0o644)
+	os.WriteFile(filepath.Join(dir, "Corefile"), []byte(good), 0o644)
+	errs.Reset()
+	if code := run([]string{"validate", "--corefile", filepath.Join(dir, "Corefile")}, &out, &errs); code != 1 || !strings.Contains(errs.String(), "does not cover *.fabrikam.private.postgres.database.azure.com") {
+		t.Fatalf("a certificate missing a zone: exit %d\n%s", code, errs.String())
+	}
+}

@@ -108,7 +108,7 @@ func (p *PGPlane) newCluster(o clusterOptions, g gatewayOptions) error {
 		if err != nil {
 			return fmt.Errorf("cluster_key_file: %w", err)
 		}
-		if cfg.Key, err = decodeKey(key); err != nil {
+		if cfg.Key, err = cluster.DecodeKey(key); err != nil {
 			return fmt.Errorf("cluster_key_file %s: %w", o.keyFile, err)
 		}
 	}

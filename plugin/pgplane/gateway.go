@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"time"
 
@@ -157,15 +156,7 @@ func (p *PGPlane) newGateway(o gatewayOptions, base string, snap *topology.Snaps
 
 // certNames are the names the dev certificate covers: every server's public
 // name and every private zone's records.
-func certNames(s *topology.Snapshot) []string {
-	names := []string{"*." + topology.Apex}
-	var zones []string
-	for z := range s.Zones {
-		zones = append(zones, "*."+z)
-	}
-	sort.Strings(zones)
-	return append(names, zones...)
-}
+func certNames(s *topology.Snapshot) []string { return topology.CertificateNames(s.Topology) }
 
 func resolve(base, path string) string {
 	if filepath.IsAbs(path) || base == "" {

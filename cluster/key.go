@@ -1,4 +1,4 @@
-package pgplane
+package cluster
 
 import (
 	"encoding/base64"
@@ -6,9 +6,9 @@ import (
 	"strings"
 )
 
-// decodeKey reads a gossip key file: the key in base64 (as `pgplanectl
-// cluster key` writes it), 16, 24 or 32 bytes once decoded.
-func decodeKey(text []byte) ([]byte, error) {
+// DecodeKey reads a gossip key file: the key in base64 (as `pgplanectl
+// cluster-key` writes it), 16, 24 or 32 bytes once decoded.
+func DecodeKey(text []byte) ([]byte, error) {
 	key, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(text)))
 	if err != nil {
 		return nil, fmt.Errorf("the key is not base64: %w", err)
