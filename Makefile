@@ -12,7 +12,7 @@ DEB_CMDS  := dig:dnsutils nslookup:dnsutils dnsperf:dnsperf ip:iproute2 setpriv:
              $(firstword $(wildcard /usr/lib/postgresql/*/bin/postgres) postgres-server):postgresql
 GO_SRC    := $(shell find . -name '*.go' -not -path './bin/*') go.mod go.sum
 
-.PHONY: all build run run-cluster test test-unit test-e2e bench bench-dns bench-propagation lint fuzz deps clean
+.PHONY: all build run run-cluster demo test test-unit test-e2e bench bench-dns bench-propagation lint fuzz deps clean
 
 all: build
 
@@ -42,6 +42,13 @@ run: deps build
 	@$(BIN)/devdb -tls corefile/dev/.tls & db=$$!; \
 	trap 'kill $$db 2>/dev/null; wait $$db' EXIT INT TERM; \
 	cd corefile/dev && ../../$(PGPLANE) -conf Corefile
+
+# demo starts three nodes, two PostgreSQL servers and two client VNets on
+# loopback, walks through DNS, the gateway, a firewall fix and a failover, and
+# removes everything on exit or Ctrl-C.
+demo: deps build
+	$(GO) build -o $(BIN)/demo ./internal/cmd/demo
+	$(BIN)/demo -bin $(BIN)
 
 # run-cluster starts two dev PostgreSQL servers (127.0.0.1:55432 and :55433)
 # and the three nodes of corefile/cluster; Ctrl-C stops them all.
