@@ -273,7 +273,9 @@ func (d *demo) run(bin string) error {
 	}
 	fmt.Printf("Nodes: n1 127.0.0.11 (gateway 127.0.0.21:%d, admin API), n2 127.0.0.12 (gateway 127.0.0.22), n3 127.0.0.13 (witness); DNS on port %d\n", d.gwPort, d.dnsPort)
 	fmt.Println("VNets: app-vnet 127.0.1.0/24 (linked to contoso.private…, resolver 127.0.1.250), hub-vnet 127.0.2.0/24 (peered, not linked, resolver 127.0.2.250)")
-	d.waitFor(5*time.Second, func() bool { return strings.Contains(d.quiet(d.ctl, "cluster", "show", "--endpoint", d.endpoint), "n3      alive") })
+	d.waitFor(5*time.Second, func() bool {
+		return strings.Contains(d.quiet(d.ctl, "cluster", "show", "--endpoint", d.endpoint), "n3      alive")
+	})
 
 	private := "orders-db.postgres.database.azure.com"
 	d.step("DNS from a VNet linked to the private zone: the name is a CNAME to the private zone, then the private address")
