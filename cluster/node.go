@@ -520,7 +520,10 @@ func (n *Node) Spread(entries []Entry) {
 	if len(msg) < 1000 {
 		n.queue.QueueBroadcast(broadcast(msg))
 	}
-	n.sendAll(msg)
+	// A large message goes over TCP, which can wait on a member that died
+	// a moment ago; the change is already on disk and acknowledged, so
+	// the caller does not wait for it.
+	go n.sendAll(msg)
 }
 
 func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte {
