@@ -6,8 +6,12 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"maps"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -48,7 +52,10 @@ type Config struct {
 	// member has announced.
 	GatewayPort int
 	// Holds are this node's gateway listen addresses (IP:port).
-	Holds  []string
+	Holds []string
+	// StateDir, when set, keeps the failover decisions on disk, so that a
+	// failover stays in force through a restart of every node (C4).
+	StateDir string
 	Logger zerolog.Logger
 }
 
@@ -148,6 +155,9 @@ func New(cfg Config, hooks Hooks) (*Node, error) {
 		down:      map[Target]bool{},
 		stop:      make(chan struct{}),
 	}
+	if err := n.loadDecisions(); err != nil {
+		return nil, err
+	}
 	mc := memberlist.DefaultLANConfig()
 	mc.Name = cfg.Name
 	host, port, err := splitHostPort(cfg.Bind)
@@ -171,6 +181,10 @@ func New(cfg Config, hooks Hooks) (*Node, error) {
 	n.queue = &memberlist.TransmitLimitedQueue{NumNodes: func() int { return n.ml.NumMembers() }, RetransmitMult: 3}
 	if n.ml, err = memberlist.Create(mc); err != nil {
 		return nil, fmt.Errorf("cluster: starting memberlist on %s: %w", cfg.Bind, err)
+	}
+	if len(n.decisions) > 0 {
+		// Decisions from before a restart are in force at once (C4).
+		n.hooks.Apply(Apply(n.hooks.Snapshot(), n.decisions))
 	}
 	n.join()
 	n.done.Add(2)
@@ -368,6 +382,9 @@ func (n *Node) decide() {
 		n.decisions[d.Key] = d
 		made = append(made, d)
 	}
+	if len(made) > 0 {
+		n.saveDecisionsLocked()
+	}
 	var state topology.State
 	if len(made) > 0 {
 		state = Apply(snap, n.decisions)
@@ -397,6 +414,7 @@ func (n *Node) takeDecision(d Decision) {
 		return
 	}
 	n.decisions[d.Key] = d
+	n.saveDecisionsLocked()
 	state := Apply(n.hooks.Snapshot(), n.decisions)
 	n.mu.Unlock()
 	n.cfg.Logger.Warn().Str("decision", d.Key).Int("value", d.Value).Str("by", d.Version.Node).Str("reason", d.Reason).Msg("cluster: failover decided by a peer")
@@ -674,6 +692,7 @@ func (n *Node) Operate(key string, value int, reason string) (Decision, error) {
 	}
 	d := Decision{Key: key, Value: value, Reason: reason, Version: n.clock.Next()}
 	n.decisions[key] = d
+	n.saveDecisionsLocked()
 	state := Apply(snap, n.decisions)
 	n.mu.Unlock()
 	flipsTotal.WithLabelValues(kind, "operator").Inc()
@@ -689,4 +708,46 @@ func (n *Node) Operate(key string, value int, reason string) (Decision, error) {
 // another member alive, or it is the only configured member.
 func (n *Node) Joined() bool {
 	return len(n.cfg.Members) == 1 || n.ml.NumMembers() > 1
+}
+
+const decisionsFileName = "decisions.json"
+
+// loadDecisions reads the decisions a previous run left in the state
+// directory.
+func (n *Node) loadDecisions() error {
+	if n.cfg.StateDir == "" {
+		return nil
+	}
+	b, err := os.ReadFile(filepath.Join(n.cfg.StateDir, decisionsFileName))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("cluster: reading decisions: %w", err)
+	}
+	var ds []Decision
+	if err := json.Unmarshal(b, &ds); err != nil {
+		return fmt.Errorf("cluster: %s: %w", filepath.Join(n.cfg.StateDir, decisionsFileName), err)
+	}
+	for _, d := range ds {
+		n.decisions[d.Key] = d
+		n.clock.Observe(d.Version)
+	}
+	return nil
+}
+
+// saveDecisionsLocked writes the decisions in force; a failure is logged,
+// since a decision is made by a quorum whether or not one node can write.
+func (n *Node) saveDecisionsLocked() {
+	if n.cfg.StateDir == "" {
+		return
+	}
+	ds := make([]Decision, 0, len(n.decisions))
+	for _, k := range slices.Sorted(maps.Keys(n.decisions)) {
+		ds = append(ds, n.decisions[k])
+	}
+	b, _ := json.Marshal(ds)
+	if err := writeFileAtomic(n.cfg.StateDir, decisionsFileName, b); err != nil {
+		n.cfg.Logger.Error().Err(err).Msg("cluster: decisions not written to disk")
+	}
 }

@@ -121,3 +121,59 @@ func atoi(s string) int {
 	fmt.Sscan(s, &n)
 	return n
 }
+
+// A failover stays in force through a restart of every node: a node that
+// comes back finds its decisions on disk and applies them before it meets
+// any peer (C4, C5).
+//
+// SPEC: C4 C5
+func TestDecisionsSurviveARestart(t *testing.T) {
+	primary, standby := pgtest.NoTLS(t, "127.0.0.1:0"), pgtest.NoTLS(t, "127.0.0.1:0")
+	topo := strings.NewReplacer("10.0.1.4:5432", primary.Addr().String(), "10.0.1.5:5432", standby.Addr().String()).Replace(testTopology)
+	parsed, _, err := topology.Parse("t.yaml", []byte(topo))
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap, _ := topology.NewSnapshot(parsed, topology.State{}, 1)
+	dir := t.TempDir()
+	var mu sync.Mutex
+	var applied []topology.State
+	start := func() *Node {
+		n, err := New(Config{Name: "n1", Members: []string{"n1"}, Bind: freeAddr(t, "127.0.0.51"), Dev: true, StateDir: dir, Logger: zerolog.New(io.Discard)},
+			Hooks{Snapshot: func() *topology.Snapshot { return snap }, Apply: func(s topology.State) {
+				mu.Lock()
+				applied = append(applied, s)
+				mu.Unlock()
+			}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	n := start()
+	var server string
+	for name, si := range snap.Servers {
+		if si.Server.HighAvailability {
+			server = name
+		}
+	}
+	if _, err := n.Operate("server/"+server, 1, "test failover"); err != nil {
+		t.Fatal(err)
+	}
+	n.Stop()
+	mu.Lock()
+	applied = nil
+	mu.Unlock()
+
+	n = start()
+	defer n.Stop()
+	ds := n.Decisions()
+	if len(ds) != 1 || ds[0].Key != "server/"+server || ds[0].Value != 1 {
+		t.Fatalf("the decision must be restored: %+v", ds)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(applied) == 0 || !applied[0].FailedOver[server] {
+		t.Fatalf("the restored decision must be applied at start: %+v", applied)
+	}
+}

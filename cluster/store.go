@@ -108,6 +108,9 @@ func OpenStore(cfg StoreConfig) (*Store, error) {
 	return s, nil
 }
 
+// Dir returns the state directory, "" for none.
+func (s *Store) Dir() string { return s.cfg.Dir }
+
 // Values returns the newest value of every key, nil for a deleted one.
 func (s *Store) Values() map[string]json.RawMessage {
 	s.mu.Lock()
@@ -284,34 +287,43 @@ func (s *Store) persistLocked() error {
 	if err != nil {
 		return fmt.Errorf("encoding state: %w", err)
 	}
-	path := filepath.Join(s.cfg.Dir, stateFileName)
-	tmp, err := os.CreateTemp(s.cfg.Dir, stateFileName+".*")
+	if err := writeFileAtomic(s.cfg.Dir, stateFileName, b); err != nil {
+		return err
+	}
+	s.written = s.syncedAt
+	return nil
+}
+
+// writeFileAtomic writes dir/name so that a crash leaves the old content or
+// the new: a temporary file, fsync, rename, and an fsync of the directory.
+func writeFileAtomic(dir, name string, data []byte) error {
+	path := filepath.Join(dir, name)
+	tmp, err := os.CreateTemp(dir, name+".*")
 	if err != nil {
-		return fmt.Errorf("writing state: %w", err)
+		return fmt.Errorf("writing %s: %w", path, err)
 	}
 	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(b); err != nil {
+	if _, err := tmp.Write(data); err != nil {
 		tmp.Close()
-		return fmt.Errorf("writing state %s: %w", tmp.Name(), err)
+		return fmt.Errorf("writing %s: %w", tmp.Name(), err)
 	}
 	if err := tmp.Sync(); err != nil {
 		tmp.Close()
-		return fmt.Errorf("syncing state %s: %w", tmp.Name(), err)
+		return fmt.Errorf("syncing %s: %w", tmp.Name(), err)
 	}
 	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("writing state %s: %w", tmp.Name(), err)
+		return fmt.Errorf("writing %s: %w", tmp.Name(), err)
 	}
 	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("replacing state %s: %w", path, err)
+		return fmt.Errorf("replacing %s: %w", path, err)
 	}
-	d, err := os.Open(s.cfg.Dir)
+	d, err := os.Open(dir)
 	if err != nil {
-		return fmt.Errorf("syncing state directory: %w", err)
+		return fmt.Errorf("syncing directory %s: %w", dir, err)
 	}
 	defer d.Close()
 	if err := d.Sync(); err != nil {
-		return fmt.Errorf("syncing state directory %s: %w", s.cfg.Dir, err)
+		return fmt.Errorf("syncing directory %s: %w", dir, err)
 	}
-	s.written = s.syncedAt
 	return nil
 }

@@ -95,6 +95,7 @@ func (p *PGPlane) newCluster(o clusterOptions, g gatewayOptions) error {
 		Name: o.name, Members: o.members, Bind: o.bind, Advertise: o.advertise, Join: o.join, Dev: o.dev,
 		NodeID: g.nodeID, Holds: g.listen, ProbeInterval: o.interval, ProbeTimeout: o.timeout, FailAfter: o.failAfter,
 		GatewayPort: 5432,
+		StateDir:    p.topo.store.Dir(),
 		Logger:      newLogger("pgplane/cluster").With().Str("node", o.name).Logger(),
 	}
 	switch {
