@@ -56,7 +56,7 @@ type Config struct {
 	// StateDir, when set, keeps the failover decisions on disk, so that a
 	// failover stays in force through a restart of every node (C4).
 	StateDir string
-	Logger zerolog.Logger
+	Logger   zerolog.Logger
 }
 
 // Defaults, chosen so that a dead target is flipped on every node within
