@@ -268,3 +268,48 @@ func freePort() (int, error) {
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
+
+// StartStandby makes a streaming replica of s with pg_basebackup in a new
+// directory under parent, and starts it as a hot standby on a port of its
+// own. Promote turns it into a primary.
+func (s *Server) StartStandby(parent string) (*Server, error) {
+	dir, err := os.MkdirTemp(parent, "pg")
+	if err != nil {
+		return nil, err
+	}
+	st := &Server{Dir: dir, log: &bytes.Buffer{}, done: make(chan struct{}), uid: s.uid, gid: s.gid}
+	if err := st.chown(dir); err != nil {
+		return nil, err
+	}
+	data := filepath.Join(dir, "data")
+	cmd := exec.Command(filepath.Join(BinDir(), "pg_basebackup"), "-h", "127.0.0.1", "-p", strconv.Itoa(s.Port), "-U", "postgres",
+		"-D", data, "-R", "-X", "stream", "-c", "fast", "--no-sync")
+	cmd.SysProcAttr = st.sysProcAttr()
+	cmd.Env = append(os.Environ(), "PGPASSWORD=postgres-secret")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("pgtest: pg_basebackup: %v\n%s", err, out)
+	}
+	if st.Port, err = freePort(); err != nil {
+		return nil, err
+	}
+	st.Addr = fmt.Sprintf("127.0.0.1:%d", st.Port)
+	f, err := os.OpenFile(filepath.Join(data, "postgresql.conf"), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(f, "\nport = %d\nunix_socket_directories = '%s'\nhot_standby = on\n", st.Port, dir)
+	f.Close()
+	if err := st.launch(); err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+// Promote ends recovery: a standby becomes a primary that takes writes.
+func (s *Server) Promote() error {
+	out, err := s.Psql("postgres", "SELECT pg_promote(true, 30)")
+	if err != nil || out != "t" {
+		return fmt.Errorf("pgtest: promote: %v %s", err, out)
+	}
+	return nil
+}

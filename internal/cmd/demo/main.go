@@ -1,5 +1,5 @@
 // Command demo is `make demo`: it starts, on this machine, three pgplane
-// appliance nodes, two PostgreSQL servers standing for an HA pair, and
+// appliance nodes, a PostgreSQL primary and its streaming standby, and
 // client "VNets" on loopback addresses, then walks through the service's
 // story with the real tools, printing each command, its output and whether
 // the outcome is the one expected. It removes everything it started on exit
@@ -182,7 +182,7 @@ func (d *demo) conninfo(server, hostaddr string) string {
 }
 
 func (d *demo) psql(conninfo, sql string) string {
-	return d.sh("psql", "-X", "-A", "-t", conninfo, "-c", sql)
+	return d.sh("psql", "-X", "-q", "-A", "-t", conninfo, "-c", sql)
 }
 
 func (d *demo) run(bin string) error {
@@ -202,15 +202,18 @@ func (d *demo) run(bin string) error {
 	}
 	cert, _ := os.ReadFile(filepath.Join(tlsDir, gateway.DevCertFile))
 	key, _ := os.ReadFile(filepath.Join(tlsDir, gateway.DevKeyFile))
-	for i := 0; i < 2; i++ {
-		pg, err := pgtest.Start("", pgtest.Options{Cert: cert, Key: key})
-		if err != nil {
-			return err
-		}
-		d.pgs = append(d.pgs, pg)
+	primary, err := pgtest.Start("", pgtest.Options{Cert: cert, Key: key})
+	if err != nil {
+		return err
 	}
+	d.pgs = append(d.pgs, primary)
+	standby, err := primary.StartStandby("")
+	if err != nil {
+		return err
+	}
+	d.pgs = append(d.pgs, standby)
 	primaryPort, standbyPort := fmt.Sprint(d.pgs[0].Port), fmt.Sprint(d.pgs[1].Port)
-	fmt.Printf("PostgreSQL: primary %s, standby %s (two servers stand for the HA pair: pgplane routes, PostgreSQL replicates)\n", d.pgs[0].Addr, d.pgs[1].Addr)
+	fmt.Printf("PostgreSQL: primary %s, and a streaming replica of it as the standby, %s\n", d.pgs[0].Addr, d.pgs[1].Addr)
 
 	// Three nodes: n1 and n2 hold the gateway addresses, n3 is a witness.
 	topo := strings.NewReplacer("PRIMARY", d.pgs[0].Addr, "STANDBY", d.pgs[1].Addr).Replace(topologyText)
@@ -305,12 +308,23 @@ func (d *demo) run(bin string) error {
 	out = d.psql(sales, "SELECT 'connected to port ' || inet_server_port()")
 	d.expect(out == "connected to port "+primaryPort, "psql reaches the primary, the gateway's certificate verified (sslmode=verify-full)")
 
+	d.step("An order is written on the primary; the standby replicates it")
+	out = d.psql(sales, "CREATE TABLE orders (id serial, item text); INSERT INTO orders (item) VALUES ('placed before the failover') RETURNING item")
+	replicated := d.waitFor(5*time.Second, func() bool {
+		got, _ := d.pgs[1].Psql(pgtest.Database, "SELECT item FROM orders")
+		return got == "placed before the failover"
+	})
+	d.expect(out == "placed before the failover" && replicated, "the row is written through the gateway, and the standby has it")
+
 	d.step("Failover: the primary PostgreSQL crashes while a client keeps reconnecting")
 	loop := d.startLoop(sales)
 	time.Sleep(time.Second)
-	fmt.Printf("$ (the primary, port %s, is stopped with an immediate shutdown)\n", primaryPort)
+	fmt.Printf("$ (the primary, port %s, is stopped with an immediate shutdown; the HA orchestrator promotes the standby: SELECT pg_promote())\n", primaryPort)
 	crashed := time.Now()
 	d.pgs[0].Crash()
+	if err := d.pgs[1].Promote(); err != nil {
+		return err
+	}
 	flipped := d.waitFor(15*time.Second, func() bool {
 		for i := 1; i <= 3; i++ {
 			if !strings.HasSuffix(d.quiet("dig", fmt.Sprintf("@127.0.0.1%d", i), "-p", fmt.Sprint(d.dnsPort), "-b", "127.0.1.10", "+short", private, "A"), "127.0.1.5") {
@@ -328,6 +342,8 @@ func (d *demo) run(bin string) error {
 	d.expect(flipped && loop.reached(primaryPort) && loop.reached(standbyPort), "the name flipped on all three nodes and the client, reconnecting by the same name, reached the standby")
 	out = d.dig("127.0.0.12", "127.0.1.10", private)
 	d.expect(strings.Contains(out, "127.0.1.5"), "n2 answers the standby's address")
+	out = d.psql(sales, "INSERT INTO orders (item) VALUES ('placed after the failover'); SELECT string_agg(item, ', ' ORDER BY id) || ' (port ' || inet_server_port() || ')' FROM orders")
+	d.expect(out == "placed before the failover, placed after the failover (port "+standbyPort+")", "the same name reaches the promoted standby, which has the order written before the crash and takes new ones")
 
 	d.step("The cluster as n1 sees it")
 	out = d.sh(d.ctl, "cluster", "show", "--endpoint", d.endpoint)
