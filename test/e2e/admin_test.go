@@ -265,6 +265,26 @@ func TestAdminAPIChangesAndRefusals(t *testing.T) {
 	if out, code := a.ctl(t, "delete", "--name", "lab-db"); code != 0 || !strings.Contains(out, "deleted") {
 		t.Fatalf("delete: %d %s", code, out)
 	}
+	// A VNet is deleted with its subnets and peerings, on both sides; made
+	// again, it starts empty.
+	for _, cmd := range [][]string{
+		{"vnet", "delete", "--name", "lab-vnet"},
+		{"vnet", "create", "--name", "lab-vnet", "--location", "eastus2", "--address-prefixes", "127.0.8.0/24"},
+	} {
+		if out, code := a.ctl(t, cmd...); code != 0 {
+			t.Fatalf("%v: %d %s", cmd, code, out)
+		}
+	}
+	if out, _ := a.ctl(t, "vnet", "show", "--name", "lab-vnet", "--output", "json"); strings.Contains(out, "subnets") || strings.Contains(out, "peerings") {
+		t.Fatalf("a VNet made again must not inherit the deleted one's subnets and peerings:\n%s", out)
+	}
+	// A peering listed on app-vnet's side is removed from hub-vnet's.
+	if out, code := a.ctl(t, "vnet", "peering", "delete", "--vnet-name", "hub-vnet", "--remote-vnet", "app-vnet"); code != 0 {
+		t.Fatalf("peering delete: %s", out)
+	}
+	if out, _ := a.ctl(t, "vnet", "show", "--name", "app-vnet"); strings.Contains(out, "hub-vnet") {
+		t.Fatalf("the peering must be gone from both sides:\n%s", out)
+	}
 
 	// A restart restores every change: the deleted file rule stays deleted,
 	// the created one admits, the deleted server stays deleted.
