@@ -101,6 +101,7 @@ fuzz:
 	$(GO) test ./gateway -run '^$$' -fuzz FuzzSession -fuzztime $(FUZZTIME)
 	$(GO) test ./topology -run '^$$' -fuzz FuzzOverlay -fuzztime $(FUZZTIME)
 	$(GO) test ./cluster -run '^$$' -fuzz FuzzStoreMergeFull -fuzztime $(FUZZTIME)
+	$(GO) test ./cmd/pgplanectl -run '^$$' -fuzz FuzzCorefileReader -fuzztime $(FUZZTIME)
 
 clean:
 	rm -rf $(BIN) benchmarks/*/out

@@ -78,7 +78,7 @@ func findPGPlaneBlocks(lines [][]token) ([]pgplaneBlock, error) {
 		if open {
 			args = args[:len(args)-1]
 		}
-		if len(args) != 1 {
+		if len(args) != 1 || args[0].text == "" {
 			return nil, fmt.Errorf("line %d: pgplane takes one argument, the topology file", l[0].line)
 		}
 		b.topology = args[0].text
