@@ -44,7 +44,9 @@ type Config struct {
 	// Desired takes the changes to servers, rules, parameters, VNets and
 	// zones; nil refuses them.
 	Desired Desired
-	Logger  zerolog.Logger
+	// Health reports the node's state for GET /v1/health.
+	Health func() HealthView
+	Logger zerolog.Logger
 }
 
 // DefaultListen is the admin API's default address.
@@ -72,6 +74,7 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/cluster", s.clusterShow)
+	mux.HandleFunc("GET /v1/health", s.health)
 	mux.HandleFunc("POST /v1/servers/{name}/failover", s.serverFailover)
 	mux.HandleFunc("POST /v1/servers/{name}/failback", s.serverFailback)
 	mux.HandleFunc("POST /v1/regions/{name}/failover", s.regionFailover)
@@ -278,3 +281,59 @@ func sortedKeys[V any](m map[string]V) []string { return slices.Sorted(maps.Keys
 
 // Target is a probe target's name, as in cluster.Target.
 type Target = cluster.Target
+
+// HealthView is GET /v1/health: the node's own state, in detail. The
+// status is 200 when Ready, else 503.
+type HealthView struct {
+	Ready    bool           `json:"ready"`
+	Topology TopologyHealth `json:"topology"`
+	// Gateway is nil on a node without a gateway.
+	Gateway *GatewayHealth `json:"gateway,omitempty"`
+	// Cluster is nil on a node without a cluster.
+	Cluster *ClusterHealth `json:"cluster,omitempty"`
+	State   StateHealth    `json:"state"`
+}
+
+// TopologyHealth is the desired state being served.
+type TopologyHealth struct {
+	File    string `json:"file"`
+	Serial  uint32 `json:"serial"`
+	Regions int    `json:"regions"`
+	VNets   int    `json:"vnets"`
+	Zones   int    `json:"private_dns_zones"`
+	Servers int    `json:"servers"`
+}
+
+// GatewayHealth is the gateway's listeners.
+type GatewayHealth struct {
+	Configured []string `json:"configured"`
+	Listening  []string `json:"listening"`
+}
+
+// ClusterHealth is the node's membership.
+type ClusterHealth struct {
+	Joined bool `json:"joined"`
+	Alive  int  `json:"members_alive"`
+	Quorum int  `json:"quorum"`
+	Of     int  `json:"members"`
+}
+
+// StateHealth is the replicated state of run-time changes.
+type StateHealth struct {
+	Dir        string `json:"dir,omitempty"`
+	Entries    int    `json:"entries"`
+	Tombstones int    `json:"tombstones"`
+}
+
+func (s *Server) health(w http.ResponseWriter, r *http.Request) {
+	if s.cfg.Health == nil {
+		writeError(w, http.StatusServiceUnavailable, "this node reports no health")
+		return
+	}
+	h := s.cfg.Health()
+	status := http.StatusOK
+	if !h.Ready {
+		status = http.StatusServiceUnavailable
+	}
+	writeJSON(w, status, h)
+}

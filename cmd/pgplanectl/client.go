@@ -41,6 +41,29 @@ func (c *common) call(method, path string, body any, out any) error {
 
 // callWith is call with extra request headers.
 func (c *common) callWith(method, path string, body any, header map[string]string, out any) error {
+	status, b, err := c.send(method, path, body, header)
+	if err != nil {
+		return err
+	}
+	if status >= 300 {
+		var e api.Error
+		if json.Unmarshal(b, &e) == nil && e.Error != "" {
+			return fmt.Errorf("%s (HTTP %d)", e.Error, status)
+		}
+		return fmt.Errorf("HTTP %d: %s", status, strings.TrimSpace(string(b)))
+	}
+	if raw, ok := out.(*json.RawMessage); ok {
+		*raw = bytes.TrimSpace(b)
+		return nil
+	}
+	if out != nil {
+		return json.Unmarshal(b, out)
+	}
+	return nil
+}
+
+// send sends a request and returns the answer's status and body.
+func (c *common) send(method, path string, body any, header map[string]string) (int, []byte, error) {
 	var rd io.Reader
 	if body != nil {
 		b, _ := json.Marshal(body)
@@ -48,7 +71,7 @@ func (c *common) callWith(method, path string, body any, header map[string]strin
 	}
 	req, err := http.NewRequest(method, strings.TrimSuffix(c.endpoint, "/")+path, rd)
 	if err != nil {
-		return err
+		return 0, nil, err
 	}
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)
@@ -61,25 +84,54 @@ func (c *common) callWith(method, path string, body any, header map[string]strin
 	}
 	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
 	if err != nil {
-		return fmt.Errorf("cannot reach the admin API at %s: %w", c.endpoint, err)
+		return 0, nil, fmt.Errorf("cannot reach the admin API at %s: %w", c.endpoint, err)
 	}
 	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode >= 300 {
-		var e api.Error
-		if json.Unmarshal(b, &e) == nil && e.Error != "" {
-			return fmt.Errorf("%s (HTTP %d)", e.Error, resp.StatusCode)
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, b, err
+}
+
+// health prints the node's own state; the exit code is 0 when it is ready.
+func health(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("health", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var c common
+	c.register(fs)
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	status, b, err := c.send(http.MethodGet, "/v1/health", nil, nil)
+	var h api.HealthView
+	if err == nil && status != http.StatusOK && status != http.StatusServiceUnavailable {
+		err = fmt.Errorf("HTTP %d: %s", status, strings.TrimSpace(string(b)))
+	}
+	if err == nil {
+		err = json.Unmarshal(b, &h)
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "pgplanectl health:", err)
+		return 1
+	}
+	if c.output == "json" {
+		stdout.Write(b)
+	} else {
+		w := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintf(w, "ready\t%s\n", map[bool]string{true: "yes", false: "NO"}[h.Ready])
+		t := h.Topology
+		fmt.Fprintf(w, "topology\t%s, serial %d: %d regions, %d vnets, %d private DNS zones, %d servers\n", t.File, t.Serial, t.Regions, t.VNets, t.Zones, t.Servers)
+		if g := h.Gateway; g != nil {
+			fmt.Fprintf(w, "gateway\tlistening on %s (configured: %s)\n", orDash(strings.Join(g.Listening, " ")), strings.Join(g.Configured, " "))
 		}
-		return fmt.Errorf("HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(b)))
+		if cl := h.Cluster; cl != nil {
+			fmt.Fprintf(w, "cluster\t%s, %d of %d members alive, a flip needs %d\n", map[bool]string{true: "joined", false: "NOT JOINED"}[cl.Joined], cl.Alive, cl.Of, cl.Quorum)
+		}
+		fmt.Fprintf(w, "state\t%s: %d run-time changes, %d tombstones\n", orDash(h.State.Dir), h.State.Entries, h.State.Tombstones)
+		w.Flush()
 	}
-	if raw, ok := out.(*json.RawMessage); ok {
-		*raw = bytes.TrimSpace(b)
-		return nil
+	if !h.Ready {
+		return 1
 	}
-	if out != nil {
-		return json.Unmarshal(b, out)
-	}
-	return nil
+	return 0
 }
 
 // clusterShow prints the cluster as one node sees it.

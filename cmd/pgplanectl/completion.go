@@ -14,6 +14,7 @@ func bashCompletion() string {
 	fixed := map[string]string{
 		"validate":        "--topology",
 		"cluster show":    "--endpoint --token --output",
+		"health":          "--endpoint --token --output",
 		"server failover": "--name --endpoint --token --output",
 		"server failback": "--name --endpoint --token --output",
 		"region failover": "--name --to --endpoint --token --output",

@@ -26,6 +26,7 @@ Usage:
                                         make a CA (once) and the gateway's certificate for the service's names
   pgplanectl cluster-key                print a new gossip encryption key (base64 of 32 random bytes)
   pgplanectl cluster show               members, votes, active addresses and failovers
+  pgplanectl health                     this node's own state: topology, gateway, cluster, run-time changes
   pgplanectl server failover --name N   move an HA server to its standby
   pgplanectl server failback --name N   move an HA server back to its primary
   pgplanectl region failover --name R [--to ADDRESS]
@@ -80,6 +81,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintln(stdout, base64.StdEncoding.EncodeToString(key))
 		return 0
+	case "health":
+		return health(args[1:], stdout, stderr)
 	case "cluster":
 		if len(args) > 1 && args[1] == "show" {
 			return clusterShow(args[2:], stdout, stderr)

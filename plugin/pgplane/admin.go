@@ -47,6 +47,7 @@ func (p *PGPlane) newAdmin(o adminOptions) error {
 		Listen:   o.listen,
 		Snapshot: func() *topology.Snapshot { return p.answers.Load().snap },
 		Desired:  api.DesiredFunc(p.change),
+		Health:   p.health,
 		Logger:   newLogger("pgplane/admin"),
 	}
 	if p.cluster != nil {

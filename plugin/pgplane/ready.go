@@ -1,5 +1,7 @@
 package pgplane
 
+import "github.com/pgplane/pgplane/api"
+
 // Ready implements the readiness interface of CoreDNS's ready plugin: the
 // node is ready once its topology is loaded, its gateway (if it has one) has
 // started, its admin API (if it has one) listens, and its cluster node (if
@@ -10,4 +12,38 @@ func (p *PGPlane) Ready() bool {
 		return false
 	}
 	return p.cluster == nil || p.cluster.Joined()
+}
+
+// health reports the node's own state for the admin API's GET /v1/health.
+func (p *PGPlane) health() api.HealthView {
+	a := p.answers.Load()
+	h := api.HealthView{Ready: p.Ready()}
+	if a != nil {
+		t := a.snap.Topology
+		h.Topology = api.TopologyHealth{File: p.topo.path, Serial: a.snap.Serial, Regions: len(t.Regions), VNets: len(t.VNets), Zones: len(t.PrivateDNSZones), Servers: len(t.Servers)}
+	}
+	if p.gateway != nil {
+		h.Gateway = &api.GatewayHealth{Configured: p.gwOpts.listen, Listening: p.gateway.Listening()}
+	}
+	if p.cluster != nil {
+		st := p.cluster.Status()
+		c := &api.ClusterHealth{Joined: p.cluster.Joined(), Quorum: st.Quorum, Of: len(st.Members)}
+		for _, m := range st.Members {
+			if m.Gossip == "alive" {
+				c.Alive++
+			}
+		}
+		h.Cluster = c
+	}
+	if p.topo.store != nil {
+		h.State.Dir = p.topo.store.Dir()
+		for _, e := range p.topo.store.Entries() {
+			if e.Deleted() {
+				h.State.Tombstones++
+			} else {
+				h.State.Entries++
+			}
+		}
+	}
+	return h
 }

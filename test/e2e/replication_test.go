@@ -132,6 +132,10 @@ func TestChangesReachEveryNodeAndSurvive(t *testing.T) {
 			t.Fatalf("n%d not ready: %d %s", i+1, status, body)
 		}
 	}
+	out, code := pgplanectlAt(t, c.endpoints[0], "health")
+	if code != 0 || !hasAll(out, "ready     yes", "cluster   joined, 3 of 3 members alive, a flip needs 2", fmt.Sprintf("listening on 127.0.0.21:%d", c.gwPort), "state     ") {
+		t.Fatalf("pgplanectl health on n1: %d\n%s", code, out)
+	}
 	dig(t, "@127.0.0.11", "-p", fmt.Sprint(c.dnsPort), "sales-db.postgres.database.azure.com", "A")
 	dig(t, "@127.0.0.11", "-p", fmt.Sprint(c.dnsPort), "nope-db.postgres.database.azure.com", "A")
 	defer func() {
@@ -260,13 +264,14 @@ func hasAll(text string, want ...string) bool {
 func TestReadyWaitsForTheCluster(t *testing.T) {
 	dir := t.TempDir()
 	writeFile(t, dir, "topology.yaml", "regions: [{name: eastus2, gateways: [127.0.0.21, 127.0.0.22]}]\n")
-	dnsPort, readyPort := freePort(t, "127.0.0.11"), freePort(t, "127.0.0.11")
+	dnsPort, readyPort, adminPort := freePort(t, "127.0.0.11"), freePort(t, "127.0.0.11"), freePort(t, "127.0.0.11")
 	gossip := fmt.Sprintf("127.0.0.11:%d", freePort(t, "127.0.0.11"))
 	absent := fmt.Sprintf("127.0.0.12:%d", freePort(t, "127.0.0.12"))
 	corefile := fmt.Sprintf(`.:%d {
     bind 127.0.0.11
     ready 127.0.0.11:%d
     pgplane topology.yaml {
+        admin 127.0.0.11:%d
         cluster_name n1
         cluster_members n1 n2
         cluster_bind %s
@@ -274,11 +279,15 @@ func TestReadyWaitsForTheCluster(t *testing.T) {
         cluster_dev
     }
 }
-`, dnsPort, readyPort, gossip, absent)
+`, dnsPort, readyPort, adminPort, gossip, absent)
 	startNode(t, dir, corefile, fmt.Sprintf("127.0.0.11:%d", dnsPort), "")
 	status, body := httpGet(t, fmt.Sprintf("http://127.0.0.11:%d/ready", readyPort))
 	if status != http.StatusServiceUnavailable || !strings.Contains(body, "pgplane") {
 		t.Fatalf("a node that has met no other member must not be ready: %d %s", status, body)
+	}
+	out, code := pgplanectlAt(t, fmt.Sprintf("http://127.0.0.11:%d", adminPort), "health")
+	if code != 1 || !hasAll(out, "ready     NO", "cluster   NOT JOINED, 1 of 2 members alive") {
+		t.Fatalf("pgplanectl health must say why: %d\n%s", code, out)
 	}
 }
 
