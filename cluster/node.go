@@ -469,11 +469,13 @@ func encode(kind byte, v any) []byte {
 // delegate is the memberlist.Delegate of a Node.
 type delegate Node
 
+// NodeMeta announces the node's gateway node ID, for forwarded cancels.
 func (d *delegate) NodeMeta(limit int) []byte {
 	b, _ := json.Marshal(nodeMeta{NodeID: d.cfg.NodeID})
 	return b
 }
 
+// NotifyMsg takes a message from a peer: votes, a decision, a cancel or run-time changes.
 func (d *delegate) NotifyMsg(b []byte) {
 	n := (*Node)(d)
 	if len(b) < 2 {
@@ -544,10 +546,12 @@ func (n *Node) Spread(entries []Entry) {
 	go n.sendAll(msg)
 }
 
+// GetBroadcasts hands memberlist the queued gossip.
 func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte {
 	return d.queue.GetBroadcasts(overhead, limit)
 }
 
+// LocalState is this node's side of a push/pull exchange: decisions and the replicated state.
 func (d *delegate) LocalState(join bool) []byte {
 	n := (*Node)(d)
 	n.mu.Lock()
@@ -563,6 +567,7 @@ func (d *delegate) LocalState(join bool) []byte {
 	return b
 }
 
+// MergeRemoteState takes a peer's side of a push/pull exchange.
 func (d *delegate) MergeRemoteState(buf []byte, join bool) {
 	var st state
 	if json.Unmarshal(buf, &st) != nil {

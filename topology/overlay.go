@@ -120,6 +120,7 @@ type OverlayProblem struct {
 	Err error
 }
 
+// Error names the entry and what is wrong with it.
 func (p OverlayProblem) Error() string { return fmt.Sprintf("run-time change %s: %v", p.Key, p.Err) }
 
 // Overlay applies run-time changes to base and returns the result; base is
