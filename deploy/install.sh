@@ -61,7 +61,9 @@ fi
 
 if [ -z "$root" ]; then
     chown -R root:pgplane "$etc"
+    chmod 0750 "$etc/tls"
     chmod 0640 "$etc/gossip.key" "$etc/admin.token" "$etc/tls/server.key"
+    [ ! -e "$etc/tls/ca.key" ] || chmod 0600 "$etc/tls/ca.key"
     chown pgplane:pgplane "$state"
     if [ -d /run/systemd/system ]; then
         systemctl daemon-reload

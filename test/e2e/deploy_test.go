@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -76,5 +77,56 @@ func TestInstallScriptAndSystemdUnit(t *testing.T) {
 	verify, err := exec.Command("systemd-analyze", "verify", check).CombinedOutput()
 	if err != nil || len(strings.TrimSpace(string(verify))) > 0 {
 		t.Fatalf("systemd-analyze verify: %v\n%s", err, verify)
+	}
+}
+
+// The install as it runs on a VM, as root on /: the user is made, the
+// files are owned so that the service's user reads what it needs and no
+// more. The test runs it in a mount namespace over a copy of /etc and empty
+// /var/lib and /usr/local/bin, so the machine's own are not touched.
+//
+// SPEC: C1 A1
+func TestInstallScriptOnTheRealRoot(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for a mount namespace")
+	}
+	tmp := t.TempDir()
+	if out, err := exec.Command("cp", "-a", "/etc", filepath.Join(tmp, "etc")).CombinedOutput(); err != nil {
+		t.Fatalf("copying /etc: %v %s", err, out)
+	}
+	os.MkdirAll(filepath.Join(tmp, "state"), 0o755)
+	os.MkdirAll(filepath.Join(tmp, "bin"), 0o755)
+	script := fmt.Sprintf(`set -e
+mount --make-rprivate /
+mount --bind %[1]s/etc /etc
+mount --bind %[1]s/state /var/lib
+mount --bind %[1]s/bin /usr/local/bin
+sh deploy/install.sh --bin %[2]s
+sh deploy/install.sh --bin %[2]s >/dev/null
+stat -c '%%n %%U:%%G %%a' /etc/pgplane /etc/pgplane/gossip.key /etc/pgplane/admin.token /etc/pgplane/tls /etc/pgplane/tls/server.key /etc/pgplane/tls/ca.key /var/lib/pgplane
+getent passwd pgplane
+su -s /bin/sh pgplane -c '/usr/local/bin/pgplanectl validate --corefile /etc/pgplane/Corefile'
+if su -s /bin/sh pgplane -c 'cat /etc/pgplane/tls/ca.key' >/dev/null 2>&1; then echo "the CA key is readable by pgplane"; exit 1; fi
+`, tmp, filepath.Dir(binary))
+	cmd := exec.Command("unshare", "-m", "sh", "-c", script)
+	cmd.Dir = "../.."
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("install on /: %v\n%s", err, out)
+	}
+	for _, want := range []string{"user pgplane created", "/etc/pgplane root:pgplane 750", "/etc/pgplane/gossip.key root:pgplane 640",
+		"/etc/pgplane/tls root:pgplane 750", "/etc/pgplane/tls/server.key root:pgplane 640", "/etc/pgplane/tls/ca.key root:pgplane 600",
+		"/var/lib/pgplane pgplane:pgplane 750", "pgplane:x:", ":/var/lib/pgplane:/usr/sbin/nologin", "/etc/pgplane/Corefile: valid"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("lacks %q", want)
+		}
+	}
+	if t.Failed() {
+		t.Logf("output:\n%s", out)
+	}
+	for _, p := range []string{"/etc/pgplane", "/var/lib/pgplane"} {
+		if _, err := os.Stat(p); err == nil {
+			t.Fatalf("the test must not touch the machine's %s", p)
+		}
 	}
 }
