@@ -8,7 +8,7 @@ PGPLANECTL:= $(BIN)/pgplanectl
 FUZZTIME  ?= 30s
 # Debian packages the tests and benchmarks use: command -> package.
 DEB_CMDS  := dig:dnsutils nslookup:dnsutils dnsperf:dnsperf ip:iproute2 setpriv:util-linux \
-             psql:postgresql-client pgbench:postgresql-client systemd-analyze:systemd \
+             psql:postgresql-client pgbench:postgresql-client systemd-analyze:systemd curl:curl \
              $(firstword $(wildcard /usr/lib/postgresql/*/bin/postgres) postgres-server):postgresql
 GO_SRC    := $(shell find . -name '*.go' -not -path './bin/*') go.mod go.sum
 

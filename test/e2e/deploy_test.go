@@ -82,7 +82,9 @@ func TestInstallScriptAndSystemdUnit(t *testing.T) {
 
 // The install as it runs on a VM, as root on /: the user is made, the
 // files are owned so that the service's user reads what it needs and no
-// more. The test runs it in a mount namespace over a copy of /etc and empty
+// more, and the node runs as the unit runs it: as that user with
+// CAP_NET_BIND_SERVICE alone, answering on port 53, listening on 5432 and
+// writing its state. The test runs it in a mount namespace over a copy of /etc and empty
 // /var/lib and /usr/local/bin, so the machine's own are not touched.
 //
 // SPEC: C1 A1
@@ -107,8 +109,31 @@ stat -c '%%n %%U:%%G %%a' /etc/pgplane /etc/pgplane/gossip.key /etc/pgplane/admi
 getent passwd pgplane
 su -s /bin/sh pgplane -c '/usr/local/bin/pgplanectl validate --corefile /etc/pgplane/Corefile'
 if su -s /bin/sh pgplane -c 'cat /etc/pgplane/tls/ca.key' >/dev/null 2>&1; then echo "the CA key is readable by pgplane"; exit 1; fi
+
+# Run the node as the unit does: user pgplane, CAP_NET_BIND_SERVICE only,
+# $STATE_DIRECTORY, in /etc/pgplane; a lone node on ports 53 and 5432 of
+# this namespace's own loopback.
+ip link set lo up
+ip addr add 10.0.0.21/32 dev lo
+sed -i -e 's/bind 10.0.0.11/bind 127.0.0.1/' -e '/cluster_/d' /etc/pgplane/Corefile
+cd /etc/pgplane
+STATE_DIRECTORY=/var/lib/pgplane setpriv --reuid pgplane --regid pgplane --init-groups \
+    --inh-caps -all,+net_bind_service --ambient-caps -all,+net_bind_service --bounding-set -all,+net_bind_service \
+    /usr/local/bin/pgplane -conf /etc/pgplane/Corefile > /tmp/node.log 2>&1 &
+pid=$!
+trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null' EXIT
+for i in $(seq 50); do dig @127.0.0.1 -p 53 +short postgres.database.azure.com SOA 2>/dev/null | grep -q hostmaster && break; sleep 0.1; done
+echo "dns: $(dig @127.0.0.1 -p 53 +short eastus2.control.postgres.database.azure.com A)"
+for i in $(seq 50); do curl -s -o /dev/null 127.0.0.1:8181/ready && break; sleep 0.1; done
+echo "ready: $(curl -s 127.0.0.1:8181/ready)"
+bash -c 'exec 3<>/dev/tcp/10.0.0.21/5432' && echo "gateway: listening on 10.0.0.21:5432"
+export PGPLANE_TOKEN=$(cat /etc/pgplane/admin.token)
+/usr/local/bin/pgplanectl vnet create --name lab --location eastus2 --address-prefixes 10.9.0.0/16 >/dev/null && echo "change: accepted"
+stat -c 'state %%n %%U:%%G' /var/lib/pgplane/state.json
+grep -o CapEff:.* /proc/$pid/status
+ps -o user= -p $pid
 `, tmp, filepath.Dir(binary))
-	cmd := exec.Command("unshare", "-m", "sh", "-c", script)
+	cmd := exec.Command("unshare", "-m", "-n", "sh", "-c", script)
 	cmd.Dir = "../.."
 	out, err := cmd.CombinedOutput()
 	if err != nil {
@@ -116,7 +141,9 @@ if su -s /bin/sh pgplane -c 'cat /etc/pgplane/tls/ca.key' >/dev/null 2>&1; then 
 	}
 	for _, want := range []string{"user pgplane created", "/etc/pgplane root:pgplane 750", "/etc/pgplane/gossip.key root:pgplane 640",
 		"/etc/pgplane/tls root:pgplane 750", "/etc/pgplane/tls/server.key root:pgplane 640", "/etc/pgplane/tls/ca.key root:pgplane 600",
-		"/var/lib/pgplane pgplane:pgplane 750", "pgplane:x:", ":/var/lib/pgplane:/usr/sbin/nologin", "/etc/pgplane/Corefile: valid"} {
+		"/var/lib/pgplane pgplane:pgplane 750", "pgplane:x:", ":/var/lib/pgplane:/usr/sbin/nologin", "/etc/pgplane/Corefile: valid",
+		"dns: 10.0.0.21", "ready: OK", "gateway: listening on 10.0.0.21:5432", "change: accepted",
+		"state /var/lib/pgplane/state.json pgplane:pgplane", "CapEff:\t0000000000000400", "\npgplane\n"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("lacks %q", want)
 		}
