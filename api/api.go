@@ -323,6 +323,9 @@ type StateHealth struct {
 	Dir        string `json:"dir,omitempty"`
 	Entries    int    `json:"entries"`
 	Tombstones int    `json:"tombstones"`
+	// Conflict says why the changes received from peers break a rule
+	// together, while an older state is served; empty when none.
+	Conflict string `json:"conflict,omitempty"`
 }
 
 func (s *Server) health(w http.ResponseWriter, r *http.Request) {

@@ -126,6 +126,9 @@ func health(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(w, "cluster\t%s, %d of %d members alive, a flip needs %d\n", map[bool]string{true: "joined", false: "NOT JOINED"}[cl.Joined], cl.Alive, cl.Of, cl.Quorum)
 		}
 		fmt.Fprintf(w, "state\t%s: %d run-time changes, %d tombstones\n", orDash(h.State.Dir), h.State.Entries, h.State.Tombstones)
+		if h.State.Conflict != "" {
+			fmt.Fprintf(w, "CONFLICT\tchanges from peers break a rule together; an older state is served:\n%s\n", h.State.Conflict)
+		}
 		w.Flush()
 	}
 	if !h.Ready {

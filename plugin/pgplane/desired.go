@@ -83,6 +83,8 @@ func (f *topologyFile) change(changes map[string]json.RawMessage) ([]cluster.Ent
 		// Valid topologies always make a snapshot; this is a bug, not a refusal.
 		return entries, fmt.Errorf("change written but not served: %w", err)
 	}
+	f.conflict = nil
+	stateConflict.Set(0)
 	return entries, nil
 }
 
@@ -97,9 +99,20 @@ func (f *topologyFile) storeChanged() {
 	if err == nil {
 		err = f.swapLocked(next, f.current.State)
 	}
+	f.conflict = err
 	if err != nil {
+		stateConflict.Set(1)
 		log.Errorf("run-time changes from a peer refused, still serving serial %d:\n%v", f.current.Serial, err)
+		return
 	}
+	stateConflict.Set(0)
+}
+
+// conflictErr returns why the replicated changes are not served, or nil.
+func (f *topologyFile) conflictErr() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.conflict
 }
 
 // collect forgets old tombstones, except the deletions of objects the file

@@ -55,3 +55,11 @@ func (a *answers) count(view, rcode int) {
 		answersTotal.WithLabelValues(c.view, dns.RcodeToString[rcode]).Inc()
 	}
 }
+
+// stateConflict is 1 while the replicated run-time changes, laid over the
+// topology file, break a rule: two changes made at once on two nodes that
+// each passed alone. The node keeps serving the last state that held.
+var stateConflict = promauto.NewGauge(prometheus.GaugeOpts{
+	Namespace: plugin.Namespace, Subsystem: "pgplane", Name: "state_conflict",
+	Help: "1 while the replicated run-time changes break a rule together and an older state is served.",
+})

@@ -37,6 +37,9 @@ func (p *PGPlane) health() api.HealthView {
 	}
 	if p.topo.store != nil {
 		h.State.Dir = p.topo.store.Dir()
+		if err := p.topo.conflictErr(); err != nil {
+			h.State.Conflict = err.Error()
+		}
 		for _, e := range p.topo.store.Entries() {
 			if e.Deleted() {
 				h.State.Tombstones++

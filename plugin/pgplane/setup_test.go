@@ -2,6 +2,7 @@ package pgplane
 
 import (
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"os"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pgplane/pgplane/cluster"
 	"github.com/pgplane/pgplane/gateway"
 	"github.com/pgplane/pgplane/topology"
 
@@ -312,4 +314,62 @@ func pemDecode(b []byte) ([]byte, []byte) {
 		return nil, rest
 	}
 	return block.Bytes, rest
+}
+
+// Two changes made at once on two nodes can each pass alone and break a
+// rule together. Every node then refuses the combination alike, keeps
+// serving what it had, says so, and takes the change that mends it (C5).
+//
+// SPEC: C5 Z2
+func TestConflictingPeerChangesKeepTheLastGoodState(t *testing.T) {
+	dir := t.TempDir()
+	data, _ := os.ReadFile("testdata/topology.yaml")
+	path := filepath.Join(dir, "t.yaml")
+	os.WriteFile(path, data, 0o644)
+	p, err := parse(caddy.NewTestController("dns", "pgplane "+path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.topo.store, err = cluster.OpenStore(cluster.StoreConfig{Node: "n1", Dir: filepath.Join(dir, "state")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.topo.load(); err != nil {
+		t.Fatal(err)
+	}
+	// Node a made a zone billing.postgres.database.azure.com; node b, at
+	// the same time, a server called billing (Z2).
+	peer, _ := cluster.OpenStore(cluster.StoreConfig{Node: "n2", Dir: filepath.Join(dir, "peer")})
+	zone, _ := peer.Commit(map[string]json.RawMessage{topology.ZoneKey("billing.postgres.database.azure.com"): json.RawMessage(`{}`)})
+	server, _ := peer.Commit(map[string]json.RawMessage{topology.ServerKey("billing"): json.RawMessage(`{"region":"eastus2","access":"public","backends":{"primary":"127.0.0.1:5432"}}`)})
+	p.topo.store.Merge(zone)
+	p.topo.storeChanged()
+	withZone := p.answers.Load().snap
+	if withZone.Zones["billing.postgres.database.azure.com"] == nil || p.topo.conflictErr() != nil {
+		t.Fatal("the zone alone must be served")
+	}
+	p.topo.store.Merge(server)
+	p.topo.storeChanged()
+	if p.answers.Load().snap != withZone {
+		t.Fatal("a combination that breaks a rule must not be served")
+	}
+	if err := p.topo.conflictErr(); err == nil || !strings.Contains(err.Error(), "Z2") {
+		t.Fatalf("the conflict must be reported with its rule: %v", err)
+	}
+	if testutil.ToFloat64(stateConflict) != 1 {
+		t.Fatal("coredns_pgplane_state_conflict must be 1 during a conflict")
+	}
+	if h := p.health(); !strings.Contains(h.State.Conflict, "Z2") {
+		t.Fatalf("health must show the conflict: %+v", h.State)
+	}
+	// Any change is checked against the combination, so the one that
+	// mends it is the one that goes through.
+	if _, err := p.topo.change(map[string]json.RawMessage{topology.FirewallRuleKey("reports-db", "x"): json.RawMessage(`{"startIpAddress":"10.0.0.1","endIpAddress":"10.0.0.1"}`)}); err == nil {
+		t.Fatal("a change on top of a conflict must be refused with the conflict's rule")
+	}
+	if _, err := p.topo.change(map[string]json.RawMessage{topology.ServerKey("billing"): nil}); err != nil {
+		t.Fatalf("deleting one side must mend it: %v", err)
+	}
+	if p.topo.conflictErr() != nil || testutil.ToFloat64(stateConflict) != 0 || p.answers.Load().snap.Zones["billing.postgres.database.azure.com"] == nil {
+		t.Fatal("after the mend the zone is served and no conflict remains")
+	}
 }

@@ -26,6 +26,9 @@ type topologyFile struct {
 
 	mu      sync.Mutex         // serialises reloads and changes
 	base    *topology.Topology // the file's topology, without run-time changes
+	// conflict says why the replicated changes from peers are not served
+	// (they break a rule together), or is nil.
+	conflict error
 	current *topology.Snapshot
 	sum     [sha256.Size]byte
 	mtime   time.Time
