@@ -24,15 +24,15 @@ type topologyFile struct {
 	parser   topology.Parser // re-decodes only the parts of the file that changed
 	store    *cluster.Store  // the run-time changes (C5)
 
-	mu      sync.Mutex         // serialises reloads and changes
-	base    *topology.Topology // the file's topology, without run-time changes
+	mu   sync.Mutex         // serialises reloads and changes
+	base *topology.Topology // the file's topology, without run-time changes
 	// conflict says why the replicated changes from peers are not served
 	// (they break a rule together), or is nil.
 	conflict error
-	current *topology.Snapshot
-	sum     [sha256.Size]byte
-	mtime   time.Time
-	size    int64
+	current  *topology.Snapshot
+	sum      [sha256.Size]byte
+	mtime    time.Time
+	size     int64
 
 	stop chan struct{}
 	done chan struct{}
