@@ -119,7 +119,7 @@ func haServer(name, primary, standby string) []string {
 		"--high-availability", "Enabled", "--backend", "127.0.0.1:5432", "--standby-backend", "127.0.0.1:5433"}
 }
 
-// SPEC: A1 A2 C5 F1 F2 T2 T6 T7 T8 T9 T10 T11 Z2 Z3 D10 G4
+// SPEC: A1 A2 C5 F1 F2 F3 T2 T6 T7 T8 T9 T10 T11 Z2 Z3 D10 G4
 func TestAdminAPIChangesAndRefusals(t *testing.T) {
 	a := startAdminNode(t)
 	if out, err := a.psqlReports(t); err != nil || out != "42" {
@@ -311,5 +311,27 @@ func TestAdminAPIChangesAndRefusals(t *testing.T) {
 	})
 	if out, code := a.ctl(t, "firewall-rule", "show", "--server", "reports-db", "--name", "loopback"); code != 1 {
 		t.Fatalf("a rule deleted at run time must stay deleted through file edits: %s", out)
+	}
+
+	// F3: the 0.0.0.0 rule admits every VNet address space, run-time VNets
+	// included. Without the office rule 127.0.0.1 is refused; a VNet made
+	// around it puts it inside the cloud; deleting the VNet takes it out.
+	if out, code := a.ctl(t, "firewall-rule", "delete", "--server", "reports-db", "--name", "office"); code != 0 {
+		t.Fatalf("delete office: %s", out)
+	}
+	if out, err := a.psqlReports(t); err == nil {
+		t.Fatalf("127.0.0.1 is outside every VNet and every rule: %s", out)
+	}
+	if out, code := a.ctl(t, "vnet", "create", "--name", "lo-vnet", "--location", "eastus2", "--address-prefixes", "127.0.0.0/24"); code != 0 {
+		t.Fatalf("vnet create: %s", out)
+	}
+	if out, err := a.psqlReports(t); err != nil || out != "42" {
+		t.Fatalf("inside a VNet, the 0.0.0.0 rule admits: %v %s", err, out)
+	}
+	if out, code := a.ctl(t, "vnet", "delete", "--name", "lo-vnet"); code != 0 {
+		t.Fatalf("vnet delete: %s", out)
+	}
+	if out, err := a.psqlReports(t); err == nil || !strings.Contains(out, "no firewall rule") {
+		t.Fatalf("outside every VNet again, refused: %v %s", err, out)
 	}
 }
