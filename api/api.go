@@ -9,6 +9,7 @@ package api
 import (
 	"context"
 	"crypto/subtle"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -37,7 +38,10 @@ type Config struct {
 	Listen string
 	// Token is the bearer token every request must carry. Without one the
 	// server refuses to listen on anything but loopback.
-	Token    string
+	Token string
+	// TLS, when set, serves HTTPS: the token then never crosses the
+	// network in the clear.
+	TLS      *tls.Config
 	Snapshot func() *topology.Snapshot
 	// Cluster is nil on a node without a cluster: failover is refused.
 	Cluster Cluster
@@ -90,9 +94,17 @@ func (s *Server) Start() error {
 	if err != nil {
 		return fmt.Errorf("admin: %w", err)
 	}
+	scheme := "http"
+	if s.cfg.TLS != nil {
+		ln, scheme = tls.NewListener(ln, s.cfg.TLS), "https"
+	}
 	s.ln = ln
 	go s.http.Serve(ln)
-	s.cfg.Logger.Info().Str("address", s.cfg.Listen).Msg("admin API listening")
+	ev := s.cfg.Logger.Info()
+	if ap, _ := netip.ParseAddrPort(s.cfg.Listen); scheme == "http" && !ap.Addr().IsLoopback() {
+		ev = s.cfg.Logger.Warn().Str("advice", "the token crosses the network in the clear: add admin_tls CERT_FILE KEY_FILE")
+	}
+	ev.Str("address", s.cfg.Listen).Str("scheme", scheme).Msg("admin API listening")
 	return nil
 }
 

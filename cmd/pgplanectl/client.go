@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -21,6 +23,7 @@ type common struct {
 	endpoint string
 	token    string
 	output   string
+	cacert   string
 }
 
 func (c *common) register(fs *flag.FlagSet) {
@@ -31,6 +34,7 @@ func (c *common) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.endpoint, "endpoint", endpoint, "admin API address (or PGPLANE_ENDPOINT)")
 	fs.StringVar(&c.token, "token", os.Getenv("PGPLANE_TOKEN"), "bearer token (or PGPLANE_TOKEN)")
 	fs.StringVar(&c.output, "output", "table", "table or json")
+	fs.StringVar(&c.cacert, "cacert", os.Getenv("PGPLANE_CACERT"), "CA certificate of an https endpoint (or PGPLANE_CACERT)")
 }
 
 // call sends a request and decodes the JSON answer into out. An API error
@@ -82,7 +86,19 @@ func (c *common) send(method, path string, body any, header map[string]string) (
 	for k, v := range header {
 		req.Header.Set(k, v)
 	}
-	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	client := &http.Client{Timeout: 10 * time.Second}
+	if c.cacert != "" {
+		pem, err := os.ReadFile(c.cacert)
+		if err != nil {
+			return 0, nil, fmt.Errorf("--cacert: %w", err)
+		}
+		roots := x509.NewCertPool()
+		if !roots.AppendCertsFromPEM(pem) {
+			return 0, nil, fmt.Errorf("--cacert %s: no PEM certificate in it", c.cacert)
+		}
+		client.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}}
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		return 0, nil, fmt.Errorf("cannot reach the admin API at %s: %w", c.endpoint, err)
 	}

@@ -13,19 +13,19 @@ func bashCompletion() string {
 	var cases strings.Builder
 	fixed := map[string]string{
 		"validate":        "--topology",
-		"cluster show":    "--endpoint --token --output",
-		"health":          "--endpoint --token --output",
-		"server failover": "--name --endpoint --token --output",
-		"server failback": "--name --endpoint --token --output",
-		"region failover": "--name --to --endpoint --token --output",
-		"region failback": "--name --endpoint --token --output",
+		"cluster show":    "--endpoint --token --output --cacert",
+		"health":          "--endpoint --token --output --cacert",
+		"server failover": "--name --endpoint --token --output --cacert",
+		"server failback": "--name --endpoint --token --output --cacert",
+		"region failover": "--name --to --endpoint --token --output --cacert",
+		"region failback": "--name --endpoint --token --output --cacert",
 	}
 	for _, name := range commandNames() {
 		var fl []string
 		for _, f := range commands[name].flags {
 			fl = append(fl, "--"+f[0])
 		}
-		fixed[name] = strings.Join(append(fl, "--endpoint", "--token", "--output"), " ")
+		fixed[name] = strings.Join(append(fl, "--endpoint", "--token", "--output", "--cacert"), " ")
 	}
 	for _, name := range slices.Sorted(func(yield func(string) bool) {
 		for k := range fixed {

@@ -110,7 +110,7 @@ var knownProperties = []string{"ttl", "reload", "ns", "gateway", "gateway_tls", 
 	"gateway_max_connections", "gateway_handshake_timeout", "gateway_trusted_proxies", "node_id",
 	"cluster_name", "cluster_members", "cluster_bind", "cluster_advertise", "cluster_join", "cluster_key_file",
 	"cluster_dev", "cluster_probe_interval", "cluster_probe_timeout", "cluster_fail_after", "cluster_gateway_port",
-	"admin", "admin_token_file", "state", "state_tombstone_ttl"}
+	"admin", "admin_token_file", "admin_tls", "state", "state_tombstone_ttl"}
 
 // checkCorefile checks a Corefile's pgplane blocks without starting
 // anything: the topology file with every rule, the files the block names,
@@ -215,6 +215,15 @@ func checkCorefile(path string) (problems []string, summary []string) {
 				} else if strings.TrimSpace(string(text)) == "" {
 					fail("admin_token_file", "admin_token_file %s is empty", tokenFile)
 				}
+			}
+			if files := b.props["admin_tls"]; len(files) == 2 {
+				if _, err := tls.LoadX509KeyPair(rel(files[0]), rel(files[1])); err != nil {
+					fail("admin_tls", "admin_tls: %v", err)
+				}
+			} else if _, ok := b.props["admin_tls"]; ok {
+				fail("admin_tls", "admin_tls: want CERT_FILE KEY_FILE")
+			} else if err == nil && !ap.Addr().IsLoopback() {
+				summary = append(summary, "warning: the admin API off loopback without admin_tls: the token crosses the network in the clear")
 			}
 			if first(b.props["state"]) == "" {
 				summary = append(summary, "warning: admin without state: the API refuses changes unless systemd sets $STATE_DIRECTORY")

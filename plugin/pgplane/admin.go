@@ -1,6 +1,7 @@
 package pgplane
 
 import (
+	"crypto/tls"
 	"fmt"
 	"net/netip"
 	"os"
@@ -16,14 +17,22 @@ import (
 type adminOptions struct {
 	listen    string
 	tokenFile string
+	tlsFiles  []string // certificate and key, for HTTPS
 }
 
 func parseAdminProperty(c *caddy.Controller, o *adminOptions) (bool, error) {
 	name := c.Val()
-	if name != "admin" && name != "admin_token_file" {
+	if name != "admin" && name != "admin_token_file" && name != "admin_tls" {
 		return false, nil
 	}
 	args := c.RemainingArgs()
+	if name == "admin_tls" {
+		if len(args) != 2 {
+			return true, c.Errf("admin_tls: want CERT_FILE KEY_FILE")
+		}
+		o.tlsFiles = args
+		return true, nil
+	}
 	if len(args) != 1 {
 		return true, c.ArgErr()
 	}
@@ -61,6 +70,13 @@ func (p *PGPlane) newAdmin(o adminOptions) error {
 		if cfg.Token = strings.TrimSpace(string(b)); cfg.Token == "" {
 			return fmt.Errorf("admin_token_file %s is empty", o.tokenFile)
 		}
+	}
+	if len(o.tlsFiles) == 2 {
+		cert, err := tls.LoadX509KeyPair(resolve(p.base, o.tlsFiles[0]), resolve(p.base, o.tlsFiles[1]))
+		if err != nil {
+			return fmt.Errorf("admin_tls: %w", err)
+		}
+		cfg.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
 	s, err := api.New(cfg)
 	if err != nil {

@@ -335,3 +335,45 @@ func TestAdminAPIChangesAndRefusals(t *testing.T) {
 		t.Fatalf("outside every VNet again, refused: %v %s", err, out)
 	}
 }
+
+// The admin API off the dev defaults: a token, and HTTPS so that the token
+// never crosses the network in the clear.
+//
+// SPEC: A1
+func TestAdminAPIOverTLSWithToken(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, dir, "topology.yaml", devTopology(t))
+	writeFile(t, dir, "admin.token", "s3cret-token\n")
+	if out, err := exec.Command(ctl, "certs", "create", "--dir", filepath.Join(dir, "admin-tls"), "--names", "localhost").CombinedOutput(); err != nil {
+		t.Fatalf("certs create: %v %s", err, out)
+	}
+	dnsPort, adminPort := freePort(t, "127.0.0.1"), freePort(t, "127.0.0.1")
+	startNode(t, dir, fmt.Sprintf(`.:%d {
+    bind 127.0.0.1
+    pgplane topology.yaml {
+        admin 127.0.0.1:%d
+        admin_token_file admin.token
+        admin_tls admin-tls/server.crt admin-tls/server.key
+        state state
+    }
+}
+`, dnsPort, adminPort), fmt.Sprintf("127.0.0.1:%d", dnsPort), "")
+	https := fmt.Sprintf("https://localhost:%d", adminPort)
+	ca := filepath.Join(dir, "admin-tls", "ca.crt")
+	for _, c := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"list", "--endpoint", https, "--token", "s3cret-token", "--cacert", ca}, 0, "reports-db"},
+		{[]string{"firewall-rule", "create", "--server", "reports-db", "--name", "tls", "--start-ip-address", "10.0.0.1", "--end-ip-address", "10.0.0.1", "--endpoint", https, "--token", "s3cret-token", "--cacert", ca}, 0, "tls"},
+		{[]string{"list", "--endpoint", https, "--token", "wrong", "--cacert", ca}, 1, "a valid bearer token is required (pgplanectl --token, or PGPLANE_TOKEN) (HTTP 401)"},
+		{[]string{"list", "--endpoint", https, "--token", "s3cret-token"}, 1, "certificate signed by unknown authority"},
+		{[]string{"list", "--endpoint", fmt.Sprintf("http://localhost:%d", adminPort), "--token", "s3cret-token"}, 1, "HTTP 400"},
+	} {
+		out, code := pgplanectlAt(t, "", c.args...)
+		if code != c.code || !strings.Contains(out, c.want) {
+			t.Errorf("pgplanectl %s: exit %d, want %d with %q:\n%s", strings.Join(c.args, " "), code, c.code, c.want, out)
+		}
+	}
+}
