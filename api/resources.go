@@ -447,10 +447,22 @@ func (s *Server) deleteVNet(w http.ResponseWriter, r *http.Request) {
 	if vn == nil {
 		return
 	}
+	if refuseInUse(w, t, "T10", fmt.Sprintf("vnet %q", vn.Name), func(srv topology.Server) bool { return srv.Network.VNet == vn.Name }) {
+		return
+	}
+	// Peerings listed on other VNets and zone links to it go with it.
 	changes := deleteWith(t, topology.VNetKey(vn.Name))
 	for _, other := range t.VNets {
 		if slices.Contains(other.Peerings, vn.Name) {
 			changes[topology.PeeringKey(other.Name, vn.Name)] = nil
+		}
+	}
+	for _, z := range t.PrivateDNSZones {
+		if slices.Contains(z.Links, vn.Name) {
+			if refuseLocked(w, &z, false) {
+				return
+			}
+			changes[topology.LinkKey(z.Name, vn.Name)] = nil
 		}
 	}
 	s.commit(w, changes, http.StatusNoContent, nil)
@@ -506,12 +518,10 @@ func (s *Server) deleteSubnet(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "vnet %q has no subnet %q", vn.Name, name)
 		return
 	}
-	for _, srv := range t.Servers {
-		if srv.Network != nil && srv.Network.VNet == vn.Name && srv.Network.Subnet == name {
-			writeJSON(w, http.StatusConflict, ChangeError{Error: fmt.Sprintf("T10: subnet %q in vnet %q: it holds server %q; delete the server first", name, vn.Name, srv.Name),
-				Violations: []ViolationView{{Rule: "T10", Object: fmt.Sprintf("subnet %q in vnet %q", name, vn.Name), Message: fmt.Sprintf("it holds server %q; delete the server first", srv.Name)}}})
-			return
-		}
+	if refuseInUse(w, t, "T10", fmt.Sprintf("subnet %q in vnet %q", name, vn.Name), func(srv topology.Server) bool {
+		return srv.Network.VNet == vn.Name && srv.Network.Subnet == name
+	}) {
+		return
 	}
 	s.commit(w, map[string]json.RawMessage{topology.SubnetKey(vn.Name, name): nil}, http.StatusNoContent, nil)
 }
@@ -643,6 +653,11 @@ func (s *Server) deleteZone(w http.ResponseWriter, r *http.Request) {
 	if z == nil || refuseLocked(w, z, true) {
 		return
 	}
+	if refuseInUse(w, t, "in-use", fmt.Sprintf("private DNS zone %q", z.Name), func(srv topology.Server) bool {
+		return topology.CanonicalZone(srv.Network.PrivateDNSZone) == topology.CanonicalZone(z.Name)
+	}) {
+		return
+	}
 	s.commit(w, deleteWith(t, topology.ZoneKey(z.Name)), http.StatusNoContent, nil)
 }
 
@@ -667,6 +682,20 @@ func (s *Server) deleteLink(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.commit(w, map[string]json.RawMessage{topology.LinkKey(z.Name, vnet): nil}, http.StatusNoContent, nil)
+}
+
+// refuseInUse answers 409 when a server uses the object being deleted: a
+// subnet or VNet it sits in (T10), a zone that holds its record.
+func refuseInUse(w http.ResponseWriter, t *topology.Topology, rule, object string, uses func(topology.Server) bool) bool {
+	for _, srv := range t.Servers {
+		if srv.Network != nil && uses(srv) {
+			msg := fmt.Sprintf("server %q uses it; delete the server first", srv.Name)
+			writeJSON(w, http.StatusConflict, ChangeError{Error: fmt.Sprintf("%s: %s: %s", rule, object, msg),
+				Violations: []ViolationView{{Rule: rule, Object: object, Message: msg}}})
+			return true
+		}
+	}
+	return false
 }
 
 // nonNil makes an empty list encode as [] rather than null.

@@ -198,7 +198,9 @@ func TestAdminAPIChangesAndRefusals(t *testing.T) {
 	for _, r := range []struct{ method, path, body, want string }{
 		{"PUT", "/v1/vnets/app-vnet/subnets/db", `{"cidr": "127.0.1.16/28", "delegation": "Microsoft.DBforPostgreSQL/flexibleServers"}`, `409 T10: subnet "db" in vnet "app-vnet": cidr: the CIDR 127.0.1.0/28 cannot change while the subnet holds server "orders-db"`},
 		{"PUT", "/v1/servers/reports-db/firewall-rules/x", `{"startIpAddress": "10.0.0.1", "endIpAddress": "10.0.0.1", "comment": "hi"}`, `400 request body: json: unknown field "comment"`},
-		{"DELETE", "/v1/vnets/app-vnet/subnets/db", "", `409 T10: subnet "db" in vnet "app-vnet": it holds server "orders-db"`},
+		{"DELETE", "/v1/vnets/app-vnet/subnets/db", "", `409 T10: subnet "db" in vnet "app-vnet": server "orders-db" uses it; delete the server first`},
+		{"DELETE", "/v1/vnets/app-vnet", "", `409 T10: vnet "app-vnet": server "orders-db" uses it; delete the server first`},
+		{"DELETE", "/v1/private-dns-zones/contoso.private.postgres.database.azure.com", "", `409 in-use: private DNS zone "contoso.private.postgres.database.azure.com": server "orders-db" uses it`},
 	} {
 		before := a.everything(t)
 		status, body := apiDo(t, r.method, a.endpoint+r.path, r.body)
@@ -268,6 +270,7 @@ func TestAdminAPIChangesAndRefusals(t *testing.T) {
 	// A VNet is deleted with its subnets and peerings, on both sides; made
 	// again, it starts empty.
 	for _, cmd := range [][]string{
+		{"private-dns", "link", "vnet", "create", "--zone-name", "fabrikam.private.postgres.database.azure.com", "--name", "lab-vnet"},
 		{"vnet", "delete", "--name", "lab-vnet"},
 		{"vnet", "create", "--name", "lab-vnet", "--location", "eastus2", "--address-prefixes", "127.0.8.0/24"},
 	} {
@@ -277,6 +280,9 @@ func TestAdminAPIChangesAndRefusals(t *testing.T) {
 	}
 	if out, _ := a.ctl(t, "vnet", "show", "--name", "lab-vnet", "--output", "json"); strings.Contains(out, "subnets") || strings.Contains(out, "peerings") {
 		t.Fatalf("a VNet made again must not inherit the deleted one's subnets and peerings:\n%s", out)
+	}
+	if out, _ := a.ctl(t, "private-dns", "zone", "show", "--name", "fabrikam.private.postgres.database.azure.com"); strings.Contains(out, "lab-vnet") {
+		t.Fatalf("a deleted VNet's zone links go with it:\n%s", out)
 	}
 	// A peering listed on app-vnet's side is removed from hub-vnet's.
 	if out, code := a.ctl(t, "vnet", "peering", "delete", "--vnet-name", "hub-vnet", "--remote-vnet", "app-vnet"); code != 0 {
