@@ -24,13 +24,13 @@ func TestMakeDemo(t *testing.T) {
 		t.Fatalf("make demo: %v\n%s", err, text)
 	}
 	steps := []string{"DNS from a VNet linked", "through app-vnet's resolver address", "From hub-vnet, peered but not linked",
-		"A public server's name", "the firewall has no rule", "The rule that fixes it", "An order is written on the primary", "Failover:", "The cluster as n1 sees it"}
+		"A public server's name", "the firewall has no rule", "The rule that fixes it", "An order is written on the primary", "Failover:", "The cluster as n1 sees it", "A gateway node fails"}
 	for i, s := range steps {
 		if !strings.Contains(text, s) {
 			t.Errorf("step %d (%s) missing", i+1, s)
 		}
 	}
-	if strings.Contains(text, "✗") || strings.Count(text, "✓") != 12 || !strings.Contains(text, "all 9 steps came out as expected") {
+	if strings.Contains(text, "✗") || strings.Count(text, "✓") != 13 || !strings.Contains(text, "all 10 steps came out as expected") {
 		t.Fatalf("every step's outcome must be as expected:\n%s", text)
 	}
 	m := workDirRE.FindStringSubmatch(text)

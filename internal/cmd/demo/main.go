@@ -170,6 +170,12 @@ func shellQuote(s string) string {
 	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`, "$", `\$`, "`", "\\`").Replace(s) + `"`
 }
 
+// lastLine returns the last line of s.
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
+}
+
 func indent(s string) string { return "  " + strings.ReplaceAll(s, "\n", "\n  ") }
 
 func (d *demo) dig(server, src, name string) string {
@@ -348,6 +354,33 @@ func (d *demo) run(bin string) error {
 	d.step("The cluster as n1 sees it")
 	out = d.sh(d.ctl, "cluster", "show", "--endpoint", d.endpoint)
 	d.expect(strings.Contains(out, "a flip needs 2 of 3 members") && strings.Contains(out, "server/orders-db") && strings.Contains(out, "standby"), "three members, and the failover decisions")
+
+	d.step("A gateway node fails: n1, which holds the active gateway address 127.0.0.21, is killed")
+	gatewayName := "eastus2.control.postgres.database.azure.com"
+	resolving := d.startResolvingLoop(func() (string, string) {
+		addr := lastLine(d.quiet("dig", "@127.0.0.13", "-p", fmt.Sprint(d.dnsPort), "+short", "sales-db.postgres.database.azure.com", "A"))
+		return d.conninfo("sales-db", addr), addr
+	})
+	time.Sleep(time.Second)
+	fmt.Println("$ kill -9 <n1>   (a client resolves sales-db through n3 before each connection)")
+	killed := time.Now()
+	d.nodes[0].Process.Signal(syscall.SIGKILL)
+	flipped = d.waitFor(15*time.Second, func() bool {
+		for i := 2; i <= 3; i++ {
+			if d.quiet("dig", fmt.Sprintf("@127.0.0.1%d", i), "-p", fmt.Sprint(d.dnsPort), "+short", gatewayName, "A") != "127.0.0.22" {
+				return false
+			}
+		}
+		return true
+	})
+	fmt.Printf("  n2 and n3 answer 127.0.0.22 for %s %s after the kill\n", gatewayName, time.Since(killed).Round(10*time.Millisecond))
+	d.waitFor(10*time.Second, func() bool { return resolving.reached("via 127.0.0.22") })
+	time.Sleep(time.Second)
+	lines = resolving.stop()
+	fmt.Println("  the client's loop:")
+	fmt.Println(indent(strings.Join(lines, "\n")))
+	d.expect(flipped && resolving.reached("via 127.0.0.21") && resolving.reached("via 127.0.0.22"),
+		"the region's name flipped to the secondary gateway address, and the client reconnected through n2's gateway")
 	return d.ctx.Err()
 }
 
@@ -381,6 +414,13 @@ type clientLoop struct {
 var firstLine = regexp.MustCompile(`[^\n]*`)
 
 func (d *demo) startLoop(conninfo string) *clientLoop {
+	return d.startResolvingLoop(func() (string, string) { return conninfo, "" })
+}
+
+// startResolvingLoop is a client loop whose connection string may change
+// each time: target returns it and the address it goes to ("" to leave it
+// out of the record).
+func (d *demo) startResolvingLoop(target func() (conninfo, via string)) *clientLoop {
 	l := &clientLoop{ports: map[string]bool{}, done: make(chan struct{})}
 	start := time.Now()
 	l.wg.Add(1)
@@ -394,14 +434,21 @@ func (d *demo) startLoop(conninfo string) *clientLoop {
 				return
 			case <-time.After(250 * time.Millisecond):
 			}
+			conninfo, via := target()
 			cmd := exec.CommandContext(d.ctx, "psql", "-X", "-A", "-t", conninfo, "-c", "SELECT inet_server_port()")
 			cmd.Env = append(os.Environ(), "PGPASSWORD="+pgtest.Password, "PGCONNECT_TIMEOUT=2")
 			out, err := cmd.CombinedOutput()
 			text := strings.TrimSpace(string(out))
 			line := fmt.Sprintf("t+%4.1fs  ", time.Since(start).Seconds())
+			if via != "" {
+				line += "via " + via + ": "
+			}
 			l.mu.Lock()
 			if err == nil {
 				l.ports[text] = true
+				if via != "" {
+					l.ports["via "+via] = true
+				}
 				line += "connected to port " + text
 			} else {
 				line += "error: " + firstLine.FindString(text)
