@@ -84,7 +84,8 @@ func New(cfg Config) (*Server, error) {
 	mux.HandleFunc("POST /v1/regions/{name}/failover", s.regionFailover)
 	mux.HandleFunc("POST /v1/regions/{name}/failback", s.regionFailback)
 	s.routeResources(mux)
-	s.http = &http.Server{Handler: s.authenticate(mux), ReadHeaderTimeout: 5 * time.Second}
+	s.http = &http.Server{Handler: s.authenticate(mux), ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
 	return s, nil
 }
 

@@ -84,7 +84,7 @@ func (s *Server) topo() *topology.Topology { return s.cfg.Snapshot().Topology }
 
 // commit applies a change and answers with status and the object result
 // returns from the new state, or with the refusal.
-func (s *Server) commit(w http.ResponseWriter, changes map[string]json.RawMessage, status int, result func(*topology.Topology) any) {
+func (s *Server) commit(w http.ResponseWriter, r *http.Request, changes map[string]json.RawMessage, status int, result func(*topology.Topology) any) {
 	if s.cfg.Desired == nil {
 		writeError(w, http.StatusServiceUnavailable, "this node serves no desired state to change")
 		return
@@ -93,6 +93,7 @@ func (s *Server) commit(w http.ResponseWriter, changes map[string]json.RawMessag
 	var vs topology.Violations
 	switch {
 	case errors.As(err, &vs):
+		s.cfg.Logger.Info().Str("client", r.RemoteAddr).Str("request", r.Method+" "+r.URL.Path).Strs("rules", vs.Rules()).Msg("admin: change refused")
 		body := ChangeError{Error: vs.Error()}
 		code := http.StatusBadRequest
 		for _, v := range vs {
@@ -112,7 +113,7 @@ func (s *Server) commit(w http.ResponseWriter, changes map[string]json.RawMessag
 		return
 	}
 	keys := slices.Sorted(maps.Keys(changes))
-	s.cfg.Logger.Info().Strs("keys", keys).Msg("admin: change applied")
+	s.cfg.Logger.Info().Str("client", r.RemoteAddr).Str("request", r.Method+" "+r.URL.Path).Strs("keys", keys).Msg("admin: change applied")
 	if result == nil {
 		w.WriteHeader(status)
 		return
@@ -235,12 +236,12 @@ func (s *Server) putServer(w http.ResponseWriter, r *http.Request) {
 	}
 	body.FirewallRules, body.Parameters = nil, nil
 	changes[topology.ServerKey(name)] = raw(body)
-	s.commit(w, changes, created(existing != nil), func(t *topology.Topology) any { return findServer(t, name) })
+	s.commit(w, r, changes, created(existing != nil), func(t *topology.Topology) any { return findServer(t, name) })
 }
 
 func (s *Server) deleteServer(w http.ResponseWriter, r *http.Request) {
 	if t, srv := s.server(w, r); srv != nil {
-		s.commit(w, deleteWith(t, topology.ServerKey(srv.Name)), http.StatusNoContent, nil)
+		s.commit(w, r, deleteWith(t, topology.ServerKey(srv.Name)), http.StatusNoContent, nil)
 	}
 }
 
@@ -296,7 +297,7 @@ func (s *Server) putRule(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	server := srv.Name
-	s.commit(w, map[string]json.RawMessage{topology.FirewallRuleKey(server, name): raw(body)}, created(existing),
+	s.commit(w, r, map[string]json.RawMessage{topology.FirewallRuleKey(server, name): raw(body)}, created(existing),
 		func(t *topology.Topology) any { return findRule(findServer(t, server), name) })
 }
 
@@ -310,7 +311,7 @@ func (s *Server) deleteRule(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "server %q has no firewall rule %q", srv.Name, name)
 		return
 	}
-	s.commit(w, map[string]json.RawMessage{topology.FirewallRuleKey(srv.Name, name): nil}, http.StatusNoContent, nil)
+	s.commit(w, r, map[string]json.RawMessage{topology.FirewallRuleKey(srv.Name, name): nil}, http.StatusNoContent, nil)
 }
 
 // Parameter is a server parameter with its value in force and its default.
@@ -382,7 +383,7 @@ func (s *Server) putParameter(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	server := srv.Name
-	s.commit(w, map[string]json.RawMessage{topology.ParameterKey(server, name): raw(body.Value)}, http.StatusOK,
+	s.commit(w, r, map[string]json.RawMessage{topology.ParameterKey(server, name): raw(body.Value)}, http.StatusOK,
 		func(t *topology.Topology) any { return parameterOf(findServer(t, server), name) })
 }
 
@@ -394,7 +395,7 @@ func (s *Server) resetParameter(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	server := srv.Name
-	s.commit(w, map[string]json.RawMessage{topology.ParameterKey(server, name): nil}, http.StatusOK,
+	s.commit(w, r, map[string]json.RawMessage{topology.ParameterKey(server, name): nil}, http.StatusOK,
 		func(t *topology.Topology) any { return parameterOf(findServer(t, server), name) })
 }
 
@@ -439,7 +440,7 @@ func (s *Server) putVNet(w http.ResponseWriter, r *http.Request) {
 	}
 	body.Subnets, body.Peerings = nil, nil
 	changes[topology.VNetKey(name)] = raw(body)
-	s.commit(w, changes, created(existing != nil), func(t *topology.Topology) any { return findVNet(t, name) })
+	s.commit(w, r, changes, created(existing != nil), func(t *topology.Topology) any { return findVNet(t, name) })
 }
 
 func (s *Server) deleteVNet(w http.ResponseWriter, r *http.Request) {
@@ -465,7 +466,7 @@ func (s *Server) deleteVNet(w http.ResponseWriter, r *http.Request) {
 			changes[topology.LinkKey(z.Name, vn.Name)] = nil
 		}
 	}
-	s.commit(w, changes, http.StatusNoContent, nil)
+	s.commit(w, r, changes, http.StatusNoContent, nil)
 }
 
 func findSubnet(vn *topology.VNet, name string) *topology.Subnet {
@@ -504,7 +505,7 @@ func (s *Server) putSubnet(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	vnet := vn.Name
-	s.commit(w, map[string]json.RawMessage{topology.SubnetKey(vnet, name): raw(body)}, created(existing),
+	s.commit(w, r, map[string]json.RawMessage{topology.SubnetKey(vnet, name): raw(body)}, created(existing),
 		func(t *topology.Topology) any { return findSubnet(findVNet(t, vnet), name) })
 }
 
@@ -523,7 +524,7 @@ func (s *Server) deleteSubnet(w http.ResponseWriter, r *http.Request) {
 	}) {
 		return
 	}
-	s.commit(w, map[string]json.RawMessage{topology.SubnetKey(vn.Name, name): nil}, http.StatusNoContent, nil)
+	s.commit(w, r, map[string]json.RawMessage{topology.SubnetKey(vn.Name, name): nil}, http.StatusNoContent, nil)
 }
 
 func (s *Server) putPeering(w http.ResponseWriter, r *http.Request) {
@@ -532,7 +533,7 @@ func (s *Server) putPeering(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	other, name := r.PathValue("other"), vn.Name
-	s.commit(w, map[string]json.RawMessage{topology.PeeringKey(name, other): topology.Present}, http.StatusOK,
+	s.commit(w, r, map[string]json.RawMessage{topology.PeeringKey(name, other): topology.Present}, http.StatusOK,
 		func(t *topology.Topology) any { return findVNet(t, name) })
 }
 
@@ -555,7 +556,7 @@ func (s *Server) deletePeering(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "vnet %q is not peered with %q", vn.Name, other)
 		return
 	}
-	s.commit(w, changes, http.StatusNoContent, nil)
+	s.commit(w, r, changes, http.StatusNoContent, nil)
 }
 
 // zone returns the zone of the request's {zone}, or answers 404.
@@ -645,7 +646,7 @@ func (s *Server) putZone(w http.ResponseWriter, r *http.Request) {
 	}
 	body.Links = nil
 	changes[topology.ZoneKey(name)] = raw(body)
-	s.commit(w, changes, created(existing != nil), func(t *topology.Topology) any { return zoneView(t, findZone(t, name)) })
+	s.commit(w, r, changes, created(existing != nil), func(t *topology.Topology) any { return zoneView(t, findZone(t, name)) })
 }
 
 func (s *Server) deleteZone(w http.ResponseWriter, r *http.Request) {
@@ -658,7 +659,7 @@ func (s *Server) deleteZone(w http.ResponseWriter, r *http.Request) {
 	}) {
 		return
 	}
-	s.commit(w, deleteWith(t, topology.ZoneKey(z.Name)), http.StatusNoContent, nil)
+	s.commit(w, r, deleteWith(t, topology.ZoneKey(z.Name)), http.StatusNoContent, nil)
 }
 
 func (s *Server) putLink(w http.ResponseWriter, r *http.Request) {
@@ -667,7 +668,7 @@ func (s *Server) putLink(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	zone, vnet := z.Name, r.PathValue("vnet")
-	s.commit(w, map[string]json.RawMessage{topology.LinkKey(zone, vnet): topology.Present}, http.StatusOK,
+	s.commit(w, r, map[string]json.RawMessage{topology.LinkKey(zone, vnet): topology.Present}, http.StatusOK,
 		func(t *topology.Topology) any { return zoneView(t, findZone(t, zone)) })
 }
 
@@ -681,7 +682,7 @@ func (s *Server) deleteLink(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "private DNS zone %q has no link to vnet %q", z.Name, vnet)
 		return
 	}
-	s.commit(w, map[string]json.RawMessage{topology.LinkKey(z.Name, vnet): nil}, http.StatusNoContent, nil)
+	s.commit(w, r, map[string]json.RawMessage{topology.LinkKey(z.Name, vnet): nil}, http.StatusNoContent, nil)
 }
 
 // refuseInUse answers 409 when a server uses the object being deleted: a

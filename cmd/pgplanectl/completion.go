@@ -25,6 +25,9 @@ func bashCompletion() string {
 		for _, f := range commands[name].flags {
 			fl = append(fl, "--"+f[0])
 		}
+		if commands[name].confirm != nil {
+			fl = append(fl, "--yes")
+		}
 		fixed[name] = strings.Join(append(fl, "--endpoint", "--token", "--output", "--cacert"), " ")
 	}
 	for _, name := range slices.Sorted(func(yield func(string) bool) {

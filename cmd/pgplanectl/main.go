@@ -103,7 +103,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	if name, rest, ok := findCommand(args); ok {
-		return runResource(name, rest, stdout, stderr)
+		return runResource(name, rest, os.Stdin, stdout, stderr)
 	}
 	fmt.Fprintf(stderr, "pgplanectl: unknown command %q\n\n%s", strings.Join(args[:min(2, len(args))], " "), usage())
 	return 2

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -32,6 +33,9 @@ type command struct {
 	print func(w io.Writer, answer json.RawMessage) error
 	// done is printed after a call with no answer to print.
 	done func(f flags) string
+	// confirm, when set, is the question a destructive command asks; --yes
+	// answers it, and without a terminal to ask on it must.
+	confirm func(f flags) string
 }
 
 // flags are a command's parsed flag values, by name.
@@ -85,6 +89,9 @@ var commands = map[string]command{
 		help: "delete a server with its firewall rules and parameters", flags: [][2]string{{"name", "*server name"}},
 		request: del(func(f flags) string { return "/v1/servers/" + pathEscape(f["name"]) }),
 		done:    func(f flags) string { return fmt.Sprintf("server %s deleted", f["name"]) },
+		confirm: func(f flags) string {
+			return fmt.Sprintf("Delete server %s with its firewall rules and parameters, on every node?", f["name"])
+		},
 	},
 	"firewall-rule create": {
 		help:    "create a firewall rule of a public server",
@@ -165,6 +172,9 @@ var commands = map[string]command{
 		help: "delete a private DNS zone", flags: [][2]string{{"name", "*zone name"}},
 		request: del(func(f flags) string { return zoneURL(f["name"]) }),
 		done:    func(f flags) string { return fmt.Sprintf("private DNS zone %s deleted", f["name"]) },
+		confirm: func(f flags) string {
+			return fmt.Sprintf("Delete private DNS zone %s with its links, on every node?", f["name"])
+		},
 	},
 	"private-dns link vnet create": {
 		help: "link a private DNS zone to a VNet (the link is named after the VNet)", flags: linkFlags,
@@ -200,6 +210,9 @@ var commands = map[string]command{
 		help: "delete a VNet with its subnets and peerings", flags: [][2]string{{"name", "*VNet name"}},
 		request: del(func(f flags) string { return "/v1/vnets/" + pathEscape(f["name"]) }),
 		done:    func(f flags) string { return fmt.Sprintf("vnet %s deleted", f["name"]) },
+		confirm: func(f flags) string {
+			return fmt.Sprintf("Delete vnet %s with its subnets, peerings and zone links, on every node?", f["name"])
+		},
 	},
 	"vnet subnet create": {
 		help: "create a subnet",
@@ -468,7 +481,7 @@ func findCommand(args []string) (string, []string, bool) {
 }
 
 // runResource runs a resource command.
-func runResource(name string, args []string, stdout, stderr io.Writer) int {
+func runResource(name string, args []string, stdin *os.File, stdout, stderr io.Writer) int {
 	cmd := commands[name]
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -481,6 +494,11 @@ func runResource(name string, args []string, stdout, stderr io.Writer) int {
 	if strings.HasPrefix(name, "parameter ") {
 		// az spells it --server-name.
 		fs.StringVar(values["server"], "server-name", "", "server name (as --server)")
+	}
+	yes := false
+	if cmd.confirm != nil {
+		fs.BoolVar(&yes, "yes", false, "do not ask for confirmation")
+		fs.BoolVar(&yes, "y", false, "do not ask for confirmation (as --yes)")
 	}
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "pgplanectl %s: %s\n\nFlags:\n", name, cmd.help)
@@ -506,6 +524,12 @@ func runResource(name string, args []string, stdout, stderr io.Writer) int {
 	if c.output != "table" && c.output != "json" {
 		fmt.Fprintf(stderr, "pgplanectl %s: --output %q: want table or json\n", name, c.output)
 		return 2
+	}
+	if cmd.confirm != nil && !yes {
+		if !confirmed(cmd.confirm(f), stdin, stderr) {
+			fmt.Fprintf(stderr, "pgplanectl %s: not confirmed; nothing changed (--yes skips the question)\n", name)
+			return 2
+		}
 	}
 	method, path, body, err := cmd.request(&c, f)
 	if err != nil {
@@ -536,6 +560,21 @@ func runResource(name string, args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	return 0
+}
+
+// confirmed asks a question on a terminal. Without one (a script, a pipe)
+// it answers no: such callers say --yes.
+func confirmed(question string, in *os.File, out io.Writer) bool {
+	if in == nil {
+		return false
+	}
+	if fi, err := in.Stat(); err != nil || fi.Mode()&os.ModeCharDevice == 0 {
+		return false
+	}
+	fmt.Fprintf(out, "%s (y/N): ", question)
+	var answer string
+	fmt.Fscanln(in, &answer)
+	return strings.EqualFold(answer, "y") || strings.EqualFold(answer, "yes")
 }
 
 // commandNames lists the resource commands, sorted, for help and completion.

@@ -224,10 +224,10 @@ func TestAdminAPIChangesAndRefusals(t *testing.T) {
 		{[]string{"private-dns", "zone", "update", "--name", "contoso.private.postgres.database.azure.com", "--lock", "ReadOnly"}, 0, "ReadOnly"},
 		{[]string{"update", "--name", "orders-db", "--address", "127.0.1.6"}, 1, "D10: "},
 		{[]string{"private-dns", "link", "vnet", "create", "--zone-name", "contoso.private.postgres.database.azure.com", "--name", "hub-vnet"}, 1, "locked ReadOnly"},
-		{[]string{"private-dns", "zone", "delete", "--name", "contoso.private.postgres.database.azure.com"}, 1, "cannot be deleted"},
+		{[]string{"private-dns", "zone", "delete", "--name", "contoso.private.postgres.database.azure.com", "--yes"}, 1, "cannot be deleted"},
 		{[]string{"private-dns", "zone", "update", "--name", "contoso.private.postgres.database.azure.com", "--lock", "none"}, 0, "none"},
 		{[]string{"private-dns", "zone", "update", "--name", "billing.postgres.database.azure.com", "--lock", "CanNotDelete"}, 0, "CanNotDelete"},
-		{[]string{"private-dns", "zone", "delete", "--name", "billing.postgres.database.azure.com"}, 1, "locked CanNotDelete"},
+		{[]string{"private-dns", "zone", "delete", "--name", "billing.postgres.database.azure.com", "--yes"}, 1, "locked CanNotDelete"},
 	}
 	for _, s := range steps {
 		if out, code := a.ctl(t, s.args...); code != s.code || !strings.Contains(out, s.want) {
@@ -264,14 +264,21 @@ func TestAdminAPIChangesAndRefusals(t *testing.T) {
 	if r := dig(t, args(a.dnsPort, "-b", "127.0.8.10", "lab-db.postgres.database.azure.com", "A")...); strings.Contains(r.out, "127.0.8.4") {
 		t.Fatalf("without its link the VNet must not resolve the private address:\n%s", r.out)
 	}
-	if out, code := a.ctl(t, "delete", "--name", "lab-db"); code != 0 || !strings.Contains(out, "deleted") {
+	// Without a terminal, a delete needs --yes, and nothing changes without it.
+	if out, code := a.ctl(t, "delete", "--name", "lab-db"); code != 2 || !strings.Contains(out, "not confirmed; nothing changed") {
+		t.Fatalf("delete without --yes: %d %s", code, out)
+	}
+	if out, code := a.ctl(t, "show", "--name", "lab-db"); code != 0 {
+		t.Fatalf("an unconfirmed delete must change nothing: %s", out)
+	}
+	if out, code := a.ctl(t, "delete", "--name", "lab-db", "--yes"); code != 0 || !strings.Contains(out, "deleted") {
 		t.Fatalf("delete: %d %s", code, out)
 	}
 	// A VNet is deleted with its subnets and peerings, on both sides; made
 	// again, it starts empty.
 	for _, cmd := range [][]string{
 		{"private-dns", "link", "vnet", "create", "--zone-name", "fabrikam.private.postgres.database.azure.com", "--name", "lab-vnet"},
-		{"vnet", "delete", "--name", "lab-vnet"},
+		{"vnet", "delete", "--name", "lab-vnet", "-y"},
 		{"vnet", "create", "--name", "lab-vnet", "--location", "eastus2", "--address-prefixes", "127.0.8.0/24"},
 	} {
 		if out, code := a.ctl(t, cmd...); code != 0 {
@@ -334,7 +341,7 @@ func TestAdminAPIChangesAndRefusals(t *testing.T) {
 	if out, err := a.psqlReports(t); err != nil || out != "42" {
 		t.Fatalf("inside a VNet, the 0.0.0.0 rule admits: %v %s", err, out)
 	}
-	if out, code := a.ctl(t, "vnet", "delete", "--name", "lo-vnet"); code != 0 {
+	if out, code := a.ctl(t, "vnet", "delete", "--name", "lo-vnet", "--yes"); code != 0 {
 		t.Fatalf("vnet delete: %s", out)
 	}
 	if out, err := a.psqlReports(t); err == nil || !strings.Contains(out, "no firewall rule") {
