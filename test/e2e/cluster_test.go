@@ -212,6 +212,7 @@ func TestClusterCorefiles(t *testing.T) {
 	dns := freePort(t, "127.0.0.11", "127.0.0.12", "127.0.0.13")
 	gw := freePort(t, "127.0.0.21", "127.0.0.22")
 	gossip := freePort(t, "127.0.0.11", "127.0.0.12", "127.0.0.13")
+	admin := freePort(t, "127.0.0.11", "127.0.0.12", "127.0.0.13")
 	topo, err := os.ReadFile("../../corefile/cluster/topology.yaml")
 	if err != nil {
 		t.Fatal(err)
@@ -224,7 +225,7 @@ func TestClusterCorefiles(t *testing.T) {
 		}
 		corefile := strings.NewReplacer(":1053", fmt.Sprintf(":%d", dns), ":15432", fmt.Sprintf(":%d", gw),
 			"cluster_gateway_port 15432", fmt.Sprintf("cluster_gateway_port %d", gw),
-			":7946", fmt.Sprintf(":%d", gossip), "../dev/.tls", tlsDir).Replace(string(text))
+			":7946", fmt.Sprintf(":%d", gossip), ":8530", fmt.Sprintf(":%d", admin), "../dev/.tls", tlsDir).Replace(string(text))
 		dir := t.TempDir()
 		writeFile(t, dir, "topology.yaml", string(topo))
 		startNode(t, dir, corefile, fmt.Sprintf("127.0.0.1%d:%d", i, dns), "")
@@ -235,4 +236,13 @@ func TestClusterCorefiles(t *testing.T) {
 			t.Fatalf("n%d: want the primary gateway address:\n%s", i, r.out)
 		}
 	}
+	// Each node's admin API: a change through n3 reaches n1.
+	if out, code := pgplanectlAt(t, fmt.Sprintf("http://127.0.0.13:%d", admin), "firewall-rule", "create", "--server", "reports-db", "--name", "office",
+		"--start-ip-address", "203.0.113.1", "--end-ip-address", "203.0.113.9"); code != 0 {
+		t.Fatalf("create through n3: %s", out)
+	}
+	waitFor(t, "the rule on n1", 5*time.Second, func() bool {
+		_, code := pgplanectlAt(t, fmt.Sprintf("http://127.0.0.11:%d", admin), "firewall-rule", "show", "--server", "reports-db", "--name", "office")
+		return code == 0
+	})
 }
