@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -60,12 +61,24 @@ func TestPluginReadmeExamples(t *testing.T) {
 		corefile = strings.ReplaceAll(corefile, "127.0.0.1:15432", fmt.Sprintf("127.0.0.1:%d", freePort(t)))
 		corefile = strings.ReplaceAll(corefile, "127.0.0.21:15432", fmt.Sprintf("127.0.0.21:%d", freePort(t, "127.0.0.21")))
 		corefile = strings.ReplaceAll(corefile, "127.0.0.11:7946", fmt.Sprintf("127.0.0.11:%d", freePort(t, "127.0.0.11")))
+		adminPort := freePort(t)
+		corefile = strings.ReplaceAll(corefile, "127.0.0.1:8530", fmt.Sprintf("127.0.0.1:%d", adminPort))
+		corefile = strings.ReplaceAll(corefile, "127.0.0.1:8181", fmt.Sprintf("127.0.0.1:%d", freePort(t)))
 		dir := t.TempDir()
 		writeFile(t, dir, "topology.yaml", devTopology(t))
 		startNode(t, dir, corefile, fmt.Sprintf("%s:%d", bind[1], port), "")
 		r := dig(t, "@"+bind[1], "-p", fmt.Sprint(port), "postgres.database.azure.com.", "SOA")
 		if r.status != "NOERROR" || len(r.answer) != 1 {
 			t.Fatalf("example %d does not answer the apex SOA:\n%s\n%s", i+1, corefile, r.out)
+		}
+		if strings.Contains(ex, "admin 127.0.0.1:8530") {
+			endpoint := fmt.Sprintf("http://127.0.0.1:%d", adminPort)
+			if out, code := pgplanectlAt(t, endpoint, "firewall-rule", "create", "--server", "reports-db", "--name", "office", "--start-ip-address", "203.0.113.1", "--end-ip-address", "203.0.113.9"); code != 0 {
+				t.Fatalf("example %d: the admin API must take a change: %s", i+1, out)
+			}
+			if _, err := os.Stat(filepath.Join(dir, "state", "state.json")); err != nil {
+				t.Fatalf("example %d: the change must be in state/ beside the Corefile: %v", i+1, err)
+			}
 		}
 	}
 }
