@@ -275,25 +275,34 @@ func (o *overlay) firewallRule(server, rule string, value json.RawMessage) error
 		return nil
 	}
 	s := &o.t.Servers[i]
-	j := slices.IndexFunc(s.FirewallRules, func(r FirewallRule) bool { return r.Name == rule })
+	var err error
+	s.FirewallRules, err = setChild(s.FirewallRules, rule, value, func(r *FirewallRule) *string { return &r.Name })
+	return err
+}
+
+// setChild returns list with its child called name replaced by value, added
+// as value, or removed when value is nil. The list is copied before a
+// change: it may be the file's.
+func setChild[T any](list []T, name string, value json.RawMessage, nameOf func(*T) *string) ([]T, error) {
+	j := slices.IndexFunc(list, func(c T) bool { return *nameOf(&c) == name })
 	if value == nil {
 		if j >= 0 {
-			s.FirewallRules = slices.Delete(slices.Clone(s.FirewallRules), j, j+1)
+			return slices.Delete(slices.Clone(list), j, j+1), nil
 		}
-		return nil
+		return list, nil
 	}
-	var r FirewallRule
-	if err := decodeStrict(value, &r); err != nil {
-		return err
+	var c T
+	if err := decodeStrict(value, &c); err != nil {
+		return list, err
 	}
-	r.Name = rule
-	s.FirewallRules = slices.Clone(s.FirewallRules)
+	*nameOf(&c) = name
+	list = slices.Clone(list)
 	if j >= 0 {
-		s.FirewallRules[j] = r
+		list[j] = c
 	} else {
-		s.FirewallRules = append(s.FirewallRules, r)
+		list = append(list, c)
 	}
-	return nil
+	return list, nil
 }
 
 func (o *overlay) parameter(server, param string, value json.RawMessage) error {
@@ -354,25 +363,9 @@ func (o *overlay) subnet(vnet, subnet string, value json.RawMessage) error {
 		return nil
 	}
 	vn := &o.t.VNets[i]
-	j := slices.IndexFunc(vn.Subnets, func(s Subnet) bool { return s.Name == subnet })
-	if value == nil {
-		if j >= 0 {
-			vn.Subnets = slices.Delete(slices.Clone(vn.Subnets), j, j+1)
-		}
-		return nil
-	}
-	var sn Subnet
-	if err := decodeStrict(value, &sn); err != nil {
-		return err
-	}
-	sn.Name = subnet
-	vn.Subnets = slices.Clone(vn.Subnets)
-	if j >= 0 {
-		vn.Subnets[j] = sn
-	} else {
-		vn.Subnets = append(vn.Subnets, sn)
-	}
-	return nil
+	var err error
+	vn.Subnets, err = setChild(vn.Subnets, subnet, value, func(s *Subnet) *string { return &s.Name })
+	return err
 }
 
 func (o *overlay) zone(name string, value json.RawMessage) error {
