@@ -80,17 +80,3 @@ func (n *Node) observeGossip() {
 	}
 	healthScore.Set(float64(n.ml.GetHealthScore()))
 }
-
-// observeStore records the store's size.
-func observeStore(s *Store) {
-	live, dead := 0, 0
-	for _, e := range s.Entries() {
-		if e.Deleted() {
-			dead++
-		} else {
-			live++
-		}
-	}
-	stateEntries.WithLabelValues("live").Set(float64(live))
-	stateEntries.WithLabelValues("tombstone").Set(float64(dead))
-}

@@ -516,12 +516,8 @@ func (n *Node) storeChanged(changed bool, err error) {
 	if err != nil {
 		n.cfg.Logger.Error().Err(err).Msg("cluster: replicated state not written to disk")
 	}
-	if changed {
-		stateChanges.WithLabelValues("peer").Inc()
-		observeStore(n.hooks.Store)
-		if n.hooks.Changed != nil {
-			n.hooks.Changed()
-		}
+	if changed && n.hooks.Changed != nil {
+		n.hooks.Changed()
 	}
 }
 
@@ -531,10 +527,6 @@ func (n *Node) storeChanged(changed bool, err error) {
 func (n *Node) Spread(entries []Entry) {
 	if len(entries) == 0 {
 		return
-	}
-	stateChanges.WithLabelValues("local").Inc()
-	if n.hooks.Store != nil {
-		observeStore(n.hooks.Store)
 	}
 	msg := encode(msgEntries, entries)
 	if len(msg) < 1000 {

@@ -105,6 +105,7 @@ func OpenStore(cfg StoreConfig) (*Store, error) {
 		s.entries[e.Key] = e
 		s.clock.Observe(e.Version)
 	}
+	s.changedLocked("")
 	return s, nil
 }
 
@@ -120,6 +121,36 @@ func (s *Store) Values() map[string]json.RawMessage {
 		out[k] = e.Value
 	}
 	return out
+}
+
+// Counts returns how many live entries and tombstones the store holds.
+func (s *Store) Counts() (live, tombstones int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.countsLocked()
+}
+
+func (s *Store) countsLocked() (live, tombstones int) {
+	for _, e := range s.entries {
+		if e.Deleted() {
+			tombstones++
+		} else {
+			live++
+		}
+	}
+	return live, tombstones
+}
+
+// changedLocked records a change of the store in its metrics: one more
+// change of the given origin ("local" or "peer"; "" for none, as when old
+// tombstones are forgotten) and the new sizes.
+func (s *Store) changedLocked(origin string) {
+	if origin != "" {
+		stateChanges.WithLabelValues(origin).Inc()
+	}
+	live, tombstones := s.countsLocked()
+	stateEntries.WithLabelValues("live").Set(float64(live))
+	stateEntries.WithLabelValues("tombstone").Set(float64(tombstones))
 }
 
 // Entries returns every entry, tombstones included, in key order.
@@ -165,6 +196,7 @@ func (s *Store) Commit(changes map[string]json.RawMessage) ([]Entry, error) {
 		}
 		return nil, err
 	}
+	s.changedLocked("local")
 	return made, nil
 }
 
@@ -176,6 +208,7 @@ func (s *Store) Merge(entries []Entry) (bool, error) {
 	if !s.mergeLocked(entries) {
 		return false, nil
 	}
+	s.changedLocked("peer")
 	return true, s.persistLocked()
 }
 
@@ -251,6 +284,9 @@ func (s *Store) MergeFull(buf []byte) (bool, error) {
 	if remote.SyncedAt.After(s.syncedAt) || !remote.Stale || stale {
 		s.syncedAt = now
 	}
+	if changed {
+		s.changedLocked("peer")
+	}
 	if !changed && !stale && now.Sub(s.written) < s.cfg.TombstoneTTL/24 {
 		return false, nil
 	}
@@ -274,6 +310,7 @@ func (s *Store) Collect(keep func(key string) bool) error {
 	if !changed {
 		return nil
 	}
+	s.changedLocked("")
 	return s.persistLocked()
 }
 

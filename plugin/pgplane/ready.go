@@ -40,13 +40,7 @@ func (p *PGPlane) health() api.HealthView {
 		if err := p.topo.conflictErr(); err != nil {
 			h.State.Conflict = err.Error()
 		}
-		for _, e := range p.topo.store.Entries() {
-			if e.Deleted() {
-				h.State.Tombstones++
-			} else {
-				h.State.Entries++
-			}
-		}
+		h.State.Entries, h.State.Tombstones = p.topo.store.Counts()
 	}
 	return h
 }
