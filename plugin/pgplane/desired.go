@@ -47,7 +47,21 @@ func (f *topologyFile) swapLocked(next *topology.Topology, state topology.State)
 	}
 	f.current = snap
 	f.publish(snap)
+	// What is served is the file with every run-time change laid over it:
+	// no conflict stands.
+	f.setConflictLocked(nil)
 	return nil
+}
+
+// setConflictLocked records why the run-time changes are not served (nil:
+// they are), for pgplanectl health and coredns_pgplane_state_conflict.
+func (f *topologyFile) setConflictLocked(err error) {
+	f.conflict = err
+	if err != nil {
+		stateConflict.Set(1)
+	} else {
+		stateConflict.Set(0)
+	}
 }
 
 // change checks a run-time change against every rule (A2), writes it to disk
@@ -83,8 +97,6 @@ func (f *topologyFile) change(changes map[string]json.RawMessage) ([]cluster.Ent
 		// Valid topologies always make a snapshot; this is a bug, not a refusal.
 		return entries, fmt.Errorf("change written but not served: %w", err)
 	}
-	f.conflict = nil
-	stateConflict.Set(0)
 	return entries, nil
 }
 
@@ -99,13 +111,10 @@ func (f *topologyFile) storeChanged() {
 	if err == nil {
 		err = f.swapLocked(next, f.current.State)
 	}
-	f.conflict = err
 	if err != nil {
-		stateConflict.Set(1)
+		f.setConflictLocked(err)
 		log.Errorf("run-time changes from a peer refused, still serving serial %d:\n%v", f.current.Serial, err)
-		return
 	}
-	stateConflict.Set(0)
 }
 
 // conflictErr returns why the replicated changes are not served, or nil.

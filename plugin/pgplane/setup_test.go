@@ -373,3 +373,47 @@ func TestConflictingPeerChangesKeepTheLastGoodState(t *testing.T) {
 		t.Fatal("after the mend the zone is served and no conflict remains")
 	}
 }
+
+// A node restarting with conflicting run-time changes on disk (kept from two
+// concurrent changes) still starts: it serves the file alone, reports the
+// conflict, and serves everything again once a change mends it.
+//
+// SPEC: C5 Z2
+func TestStartWithConflictingStateServesTheFile(t *testing.T) {
+	dir := t.TempDir()
+	data, _ := os.ReadFile("testdata/topology.yaml")
+	path := filepath.Join(dir, "t.yaml")
+	os.WriteFile(path, data, 0o644)
+	stateDir := filepath.Join(dir, "state")
+	st, _ := cluster.OpenStore(cluster.StoreConfig{Node: "n2", Dir: filepath.Join(dir, "peer")})
+	entries, _ := st.Commit(map[string]json.RawMessage{
+		topology.ZoneKey("billing.postgres.database.azure.com"): json.RawMessage(`{}`),
+		topology.ServerKey("billing"):                           json.RawMessage(`{"region":"eastus2","access":"public","backends":{"primary":"127.0.0.1:5432"}}`),
+	})
+	disk, _ := cluster.OpenStore(cluster.StoreConfig{Node: "n1", Dir: stateDir})
+	disk.Merge(entries)
+
+	p, err := parse(caddy.NewTestController("dns", "pgplane "+path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.topo.store, err = cluster.OpenStore(cluster.StoreConfig{Node: "n1", Dir: stateDir}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.topo.load(); err != nil {
+		t.Fatalf("a node must start despite conflicting run-time changes: %v", err)
+	}
+	snap := p.answers.Load().snap
+	if snap.Servers["billing"] != nil || snap.Zones["billing.postgres.database.azure.com"] != nil || snap.Servers["reports-db"] == nil {
+		t.Fatal("the file alone must be served")
+	}
+	if err := p.topo.conflictErr(); err == nil || !strings.Contains(err.Error(), "Z2") || testutil.ToFloat64(stateConflict) != 1 {
+		t.Fatalf("the conflict must be reported: %v", err)
+	}
+	if _, err := p.topo.change(map[string]json.RawMessage{topology.ServerKey("billing"): nil}); err != nil {
+		t.Fatalf("the mending change: %v", err)
+	}
+	if p.answers.Load().snap.Zones["billing.postgres.database.azure.com"] == nil || p.topo.conflictErr() != nil || testutil.ToFloat64(stateConflict) != 0 {
+		t.Fatal("after the mend, the run-time changes are served and no conflict stands")
+	}
+}

@@ -104,9 +104,17 @@ func (f *topologyFile) loadExpecting(settledAs *stamp) error {
 	for _, w := range warnings {
 		log.Warning(w.Error())
 	}
-	next, err := f.overlay(file, f.values())
-	if err != nil {
-		return fmt.Errorf("topology file %s with the run-time changes laid over it:\n%w", f.path, err)
+	next, conflict := f.overlay(file, f.values())
+	if conflict != nil {
+		if f.current != nil {
+			return fmt.Errorf("topology file %s with the run-time changes laid over it:\n%w", f.path, conflict)
+		}
+		// At start-up nothing is served yet. Run-time changes that break a
+		// rule together (kept from two concurrent changes) must not keep
+		// the node from starting: it serves the file alone and reports
+		// the conflict until a change mends it.
+		log.Errorf("run-time changes break a rule with topology %s; serving the file alone until a change mends them:\n%v", f.path, conflict)
+		next = file
 	}
 	state := topology.State{}
 	if f.current != nil {
@@ -122,6 +130,9 @@ func (f *topologyFile) loadExpecting(settledAs *stamp) error {
 		return fmt.Errorf("topology file %s: %w", f.path, err)
 	}
 	f.sum, f.base = sum, file
+	if conflict != nil {
+		f.setConflictLocked(conflict)
+	}
 	return nil
 }
 
