@@ -188,8 +188,8 @@ func New(cfg Config, hooks Hooks) (*Node, error) {
 	}
 	n.join()
 	n.done.Add(2)
-	go n.probeLoop()
-	go n.rejoinLoop()
+	go n.every(n.cfg.ProbeInterval, n.round)
+	go n.every(rejoinInterval, n.rejoin)
 	return n, nil
 }
 
@@ -210,38 +210,34 @@ func (n *Node) join() {
 	}
 }
 
-// rejoinLoop joins the configured peers again now and then: memberlist
-// forgets a node that was cut off long enough, and neither side would call.
-func (n *Node) rejoinLoop() {
-	defer n.done.Done()
-	t := time.NewTicker(rejoinInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-n.stop:
-			return
-		case <-t.C:
-			if n.ml.NumMembers() < len(n.cfg.Members) {
-				n.join()
-			}
-		}
+// rejoin joins the configured peers again while members are missing:
+// memberlist forgets a node that was cut off long enough, and neither side
+// would call.
+func (n *Node) rejoin() {
+	if n.ml.NumMembers() < len(n.cfg.Members) {
+		n.join()
 	}
 }
 
-// probeLoop probes every target each interval, votes, and decides.
-func (n *Node) probeLoop() {
+// round probes every target, votes, and decides.
+func (n *Node) round() {
+	n.probeAll()
+	n.sendVotes()
+	n.decide()
+	n.observeGossip()
+}
+
+// every runs f each interval until Stop.
+func (n *Node) every(interval time.Duration, f func()) {
 	defer n.done.Done()
-	t := time.NewTicker(n.cfg.ProbeInterval)
+	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		select {
 		case <-n.stop:
 			return
 		case <-t.C:
-			n.probeAll()
-			n.sendVotes()
-			n.decide()
-			n.observeGossip()
+			f()
 		}
 	}
 }
