@@ -20,13 +20,11 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/pgplane/pgplane/gateway"
 	"github.com/pgplane/pgplane/internal/benchkit"
 	"github.com/pgplane/pgplane/internal/pgtest"
-	"github.com/pgplane/pgplane/internal/syncbuf"
 
 	"github.com/hashicorp/memberlist"
 	"github.com/miekg/dns"
@@ -64,25 +62,17 @@ servers:
 
 // appliance is one node process.
 type appliance struct {
+	*benchkit.Appliance
 	name    string
 	dir     string
 	dnsAddr string
-	cmd     *exec.Cmd
-	log     *syncbuf.Buffer
 	netns   string
 }
 
+// start starts the node and, outside a namespace, waits until it answers.
 func (a *appliance) start(bin string) error {
-	args := []string{bin, "-conf", filepath.Join(a.dir, "Corefile")}
-	if a.netns != "" {
-		args = append([]string{"ip", "netns", "exec", a.netns}, args...)
-	}
-	a.log = &syncbuf.Buffer{}
-	a.cmd = exec.Command(args[0], args[1:]...)
-	a.cmd.Dir = a.dir
-	a.cmd.Stdout, a.cmd.Stderr = a.log, a.log
-	a.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := a.cmd.Start(); err != nil {
+	var err error
+	if a.Appliance, err = benchkit.StartAppliance(bin, a.dir, a.netns); err != nil {
 		return err
 	}
 	if a.netns != "" {
@@ -95,12 +85,7 @@ func (a *appliance) start(bin string) error {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return fmt.Errorf("%s did not answer:\n%s", a.name, a.log.String())
-}
-
-func (a *appliance) kill() {
-	a.cmd.Process.Signal(syscall.SIGKILL)
-	a.cmd.Wait()
+	return fmt.Errorf("%s did not answer:\n%s", a.name, a.Log.String())
 }
 
 // query asks a node for a name's A record from a source address and returns
@@ -199,7 +184,7 @@ func run(bin, out string, trials int) error {
 		if err := nodes[i].start(bin); err != nil {
 			return err
 		}
-		defer nodes[i].kill()
+		defer func() { nodes[i].Kill() }()
 	}
 	time.Sleep(2 * time.Second) // let gossip settle
 	fmt.Printf("3 appliance nodes (2 gateway holders, 1 witness), 2 PostgreSQL servers; %d trials of each kind\n\n", trials)
@@ -234,7 +219,7 @@ func run(bin, out string, trials int) error {
 	for i := 0; i < trials; i++ {
 		others := []*appliance{nodes[1-holder], nodes[2]}
 		start := time.Now()
-		nodes[holder].kill()
+		nodes[holder].Kill()
 		d, err := waitAll(others, "eastus2.control.postgres.database.azure.com.", "", gws[1-holder], start)
 		if err != nil {
 			return fmt.Errorf("gateway trial %d: %w", i+1, err)
@@ -304,9 +289,9 @@ func isolation(bin, out, topo string, trials int) (int, error) {
 			return 0, err
 		}
 		time.Sleep(isolationWindow)
-		a.kill()
+		a.Kill()
 		cleanup()
-		n := strings.Count(a.log.String(), "cluster: failover")
+		n := strings.Count(a.Log.String(), "cluster: failover")
 		flips += n
 		fmt.Printf("isolation trial %2d: %d flips\n", i+1, n)
 	}

@@ -21,13 +21,11 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/pgplane/pgplane/gateway"
 	"github.com/pgplane/pgplane/internal/benchkit"
 	"github.com/pgplane/pgplane/internal/pgtest"
-	"github.com/pgplane/pgplane/internal/syncbuf"
 )
 
 func main() {
@@ -58,27 +56,6 @@ func topology(backend, fileRules string) string {
 		fmt.Fprintf(&b, "    firewallRules: [%s]\n", fileRules)
 	}
 	return b.String()
-}
-
-// appliance is one node process.
-type appliance struct {
-	dir, gateway string
-	cmd          *exec.Cmd
-	log          *syncbuf.Buffer
-}
-
-func (a *appliance) start(bin string) error {
-	a.log = &syncbuf.Buffer{}
-	a.cmd = exec.Command(bin, "-conf", filepath.Join(a.dir, "Corefile"))
-	a.cmd.Dir = a.dir
-	a.cmd.Stdout, a.cmd.Stderr = a.log, a.log
-	a.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	return a.cmd.Start()
-}
-
-func (a *appliance) stop() {
-	a.cmd.Process.Signal(syscall.SIGTERM)
-	a.cmd.Wait()
 }
 
 // admitted connects through a gateway as a client would and reports
@@ -173,7 +150,7 @@ func run(bin, ctl, out string, trials, fileTrials int) error {
 	for i := range members {
 		members[i] = fmt.Sprintf("n%d", i+1)
 	}
-	var apps []*appliance
+	var dirs []string // each node's directory, where its topology file is
 	for i := 0; i < nodes; i++ {
 		dir := filepath.Join(out, members[i])
 		os.MkdirAll(dir, 0o755)
@@ -195,12 +172,12 @@ func run(bin, ctl, out string, trials, fileTrials int) error {
     }
 }
 `, dnsPort, i+1, i+1, gwPort, i+1, gwPort, tlsDir, i+1, members[i], strings.Join(members, " "), gossip[i], strings.Join(gossip, " "), i+1, adminPort)), 0o644)
-		a := &appliance{dir: dir, gateway: gws[i]}
-		if err := a.start(bin); err != nil {
+		a, err := benchkit.StartAppliance(bin, dir, "")
+		if err != nil {
 			return err
 		}
-		defer a.stop()
-		apps = append(apps, a)
+		defer a.Stop()
+		dirs = append(dirs, dir)
 	}
 	if _, err := waitAll(gws, roots, false, time.Now()); err != nil {
 		return fmt.Errorf("the gateways did not come up refusing: %w", err)
@@ -241,10 +218,10 @@ func run(bin, ctl, out string, trials, fileTrials int) error {
 	// Baseline: the same rule through the topology file on every node.
 	var files []time.Duration
 	write := func(rules string) {
-		for _, a := range apps {
-			tmp := filepath.Join(a.dir, "topology.yaml.tmp")
+		for _, dir := range dirs {
+			tmp := filepath.Join(dir, "topology.yaml.tmp")
 			os.WriteFile(tmp, []byte(topology(pg.Addr, rules)), 0o644)
-			os.Rename(tmp, filepath.Join(a.dir, "topology.yaml"))
+			os.Rename(tmp, filepath.Join(dir, "topology.yaml"))
 		}
 	}
 	for i := 0; i < fileTrials; i++ {

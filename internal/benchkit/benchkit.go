@@ -1,5 +1,5 @@
 // Package benchkit holds the small helpers pgplane's benchmark commands
-// share: free loopback ports and medians.
+// and the demo share: appliance processes, free loopback ports, medians.
 package benchkit
 
 import (

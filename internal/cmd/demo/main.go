@@ -24,7 +24,6 @@ import (
 	"github.com/pgplane/pgplane/gateway"
 	"github.com/pgplane/pgplane/internal/benchkit"
 	"github.com/pgplane/pgplane/internal/pgtest"
-	"github.com/pgplane/pgplane/internal/syncbuf"
 )
 
 func main() {
@@ -90,8 +89,7 @@ type demo struct {
 	ctx           context.Context
 	dir           string
 	pgs           []*pgtest.Server
-	nodes         []*exec.Cmd
-	logs          []*syncbuf.Buffer
+	nodes         []*benchkit.Appliance
 	ctl           string
 	endpoint      string
 	dnsPort       int
@@ -102,15 +100,7 @@ type demo struct {
 
 func (d *demo) cleanup(keep bool) {
 	for _, n := range d.nodes {
-		n.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { n.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			n.Process.Kill()
-			<-done
-		}
+		n.Stop()
 	}
 	for _, pg := range d.pgs {
 		pg.Stop()
@@ -264,20 +254,17 @@ func (d *demo) run(bin string) error {
 			corefile = strings.Replace(corefile, "        gateway_tls dev "+tlsDir+"\n", "", 1)
 		}
 		os.WriteFile(filepath.Join(ndir, "Corefile"), []byte(corefile), 0o644)
-		log := &syncbuf.Buffer{}
-		cmd := exec.Command(filepath.Join(bin, "pgplane"), "-conf", "Corefile")
-		cmd.Dir, cmd.Stdout, cmd.Stderr = ndir, log, log
-		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-		if err := cmd.Start(); err != nil {
+		n, err := benchkit.StartAppliance(filepath.Join(bin, "pgplane"), ndir, "")
+		if err != nil {
 			return err
 		}
-		d.nodes, d.logs = append(d.nodes, cmd), append(d.logs, log)
+		d.nodes = append(d.nodes, n)
 	}
 	for i := range d.nodes {
 		if !d.waitFor(15*time.Second, func() bool {
 			return strings.Contains(d.quiet("dig", fmt.Sprintf("@127.0.0.1%d", i+1), "-p", fmt.Sprint(d.dnsPort), "+short", "postgres.database.azure.com", "SOA"), "hostmaster")
 		}) {
-			return fmt.Errorf("node n%d did not start:\n%s", i+1, d.logs[i].String())
+			return fmt.Errorf("node n%d did not start:\n%s", i+1, d.nodes[i].Log.String())
 		}
 	}
 	fmt.Printf("Nodes: n1 127.0.0.11 (gateway 127.0.0.21:%d, admin API), n2 127.0.0.12 (gateway 127.0.0.22), n3 127.0.0.13 (witness); DNS on port %d\n", d.gwPort, d.dnsPort)
@@ -364,7 +351,7 @@ func (d *demo) run(bin string) error {
 	time.Sleep(time.Second)
 	fmt.Println("$ kill -9 <n1>   (a client resolves sales-db through n3 before each connection)")
 	killed := time.Now()
-	d.nodes[0].Process.Signal(syscall.SIGKILL)
+	d.nodes[0].Kill()
 	flipped = d.waitFor(15*time.Second, func() bool {
 		for i := 2; i <= 3; i++ {
 			if d.quiet("dig", fmt.Sprintf("@127.0.0.1%d", i), "-p", fmt.Sprint(d.dnsPort), "+short", gatewayName, "A") != "127.0.0.22" {
