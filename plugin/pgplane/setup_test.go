@@ -19,11 +19,52 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
+// topologyFileIn writes the test topology, edited by edit unless nil, to
+// t.yaml in a new directory, and returns the directory and the file.
+func topologyFileIn(t *testing.T, edit func(string) string) (dir, path string) {
+	t.Helper()
+	data, err := os.ReadFile("testdata/topology.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(data)
+	if edit != nil {
+		text = edit(text)
+	}
+	dir = t.TempDir()
+	path = filepath.Join(dir, "t.yaml")
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir, path
+}
+
+// parsePlugin parses `pgplane PATH { block }` and opens its state, as setup
+// does before the first load.
+func parsePlugin(t *testing.T, path, block string) *PGPlane {
+	t.Helper()
+	p, err := parse(caddy.NewTestController("dns", "pgplane "+path+" {\n"+block+"\n}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.openStore(); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// loadPlugin is parsePlugin and the first load of the topology.
+func loadPlugin(t *testing.T, path, block string) *PGPlane {
+	t.Helper()
+	p := parsePlugin(t, path, block)
+	if err := p.topo.load(); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 func TestParseOptions(t *testing.T) {
-	dir := t.TempDir()
-	topo := filepath.Join(dir, "t.yaml")
-	data, _ := os.ReadFile("testdata/topology.yaml")
-	os.WriteFile(topo, data, 0o644)
+	_, topo := topologyFileIn(t, nil)
 	cases := []struct {
 		input string
 		err   string
@@ -60,11 +101,7 @@ func TestParseOptions(t *testing.T) {
 
 // SPEC: T6
 func TestSetupRefusesInvalidTopology(t *testing.T) {
-	dir := t.TempDir()
-	data, _ := os.ReadFile("testdata/topology.yaml")
-	bad := strings.Replace(string(data), "127.0.1.0/28", "127.0.1.0/29", 1)
-	path := filepath.Join(dir, "t.yaml")
-	os.WriteFile(path, []byte(bad), 0o644)
+	_, path := topologyFileIn(t, func(s string) string { return strings.Replace(s, "127.0.1.0/28", "127.0.1.0/29", 1) })
 	err := setup(caddy.NewTestController("dns", "pgplane "+path))
 	if err == nil || !strings.Contains(err.Error(), "T6") {
 		t.Fatalf("want the T6 violation at startup, got %v", err)
@@ -73,22 +110,14 @@ func TestSetupRefusesInvalidTopology(t *testing.T) {
 
 // SPEC: D5
 func TestTopologyFileReload(t *testing.T) {
-	dir := t.TempDir()
-	data, _ := os.ReadFile("testdata/topology.yaml")
-	path := filepath.Join(dir, "t.yaml")
-	os.WriteFile(path, data, 0o644)
-	p, err := parse(caddy.NewTestController("dns", "pgplane "+path))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.topo.load(); err != nil {
-		t.Fatal(err)
-	}
+	_, path := topologyFileIn(t, nil)
+	p := loadPlugin(t, path, "")
 	first := p.answers.Load()
 	if err := p.topo.load(); err != nil || p.answers.Load() != first {
 		t.Fatalf("an unchanged file must not make new answers (err %v)", err)
 	}
 	hub := p.answers.Load().snap.VNet("hub-vnet").Index
+	data, _ := os.ReadFile(path)
 	linked := strings.Replace(string(data), "links: [app-vnet, custom-vnet]", "links: [app-vnet, custom-vnet, hub-vnet]", 1)
 	os.WriteFile(path, []byte(linked), 0o644)
 	os.Chtimes(path, time.Now().Add(time.Second), time.Now().Add(time.Second))
@@ -161,10 +190,7 @@ func BenchmarkReload(b *testing.B) {
 }
 
 func TestParseGatewayOptions(t *testing.T) {
-	dir := t.TempDir()
-	topo := filepath.Join(dir, "t.yaml")
-	data, _ := os.ReadFile("testdata/topology.yaml")
-	os.WriteFile(topo, data, 0o644)
+	_, topo := topologyFileIn(t, nil)
 	for _, tc := range []struct{ block, err string }{
 		{"gateway 127.0.0.1:15432 127.0.0.2:15432\n gateway_tls dev tls\n gateway_backend_tls verify-full ca.pem\n gateway_max_connections 10\n gateway_handshake_timeout 3s\n gateway_trusted_proxies 10.0.0.0/8\n node_id 5", ""},
 		{"gateway 127.0.0.1:15432", "gateway needs gateway_tls"},
@@ -190,10 +216,7 @@ func TestParseGatewayOptions(t *testing.T) {
 }
 
 func TestParseClusterOptions(t *testing.T) {
-	dir := t.TempDir()
-	topo := filepath.Join(dir, "t.yaml")
-	data, _ := os.ReadFile("testdata/topology.yaml")
-	os.WriteFile(topo, data, 0o644)
+	_, topo := topologyFileIn(t, nil)
 	for _, tc := range []struct{ block, err string }{
 		{"cluster_name n1\n cluster_members n1 n2 n3\n cluster_bind 127.0.0.11:7946\n cluster_join 127.0.0.12:7946\n cluster_dev\n cluster_probe_interval 200ms\n cluster_fail_after 3\n cluster_gateway_port 15432", ""},
 		{"cluster_bind localhost", "cluster_bind"},
@@ -219,17 +242,8 @@ func TestParseClusterOptions(t *testing.T) {
 
 // SPEC: D1
 func TestEmptyTopologyFileRefused(t *testing.T) {
-	dir := t.TempDir()
-	path := filepath.Join(dir, "t.yaml")
-	data, _ := os.ReadFile("testdata/topology.yaml")
-	os.WriteFile(path, data, 0o644)
-	p, err := parse(caddy.NewTestController("dns", "pgplane "+path))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.topo.load(); err != nil {
-		t.Fatal(err)
-	}
+	_, path := topologyFileIn(t, nil)
+	p := loadPlugin(t, path, "")
 	first := p.answers.Load()
 	os.WriteFile(path, nil, 0o644) // a rewrite caught between truncate and write
 	if err := p.topo.load(); err == nil || !strings.Contains(err.Error(), "empty") {
@@ -242,18 +256,8 @@ func TestEmptyTopologyFileRefused(t *testing.T) {
 
 // SPEC: D10
 func TestBlockedFlipReportedOnce(t *testing.T) {
-	dir := t.TempDir()
-	path := filepath.Join(dir, "t.yaml")
-	data, _ := os.ReadFile("testdata/topology.yaml")
-	locked := strings.Replace(string(data), "lock: none", "lock: ReadOnly", 1)
-	os.WriteFile(path, []byte(locked), 0o644)
-	p, err := parse(caddy.NewTestController("dns", "pgplane "+path))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.topo.load(); err != nil {
-		t.Fatal(err)
-	}
+	_, path := topologyFileIn(t, func(s string) string { return strings.Replace(s, "lock: none", "lock: ReadOnly", 1) })
+	p := loadPlugin(t, path, "")
 	count := func() float64 { return testutil.ToFloat64(recordBlocked.WithLabelValues("orders-db")) }
 	before := count()
 	failed := topology.State{FailedOver: map[string]bool{"orders-db": true}}
@@ -272,17 +276,8 @@ func TestBlockedFlipReportedOnce(t *testing.T) {
 
 // SPEC: G3
 func TestDevCertificateFollowsNewZones(t *testing.T) {
-	dir := t.TempDir()
-	path := filepath.Join(dir, "t.yaml")
-	data, _ := os.ReadFile("testdata/topology.yaml")
-	os.WriteFile(path, data, 0o644)
-	p, err := parse(caddy.NewTestController("dns", "pgplane "+path+" {\n gateway 127.0.0.1:0\n gateway_tls dev "+filepath.Join(dir, "tls")+"\n}"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.topo.load(); err != nil {
-		t.Fatal(err)
-	}
+	dir, path := topologyFileIn(t, nil)
+	p := loadPlugin(t, path, "gateway 127.0.0.1:0\ngateway_tls dev "+filepath.Join(dir, "tls"))
 	if err := p.newGateway(p.gwOpts, p.base, p.answers.Load().snap); err != nil {
 		t.Fatal(err)
 	}
@@ -298,6 +293,7 @@ func TestDevCertificateFollowsNewZones(t *testing.T) {
 	if slices.Contains(leaf(), "*.new.private.postgres.database.azure.com") {
 		t.Fatal("the new zone is not in the topology yet")
 	}
+	data, _ := os.ReadFile(path)
 	withZone := strings.Replace(string(data), "privateDnsZones:\n", "privateDnsZones:\n  - {name: new.private.postgres.database.azure.com, links: [hub-vnet]}\n", 1)
 	os.WriteFile(path, []byte(withZone), 0o644)
 	if err := p.topo.load(); err != nil {
@@ -322,20 +318,8 @@ func pemDecode(b []byte) ([]byte, []byte) {
 //
 // SPEC: C5 Z2
 func TestConflictingPeerChangesKeepTheLastGoodState(t *testing.T) {
-	dir := t.TempDir()
-	data, _ := os.ReadFile("testdata/topology.yaml")
-	path := filepath.Join(dir, "t.yaml")
-	os.WriteFile(path, data, 0o644)
-	p, err := parse(caddy.NewTestController("dns", "pgplane "+path))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if p.topo.store, err = cluster.OpenStore(cluster.StoreConfig{Node: "n1", Dir: filepath.Join(dir, "state")}); err != nil {
-		t.Fatal(err)
-	}
-	if err := p.topo.load(); err != nil {
-		t.Fatal(err)
-	}
+	dir, path := topologyFileIn(t, nil)
+	p := loadPlugin(t, path, "state "+filepath.Join(dir, "state"))
 	// Node a made a zone billing.postgres.database.azure.com; node b, at
 	// the same time, a server called billing (Z2).
 	peer, _ := cluster.OpenStore(cluster.StoreConfig{Node: "n2", Dir: filepath.Join(dir, "peer")})
@@ -380,10 +364,7 @@ func TestConflictingPeerChangesKeepTheLastGoodState(t *testing.T) {
 //
 // SPEC: C5 Z2
 func TestStartWithConflictingStateServesTheFile(t *testing.T) {
-	dir := t.TempDir()
-	data, _ := os.ReadFile("testdata/topology.yaml")
-	path := filepath.Join(dir, "t.yaml")
-	os.WriteFile(path, data, 0o644)
+	dir, path := topologyFileIn(t, nil)
 	stateDir := filepath.Join(dir, "state")
 	st, _ := cluster.OpenStore(cluster.StoreConfig{Node: "n2", Dir: filepath.Join(dir, "peer")})
 	entries, _ := st.Commit(map[string]json.RawMessage{
@@ -393,13 +374,7 @@ func TestStartWithConflictingStateServesTheFile(t *testing.T) {
 	disk, _ := cluster.OpenStore(cluster.StoreConfig{Node: "n1", Dir: stateDir})
 	disk.Merge(entries)
 
-	p, err := parse(caddy.NewTestController("dns", "pgplane "+path))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if p.topo.store, err = cluster.OpenStore(cluster.StoreConfig{Node: "n1", Dir: stateDir}); err != nil {
-		t.Fatal(err)
-	}
+	p := parsePlugin(t, path, "state "+stateDir)
 	if err := p.topo.load(); err != nil {
 		t.Fatalf("a node must start despite conflicting run-time changes: %v", err)
 	}
