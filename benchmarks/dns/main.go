@@ -10,7 +10,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,6 +21,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/pgplane/pgplane/internal/benchkit"
 	"github.com/pgplane/pgplane/internal/syncbuf"
 	"github.com/pgplane/pgplane/topology"
 
@@ -58,10 +58,7 @@ func run(bin, out string, rounds int, duration time.Duration, clients int) error
 	fmt.Printf("topology: %d servers, %d private DNS zones, %d VNets, %d regions; %d dnsperf clients from distinct VNets, %s per run, %d rounds\n\n",
 		sc.servers, sc.zones, sc.vnets, sc.regions, clients, duration, rounds)
 
-	port, err := freePort()
-	if err != nil {
-		return err
-	}
+	port := benchkit.FreePort("127.0.0.1")
 	servers := []struct {
 		name     string
 		corefile string
@@ -343,20 +340,4 @@ func median(ps []perf, f func(perf) float64) float64 {
 	}
 	slices.Sort(v)
 	return v[len(v)/2]
-}
-
-func freePort() (int, error) {
-	for i := 0; i < 20; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return 0, err
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		l.Close()
-		if u, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
-			u.Close()
-			return port, nil
-		}
-	}
-	return 0, errors.New("no free port")
 }

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/pgplane/pgplane/gateway"
+	"github.com/pgplane/pgplane/internal/benchkit"
 	"github.com/pgplane/pgplane/internal/pgtest"
 )
 
@@ -112,8 +113,8 @@ func run(bin, out string, rounds int, d, connD time.Duration, clients int) error
 	}
 
 	// pgplane: public servers admitting loopback, one requiring TLS.
-	gwPort, dnsPort := free(), free()
-	pprofAddr = fmt.Sprintf("127.0.0.1:%d", free())
+	gwPort, dnsPort := benchkit.FreePort("127.0.0.1"), benchkit.FreePort("127.0.0.1")
+	pprofAddr = fmt.Sprintf("127.0.0.1:%d", benchkit.FreePort("127.0.0.1"))
 	topo := fmt.Sprintf(`regions: [{name: bench, gateways: [127.0.0.1, 127.0.0.2]}]
 servers:
   - {name: bench-db, region: bench, access: public, backends: {primary: "%[1]s"}, firewallRules: [{name: lo, startIpAddress: 127.0.0.1, endIpAddress: 127.0.0.1}]}
@@ -129,16 +130,16 @@ servers:
 	// like-for-like comparison with HAProxy's mode tcp.
 	plainDir := filepath.Join(out, "plain-backend")
 	os.MkdirAll(plainDir, 0o755)
-	gwPlainPort := free()
+	gwPlainPort := benchkit.FreePort("127.0.0.1")
 	os.WriteFile(filepath.Join(plainDir, "topology.yaml"), []byte(topo), 0o644)
-	os.WriteFile(filepath.Join(plainDir, "Corefile"), []byte(fmt.Sprintf(".:%d {\n    bind 127.0.0.1\n    pgplane topology.yaml {\n        gateway 127.0.0.1:%d\n        gateway_tls dev %s\n        gateway_backend_tls disable\n        gateway_max_connections 1000\n    }\n}\n", free(), gwPlainPort, tlsDir)), 0o644)
+	os.WriteFile(filepath.Join(plainDir, "Corefile"), []byte(fmt.Sprintf(".:%d {\n    bind 127.0.0.1\n    pgplane topology.yaml {\n        gateway 127.0.0.1:%d\n        gateway_tls dev %s\n        gateway_backend_tls disable\n        gateway_max_connections 1000\n    }\n}\n", benchkit.FreePort("127.0.0.1"), gwPlainPort, tlsDir)), 0o644)
 	plainPID, err := start("pgplane-plain-backend", exec.Command(bin, "-conf", filepath.Join(plainDir, "Corefile")), fmt.Sprintf("127.0.0.1:%d", gwPlainPort))
 	if err != nil {
 		return err
 	}
 
 	// PgBouncer: session pooling, terminating client TLS, TLS to the server.
-	bouncerPort := free()
+	bouncerPort := benchkit.FreePort("127.0.0.1")
 	os.WriteFile(filepath.Join(out, "userlist.txt"), []byte(fmt.Sprintf("%q %q\n", pgtest.User, pgtest.Password)), 0o644)
 	os.WriteFile(filepath.Join(out, "pgbouncer.ini"), []byte(fmt.Sprintf(`[databases]
 %s = host=127.0.0.1 port=%d dbname=%s
@@ -170,7 +171,7 @@ log_disconnections = 0
 	}
 
 	// HAProxy: mode tcp, the client's TLS (if any) passes through to PostgreSQL.
-	haPort := free()
+	haPort := benchkit.FreePort("127.0.0.1")
 	os.WriteFile(filepath.Join(out, "haproxy.cfg"), []byte(fmt.Sprintf(`global
     maxconn 2000
 defaults
@@ -374,13 +375,4 @@ func waitListen(addr string) error {
 		time.Sleep(100 * time.Millisecond)
 	}
 	return errors.New("did not listen on " + addr)
-}
-
-func free() int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		panic(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }

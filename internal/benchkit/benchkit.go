@@ -6,17 +6,27 @@ import (
 	"cmp"
 	"net"
 	"slices"
+	"strconv"
 )
 
-// FreePort returns a TCP port free on ip now. It panics when ip cannot be
-// bound at all: a benchmark cannot run without its addresses.
+// FreePort returns a port free on ip for TCP and UDP now: CoreDNS binds
+// both with SO_REUSEPORT, so a port held by another process on either
+// would be shared silently. It panics when ip cannot be bound at all: a
+// benchmark cannot run without its addresses.
 func FreePort(ip string) int {
-	l, err := net.Listen("tcp", ip+":0")
-	if err != nil {
-		panic(err)
+	for try := 0; try < 50; try++ {
+		l, err := net.Listen("tcp", ip+":0")
+		if err != nil {
+			panic(err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		if u, err := net.ListenPacket("udp", net.JoinHostPort(ip, strconv.Itoa(port))); err == nil {
+			u.Close()
+			return port
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	panic("benchkit: no port free for TCP and UDP on " + ip)
 }
 
 // Median returns the middle value (the upper one of an even count), or the
