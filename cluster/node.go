@@ -352,6 +352,10 @@ func (n *Node) sendVotes() {
 	n.sendAll(encode(msgVotes, v))
 }
 
+// packetLimit is the largest message sent in a UDP packet or queued for
+// gossip; a larger one goes over TCP, directly and by push/pull.
+const packetLimit = 1000
+
 // sendAll sends a message to every other live member directly (UDP, or TCP
 // when it is too large for a packet).
 func (n *Node) sendAll(msg []byte) {
@@ -359,7 +363,7 @@ func (n *Node) sendAll(msg []byte) {
 		if m.Name == n.cfg.Name {
 			continue
 		}
-		if len(msg) < 1000 {
+		if len(msg) < packetLimit {
 			n.ml.SendBestEffort(m, msg)
 		} else {
 			n.ml.SendReliable(m, msg)
@@ -378,11 +382,9 @@ func (n *Node) decide() {
 		n.decisions[d.Key] = d
 		made = append(made, d)
 	}
-	if len(made) > 0 {
-		n.saveDecisionsLocked()
-	}
 	var state topology.State
 	if len(made) > 0 {
+		n.saveDecisionsLocked()
 		state = Apply(snap, n.decisions)
 	}
 	n.mu.Unlock()
@@ -390,9 +392,7 @@ func (n *Node) decide() {
 		kind, _, _ := cut(d.Key)
 		flipsTotal.WithLabelValues(kind, "quorum").Inc()
 		n.cfg.Logger.Warn().Str("decision", d.Key).Int("value", d.Value).Str("reason", d.Reason).Msg("cluster: failover")
-		msg := encode(msgDecision, d)
-		n.queue.QueueBroadcast(broadcast(msg))
-		n.sendAll(msg)
+		n.spread(encode(msgDecision, d))
 	}
 	if len(made) > 0 {
 		n.hooks.Apply(state)
@@ -524,14 +524,20 @@ func (n *Node) Spread(entries []Entry) {
 	if len(entries) == 0 {
 		return
 	}
-	msg := encode(msgEntries, entries)
-	if len(msg) < 1000 {
-		n.queue.QueueBroadcast(broadcast(msg))
+	n.spread(encode(msgEntries, entries))
+}
+
+// spread sends msg to every live member at once and, when it fits a packet,
+// queues it for gossip too. A large message goes over TCP, which can wait
+// on a member that died a moment ago, so it is sent in the background: the
+// caller has done its part (a change is on disk) and does not wait.
+func (n *Node) spread(msg []byte) {
+	if len(msg) >= packetLimit {
+		go n.sendAll(msg)
+		return
 	}
-	// A large message goes over TCP, which can wait on a member that died
-	// a moment ago; the change is already on disk and acknowledged, so
-	// the caller does not wait for it.
-	go n.sendAll(msg)
+	n.queue.QueueBroadcast(broadcast(msg))
+	n.sendAll(msg)
 }
 
 // GetBroadcasts hands memberlist the queued gossip.
@@ -690,9 +696,7 @@ func (n *Node) Operate(key string, value int, reason string) (Decision, error) {
 	n.mu.Unlock()
 	flipsTotal.WithLabelValues(kind, "operator").Inc()
 	n.cfg.Logger.Warn().Str("decision", key).Int("value", value).Str("reason", reason).Msg("cluster: operator decision")
-	msg := encode(msgDecision, d)
-	n.queue.QueueBroadcast(broadcast(msg))
-	n.sendAll(msg)
+	n.spread(encode(msgDecision, d))
 	n.hooks.Apply(state)
 	return d, nil
 }
