@@ -12,13 +12,9 @@ func bashCompletion() string {
 	var words []string
 	var cases strings.Builder
 	fixed := map[string]string{
-		"validate":        "--topology",
-		"cluster show":    "--endpoint --token --output --cacert",
-		"health":          "--endpoint --token --output --cacert",
-		"server failover": "--name --endpoint --token --output --cacert",
-		"server failback": "--name --endpoint --token --output --cacert",
-		"region failover": "--name --to --endpoint --token --output --cacert",
-		"region failback": "--name --endpoint --token --output --cacert",
+		"validate":     "--topology",
+		"cluster show": "--endpoint --token --output --cacert",
+		"health":       "--endpoint --token --output --cacert",
 	}
 	for _, name := range commandNames() {
 		var fl []string

@@ -27,11 +27,6 @@ Usage:
   pgplanectl cluster-key                print a new gossip encryption key (base64 of 32 random bytes)
   pgplanectl cluster show               members, votes, active addresses and failovers
   pgplanectl health                     this node's own state: topology, gateway, cluster, run-time changes
-  pgplanectl server failover --name N   move an HA server to its standby
-  pgplanectl server failback --name N   move an HA server back to its primary
-  pgplanectl region failover --name R [--to ADDRESS]
-                                        activate another gateway address of a region
-  pgplanectl region failback --name R   activate the region's primary gateway address
   pgplanectl completion bash            print a bash completion script
 `
 
@@ -86,10 +81,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "cluster":
 		if len(args) > 1 && args[1] == "show" {
 			return clusterShow(args[2:], stdout, stderr)
-		}
-	case "server", "region":
-		if len(args) > 1 && (args[1] == "failover" || args[1] == "failback") {
-			return move(args[0], args[1], args[2:], stdout, stderr)
 		}
 	case "completion":
 		if len(args) == 2 && args[1] == "bash" {

@@ -245,6 +245,40 @@ var commands = map[string]command{
 	},
 }
 
+// moves are the failover and failback commands: POST to the server's or
+// region's route, printing the decision made.
+func init() {
+	for _, m := range []struct{ noun, verb, help string }{
+		{"server", "failover", "move an HA server to its standby"},
+		{"server", "failback", "move an HA server back to its primary"},
+		{"region", "failover", "activate another gateway address of a region (--to, default the next)"},
+		{"region", "failback", "activate the region's primary gateway address"},
+	} {
+		c := command{help: m.help, flags: [][2]string{{"name", "*the " + m.noun + "'s name"}}, print: printDecision}
+		if m.noun == "region" && m.verb == "failover" {
+			c.flags = append(c.flags, [2]string{"to", "the gateway address to activate (default: the next one)"})
+		}
+		c.request = func(_ *common, f flags) (string, string, any, error) {
+			var body any
+			if f.has("to") {
+				body = api.RegionMove{To: f["to"]}
+			}
+			return http.MethodPost, "/v1/" + m.noun + "s/" + pathEscape(f["name"]) + "/" + m.verb, body, nil
+		}
+		commands[m.noun+" "+m.verb] = c
+	}
+}
+
+// printDecision prints a failover decision: its key and why.
+func printDecision(w io.Writer, b json.RawMessage) error {
+	var d struct{ Key, Reason string }
+	if err := json.Unmarshal(b, &d); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "%s: %s\n", d.Key, d.Reason)
+	return nil
+}
+
 // Command aliases: `az postgres flexible-server create` is `pgplanectl create`.
 var aliases = map[string]string{"create": "server create", "update": "server update", "show": "server show", "list": "server list", "delete": "server delete"}
 
