@@ -327,6 +327,7 @@ var parameterDefaults = map[string]string{
 	topology.ParamRequireSecureTransport: "on",
 	topology.ParamSSLMinProtocolVersion:  topology.DefaultSSLMinProtocolVersion,
 	topology.ParamSSLMaxProtocolVersion:  "",
+	topology.ParamAuthRole:               "",
 }
 
 func parameterOf(srv *topology.Server, name string) Parameter {

@@ -32,8 +32,10 @@ type fixture struct {
 }
 
 // fixtureTopology has a public server (loopback admitted), a locked public
-// server (no rule admits loopback), a plaintext-tolerant server, and a
-// private server in app-vnet (127.0.1.0/24) peered with hub-vnet.
+// server (no rule admits loopback), a plaintext-tolerant server, a private
+// server in app-vnet (127.0.1.0/24) peered with hub-vnet, all on a backend
+// with its own certificate, and gwcert-db on a backend that presents the
+// gateway's certificate.
 const fixtureTopology = `datacenterRanges: [127.0.200.0/24]
 regions:
   - {name: eastus2, gateways: [127.0.0.1, 127.0.0.2]}
@@ -75,19 +77,26 @@ servers:
     network: {vnet: app-vnet, subnet: db, privateDnsZone: contoso.private.postgres.database.azure.com}
     addresses: {primary: 127.0.1.4}
     backends: {primary: "BACKEND"}
+  - name: gwcert-db
+    region: eastus2
+    access: public
+    backends: {primary: "GWCERTBACKEND"}
+    firewallRules:
+      - {name: loopback, startIpAddress: 127.0.0.1, endIpAddress: 127.0.0.1}
 `
 
 // sharedPG is one PostgreSQL for the package's tests; starting one takes a
 // second or two.
 var sharedPG struct {
-	once sync.Once
-	pg   *pgtest.Server
-	dir  string
-	err  error
+	once   sync.Once
+	pg     *pgtest.Server // its own self-signed certificate
+	gwCert *pgtest.Server // the gateway's certificate
+	dir    string
+	auth   string // the auth role's password file
+	err    error
 }
 
-// newFixture starts a gateway (and, once, PostgreSQL). sameCert makes the
-// backend present the gateway's own certificate.
+// newFixture starts a gateway (and, once, the two PostgreSQL servers).
 func newFixture(t *testing.T, mutate func(*Config)) *fixture {
 	t.Helper()
 	sharedPG.once.Do(func() {
@@ -95,13 +104,26 @@ func newFixture(t *testing.T, mutate func(*Config)) *fixture {
 		if sharedPG.err != nil {
 			return
 		}
-		// The backend presents the gateway's own certificate, as pgplane's
-		// backends do, so that SCRAM channel binding works across the gateway.
+		if sharedPG.auth, sharedPG.err = pgtest.WriteAuthPassfile(sharedPG.dir); sharedPG.err != nil {
+			return
+		}
+		// The usual backend: a certificate of its own, from another CA.
+		ownDir := filepath.Join(sharedPG.dir, "backend-tls")
+		if _, _, sharedPG.err = DevCertificates(ownDir, []string{"localhost"}); sharedPG.err != nil {
+			return
+		}
+		own, _ := os.ReadFile(filepath.Join(ownDir, DevCertFile))
+		ownKey, _ := os.ReadFile(filepath.Join(ownDir, DevKeyFile))
+		if sharedPG.pg, sharedPG.err = pgtest.Start("", pgtest.Options{Cert: own, Key: ownKey}); sharedPG.err != nil {
+			return
+		}
+		// A backend presenting the gateway's own certificate: passthrough's
+		// channel binding then works across the gateway.
 		var certPEM, keyPEM []byte
 		if certPEM, keyPEM, sharedPG.err = gatewayCertPEM(); sharedPG.err != nil {
 			return
 		}
-		sharedPG.pg, sharedPG.err = pgtest.Start("", pgtest.Options{Cert: certPEM, Key: keyPEM})
+		sharedPG.gwCert, sharedPG.err = pgtest.Start("", pgtest.Options{Cert: certPEM, Key: keyPEM})
 	})
 	if sharedPG.err != nil {
 		t.Fatal(sharedPG.err)
@@ -112,17 +134,19 @@ func newFixture(t *testing.T, mutate func(*Config)) *fixture {
 		t.Fatal(err)
 	}
 	f.caFile = ca
-	f.topo = strings.ReplaceAll(fixtureTopology, "BACKEND", f.pg.Addr)
+	f.topo = strings.ReplaceAll(fixtureTopology, "GWCERTBACKEND", sharedPG.gwCert.Addr)
+	f.topo = strings.ReplaceAll(f.topo, "BACKEND", f.pg.Addr)
 	snap := f.snapshot(topology.State{})
 	l, _ := net.Listen("tcp", "127.0.0.1:0")
 	f.port = l.Addr().(*net.TCPAddr).Port
 	l.Close()
 	f.addr = fmt.Sprintf("127.0.0.1:%d", f.port)
 	cfg := Config{
-		Listen: []string{f.addr},
-		NodeID: 3,
-		TLS:    &tls.Config{Certificates: []tls.Certificate{cert}},
-		Logger: zerolog.New(f.log),
+		Listen:   []string{f.addr},
+		NodeID:   3,
+		TLS:      &tls.Config{Certificates: []tls.Certificate{cert}},
+		Logger:   zerolog.New(f.log),
+		AuthRole: pgtest.AuthRole, AuthPassfile: sharedPG.auth,
 	}
 	if mutate != nil {
 		mutate(&cfg)
@@ -184,8 +208,11 @@ func (f *fixture) logLines() []string {
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if sharedPG.pg != nil {
-		sharedPG.pg.Stop()
+	for _, pg := range []*pgtest.Server{sharedPG.pg, sharedPG.gwCert} {
+		if pg != nil {
+			pg.Stop()
+			os.RemoveAll(pg.Dir)
+		}
 	}
 	if sharedPG.dir != "" {
 		os.RemoveAll(sharedPG.dir)

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pgplane/pgplane/internal/pgtest"
 	"github.com/pgplane/pgplane/topology"
 
 	"github.com/rs/zerolog"
@@ -79,7 +80,12 @@ func FuzzSession(f *testing.F) {
 		f.Fatal(err)
 	}
 	snap, _ := topology.NewSnapshot(topo, topology.State{}, 1)
+	passfile, err := pgtest.WriteAuthPassfile(f.TempDir())
+	if err != nil {
+		f.Fatal(err)
+	}
 	g, err := New(Config{TLS: &tls.Config{Certificates: []tls.Certificate{cert}}, HandshakeTimeout: 200 * time.Millisecond,
+		AuthRole: pgtest.AuthRole, AuthPassfile: passfile,
 		DialTimeout: 200 * time.Millisecond, Logger: zerolog.New(io.Discard)}, snap)
 	if err != nil {
 		f.Fatal(err)

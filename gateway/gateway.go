@@ -9,6 +9,7 @@ package gateway
 
 import (
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/binary"
@@ -19,6 +20,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/pgplane/pgplane/pgwire"
 
 	"github.com/pgplane/pgplane/topology"
 
@@ -33,6 +36,19 @@ const (
 	BackendTLSRequire    BackendTLS = "require"     // TLS, certificate not verified
 	BackendTLSVerifyFull BackendTLS = "verify-full" // TLS, certificate verified against BackendRootCAs
 	BackendTLSDisable    BackendTLS = "disable"     // plain TCP
+)
+
+// AuthMode is how the gateway authenticates clients (G7).
+type AuthMode string
+
+// Authentication modes.
+const (
+	// AuthTerminate: the gateway is the client's SCRAM server, with
+	// verifiers looked up on the backend, and logs in to the backend with
+	// the ClientKey recovered from the client's proof.
+	AuthTerminate AuthMode = "terminate"
+	// AuthPassthrough: the backend's exchange is relayed end to end.
+	AuthPassthrough AuthMode = "passthrough"
 )
 
 // Config configures a Gateway.
@@ -53,6 +69,14 @@ type Config struct {
 	// BackendTLS and BackendRootCAs secure the backend leg (G7).
 	BackendTLS     BackendTLS
 	BackendRootCAs *x509.CertPool
+	// Auth is how clients authenticate; AuthTerminate by default (G7).
+	Auth AuthMode
+	// AuthRole is the role verifiers are looked up with (a server's
+	// pgplane.auth_role parameter overrides it), AuthDatabase the database
+	// it connects to, and AuthPassfile the pgpass-format file that holds
+	// its passwords. AuthCacheTTL is how long a looked-up verifier is kept.
+	AuthRole, AuthDatabase, AuthPassfile string
+	AuthCacheTTL                         time.Duration
 	// MaxConnections caps concurrent client connections (G8).
 	MaxConnections int
 	// HandshakeTimeout bounds TLS and the startup packet; AuthTimeout bounds
@@ -71,16 +95,25 @@ const (
 	DefaultHandshakeTimeout = 10 * time.Second
 	DefaultAuthTimeout      = 60 * time.Second
 	DefaultDialTimeout      = 5 * time.Second
+	DefaultAuthDatabase     = "postgres"
+	DefaultAuthCacheTTL     = time.Minute
 )
 
 // Gateway serves PostgreSQL connections. Create it with New, then Start.
 type Gateway struct {
-	cfg      Config
-	snapshot atomic.Pointer[topology.Snapshot]
-	slots    chan struct{} // one token per open connection
-	sessions *sessionTable
-	refusals *refusalMemory
-	cert     atomic.Pointer[tls.Certificate]
+	cfg       Config
+	snapshot  atomic.Pointer[topology.Snapshot]
+	slots     chan struct{} // one token per open connection
+	sessions  *sessionTable
+	verifiers *verifierCache
+	throttle  *authThrottle
+	// mockSecret makes the salts of mock authentication: derived from the
+	// TLS key, so every node of a cluster shows an unknown role the same
+	// salt, across restarts.
+	mockSecret []byte
+	cert       atomic.Pointer[tls.Certificate]
+	// endPoint is the tls-server-end-point channel binding data of cert.
+	endPoint atomic.Pointer[[]byte]
 	tls      *tls.Config // client-facing, built once from cfg.TLS
 
 	mu        sync.Mutex // guards listeners and closed
@@ -114,6 +147,21 @@ func New(cfg Config, s *topology.Snapshot) (*Gateway, error) {
 	if cfg.BackendTLS == "" {
 		cfg.BackendTLS = BackendTLSRequire
 	}
+	if cfg.Auth == "" {
+		cfg.Auth = AuthTerminate
+	}
+	if cfg.AuthDatabase == "" {
+		cfg.AuthDatabase = DefaultAuthDatabase
+	}
+	if cfg.AuthCacheTTL <= 0 {
+		cfg.AuthCacheTTL = DefaultAuthCacheTTL
+	}
+	switch {
+	case cfg.Auth != AuthTerminate && cfg.Auth != AuthPassthrough:
+		return nil, fmt.Errorf("gateway: auth mode %q: want terminate or passthrough", cfg.Auth)
+	case cfg.Auth == AuthTerminate && (cfg.AuthRole == "" || cfg.AuthPassfile == ""):
+		return nil, errors.New("gateway: gateway_auth terminate (the default) needs gateway_auth_user ROLE PASSWORD_FILE, the role that looks up password verifiers on the backends (docs/operator-guide.md), or gateway_auth passthrough")
+	}
 	for _, l := range cfg.Listen {
 		if _, err := netip.ParseAddrPort(l); err != nil {
 			return nil, fmt.Errorf("gateway: listen address %q: want IP:port: %w", l, err)
@@ -123,9 +171,10 @@ func New(cfg Config, s *topology.Snapshot) (*Gateway, error) {
 		cfg:       cfg,
 		slots:     make(chan struct{}, cfg.MaxConnections),
 		sessions:  newSessionTable(cfg.NodeID),
-		refusals:  newRefusalMemory(),
+		throttle:  newAuthThrottle(),
 		listeners: map[string]*listener{},
 	}
+	g.verifiers = newVerifierCache(g)
 	g.snapshot.Store(s)
 	if cfg.TLS != nil {
 		if len(cfg.TLS.Certificates) == 0 {
@@ -133,12 +182,27 @@ func New(cfg Config, s *topology.Snapshot) (*Gateway, error) {
 		}
 		g.SetCertificate(cfg.TLS.Certificates[0])
 		g.tls = g.tlsConfig()
+		if der, err := x509.MarshalPKCS8PrivateKey(cfg.TLS.Certificates[0].PrivateKey); err == nil {
+			sum := sha256.Sum256(append([]byte("pgplane mock authentication\x00"), der...))
+			g.mockSecret = sum[:]
+		}
+	}
+	if g.mockSecret == nil {
+		g.mockSecret = make([]byte, 32)
+		rand.Read(g.mockSecret)
 	}
 	return g, nil
 }
 
 // SetCertificate replaces the certificate new TLS connections see.
-func (g *Gateway) SetCertificate(c tls.Certificate) { g.cert.Store(&c) }
+func (g *Gateway) SetCertificate(c tls.Certificate) {
+	var binding []byte
+	if leaf, err := x509.ParseCertificate(c.Certificate[0]); err == nil {
+		binding, _ = pgwire.EndPointBinding(leaf)
+	}
+	g.endPoint.Store(&binding)
+	g.cert.Store(&c)
+}
 
 // Start opens the listeners of the active addresses.
 func (g *Gateway) Start() error { return g.reconcile() }
@@ -220,6 +284,21 @@ func (g *Gateway) Stop() {
 	g.mu.Unlock()
 	g.sessions.closeAll()
 	g.conns.Wait()
+	g.verifiers.close()
+}
+
+// backendTLSConfig is the TLS configuration of a connection to a backend
+// on host, or nil when backend TLS is disabled (G7).
+func (g *Gateway) backendTLSConfig(host string) *tls.Config {
+	if g.cfg.BackendTLS == BackendTLSDisable {
+		return nil
+	}
+	return &tls.Config{ServerName: host, RootCAs: g.cfg.BackendRootCAs, InsecureSkipVerify: g.cfg.BackendTLS == BackendTLSRequire, // #nosec G402 -- "require" is libpq's sslmode=require: encrypted, not verified
+		// Classical key exchange only: Go's default hybrid X25519MLKEM768 key
+		// share costs ~10% of a new connection's CPU, and PostgreSQL built
+		// with OpenSSL 3.0 (Debian 12) cannot use it. The client-facing leg
+		// keeps Go's defaults.
+		CurvePreferences: []tls.CurveID{tls.X25519, tls.CurveP256}}
 }
 
 func (g *Gateway) accept(l *listener) {
@@ -238,7 +317,7 @@ func (g *Gateway) accept(l *listener) {
 		case g.slots <- struct{}{}:
 		default:
 			// Over the cap: refuse at once, without reading anything (G8).
-			go refuse(c, g.cfg.Logger, &pgError{Code: "53300", Message: "too many connections to the pgplane gateway",
+			go refuse(c, g.cfg.Logger, &pgwire.Error{Code: "53300", Message: "too many connections to the pgplane gateway",
 				Hint: fmt.Sprintf("the gateway serves at most %d connections at once; try again later", g.cfg.MaxConnections)})
 			continue
 		}
@@ -252,9 +331,9 @@ func (g *Gateway) accept(l *listener) {
 }
 
 // refuse sends an ErrorResponse to a connection the gateway will not serve.
-func refuse(c net.Conn, log zerolog.Logger, e *pgError) {
+func refuse(c net.Conn, log zerolog.Logger, e *pgwire.Error) {
 	c.SetWriteDeadline(time.Now().Add(time.Second))
-	c.Write(e.encode())
+	c.Write(e.Encode())
 	c.Close()
 	log.Warn().Str("client", c.RemoteAddr().String()).Str("decision", "refused_capacity").Str("sqlstate", e.Code).Msg("connection")
 }

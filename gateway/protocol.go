@@ -1,13 +1,13 @@
 package gateway
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"strings"
+
+	"github.com/pgplane/pgplane/pgwire"
 )
 
 // Startup packet codes (PostgreSQL protocol, "Message Formats").
@@ -22,9 +22,6 @@ const (
 	// maxAuthMessage bounds a message of the authentication exchange.
 	maxAuthMessage = 64 << 10
 )
-
-// errProtocol marks a protocol violation by the peer (SQLSTATE 08P01).
-var errProtocol = errors.New("protocol violation")
 
 // startupPacket is a parsed untyped packet of the startup phase.
 type startupPacket struct {
@@ -45,7 +42,7 @@ func readStartupPacket(r io.Reader) (*startupPacket, error) {
 	}
 	n := binary.BigEndian.Uint32(hdr[:])
 	if n < 8 || n > maxStartupPacket {
-		return nil, fmt.Errorf("%w: invalid startup packet length %d (8 to %d bytes)", errProtocol, n, maxStartupPacket)
+		return nil, fmt.Errorf("%w: invalid startup packet length %d (8 to %d bytes)", pgwire.ErrProtocol, n, maxStartupPacket)
 	}
 	body := make([]byte, n-4)
 	if _, err := io.ReadFull(r, body); err != nil {
@@ -57,52 +54,44 @@ func readStartupPacket(r io.Reader) (*startupPacket, error) {
 // parseStartupPacket parses the body of a startup packet (after its length).
 func parseStartupPacket(body []byte) (*startupPacket, error) {
 	if len(body) < 4 {
-		return nil, fmt.Errorf("%w: startup packet too short", errProtocol)
+		return nil, fmt.Errorf("%w: startup packet too short", pgwire.ErrProtocol)
 	}
 	p := &startupPacket{code: binary.BigEndian.Uint32(body)}
 	rest := body[4:]
 	switch p.code {
 	case sslRequestCode, gssEncRequestCode:
 		if len(rest) != 0 {
-			return nil, fmt.Errorf("%w: request packet with %d extra bytes", errProtocol, len(rest))
+			return nil, fmt.Errorf("%w: request packet with %d extra bytes", pgwire.ErrProtocol, len(rest))
 		}
 		return p, nil
 	case cancelRequestCode:
 		if len(rest) != 8 {
-			return nil, fmt.Errorf("%w: cancel request of %d bytes, want 16", errProtocol, len(rest)+8)
+			return nil, fmt.Errorf("%w: cancel request of %d bytes, want 16", pgwire.ErrProtocol, len(rest)+8)
 		}
 		p.cancelPID, p.cancelKey = binary.BigEndian.Uint32(rest), binary.BigEndian.Uint32(rest[4:])
 		return p, nil
 	}
 	if p.code>>16 != 3 {
-		return nil, fmt.Errorf("%w: unsupported frontend protocol %d.%d; the gateway speaks 3.0", errProtocol, p.code>>16, p.code&0xffff)
+		return nil, fmt.Errorf("%w: unsupported frontend protocol %d.%d; the gateway speaks 3.0", pgwire.ErrProtocol, p.code>>16, p.code&0xffff)
 	}
 	for {
-		name, tail, ok := cutCString(rest)
+		name, tail, ok := pgwire.CutCString(rest)
 		if !ok {
-			return nil, fmt.Errorf("%w: startup packet is not terminated", errProtocol)
+			return nil, fmt.Errorf("%w: startup packet is not terminated", pgwire.ErrProtocol)
 		}
 		if name == "" {
 			if len(tail) != 0 {
-				return nil, fmt.Errorf("%w: %d bytes after the startup parameters", errProtocol, len(tail))
+				return nil, fmt.Errorf("%w: %d bytes after the startup parameters", pgwire.ErrProtocol, len(tail))
 			}
 			return p, nil
 		}
-		value, tail2, ok := cutCString(tail)
+		value, tail2, ok := pgwire.CutCString(tail)
 		if !ok {
-			return nil, fmt.Errorf("%w: startup parameter %q has no value", errProtocol, name)
+			return nil, fmt.Errorf("%w: startup parameter %q has no value", pgwire.ErrProtocol, name)
 		}
 		p.params = append(p.params, param{name, value})
 		rest = tail2
 	}
-}
-
-func cutCString(b []byte) (string, []byte, bool) {
-	i := bytes.IndexByte(b, 0)
-	if i < 0 {
-		return "", nil, false
-	}
-	return string(b[:i]), b[i+1:], true
 }
 
 // get returns a startup parameter's value.
@@ -168,59 +157,6 @@ func requestPacket(code uint32, extra ...uint32) []byte {
 	return b
 }
 
-// readMessage reads one typed message: a type byte, a length that counts
-// itself, and the payload.
-func readMessage(r *bufio.Reader, limit int) (byte, []byte, error) {
-	var hdr [5]byte
-	if _, err := io.ReadFull(r, hdr[:]); err != nil {
-		return 0, nil, err
-	}
-	n := int(binary.BigEndian.Uint32(hdr[1:]))
-	if n < 4 || n-4 > limit {
-		return 0, nil, fmt.Errorf("%w: message %q of length %d (at most %d)", errProtocol, hdr[0], n, limit+4)
-	}
-	payload := make([]byte, n-4)
-	if _, err := io.ReadFull(r, payload); err != nil {
-		return 0, nil, err
-	}
-	return hdr[0], payload, nil
-}
-
-// appendMessage appends a typed message to b.
-func appendMessage(b []byte, typ byte, payload []byte) []byte {
-	b = append(b, typ, 0, 0, 0, 0)
-	binary.BigEndian.PutUint32(b[len(b)-4:], uint32(len(payload)+4))
-	return append(b, payload...)
-}
-
-// pgError is a PostgreSQL ErrorResponse the gateway sends.
-type pgError struct {
-	Code    string // SQLSTATE
-	Message string
-	Detail  string
-	Hint    string
-}
-
-func (e *pgError) Error() string { return e.Code + ": " + e.Message }
-
-// encode builds the ErrorResponse message, severity FATAL.
-func (e *pgError) encode() []byte {
-	var p []byte
-	field := func(t byte, v string) {
-		if v != "" {
-			p = append(append(append(p, t), v...), 0)
-		}
-	}
-	field('S', "FATAL")
-	field('V', "FATAL")
-	field('C', e.Code)
-	field('M', e.Message)
-	field('D', e.Detail)
-	field('H', e.Hint)
-	p = append(p, 0)
-	return appendMessage(nil, 'E', p)
-}
-
 // negotiateProtocolVersion builds the NegotiateProtocolVersion message: the
 // newest minor version the gateway supports (0) and the options it does not
 // recognise (all _pq_. options).
@@ -230,7 +166,7 @@ func negotiateProtocolVersion(options []string) []byte {
 	for _, o := range options {
 		p = append(append(p, o...), 0)
 	}
-	return appendMessage(nil, 'v', p)
+	return pgwire.AppendMessage(nil, 'v', p)
 }
 
 // SASL mechanism names.
@@ -247,9 +183,9 @@ func stripChannelBinding(payload []byte) ([]byte, error) {
 	rest := payload[4:]
 	kept := 0
 	for {
-		name, tail, ok := cutCString(rest)
+		name, tail, ok := pgwire.CutCString(rest)
 		if !ok {
-			return nil, fmt.Errorf("%w: malformed AuthenticationSASL from the backend", errProtocol)
+			return nil, fmt.Errorf("%w: malformed AuthenticationSASL from the backend", pgwire.ErrProtocol)
 		}
 		if name == "" {
 			break
@@ -261,7 +197,7 @@ func stripChannelBinding(payload []byte) ([]byte, error) {
 		rest = tail
 	}
 	if kept == 0 {
-		return nil, &pgError{Code: "08P01", Message: "the backend offers only SCRAM-SHA-256-PLUS, which cannot cross the gateway's TLS termination",
+		return nil, &pgwire.Error{Code: "08P01", Message: "the backend offers only SCRAM-SHA-256-PLUS, which cannot cross the gateway's TLS termination",
 			Hint: "allow SCRAM-SHA-256 without channel binding on the backend"}
 	}
 	return append(out, 0), nil

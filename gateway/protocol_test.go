@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pgplane/pgplane/pgwire"
+
 	"github.com/pgplane/pgplane/internal/pgtest"
 	"github.com/pgplane/pgplane/topology"
 
@@ -52,7 +54,7 @@ func readError(t *testing.T, r io.Reader) map[byte]string {
 	t.Helper()
 	br := bufio.NewReader(r)
 	for {
-		typ, payload, err := readMessage(br, 1<<20)
+		typ, payload, err := pgwire.ReadMessage(br, 1<<20)
 		if err != nil {
 			t.Fatalf("want an ErrorResponse, got %v", err)
 		}
@@ -61,7 +63,7 @@ func readError(t *testing.T, r io.Reader) map[byte]string {
 		}
 		fields := map[byte]string{}
 		for len(payload) > 1 {
-			v, rest, _ := cutCString(payload[1:])
+			v, rest, _ := pgwire.CutCString(payload[1:])
 			fields[payload[0]] = v
 			payload = rest
 		}
@@ -110,7 +112,7 @@ func TestGSSENCRequestAnsweredN(t *testing.T) {
 		t.Fatal(err)
 	}
 	tc.Write(startup(protocolV3, "user", "app", "database", "appdb"))
-	typ, _, err := readMessage(bufio.NewReader(tc), 1<<20)
+	typ, _, err := pgwire.ReadMessage(bufio.NewReader(tc), 1<<20)
 	if err != nil || typ != 'R' {
 		t.Fatalf("want the backend's authentication request, got %q %v", typ, err)
 	}
@@ -124,7 +126,7 @@ func TestDirectTLSNeedsALPN(t *testing.T) {
 		t.Fatal(err)
 	}
 	tc.Write(startup(protocolV3, "user", "app", "database", "appdb"))
-	if typ, _, err := readMessage(bufio.NewReader(tc), 1<<20); err != nil || typ != 'R' {
+	if typ, _, err := pgwire.ReadMessage(bufio.NewReader(tc), 1<<20); err != nil || typ != 'R' {
 		t.Fatalf("direct TLS with ALPN: want R, got %q %v", typ, err)
 	}
 	tc = tls.Client(f.dialFrom("127.0.0.1"), f.clientTLS("reports-db.postgres.database.azure.com"))
@@ -142,14 +144,14 @@ func TestNegotiateProtocolVersion(t *testing.T) {
 	tc := tls.Client(f.dialFrom("127.0.0.1"), f.clientTLS("reports-db.postgres.database.azure.com", "postgresql"))
 	tc.Write(startup(3<<16|2, "user", "app", "database", "appdb", "_pq_.shiny", "on"))
 	br := bufio.NewReader(tc)
-	typ, payload, err := readMessage(br, 1<<20)
+	typ, payload, err := pgwire.ReadMessage(br, 1<<20)
 	if err != nil || typ != 'v' {
 		t.Fatalf("want NegotiateProtocolVersion, got %q %v", typ, err)
 	}
 	if minor, n := binary.BigEndian.Uint32(payload), binary.BigEndian.Uint32(payload[4:]); minor != 0 || n != 1 || string(payload[8:len(payload)-1]) != "_pq_.shiny" {
 		t.Fatalf("NegotiateProtocolVersion payload %q", payload)
 	}
-	if typ, _, err := readMessage(br, 1<<20); err != nil || typ != 'R' {
+	if typ, _, err := pgwire.ReadMessage(br, 1<<20); err != nil || typ != 'R' {
 		t.Fatalf("then the authentication request, got %q %v", typ, err)
 	}
 }
@@ -369,7 +371,9 @@ func TestSecondaryAddressListensOnlyWhenActive(t *testing.T) {
 	f := newFixture(t, nil)
 	f.gw.Stop()
 	primary, secondary := fmt.Sprintf("127.0.0.1:%d", f.port), fmt.Sprintf("127.0.0.2:%d", f.port)
-	gw, err := New(Config{Listen: []string{primary, secondary}, TLS: f.gw.cfg.TLS, Logger: f.gw.cfg.Logger}, f.snapshot(topology.State{}))
+	cfg := f.gw.cfg
+	cfg.Listen = []string{primary, secondary}
+	gw, err := New(cfg, f.snapshot(topology.State{}))
 	if err != nil {
 		t.Fatal(err)
 	}

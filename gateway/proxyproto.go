@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+
+	"github.com/pgplane/pgplane/pgwire"
 )
 
 // proxySignature opens every PROXY protocol v2 header.
@@ -27,14 +29,14 @@ func readProxyHeader(r *bufio.Reader) (netip.Addr, error) {
 // address block is read from r.
 func parseProxyHeader(hdr [16]byte, r io.Reader) (netip.Addr, error) {
 	if !bytes.Equal(hdr[:12], proxySignature) {
-		return netip.Addr{}, fmt.Errorf("%w: connection from a trusted proxy without a PROXY protocol v2 header", errProtocol)
+		return netip.Addr{}, fmt.Errorf("%w: connection from a trusted proxy without a PROXY protocol v2 header", pgwire.ErrProtocol)
 	}
 	if hdr[12]>>4 != 2 {
-		return netip.Addr{}, fmt.Errorf("%w: PROXY protocol version %d, want 2", errProtocol, hdr[12]>>4)
+		return netip.Addr{}, fmt.Errorf("%w: PROXY protocol version %d, want 2", pgwire.ErrProtocol, hdr[12]>>4)
 	}
 	n := int(binary.BigEndian.Uint16(hdr[14:]))
 	if n > 512 {
-		return netip.Addr{}, fmt.Errorf("%w: PROXY header of %d bytes", errProtocol, n)
+		return netip.Addr{}, fmt.Errorf("%w: PROXY header of %d bytes", pgwire.ErrProtocol, n)
 	}
 	block := make([]byte, n)
 	if _, err := io.ReadFull(r, block); err != nil {
@@ -45,20 +47,20 @@ func parseProxyHeader(hdr [16]byte, r io.Reader) (netip.Addr, error) {
 		return netip.Addr{}, nil
 	case 1: // PROXY
 	default:
-		return netip.Addr{}, fmt.Errorf("%w: PROXY command %d", errProtocol, cmd)
+		return netip.Addr{}, fmt.Errorf("%w: PROXY command %d", pgwire.ErrProtocol, cmd)
 	}
 	switch family := hdr[13] >> 4; family {
 	case 1: // AF_INET: src 4, dst 4, ports 2+2
 		if n < 12 {
-			return netip.Addr{}, fmt.Errorf("%w: short PROXY IPv4 address block", errProtocol)
+			return netip.Addr{}, fmt.Errorf("%w: short PROXY IPv4 address block", pgwire.ErrProtocol)
 		}
 		return netip.AddrFrom4([4]byte(block[:4])), nil
 	case 2: // AF_INET6: src 16, dst 16, ports 2+2
 		if n < 36 {
-			return netip.Addr{}, fmt.Errorf("%w: short PROXY IPv6 address block", errProtocol)
+			return netip.Addr{}, fmt.Errorf("%w: short PROXY IPv6 address block", pgwire.ErrProtocol)
 		}
 		return netip.AddrFrom16([16]byte(block[:16])).Unmap(), nil
 	default:
-		return netip.Addr{}, fmt.Errorf("%w: PROXY address family %d", errProtocol, family)
+		return netip.Addr{}, fmt.Errorf("%w: PROXY address family %d", pgwire.ErrProtocol, family)
 	}
 }

@@ -81,18 +81,27 @@ func TestNoServerNameIsAClearError(t *testing.T) {
 	}
 }
 
-// SPEC: G5
+// SPEC: G5 G3
 func TestFirewallRefusalIsClearEvenAfterPlaintextRetry(t *testing.T) {
 	f := newFixture(t, nil)
 	// sslmode=prefer (libpq's default): after the refusal over TLS libpq
-	// retries in plaintext, and both errors must say what is wrong.
+	// retries in plaintext. The first error says what is wrong; the second
+	// is about its own connection (no TLS server name) and says so.
 	out, err := f.psql(f.conninfo("locked-db", "sslmode=prefer"), "SELECT 1")
 	if err == nil {
 		t.Fatalf("locked-db must refuse 127.0.0.1:\n%s", out)
 	}
 	want := `no firewall rule of server "locked-db" admits client address 127.0.0.1`
-	if strings.Count(out, want) != 2 || !strings.Contains(out, "pgplanectl firewall-rule create --server locked-db") {
-		t.Fatalf("want the firewall error on both attempts, with the hint:\n%s", out)
+	if strings.Count(out, want) != 1 || !strings.Contains(out, "pgplanectl firewall-rule create --server locked-db") ||
+		!strings.Contains(out, "not encrypted, so it carries no TLS server name") || strings.Index(out, want) > strings.Index(out, "not encrypted") {
+		t.Fatalf("want the firewall error first, then the plaintext attempt's own error:\n%s", out)
+	}
+	// A refusal over TLS is never replayed into another connection from the
+	// same address: a plaintext connection meant for another server gets
+	// its own error, which names no other server.
+	out, err = f.psql("host=127.0.0.1 port="+itoa(f.port)+" user=app dbname=appdb sslmode=disable", "SELECT 1")
+	if err == nil || strings.Contains(out, "locked-db") || !strings.Contains(out, "cannot tell which server") {
+		t.Fatalf("want the plaintext connection's own error:\n%s", out)
 	}
 }
 

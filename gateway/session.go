@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bufio"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/binary"
@@ -13,6 +14,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/pgplane/pgplane/pgwire"
 
 	"github.com/pgplane/pgplane/topology"
 )
@@ -27,6 +30,8 @@ const (
 	decisionBackendDown     = "backend_unreachable"
 	decisionBackendRejected = "backend_refused"
 	decisionCancel          = "cancel"
+	decisionAuthFailed      = "refused_password"
+	decisionAuthLookup      = "auth_lookup_failed"
 	decisionTimeout         = "refused_timeout"
 	// decisionEmpty is a connection closed before its first byte: a TCP
 	// health check, such as the cluster's probe of a gateway address. It is
@@ -71,7 +76,7 @@ func (g *Gateway) serve(raw net.Conn) {
 
 // fail records why the session ended and tells the client when it can.
 func (s *session) fail(err error) {
-	var pe *pgError
+	var pe *pgwire.Error
 	var ne net.Error
 	switch {
 	case errors.As(err, &pe):
@@ -80,11 +85,11 @@ func (s *session) fail(err error) {
 		}
 		s.reason = pe.Message
 		s.conn.SetWriteDeadline(time.Now().Add(time.Second))
-		s.conn.Write(pe.encode())
-	case errors.Is(err, errProtocol):
+		s.conn.Write(pe.Encode())
+	case errors.Is(err, pgwire.ErrProtocol):
 		s.decision, s.reason = decisionProtocol, err.Error()
 		s.conn.SetWriteDeadline(time.Now().Add(time.Second))
-		s.conn.Write((&pgError{Code: "08P01", Message: err.Error()}).encode())
+		s.conn.Write((&pgwire.Error{Code: "08P01", Message: err.Error()}).Encode())
 	case errors.As(err, &ne) && ne.Timeout():
 		if s.decision == "" {
 			s.decision = decisionTimeout
@@ -160,7 +165,7 @@ func (s *session) run() error {
 		switch p.code {
 		case sslRequestCode:
 			if s.tlsVer != 0 {
-				return fmt.Errorf("%w: SSLRequest inside TLS", errProtocol)
+				return fmt.Errorf("%w: SSLRequest inside TLS", pgwire.ErrProtocol)
 			}
 			if s.g.cfg.TLS == nil {
 				if _, err := s.conn.Write([]byte{'N'}); err != nil {
@@ -171,7 +176,7 @@ func (s *session) run() error {
 			// Bytes after the SSLRequest and before the handshake would be
 			// read as if they were encrypted (CVE-2021-23214).
 			if s.r.Buffered() > 0 {
-				return &pgError{Code: "08P01", Message: "received unencrypted data after SSL request",
+				return &pgwire.Error{Code: "08P01", Message: "received unencrypted data after SSL request",
 					Detail: "This could be either a client-software bug or evidence of an attempted man-in-the-middle attack."}
 			}
 			if _, err := s.conn.Write([]byte{'S'}); err != nil {
@@ -182,7 +187,7 @@ func (s *session) run() error {
 			}
 		case gssEncRequestCode:
 			if s.r.Buffered() > 0 {
-				return &pgError{Code: "08P01", Message: "received unencrypted data after GSSAPI encryption request"}
+				return &pgwire.Error{Code: "08P01", Message: "received unencrypted data after GSSAPI encryption request"}
 			}
 			if _, err := s.conn.Write([]byte{'N'}); err != nil {
 				return err
@@ -213,7 +218,7 @@ func (s *session) startTLS(direct bool) error {
 	cs := tc.ConnectionState()
 	s.conn, s.r, s.tlsVer, s.sni = tc, bufio.NewReaderSize(tc, 4096), cs.Version, cs.ServerName
 	if direct && cs.NegotiatedProtocol != alpnPostgres {
-		return &pgError{Code: "08P01", Message: "direct TLS connection without ALPN protocol \"postgresql\"",
+		return &pgwire.Error{Code: "08P01", Message: "direct TLS connection without ALPN protocol \"postgresql\"",
 			Hint: "use sslnegotiation=postgres, or a client that sends ALPN postgresql"}
 	}
 	return nil
@@ -259,35 +264,38 @@ func tlsVersion(v string) uint16 {
 	return 0
 }
 
-// startup routes a startup message, applies the server's policy, and
-// connects the session to its backend (G3–G7).
+// startup routes a startup message, applies the server's policy,
+// authenticates the client and connects the session to its backend
+// (G3–G7).
 func (s *session) startup(p *startupPacket) error {
 	snap := s.g.snapshot.Load()
 	s.user, s.db = p.get("user"), p.get("database")
 	if s.db == "" {
 		s.db = s.user
 	}
-	key := refusalKey{s.client, p.get("user"), s.db}
 	si, err := s.route(snap, p)
 	if err != nil {
-		if r, ok := s.g.refusals.recall(key); ok && s.tlsVer == 0 && s.decision == decisionNoServer {
-			// libpq's plaintext retry after a refusal over TLS: say again why.
-			s.decision, s.server = r.decision, r.server
-			return r.err
-		}
 		return err
 	}
 	s.server = si.Server.Name
 	if d := snap.Admit(si, s.client); d != topology.Allowed {
 		s.decision = d
-		e := admissionError(snap, si, s.client, d)
-		s.g.refusals.remember(key, refusal{err: e, decision: d, server: s.server})
-		return e
+		return admissionError(snap, si, s.client, d)
 	}
 	if err := s.checkTLS(si); err != nil {
 		return err
 	}
-	return s.proxy(si, p)
+	if opts := p.protocolOptions(); p.code != protocolV3 || len(opts) > 0 {
+		// The gateway speaks 3.0 to the backend and says so to the client.
+		if _, err := s.conn.Write(negotiateProtocolVersion(opts)); err != nil {
+			return err
+		}
+	}
+	s.raw.SetDeadline(s.started.Add(s.g.cfg.AuthTimeout))
+	if s.g.cfg.Auth == AuthPassthrough {
+		return s.passthrough(si, p)
+	}
+	return s.terminate(si, p)
 }
 
 // route finds the server: by the TLS server name, else by user@NAME (G3).
@@ -313,28 +321,33 @@ func (s *session) route(snap *topology.Snapshot, p *startupPacket) (*topology.Se
 			return si, nil
 		}
 		s.decision = decisionNoServer
-		return nil, &pgError{Code: "08004", Message: fmt.Sprintf("server %q does not exist", suffix),
+		return nil, &pgwire.Error{Code: "08004", Message: fmt.Sprintf("server %q does not exist", suffix),
 			Hint: "check the server name after the @ in the user name"}
 	}
 	s.decision = decisionNoServer
+	if s.tlsVer == 0 {
+		return nil, &pgwire.Error{Code: "08004", Message: "the gateway cannot tell which server you want: this connection is not encrypted, so it carries no TLS server name",
+			Detail: "libpq's default sslmode=prefer tries again without TLS after any error; if an error of the TLS attempt came before this one, that error is the one to act on",
+			Hint:   "connect over TLS to NAME.postgres.database.azure.com (sslmode=require or stronger), or put the server in the user name: user=USER@NAME"}
+	}
 	if s.sni != "" {
-		return nil, &pgError{Code: "08004", Message: fmt.Sprintf("no server is named by the TLS server name %q", s.sni),
+		return nil, &pgwire.Error{Code: "08004", Message: fmt.Sprintf("no server is named by the TLS server name %q", s.sni),
 			Hint: "connect to NAME.postgres.database.azure.com, or put the server in the user name: user=USER@NAME"}
 	}
-	return nil, &pgError{Code: "08004", Message: "the gateway cannot tell which server you want",
+	return nil, &pgwire.Error{Code: "08004", Message: "the gateway cannot tell which server you want",
 		Hint: "connect to NAME.postgres.database.azure.com over TLS (host=NAME.postgres.database.azure.com), or put the server in the user name: user=USER@NAME"}
 }
 
 // admissionError explains a refused admission, with a hint to fix it (G5, G6).
-func admissionError(snap *topology.Snapshot, si *topology.ServerInfo, client netip.Addr, decision string) *pgError {
+func admissionError(snap *topology.Snapshot, si *topology.ServerInfo, client netip.Addr, decision string) *pgwire.Error {
 	name := si.Server.Name
 	if decision == topology.DeniedPrivate {
-		return &pgError{Code: "28000",
+		return &pgwire.Error{Code: "28000",
 			Message: fmt.Sprintf("server %q accepts connections only from its virtual network and directly peered networks; client address %s is outside them", name, client),
 			Detail:  "address spaces admitted: " + snap.AddressSpaceHint(si),
 			Hint:    "connect from a VM in the server's VNet or a directly peered VNet (peering is not transitive)"}
 	}
-	return &pgError{Code: "28000",
+	return &pgwire.Error{Code: "28000",
 		Message: fmt.Sprintf("no firewall rule of server %q admits client address %s", name, client),
 		Hint: fmt.Sprintf("add a rule: pgplanectl firewall-rule create --server %s --name allow-%s --start-ip-address %s --end-ip-address %s",
 			name, strings.ReplaceAll(client.String(), ".", "-"), client, client)}
@@ -345,7 +358,7 @@ func (s *session) checkTLS(si *topology.ServerInfo) error {
 	if s.tlsVer == 0 {
 		if si.TLS.RequireSecureTransport {
 			s.decision = decisionTLSRequired
-			return &pgError{Code: "28000",
+			return &pgwire.Error{Code: "28000",
 				Message: fmt.Sprintf("server %q requires TLS (require_secure_transport is on); this connection is not encrypted", si.Server.Name),
 				Hint:    "connect with sslmode=require or stronger, e.g. sslmode=verify-full sslrootcert=CA-FILE"}
 		}
@@ -354,7 +367,7 @@ func (s *session) checkTLS(si *topology.ServerInfo) error {
 	lo, hi := tlsVersion(si.TLS.MinVersion), tlsVersion(si.TLS.MaxVersion)
 	if s.tlsVer < lo || (hi != 0 && s.tlsVer > hi) {
 		s.decision = decisionTLSVersion
-		return &pgError{Code: "28000",
+		return &pgwire.Error{Code: "28000",
 			Message: fmt.Sprintf("%s is outside the TLS versions server %q allows (%s to %s)", tls.VersionName(s.tlsVer), si.Server.Name, si.TLS.MinVersion, orAny(si.TLS.MaxVersion)),
 			Hint:    "use a client that supports the allowed versions, or change ssl_min_protocol_version / ssl_max_protocol_version"}
 	}
@@ -368,32 +381,231 @@ func orAny(v string) string {
 	return v
 }
 
-// proxy connects to the backend, relays the authentication exchange, then
-// copies bytes both ways until either side closes.
-func (s *session) proxy(si *topology.ServerInfo, p *startupPacket) error {
-	if opts := p.protocolOptions(); p.code != protocolV3 || len(opts) > 0 {
-		// The gateway speaks 3.0 to the backend and says so to the client.
-		if _, err := s.conn.Write(negotiateProtocolVersion(opts)); err != nil {
-			return err
-		}
-	}
-	backend, br, sameCert, err := s.dialBackend(si.Backend)
+// passthrough relays the backend's own authentication exchange
+// (gateway_auth passthrough), then the session.
+func (s *session) passthrough(si *topology.ServerInfo, p *startupPacket) error {
+	backend, br, err := s.dialBackend(si, p)
 	if err != nil {
-		s.decision, s.reason = decisionBackendDown, err.Error()
-		return &pgError{Code: "08006", Message: fmt.Sprintf("server %q is not reachable: its backend does not answer", si.Server.Name),
-			Hint: "try again in a moment; if it persists, the server may be down or failing over"}
-	}
-	defer backend.Close()
-	s.raw.SetDeadline(s.started.Add(s.g.cfg.AuthTimeout))
-	backend.SetDeadline(s.started.Add(s.g.cfg.AuthTimeout))
-	if _, err := backend.Write(p.encodeForBackend()); err != nil {
 		return err
 	}
-	key, ok, err := s.relayAuth(backend, br, si.Backend, sameCert)
-	if key != (cancelKey{}) {
-		defer s.g.sessions.forget(key)
+	defer backend.Close()
+	if ok, err := s.relayAuth(backend, br, s.sameCertificate(backend)); err != nil || !ok {
+		return err
 	}
-	if err != nil || !ok {
+	return s.serveBackend(si, backend, br)
+}
+
+// terminate authenticates the client at the gateway (gateway_auth
+// terminate): it checks the client's SCRAM proof (or MD5 answer) against
+// the role's secret looked up on the backend, then logs in to the backend
+// as the role with what the proof revealed, and relays the session (G7).
+func (s *session) terminate(si *topology.ServerInfo, p *startupPacket) error {
+	if s.user == "" {
+		return &pgwire.Error{Code: "28000", Message: "no PostgreSQL user name specified in startup packet"}
+	}
+	authRole := si.AuthRole
+	if authRole == "" {
+		authRole = s.g.cfg.AuthRole
+	}
+	sec, err := s.g.verifiers.lookup(si.Backend, authRole, s.user)
+	if err != nil {
+		s.decision, s.reason = decisionAuthLookup, err.Error()
+		return &pgwire.Error{Code: "08006", Message: fmt.Sprintf("server %q cannot check passwords now: the gateway could not look up the role on the backend", si.Server.Name),
+			Hint: "try again in a moment; if it persists, the gateway's log names the cause (the backend, or the auth role's login and lookup function)"}
+	}
+	var cred pgwire.Credentials
+	var final []byte
+	if sec.md5 != "" {
+		cred, err = s.md5Exchange(sec.md5)
+	} else {
+		cred, final, err = s.scramExchange(sec)
+	}
+	if errors.Is(err, pgwire.ErrAuthFailed) {
+		return s.authFailed(si, authRole, sec)
+	}
+	if err != nil {
+		return err
+	}
+	backend, br, err := s.dialBackend(si, p)
+	if err != nil {
+		return err
+	}
+	defer backend.Close()
+	if err := pgwire.Authenticate(backend, br, cred); err != nil {
+		s.decision, s.reason = decisionBackendRejected, err.Error()
+		var pe *pgwire.Error
+		if errors.As(err, &pe) {
+			if pe.Code == "28P01" {
+				s.g.verifiers.forget(si.Backend, authRole, s.user)
+			}
+			return pe
+		}
+		return &pgwire.Error{Code: "08006", Message: fmt.Sprintf("server %q: the gateway could not log in to the backend as %q", si.Server.Name, s.user),
+			Detail: err.Error()}
+	}
+	s.g.throttle.succeeded(s.client.String())
+	var out []byte
+	if final != nil {
+		out = pgwire.AuthMessage(pgwire.AuthSASLFinal, final)
+	}
+	if _, err := s.conn.Write(append(out, pgwire.AuthMessage(pgwire.AuthOK, nil)...)); err != nil {
+		return err
+	}
+	return s.serveBackend(si, backend, br)
+}
+
+// authFailed refuses a wrong password, or a role that does not exist, with
+// PostgreSQL's own words for both; repeated failures from one address are
+// answered more and more slowly (G7).
+func (s *session) authFailed(si *topology.ServerInfo, authRole string, sec secret) error {
+	s.g.verifiers.forget(si.Backend, authRole, s.user)
+	s.decision, s.reason = decisionAuthFailed, "password does not match"
+	if sec.mock {
+		s.reason = "mock authentication: " + sec.why
+	}
+	if d := s.g.throttle.failed(s.client.String()); d > 0 {
+		s.reason += fmt.Sprintf("; answered after %v (repeated failures from this address)", d)
+		time.Sleep(d)
+	}
+	return &pgwire.Error{Code: "28P01", Message: `password authentication failed for user "` + s.user + `"`}
+}
+
+// scramExchange runs SCRAM-SHA-256 with the client, the gateway as the
+// server: SCRAM-SHA-256-PLUS is offered over TLS, bound to the gateway's
+// own certificate. It returns the credentials to log in to the backend and
+// the server-final-message, or pgwire.ErrAuthFailed.
+func (s *session) scramExchange(sec secret) (pgwire.Credentials, []byte, error) {
+	v := sec.scram
+	if sec.mock {
+		v = pgwire.MockVerifier(s.g.mockSecret, s.user)
+	}
+	srv := &pgwire.ScramServer{}
+	if s.tlsVer != 0 {
+		srv.EndPoint = *s.g.endPoint.Load()
+	}
+	var offer []byte
+	for _, m := range srv.Mechanisms() {
+		offer = pgwire.AppendCString(offer, m)
+	}
+	if _, err := s.conn.Write(pgwire.AuthMessage(pgwire.AuthSASL, append(offer, 0))); err != nil {
+		return pgwire.Credentials{}, nil, err
+	}
+	payload, err := s.readPasswordMessage()
+	if err != nil {
+		return pgwire.Credentials{}, nil, err
+	}
+	mech, rest, ok := pgwire.CutCString(payload)
+	if !ok || len(rest) < 4 {
+		return pgwire.Credentials{}, nil, &pgwire.Error{Code: "08P01", Message: "malformed SASLInitialResponse message"}
+	}
+	data := rest[4:]
+	if n := int32(binary.BigEndian.Uint32(rest)); n < 0 || int(n) != len(data) {
+		return pgwire.Credentials{}, nil, &pgwire.Error{Code: "08P01", Message: "malformed SASLInitialResponse message"}
+	}
+	first, err := srv.ClientFirst(mech, data, v, sec.mock)
+	if err != nil {
+		return pgwire.Credentials{}, nil, err
+	}
+	if _, err := s.conn.Write(pgwire.AuthMessage(pgwire.AuthSASLContinue, first)); err != nil {
+		return pgwire.Credentials{}, nil, err
+	}
+	if payload, err = s.readPasswordMessage(); err != nil {
+		return pgwire.Credentials{}, nil, err
+	}
+	clientKey, final, err := srv.ClientFinal(payload)
+	if err != nil {
+		return pgwire.Credentials{}, nil, err
+	}
+	return pgwire.Credentials{SCRAM: pgwire.VerifierKeys(clientKey, v)}, final, nil
+}
+
+// md5Exchange runs PostgreSQL's md5 method with the client for a role whose
+// stored password is an MD5 hash, as PgBouncer does: the hash is all it
+// takes to check the client's answer and to answer the backend.
+func (s *session) md5Exchange(hash string) (pgwire.Credentials, error) {
+	var salt [4]byte
+	rand.Read(salt[:])
+	if _, err := s.conn.Write(pgwire.AuthMessage(pgwire.AuthMD5, salt[:])); err != nil {
+		return pgwire.Credentials{}, err
+	}
+	payload, err := s.readPasswordMessage()
+	if err != nil {
+		return pgwire.Credentials{}, err
+	}
+	answer, _, ok := pgwire.CutCString(payload)
+	if !ok || !pgwire.MD5Matches(hash, salt, answer) {
+		return pgwire.Credentials{}, pgwire.ErrAuthFailed
+	}
+	return pgwire.Credentials{MD5Hash: hash}, nil
+}
+
+// readPasswordMessage reads the client's next authentication message
+// ('p': PasswordMessage, SASLInitialResponse or SASLResponse).
+func (s *session) readPasswordMessage() ([]byte, error) {
+	typ, payload, err := pgwire.ReadMessage(s.r, maxAuthMessage)
+	if err != nil {
+		return nil, fmt.Errorf("reading from client: %w", err)
+	}
+	if typ != 'p' {
+		return nil, &pgwire.Error{Code: "08P01", Message: fmt.Sprintf("expected password response, got message type %d", typ)}
+	}
+	return payload, nil
+}
+
+// dialBackend connects to the server's backend, over TLS unless disabled
+// (G7), and sends the startup message.
+func (s *session) dialBackend(si *topology.ServerInfo, p *startupPacket) (net.Conn, *bufio.Reader, error) {
+	host, _, _ := net.SplitHostPort(si.Backend)
+	backend, br, err := pgwire.Dial(si.Backend, s.g.backendTLSConfig(host), s.g.cfg.DialTimeout)
+	if err != nil {
+		s.decision, s.reason = decisionBackendDown, err.Error()
+		return nil, nil, &pgwire.Error{Code: "08006", Message: fmt.Sprintf("server %q is not reachable: its backend does not answer", si.Server.Name),
+			Hint: "try again in a moment; if it persists, the server may be down or failing over"}
+	}
+	backend.SetDeadline(s.started.Add(s.g.cfg.AuthTimeout))
+	if _, err := backend.Write(p.encodeForBackend()); err != nil {
+		backend.Close()
+		return nil, nil, err
+	}
+	return backend, br, nil
+}
+
+// serveBackend relays the backend's messages up to ReadyForQuery, handing
+// the client a cancel key of the gateway's own (G2a), then copies bytes
+// both ways until either side closes.
+func (s *session) serveBackend(si *topology.ServerInfo, backend net.Conn, br *bufio.Reader) error {
+	var key cancelKey
+	var out []byte
+	defer func() {
+		if key != (cancelKey{}) {
+			s.g.sessions.forget(key)
+		}
+	}()
+	for ready := false; !ready; {
+		typ, payload, err := pgwire.ReadMessage(br, maxAuthMessage)
+		if err != nil {
+			return fmt.Errorf("reading from backend: %w", err)
+		}
+		switch typ {
+		case 'K':
+			if len(payload) != 8 {
+				return fmt.Errorf("%w: BackendKeyData of %d bytes", pgwire.ErrProtocol, len(payload))
+			}
+			key = s.g.sessions.newKey(backendKey{addr: si.Backend, pid: binary.BigEndian.Uint32(payload), secret: binary.BigEndian.Uint32(payload[4:])})
+			var mine [8]byte
+			binary.BigEndian.PutUint32(mine[:], key.pid)
+			binary.BigEndian.PutUint32(mine[4:], key.secret)
+			payload = mine[:]
+		case 'E':
+			s.decision, s.reason = decisionBackendRejected, pgwire.ParseError(payload).Message
+			_, err := s.conn.Write(pgwire.AppendMessage(out, typ, payload))
+			return err
+		case 'Z':
+			ready = true
+		}
+		out = pgwire.AppendMessage(out, typ, payload)
+	}
+	if _, err := s.conn.Write(out); err != nil {
 		return err
 	}
 	s.decision = decisionProxied
@@ -402,51 +614,15 @@ func (s *session) proxy(si *topology.ServerInfo, p *startupPacket) error {
 	return s.copy(backend, br)
 }
 
-// dialBackend connects to a backend, over TLS unless disabled (G7). It
-// reports whether the backend presents the gateway's own certificate, in
-// which case channel binding works across the gateway.
-func (s *session) dialBackend(addr string) (net.Conn, *bufio.Reader, bool, error) {
-	c, err := net.DialTimeout("tcp", addr, s.g.cfg.DialTimeout)
-	if err != nil {
-		return nil, nil, false, err
-	}
-	if s.g.cfg.BackendTLS == BackendTLSDisable {
-		return c, bufio.NewReaderSize(c, 4096), false, nil
-	}
-	c.SetDeadline(time.Now().Add(s.g.cfg.DialTimeout))
-	if _, err := c.Write(requestPacket(sslRequestCode)); err != nil {
-		c.Close()
-		return nil, nil, false, err
-	}
-	var answer [1]byte
-	if _, err := io.ReadFull(c, answer[:]); err != nil || answer[0] != 'S' {
-		c.Close()
-		return nil, nil, false, fmt.Errorf("backend %s does not accept TLS (answered %q, %v)", addr, answer[0], err)
-	}
-	host, _, _ := net.SplitHostPort(addr)
-	cfg := &tls.Config{ServerName: host, RootCAs: s.g.cfg.BackendRootCAs, InsecureSkipVerify: s.g.cfg.BackendTLS == BackendTLSRequire, // #nosec G402 -- "require" is libpq's sslmode=require: encrypted, not verified
-		// Classical key exchange only: Go's default hybrid X25519MLKEM768 key
-		// share costs ~10% of a new connection's CPU, and PostgreSQL built
-		// with OpenSSL 3.0 (Debian 12) cannot use it. The client-facing leg
-		// keeps Go's defaults.
-		CurvePreferences: []tls.CurveID{tls.X25519, tls.CurveP256}}
-	tc := tls.Client(c, cfg)
-	if err := tc.Handshake(); err != nil {
-		c.Close()
-		return nil, nil, false, fmt.Errorf("TLS to backend %s: %w", addr, err)
-	}
-	c.SetDeadline(time.Time{})
-	return tc, bufio.NewReaderSize(tc, 4096), s.sameCertificate(tc), nil
-}
-
 // sameCertificate reports whether the backend's leaf certificate is the one
 // the gateway showed the client: then tls-server-end-point channel binding
-// computed by the client matches the backend's.
-func (s *session) sameCertificate(backend *tls.Conn) bool {
-	if _, ok := s.conn.(*tls.Conn); !ok {
+// computed by the client matches the backend's (passthrough only).
+func (s *session) sameCertificate(backend net.Conn) bool {
+	tc, ok := backend.(*tls.Conn)
+	if _, client := s.conn.(*tls.Conn); !ok || !client {
 		return false
 	}
-	bc := backend.ConnectionState().PeerCertificates
+	bc := tc.ConnectionState().PeerCertificates
 	if len(bc) == 0 {
 		return false
 	}
@@ -454,99 +630,65 @@ func (s *session) sameCertificate(backend *tls.Conn) bool {
 	return len(c.Certificate) > 0 && sha256.Sum256(c.Certificate[0]) == sha256.Sum256(bc[0].Raw)
 }
 
-// relayAuth relays the authentication exchange. It hides the backend's cancel
-// key behind one of the gateway's own (G2a) and keeps channel binding out of
-// the SASL offer unless both legs show the same certificate (G7). It returns
-// ok once the backend is ready for queries.
-func (s *session) relayAuth(backend net.Conn, br *bufio.Reader, addr string, sameCert bool) (cancelKey, bool, error) {
-	var key cancelKey
-	var out []byte
-	flush := func() error {
-		if len(out) == 0 {
-			return nil
-		}
-		_, err := s.conn.Write(out)
-		out = out[:0]
-		return err
-	}
+// relayAuth relays the backend's authentication exchange up to
+// AuthenticationOk, keeping channel binding out of the SASL offer unless
+// both legs show the same certificate (passthrough, G7). It reports false
+// when the backend refused, after relaying the refusal.
+func (s *session) relayAuth(backend net.Conn, br *bufio.Reader, sameCert bool) (bool, error) {
 	for {
-		typ, payload, err := readMessage(br, maxAuthMessage)
+		typ, payload, err := pgwire.ReadMessage(br, maxAuthMessage)
 		if err != nil {
-			return key, false, fmt.Errorf("reading from backend: %w", err)
+			return false, fmt.Errorf("reading from backend: %w", err)
 		}
 		switch typ {
-		case 'R':
-			if len(payload) < 4 {
-				return key, false, fmt.Errorf("%w: short authentication message from the backend", errProtocol)
-			}
-			code := binary.BigEndian.Uint32(payload)
-			if code == 10 && !(sameCert && s.tlsVer != 0) {
-				if payload, err = stripChannelBinding(payload); err != nil {
-					return key, false, err
-				}
-			}
-			out = appendMessage(out, typ, payload)
-			switch code {
-			case 0, 12: // AuthenticationOk, SASLFinal: nothing to answer
-				continue
-			case 3, 5, 10, 11: // cleartext, MD5, SASL, SASLContinue: the client answers
-			default:
-				return key, false, &pgError{Code: "08P01", Message: fmt.Sprintf("the backend asks for authentication method %d, which the gateway does not relay", code)}
-			}
-			if err := flush(); err != nil {
-				return key, false, err
-			}
-			ctyp, cpayload, err := readMessage(s.r, maxAuthMessage)
-			if err != nil {
-				return key, false, fmt.Errorf("reading from client: %w", err)
-			}
-			if _, err := backend.Write(appendMessage(nil, ctyp, cpayload)); err != nil {
-				return key, false, err
-			}
-		case 'K':
-			if len(payload) != 8 {
-				return key, false, fmt.Errorf("%w: BackendKeyData of %d bytes", errProtocol, len(payload))
-			}
-			key = s.g.sessions.newKey(backendKey{addr: addr, pid: binary.BigEndian.Uint32(payload), secret: binary.BigEndian.Uint32(payload[4:])})
-			var mine [8]byte
-			binary.BigEndian.PutUint32(mine[:], key.pid)
-			binary.BigEndian.PutUint32(mine[4:], key.secret)
-			out = appendMessage(out, 'K', mine[:])
 		case 'E':
-			s.decision, s.reason = decisionBackendRejected, errorMessage(payload)
+			s.decision, s.reason = decisionBackendRejected, pgwire.ParseError(payload).Message
 			if s.reason == "SCRAM channel binding negotiation error" && !sameCert {
 				// The backend saw the client's "y" flag: the client supports
 				// channel binding, and the gateway had to hide it.
-				return key, false, &pgError{Code: "08P01",
-					Message: "SCRAM channel binding cannot cross the gateway to this server",
-					Detail:  fmt.Sprintf("the backend %s presents a different TLS certificate than the gateway, so the client's channel binding cannot match it", addr),
-					Hint:    "install the gateway's certificate and key on the backend (ssl_cert_file, ssl_key_file), or connect with channel_binding=disable"}
+				return false, &pgwire.Error{Code: "08P01",
+					Message: "SCRAM channel binding cannot cross the gateway to this server in gateway_auth passthrough",
+					Detail:  "the backend presents a different TLS certificate than the gateway, so the client's channel binding cannot match it",
+					Hint:    "use gateway_auth terminate (the default), in which the gateway authenticates the client itself"}
 			}
-			out = appendMessage(out, typ, payload)
-			return key, false, flush()
-		case 'Z':
-			out = appendMessage(out, typ, payload)
-			return key, true, flush()
+			_, err := s.conn.Write(pgwire.AppendMessage(nil, typ, payload))
+			return false, err
+		case 'R':
 		default:
-			out = appendMessage(out, typ, payload)
+			if _, err := s.conn.Write(pgwire.AppendMessage(nil, typ, payload)); err != nil {
+				return false, err
+			}
+			continue
+		}
+		if len(payload) < 4 {
+			return false, fmt.Errorf("%w: short authentication message from the backend", pgwire.ErrProtocol)
+		}
+		code := binary.BigEndian.Uint32(payload)
+		if code == pgwire.AuthSASL && !(sameCert && s.tlsVer != 0) {
+			if payload, err = stripChannelBinding(payload); err != nil {
+				return false, err
+			}
+		}
+		if _, err := s.conn.Write(pgwire.AppendMessage(nil, typ, payload)); err != nil {
+			return false, err
+		}
+		switch code {
+		case pgwire.AuthOK:
+			return true, nil
+		case pgwire.AuthSASLFinal:
+			continue
+		case pgwire.AuthCleartext, pgwire.AuthMD5, pgwire.AuthSASL, pgwire.AuthSASLContinue: // the client answers
+		default:
+			return false, &pgwire.Error{Code: "08P01", Message: fmt.Sprintf("the backend asks for authentication method %d, which the gateway does not relay", code)}
+		}
+		ctyp, cpayload, err := pgwire.ReadMessage(s.r, maxAuthMessage)
+		if err != nil {
+			return false, fmt.Errorf("reading from client: %w", err)
+		}
+		if _, err := backend.Write(pgwire.AppendMessage(nil, ctyp, cpayload)); err != nil {
+			return false, err
 		}
 	}
-}
-
-// errorMessage extracts the M field of an ErrorResponse payload.
-func errorMessage(payload []byte) string {
-	for len(payload) > 1 {
-		t := payload[0]
-		v, rest, ok := cutCString(payload[1:])
-		if !ok {
-			break
-		}
-		if t == 'M' {
-			return v
-		}
-		payload = rest
-	}
-	return ""
 }
 
 // copy moves bytes both ways until one side closes, without parsing them.

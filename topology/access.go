@@ -68,6 +68,7 @@ func (s *Snapshot) buildAccess() {
 	s.cloud = mergeRanges(cloud)
 	for _, si := range s.Servers {
 		si.TLS = newTLSPolicy(si.Server.Parameters)
+		si.AuthRole = si.Server.Parameters[ParamAuthRole]
 		for _, r := range si.Server.FirewallRules {
 			start, _ := parseIPv4(r.StartIPAddress)
 			end, _ := parseIPv4(r.EndIPAddress)

@@ -81,8 +81,11 @@ type ServerInfo struct {
 	// zone's ReadOnly lock keeps the record on the old address (D10).
 	RecordBlocked bool
 	// TLS is the server's TLS policy (G4).
-	TLS    TLSPolicy
-	access access
+	TLS TLSPolicy
+	// AuthRole is the server's pgplane.auth_role parameter: the role the
+	// gateway looks verifiers up with; "" means the gateway's default (G7).
+	AuthRole string
+	access   access
 }
 
 // ZoneInfo is a private DNS zone with the records of its servers.

@@ -127,6 +127,10 @@ const (
 	ParamRequireSecureTransport = "require_secure_transport"
 	ParamSSLMinProtocolVersion  = "ssl_min_protocol_version"
 	ParamSSLMaxProtocolVersion  = "ssl_max_protocol_version"
+	// ParamAuthRole names the role the gateway looks this server's password
+	// verifiers up with, in place of the Corefile's gateway_auth_user (G7).
+	// Its password is in the gateway's password file, never in the topology.
+	ParamAuthRole = "pgplane.auth_role"
 )
 
 // Apex is the zone pgplane is authoritative for, without the final dot.

@@ -543,10 +543,29 @@ func ParameterProblem(name, value string) string {
 		if tlsRank(value) < 0 {
 			return fmt.Sprintf("%q is not one of %s", value, strings.Join(tlsVersions, ", "))
 		}
+	case ParamAuthRole:
+		if !validRoleName(value) {
+			return fmt.Sprintf("%q is not a role name (1 to 63 letters, digits, _, $ or -, not starting with a digit or $)", value)
+		}
 	default:
-		return fmt.Sprintf("unknown parameter %q; pgplane knows %s, %s and %s", name, ParamRequireSecureTransport, ParamSSLMinProtocolVersion, ParamSSLMaxProtocolVersion)
+		return fmt.Sprintf("unknown parameter %q; pgplane knows %s, %s, %s and %s", name, ParamRequireSecureTransport, ParamSSLMinProtocolVersion, ParamSSLMaxProtocolVersion, ParamAuthRole)
 	}
 	return ""
+}
+
+// validRoleName accepts the role names pgplane can write in a password file
+// without quoting: 1 to 63 letters, digits, '_', '$' and '-', not starting
+// with a digit or '$'.
+func validRoleName(s string) bool {
+	if s == "" || len(s) > 63 || (s[0] >= '0' && s[0] <= '9') || s[0] == '$' {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '$' || r == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 // parseOnOff reads a PostgreSQL boolean in its on/off spellings.

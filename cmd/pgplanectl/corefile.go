@@ -107,6 +107,7 @@ func findPGPlaneBlocks(lines [][]token) ([]pgplaneBlock, error) {
 
 // knownProperties are the properties of the pgplane block (plugin/pgplane/README.md).
 var knownProperties = []string{"ttl", "reload", "ns", "gateway", "gateway_tls", "gateway_backend_tls",
+	"gateway_auth", "gateway_auth_user", "gateway_auth_cache",
 	"gateway_max_connections", "gateway_handshake_timeout", "gateway_trusted_proxies", "node_id",
 	"cluster_name", "cluster_members", "cluster_bind", "cluster_advertise", "cluster_join", "cluster_key_file",
 	"cluster_dev", "cluster_probe_interval", "cluster_probe_timeout", "cluster_fail_after", "cluster_gateway_port",
@@ -175,6 +176,19 @@ func checkCorefile(path string) (problems []string, summary []string) {
 				checkCertificate(rel(tlsArgs[0]), rel(tlsArgs[1]), topo, func(format string, args ...any) { fail("gateway_tls", format, args...) }, &summary)
 			default:
 				fail("gateway_tls", "want CERT_FILE KEY_FILE or dev DIR")
+			}
+			switch mode, user := first(b.props["gateway_auth"]), b.props["gateway_auth_user"]; {
+			case mode != "" && mode != "terminate" && mode != "passthrough":
+				fail("gateway_auth", "gateway_auth: want terminate or passthrough")
+			case mode == "passthrough":
+				summary = append(summary, "gateway: passthrough authentication (channel binding only with backends that present the gateway's certificate)")
+			case len(user) < 2:
+				fail("gateway", "gateway_auth terminate (the default) needs gateway_auth_user ROLE PASSWORD_FILE, the role that looks up password verifiers on the backends, or gateway_auth passthrough")
+			default:
+				if _, err := os.ReadFile(rel(user[1])); err != nil {
+					fail("gateway_auth_user", "gateway_auth_user: the password file: %v", err)
+				}
+				summary = append(summary, "gateway: authenticates clients (SCRAM) with verifiers looked up as "+user[0])
 			}
 			summary = append(summary, "gateway: "+strings.Join(gw, " "))
 		}

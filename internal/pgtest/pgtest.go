@@ -18,6 +18,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/pgplane/pgplane/pgwire"
 )
 
 // Role, password and database every server has.
@@ -25,7 +27,18 @@ const (
 	User     = "app"
 	Password = "app-secret"
 	Database = "appdb"
+	// AuthRole and AuthPassword are the gateway's auth role, which may look
+	// up password verifiers through pgplane.lookup_verifier (G7).
+	AuthRole     = "pgplane_auth"
+	AuthPassword = "pgplane-auth-secret"
 )
+
+// WriteAuthPassfile writes a pgpass-format file in dir with the auth
+// role's password for every server, and returns its path.
+func WriteAuthPassfile(dir string) (string, error) {
+	path := filepath.Join(dir, "auth.pgpass")
+	return path, os.WriteFile(path, []byte("*:*:*:"+AuthRole+":"+AuthPassword+"\n"), 0o600)
+}
 
 // Server is a running PostgreSQL.
 type Server struct {
@@ -139,6 +152,8 @@ log_min_messages = warning
 	for _, sql := range []string{
 		fmt.Sprintf("CREATE ROLE %s LOGIN PASSWORD '%s'", User, Password),
 		fmt.Sprintf("CREATE DATABASE %s OWNER %s", Database, User),
+		fmt.Sprintf("CREATE ROLE %s LOGIN PASSWORD '%s'", AuthRole, AuthPassword),
+		pgwire.LookupFunctionSQL(AuthRole),
 	} {
 		if out, err := s.Psql("postgres", sql); err != nil {
 			s.Stop()

@@ -28,6 +28,11 @@ type gatewayOptions struct {
 	handshake  time.Duration
 	trusted    []netip.Prefix
 	nodeID     uint8
+	auth       gateway.AuthMode
+	authRole   string
+	authFile   string
+	authDB     string
+	authCache  time.Duration
 }
 
 // parseGatewayProperty reads one gateway property; it reports false when
@@ -35,7 +40,8 @@ type gatewayOptions struct {
 func parseGatewayProperty(c *caddy.Controller, o *gatewayOptions) (bool, error) {
 	name := c.Val()
 	switch name {
-	case "gateway", "gateway_tls", "gateway_backend_tls", "gateway_max_connections", "gateway_handshake_timeout", "gateway_trusted_proxies", "node_id":
+	case "gateway", "gateway_tls", "gateway_backend_tls", "gateway_max_connections", "gateway_handshake_timeout", "gateway_trusted_proxies", "node_id",
+		"gateway_auth", "gateway_auth_user", "gateway_auth_cache":
 	default:
 		return false, nil
 	}
@@ -92,6 +98,30 @@ func parseGatewayProperty(c *caddy.Controller, o *gatewayOptions) (bool, error) 
 			}
 			o.trusted = append(o.trusted, p)
 		}
+	case "gateway_auth":
+		switch m := gateway.AuthMode(oneArg(args)); m {
+		case gateway.AuthTerminate, gateway.AuthPassthrough:
+			o.auth = m
+		default:
+			return true, c.Errf("gateway_auth: want terminate or passthrough")
+		}
+	case "gateway_auth_user":
+		if len(args) < 2 || len(args) > 3 {
+			return true, c.Errf("gateway_auth_user: want ROLE PASSWORD_FILE [DATABASE]")
+		}
+		if problem := topology.ParameterProblem(topology.ParamAuthRole, args[0]); problem != "" {
+			return true, c.Errf("gateway_auth_user: %s", problem)
+		}
+		o.authRole, o.authFile = args[0], args[1]
+		if len(args) == 3 {
+			o.authDB = args[2]
+		}
+	case "gateway_auth_cache":
+		d, err := time.ParseDuration(oneArg(args))
+		if err != nil || d <= 0 {
+			return true, c.Errf("gateway_auth_cache: want a duration such as 1m")
+		}
+		o.authCache = d
 	case "node_id":
 		n, err := strconv.Atoi(oneArg(args))
 		if err != nil || n < 0 || n > 127 {
@@ -118,7 +148,14 @@ func (p *PGPlane) newGateway(o gatewayOptions, base string, snap *topology.Snaps
 	cfg := gateway.Config{
 		Listen: o.listen, NodeID: o.nodeID, ForwardCancel: p.forwardCancel, BackendTLS: o.backendTLS, MaxConnections: o.maxConns,
 		HandshakeTimeout: o.handshake, TrustedProxies: o.trusted,
+		Auth: o.auth, AuthRole: o.authRole, AuthDatabase: o.authDB, AuthCacheTTL: o.authCache,
 		Logger: newLogger("pgplane/gateway"),
+	}
+	if o.authFile != "" {
+		cfg.AuthPassfile = resolve(base, o.authFile)
+		if _, err := os.Stat(cfg.AuthPassfile); err != nil {
+			return fmt.Errorf("gateway_auth_user: the password file: %w", err)
+		}
 	}
 	var cert tls.Certificate
 	var err error

@@ -87,6 +87,9 @@ func setup(c *caddy.Controller) error {
 //	    gateway ADDRESS:PORT...
 //	    gateway_tls CERT_FILE KEY_FILE | dev DIR
 //	    gateway_backend_tls require | disable | verify-full CA_FILE
+//	    gateway_auth terminate | passthrough
+//	    gateway_auth_user ROLE PASSWORD_FILE [DATABASE]
+//	    gateway_auth_cache DURATION
 //	    gateway_max_connections N
 //	    gateway_handshake_timeout DURATION
 //	    gateway_trusted_proxies CIDR...
