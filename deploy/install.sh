@@ -54,6 +54,10 @@ if [ -e "$etc/admin.token" ]; then keep "$etc/admin.token"; else
     (umask 077; "$ctl" cluster-key > "$etc/admin.token")
     say "admin token: $etc/admin.token (pgplanectl --token, or PGPLANE_TOKEN)"
 fi
+if [ -e "$etc/auth.pgpass" ]; then keep "$etc/auth.pgpass"; else
+    (umask 077; printf '# host:port:database:role:password of the gateway auth role (gateway_auth_user)\n*:*:*:pgplane_auth:%s\n' "$("$ctl" cluster-key | tr -d '=+/')" > "$etc/auth.pgpass")
+    say "gateway auth role: $etc/auth.pgpass (create role pgplane_auth with this password on every backend: docs/operator-guide.md)"
+fi
 if [ -e "$etc/tls/server.crt" ]; then keep "$etc/tls/server.crt"; else
     "$ctl" certs create --dir "$etc/tls" --topology "$etc/topology.yaml" >/dev/null
     say "TLS: a CA and the gateway certificate in $etc/tls (or put your own server.crt and server.key there)"
@@ -62,7 +66,7 @@ fi
 if [ -z "$root" ]; then
     chown -R root:pgplane "$etc"
     chmod 0750 "$etc/tls"
-    chmod 0640 "$etc/gossip.key" "$etc/admin.token" "$etc/tls/server.key"
+    chmod 0640 "$etc/gossip.key" "$etc/admin.token" "$etc/auth.pgpass" "$etc/tls/server.key"
     [ ! -e "$etc/tls/ca.key" ] || chmod 0600 "$etc/tls/ca.key"
     chown pgplane:pgplane "$state"
     if [ -d /run/systemd/system ]; then

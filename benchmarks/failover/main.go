@@ -141,11 +141,9 @@ func run(bin, out string, trials int) error {
 	if _, _, err := gateway.DevCertificates(tlsDir, []string{"*.postgres.database.azure.com", "*.contoso.private.postgres.database.azure.com"}); err != nil {
 		return err
 	}
-	cert, _ := os.ReadFile(filepath.Join(tlsDir, gateway.DevCertFile))
-	key, _ := os.ReadFile(filepath.Join(tlsDir, gateway.DevKeyFile))
 	var pgs []*pgtest.Server
 	for i := 0; i < 2; i++ {
-		pg, err := pgtest.Start("", pgtest.Options{Cert: cert, Key: key})
+		pg, err := pgtest.Start("", pgtest.Options{OwnCertificate: true})
 		if err != nil {
 			return err
 		}
@@ -166,7 +164,7 @@ func run(bin, out string, trials int) error {
 		os.WriteFile(filepath.Join(dir, "topology.yaml"), []byte(topo), 0o644)
 		gw := fmt.Sprintf("cluster_gateway_port %d", gwPort)
 		if i < 2 {
-			gw = fmt.Sprintf("gateway 127.0.0.2%d:%d\n        gateway_tls dev %s\n        node_id %d", i+1, gwPort, tlsDir, i+1)
+			gw = fmt.Sprintf("gateway 127.0.0.2%d:%d\n        gateway_tls dev %s\n        gateway_auth_user pgplane_auth auth.pgpass\n        node_id %d", i+1, gwPort, tlsDir, i+1)
 		}
 		os.WriteFile(filepath.Join(dir, "Corefile"), []byte(fmt.Sprintf(`.:%d {
     bind 127.0.0.1%d

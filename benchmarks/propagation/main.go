@@ -132,9 +132,7 @@ func run(bin, ctl, out string, trials, fileTrials int) error {
 	caPEM, _ := os.ReadFile(filepath.Join(tlsDir, gateway.DevCAFile))
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(caPEM)
-	cert, _ := os.ReadFile(filepath.Join(tlsDir, gateway.DevCertFile))
-	key, _ := os.ReadFile(filepath.Join(tlsDir, gateway.DevKeyFile))
-	pg, err := pgtest.Start("", pgtest.Options{Cert: cert, Key: key})
+	pg, err := pgtest.Start("", pgtest.Options{OwnCertificate: true})
 	if err != nil {
 		return err
 	}
@@ -161,6 +159,7 @@ func run(bin, ctl, out string, trials, fileTrials int) error {
         reload 1s
         gateway 127.0.0.2%d:%d 127.0.0.3%d:%d
         gateway_tls dev %s
+        gateway_auth_user pgplane_auth auth.pgpass
         node_id %d
         cluster_name %s
         cluster_members %s

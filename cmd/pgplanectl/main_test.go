@@ -95,6 +95,7 @@ func TestValidateCorefile(t *testing.T) {
     pgplane topology.yaml {
         gateway 192.0.2.10:5432
         gateway_tls tls/server.crt tls/server.key
+        gateway_auth_user pgplane_auth auth.pgpass
         cluster_name n1
         cluster_members n1 n2 n3
         cluster_bind 192.0.2.1:7946
@@ -105,6 +106,7 @@ func TestValidateCorefile(t *testing.T) {
 }
 `
 	os.WriteFile(filepath.Join(dir, "gossip.key"), []byte(base64.StdEncoding.EncodeToString(make([]byte, 32))), 0o600)
+	os.WriteFile(filepath.Join(dir, "auth.pgpass"), []byte("*:*:*:pgplane_auth:secret\n"), 0o600)
 	os.WriteFile(filepath.Join(dir, "Corefile"), []byte(good), 0o644)
 	out.Reset()
 	errs.Reset()
@@ -114,7 +116,8 @@ func TestValidateCorefile(t *testing.T) {
 
 	// Every problem at once, each with its line.
 	bad := strings.NewReplacer("cluster_key_file gossip.key", "cluster_key_file short.key",
-		"admin 127.0.0.1:8530", "admin 192.0.2.1:8530", "state /var/lib/pgplane", "colour blue").Replace(good)
+		"admin 127.0.0.1:8530", "admin 192.0.2.1:8530", "state /var/lib/pgplane", "colour blue",
+		"auth.pgpass", "missing.pgpass").Replace(good)
 	os.WriteFile(filepath.Join(dir, "short.key"), []byte(base64.StdEncoding.EncodeToString(make([]byte, 7))), 0o600)
 	os.WriteFile(filepath.Join(dir, "Corefile"), []byte(bad), 0o644)
 	// A zone the certificate does not cover, and a /29.
@@ -123,8 +126,8 @@ func TestValidateCorefile(t *testing.T) {
 	out.Reset()
 	errs.Reset()
 	code := run([]string{"validate", "--corefile", filepath.Join(dir, "Corefile")}, &out, &errs)
-	for _, want := range []string{"Corefile:10: unknown property \"colour\"", "Corefile:8: cluster_key_file short.key: the key is 7 bytes",
-		"Corefile:9: the admin API on 192.0.2.1:8530 needs admin_token_file", "T6: subnet \"db\""} {
+	for _, want := range []string{"Corefile:11: unknown property \"colour\"", "Corefile:9: cluster_key_file short.key: the key is 7 bytes",
+		"Corefile:10: the admin API on 192.0.2.1:8530 needs admin_token_file", "T6: subnet \"db\"", "Corefile:5: gateway_auth_user: the password file"} {
 		if !strings.Contains(errs.String(), want) {
 			t.Errorf("want %q in:\n%s", want, errs.String())
 		}

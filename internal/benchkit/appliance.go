@@ -1,6 +1,7 @@
 package benchkit
 
 import (
+	"github.com/pgplane/pgplane/internal/pgtest"
 	"os/exec"
 	"path/filepath"
 	"syscall"
@@ -20,6 +21,9 @@ type Appliance struct {
 // StartAppliance starts bin with the Corefile in dir, working in dir; with
 // a netns, under `ip netns exec NETNS`.
 func StartAppliance(bin, dir, netns string) (*Appliance, error) {
+	if _, err := pgtest.WriteAuthPassfile(dir); err != nil { // the gateway's auth role (gateway_auth_user)
+		return nil, err
+	}
 	args := []string{bin, "-conf", filepath.Join(dir, "Corefile")}
 	if netns != "" {
 		args = append([]string{"ip", "netns", "exec", netns}, args...)

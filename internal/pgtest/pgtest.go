@@ -7,8 +7,15 @@ package pgtest
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -55,8 +62,11 @@ type Server struct {
 // Options shape a server.
 type Options struct {
 	// Cert and Key are the server's TLS certificate and key in PEM; without
-	// them the server runs with ssl off.
+	// them (and without OwnCertificate) the server runs with ssl off.
 	Cert, Key []byte
+	// OwnCertificate gives the server a self-signed certificate of its own
+	// for 127.0.0.1 and localhost, as any existing server has.
+	OwnCertificate bool
 	// Port, when 0, is chosen free.
 	Port int
 	// Conf is appended to postgresql.conf.
@@ -106,6 +116,11 @@ func Start(parent string, o Options) (*Server, error) {
 	if out, err := s.run(filepath.Join(BinDir(), "initdb"), "-D", data, "-U", "postgres", "--pwfile", pwfile,
 		"--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--no-sync"); err != nil {
 		return nil, fmt.Errorf("pgtest: initdb: %v\n%s", err, out)
+	}
+	if o.OwnCertificate && o.Cert == nil {
+		if o.Cert, o.Key, err = selfSigned(); err != nil {
+			return nil, err
+		}
 	}
 	if o.Cert != nil {
 		if err := s.writeOwned(filepath.Join(data, "server.crt"), o.Cert, 0o644); err != nil {
@@ -327,4 +342,39 @@ func (s *Server) Promote() error {
 		return fmt.Errorf("pgtest: promote: %v %s", err, out)
 	}
 	return nil
+}
+
+// selfSigned makes a self-signed ECDSA certificate for 127.0.0.1 and
+// localhost, in PEM.
+func selfSigned() (certPEM, keyPEM []byte, err error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		Subject:      pkix.Name{CommonName: "pgtest backend"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(30 * 24 * time.Hour),
+		DNSNames:     []string{"localhost"},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IsCA:         true, BasicConstraintsValid: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return nil, nil, err
+	}
+	kb, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return nil, nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), nil
+}
+
+// CertificatePEM returns the certificate the server presents, in PEM, to
+// check it with verify-full.
+func (s *Server) CertificatePEM() ([]byte, error) {
+	return os.ReadFile(filepath.Join(s.Dir, "data", "server.crt"))
 }

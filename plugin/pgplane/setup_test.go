@@ -192,7 +192,11 @@ func BenchmarkReload(b *testing.B) {
 func TestParseGatewayOptions(t *testing.T) {
 	_, topo := topologyFileIn(t, nil)
 	for _, tc := range []struct{ block, err string }{
-		{"gateway 127.0.0.1:15432 127.0.0.2:15432\n gateway_tls dev tls\n gateway_backend_tls verify-full ca.pem\n gateway_max_connections 10\n gateway_handshake_timeout 3s\n gateway_trusted_proxies 10.0.0.0/8\n node_id 5", ""},
+		{"gateway 127.0.0.1:15432 127.0.0.2:15432\n gateway_tls dev tls\n gateway_backend_tls verify-full ca.pem\n gateway_max_connections 10\n gateway_handshake_timeout 3s\n gateway_trusted_proxies 10.0.0.0/8\n node_id 5\n gateway_auth_user pgplane_auth auth.pgpass\n gateway_auth_cache 30s", ""},
+		{"gateway 127.0.0.1:1\n gateway_tls dev x\n gateway_auth maybe", "gateway_auth: want terminate or passthrough"},
+		{"gateway 127.0.0.1:1\n gateway_tls dev x\n gateway_auth_user pgplane_auth", "gateway_auth_user: want ROLE PASSWORD_FILE"},
+		{"gateway 127.0.0.1:1\n gateway_tls dev x\n gateway_auth_user 9lives f", "not a role name"},
+		{"gateway 127.0.0.1:1\n gateway_tls dev x\n gateway_auth_cache forever", "gateway_auth_cache"},
 		{"gateway 127.0.0.1:15432", "gateway needs gateway_tls"},
 		{"gateway localhost:5432\n gateway_tls dev tls", "want IP:port"},
 		{"gateway 127.0.0.1:1\n gateway_tls a", "gateway_tls"},
@@ -208,7 +212,8 @@ func TestParseGatewayOptions(t *testing.T) {
 			t.Errorf("%q: want %q, got %v", tc.block, tc.err, err)
 		case tc.err == "":
 			o := p.gwOpts
-			if len(o.listen) != 2 || o.devDir != "tls" || o.backendCA != "ca.pem" || o.maxConns != 10 || o.handshake != 3*time.Second || o.nodeID != 5 || len(o.trusted) != 1 {
+			if len(o.listen) != 2 || o.devDir != "tls" || o.backendCA != "ca.pem" || o.maxConns != 10 || o.handshake != 3*time.Second || o.nodeID != 5 || len(o.trusted) != 1 ||
+				o.authRole != "pgplane_auth" || o.authFile != "auth.pgpass" || o.authCache != 30*time.Second {
 				t.Errorf("options not applied: %+v", o)
 			}
 		}
@@ -277,7 +282,7 @@ func TestBlockedFlipReportedOnce(t *testing.T) {
 // SPEC: G3
 func TestDevCertificateFollowsNewZones(t *testing.T) {
 	dir, path := topologyFileIn(t, nil)
-	p := loadPlugin(t, path, "gateway 127.0.0.1:0\ngateway_tls dev "+filepath.Join(dir, "tls"))
+	p := loadPlugin(t, path, "gateway 127.0.0.1:0\ngateway_tls dev "+filepath.Join(dir, "tls")+"\ngateway_auth passthrough")
 	if err := p.newGateway(p.gwOpts, p.base, p.answers.Load().snap); err != nil {
 		t.Fatal(err)
 	}

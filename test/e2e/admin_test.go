@@ -66,6 +66,7 @@ func startAdminNode(t *testing.T) *adminNode {
         reload 100ms
         gateway 127.0.0.1:%d 127.0.0.2:%d
         gateway_tls dev tls
+        gateway_auth_user pgplane_auth auth.pgpass
         admin 127.0.0.1:%d
         state state
     }

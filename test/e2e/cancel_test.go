@@ -40,6 +40,7 @@ servers:
     pgplane topology.yaml {
         gateway %s:%d
         gateway_tls dev %s
+        gateway_auth_user pgplane_auth auth.pgpass
         node_id %d
         cluster_name n%d
         cluster_members n1 n2

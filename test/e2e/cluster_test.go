@@ -66,7 +66,7 @@ func TestThreeNodeFailover(t *testing.T) {
 		writeFile(t, ndir, "gossip.key", base64.StdEncoding.EncodeToString(gossipKey))
 		gw := ""
 		if i < 2 { // n3 is a DNS-only witness
-			gw = fmt.Sprintf("gateway 127.0.0.2%d:%d\n        gateway_tls dev %s\n        node_id %d", i+1, gwPort, tlsDir, i+1)
+			gw = fmt.Sprintf("gateway 127.0.0.2%d:%d\n        gateway_tls dev %s\n        gateway_auth_user pgplane_auth auth.pgpass\n        node_id %d", i+1, gwPort, tlsDir, i+1)
 		}
 		if i == 1 {
 			gw += fmt.Sprintf("\n        admin 127.0.0.12:%d", adminPort)
@@ -225,7 +225,7 @@ func TestClusterCorefiles(t *testing.T) {
 		}
 		corefile := strings.NewReplacer(":1053", fmt.Sprintf(":%d", dns), ":15432", fmt.Sprintf(":%d", gw),
 			"cluster_gateway_port 15432", fmt.Sprintf("cluster_gateway_port %d", gw),
-			":7946", fmt.Sprintf(":%d", gossip), ":8530", fmt.Sprintf(":%d", admin), "../dev/.tls", tlsDir).Replace(string(text))
+			":7946", fmt.Sprintf(":%d", gossip), ":8530", fmt.Sprintf(":%d", admin), "../dev/.tls", tlsDir, "../dev/auth.pgpass", "auth.pgpass").Replace(string(text))
 		dir := t.TempDir()
 		writeFile(t, dir, "topology.yaml", string(topo))
 		startNode(t, dir, corefile, fmt.Sprintf("127.0.0.1%d:%d", i, dns), "")

@@ -30,13 +30,13 @@ func TestInstallScriptAndSystemdUnit(t *testing.T) {
 		return string(b)
 	}
 	first := install()
-	for _, want := range []string{"gossip key:", "admin token:", "TLS: a CA", "Corefile: "} {
+	for _, want := range []string{"gossip key:", "admin token:", "gateway auth role:", "TLS: a CA", "Corefile: "} {
 		if !strings.Contains(first, want) {
 			t.Fatalf("first install lacks %q:\n%s", want, first)
 		}
 	}
 	secrets := map[string]string{}
-	for _, f := range []string{"etc/pgplane/gossip.key", "etc/pgplane/admin.token", "etc/pgplane/tls/server.crt", "etc/pgplane/tls/ca.key"} {
+	for _, f := range []string{"etc/pgplane/gossip.key", "etc/pgplane/admin.token", "etc/pgplane/auth.pgpass", "etc/pgplane/tls/server.crt", "etc/pgplane/tls/ca.key"} {
 		secrets[f] = read(f)
 	}
 	if info, _ := os.Stat(filepath.Join(root, "etc/pgplane/gossip.key")); info.Mode().Perm()&0o077 != 0 {

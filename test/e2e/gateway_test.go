@@ -17,9 +17,8 @@ import (
 	"github.com/pgplane/pgplane/internal/pgtest"
 )
 
-// gatewayNode starts a PostgreSQL and an appliance whose gateway fronts it,
-// with dev TLS. The backend presents the gateway's certificate, as pgplane's
-// backends do, so that SCRAM channel binding works end to end.
+// gatewayNode starts a PostgreSQL with its own certificate and an
+// appliance whose gateway fronts it, with dev TLS.
 func gatewayNode(t *testing.T) (n *node, dnsPort, gwPort int, ca string) {
 	n, dnsPort, gwPort, ca, _ = gatewayNodeMetrics(t)
 	return
@@ -43,6 +42,7 @@ func gatewayNodeMetrics(t *testing.T) (n *node, dnsPort, gwPort int, ca, metrics
     pgplane topology.yaml {
         gateway 127.0.0.1:%d 127.0.0.2:%d
         gateway_tls dev tls
+        gateway_auth_user pgplane_auth auth.pgpass
         node_id 1
     }
 }
@@ -56,19 +56,18 @@ func gatewayNodeMetrics(t *testing.T) (n *node, dnsPort, gwPort int, ca, metrics
 }
 
 // backends makes the dev gateway certificate in dir/tls and starts n
-// PostgreSQL servers that present it, as pgplane's backends do (SCRAM
-// channel binding then works through the gateway). The servers are stopped
-// when the test ends.
+// PostgreSQL servers, each presenting a certificate of its own (from
+// another CA, as every existing server has): the gateway authenticates
+// clients itself, so no backend needs the gateway's key. The servers are
+// stopped when the test ends.
 func backends(t *testing.T, dir string, n int) (tlsDir string, pgs []*pgtest.Server) {
 	t.Helper()
 	tlsDir = filepath.Join(dir, "tls")
 	if _, _, err := gateway.DevCertificates(tlsDir, []string{"*.postgres.database.azure.com", "*.contoso.private.postgres.database.azure.com"}); err != nil {
 		t.Fatal(err)
 	}
-	cert, _ := os.ReadFile(filepath.Join(tlsDir, gateway.DevCertFile))
-	key, _ := os.ReadFile(filepath.Join(tlsDir, gateway.DevKeyFile))
 	for i := 0; i < n; i++ {
-		pg, err := pgtest.Start("", pgtest.Options{Cert: cert, Key: key})
+		pg, err := pgtest.Start("", pgtest.Options{OwnCertificate: true})
 		if err != nil {
 			t.Fatal(err)
 		}

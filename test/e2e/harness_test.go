@@ -5,6 +5,7 @@ package e2e
 
 import (
 	"fmt"
+	"github.com/pgplane/pgplane/internal/pgtest"
 	"net"
 	"os"
 	"os/exec"
@@ -152,6 +153,9 @@ func startNodeNoProbe(t *testing.T, dir, corefile string) *node {
 func launch(t *testing.T, dir, corefile, netns string) *node {
 	t.Helper()
 	writeFile(t, dir, "Corefile", corefile)
+	if _, err := pgtest.WriteAuthPassfile(dir); err != nil { // the gateway's auth role (gateway_auth_user)
+		t.Fatal(err)
+	}
 	args := []string{binary, "-conf", filepath.Join(dir, "Corefile")}
 	if netns != "" {
 		args = append([]string{"ip", "netns", "exec", netns}, args...)

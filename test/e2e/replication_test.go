@@ -77,6 +77,7 @@ func startReplicaCluster(t *testing.T) *replicaCluster {
     pgplane topology.yaml {
         gateway %s
         gateway_tls dev %s
+        gateway_auth_user pgplane_auth auth.pgpass
         node_id %d
         cluster_name n%d
         cluster_members n1 n2 n3

@@ -191,14 +191,13 @@ func (d *demo) run(bin string) error {
 	fmt.Println("pgplane demo: three appliance nodes, two PostgreSQL servers and two client VNets, all on loopback.")
 	fmt.Println("Working directory:", d.dir)
 
-	// Two PostgreSQL servers that present the gateway's certificate.
+	// Two PostgreSQL servers with certificates of their own; the gateway
+	// authenticates clients itself and needs none of its keys on them.
 	tlsDir := filepath.Join(d.dir, "tls")
 	if _, d.ca, err = gateway.DevCertificates(tlsDir, []string{"*.postgres.database.azure.com", "*.contoso.private.postgres.database.azure.com"}); err != nil {
 		return err
 	}
-	cert, _ := os.ReadFile(filepath.Join(tlsDir, gateway.DevCertFile))
-	key, _ := os.ReadFile(filepath.Join(tlsDir, gateway.DevKeyFile))
-	primary, err := pgtest.Start("", pgtest.Options{Cert: cert, Key: key})
+	primary, err := pgtest.Start("", pgtest.Options{OwnCertificate: true})
 	if err != nil {
 		return err
 	}
@@ -240,6 +239,7 @@ func (d *demo) run(bin string) error {
     pgplane topology.yaml {
         %s
         gateway_tls dev %s
+        gateway_auth_user pgplane_auth auth.pgpass
         node_id %d
         cluster_name n%d
         cluster_members n1 n2 n3
@@ -251,7 +251,7 @@ func (d *demo) run(bin string) error {
 }
 `, d.dnsPort, bind, extra, tlsDir, i+1, i+1, gossip[i], strings.Join(gossip, " "))
 		if i == 2 {
-			corefile = strings.Replace(corefile, "        gateway_tls dev "+tlsDir+"\n", "", 1)
+			corefile = strings.Replace(corefile, "        gateway_tls dev "+tlsDir+"\n        gateway_auth_user pgplane_auth auth.pgpass\n", "", 1)
 		}
 		os.WriteFile(filepath.Join(ndir, "Corefile"), []byte(corefile), 0o644)
 		n, err := benchkit.StartAppliance(filepath.Join(bin, "pgplane"), ndir, "")

@@ -1,7 +1,9 @@
 // Command devdb runs the dev appliance's PostgreSQL backend for `make run`:
 // a real PostgreSQL (Debian's) on 127.0.0.1:55432 in a temporary directory,
-// presenting the dev gateway certificate so that SCRAM channel binding works
-// through the gateway. It stops the server on SIGINT or SIGTERM.
+// with a certificate of its own and the gateway's auth role (pgplane_auth,
+// whose password is in corefile/dev/auth.pgpass) and lookup function. It
+// also makes the dev gateway certificate, so that its CA is there for psql
+// before the appliance starts. It stops the server on SIGINT or SIGTERM.
 package main
 
 import (
@@ -31,15 +33,7 @@ func run(tlsDir string, port int, zones string) error {
 	if _, _, err := gateway.DevCertificates(tlsDir, []string{"*.postgres.database.azure.com", zones}); err != nil {
 		return err
 	}
-	cert, err := os.ReadFile(filepath.Join(tlsDir, gateway.DevCertFile))
-	if err != nil {
-		return err
-	}
-	key, err := os.ReadFile(filepath.Join(tlsDir, gateway.DevKeyFile))
-	if err != nil {
-		return err
-	}
-	pg, err := pgtest.Start("", pgtest.Options{Cert: cert, Key: key, Port: port})
+	pg, err := pgtest.Start("", pgtest.Options{OwnCertificate: true, Port: port})
 	if err != nil {
 		return err
 	}
