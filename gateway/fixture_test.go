@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/pgplane/pgplane/internal/pgtest"
 	"github.com/pgplane/pgplane/internal/syncbuf"
@@ -107,14 +108,9 @@ func newFixture(t *testing.T, mutate func(*Config)) *fixture {
 		if sharedPG.auth, sharedPG.err = pgtest.WriteAuthPassfile(sharedPG.dir); sharedPG.err != nil {
 			return
 		}
-		// The usual backend: a certificate of its own, from another CA.
-		ownDir := filepath.Join(sharedPG.dir, "backend-tls")
-		if _, _, sharedPG.err = DevCertificates(ownDir, []string{"localhost"}); sharedPG.err != nil {
-			return
-		}
-		own, _ := os.ReadFile(filepath.Join(ownDir, DevCertFile))
-		ownKey, _ := os.ReadFile(filepath.Join(ownDir, DevKeyFile))
-		if sharedPG.pg, sharedPG.err = pgtest.Start("", pgtest.Options{Cert: own, Key: ownKey}); sharedPG.err != nil {
+		// The usual backend: a self-signed certificate of its own; the role
+		// "legacy" logs in with md5.
+		if sharedPG.pg, sharedPG.err = pgtest.Start("", pgtest.Options{OwnCertificate: true, HBA: "host all legacy 127.0.0.1/32 md5\n"}); sharedPG.err != nil {
 			return
 		}
 		// A backend presenting the gateway's own certificate: passthrough's
@@ -204,6 +200,17 @@ func (f *fixture) logLines() []string {
 		}
 	}
 	return out
+}
+
+// logHas waits up to five seconds for the gateway's log to contain want:
+// a session logs just after its client has read the session's last word.
+func (f *fixture) logHas(want string) bool {
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if strings.Contains(f.log.String(), want) {
+			return true
+		}
+	}
+	return false
 }
 
 func TestMain(m *testing.M) {

@@ -346,8 +346,10 @@ type cancelKey struct{ pid, secret uint32 }
 // NodeOf returns the node ID written into a cancel key's process ID.
 func NodeOf(pid uint32) uint8 { return uint8(pid >> 24 & 0x7f) }
 
-// backendKey is a backend's own cancel key and where it runs.
+// backendKey is a backend's own cancel key, where it runs, and the server
+// it serves.
 type backendKey struct {
+	server      string
 	addr        string
 	pid, secret uint32
 }

@@ -295,7 +295,7 @@ func TestPrivateServerOnlyFromItsVNetAndPeers(t *testing.T) {
 	}
 }
 
-// SPEC: G2a
+// SPEC: G2a G9
 func TestCancelReachesBackendWithGatewayKey(t *testing.T) {
 	f := newFixture(t, nil)
 	ctx := context.Background()
@@ -330,6 +330,14 @@ func TestCancelReachesBackendWithGatewayKey(t *testing.T) {
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("the cancel did not reach the backend")
+	}
+	// The cancel's own log line names the server (G9).
+	var found bool
+	for _, l := range f.logLines() {
+		found = found || strings.Contains(l, `"decision":"cancel"`) && strings.Contains(l, `"server":"reports-db"`)
+	}
+	if !found {
+		t.Fatalf("want a cancel line naming reports-db:\n%s", strings.Join(f.logLines(), "\n"))
 	}
 }
 

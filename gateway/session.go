@@ -83,7 +83,9 @@ func (s *session) fail(err error) {
 		if s.decision == "" {
 			s.decision = decisionProtocol
 		}
-		s.reason = pe.Message
+		if s.reason == "" {
+			s.reason = pe.Message
+		}
 		s.conn.SetWriteDeadline(time.Now().Add(time.Second))
 		s.conn.Write(pe.Encode())
 	case errors.Is(err, pgwire.ErrProtocol):
@@ -591,7 +593,7 @@ func (s *session) serveBackend(si *topology.ServerInfo, backend net.Conn, br *bu
 			if len(payload) != 8 {
 				return fmt.Errorf("%w: BackendKeyData of %d bytes", pgwire.ErrProtocol, len(payload))
 			}
-			key = s.g.sessions.newKey(backendKey{addr: si.Backend, pid: binary.BigEndian.Uint32(payload), secret: binary.BigEndian.Uint32(payload[4:])})
+			key = s.g.sessions.newKey(backendKey{server: si.Server.Name, addr: si.Backend, pid: binary.BigEndian.Uint32(payload), secret: binary.BigEndian.Uint32(payload[4:])})
 			var mine [8]byte
 			binary.BigEndian.PutUint32(mine[:], key.pid)
 			binary.BigEndian.PutUint32(mine[4:], key.secret)
@@ -754,34 +756,34 @@ func (s *session) cancel(k cancelKey) error {
 		}
 		return nil
 	}
-	s.reason = s.g.cancelLocal(k)
+	s.server, s.reason = s.g.cancelLocal(k)
 	return nil
 }
 
 // Cancel delivers a cancel request forwarded from another node (G2a).
 func (g *Gateway) Cancel(pid, secret uint32) {
-	reason := g.cancelLocal(cancelKey{pid, secret})
-	g.cfg.Logger.Info().Str("decision", decisionCancel).Str("reason", reason).Msg("forwarded cancel")
+	server, reason := g.cancelLocal(cancelKey{pid, secret})
+	g.cfg.Logger.Info().Str("server", server).Str("decision", decisionCancel).Str("reason", reason).Msg("forwarded cancel")
 }
 
 // cancelLocal sends the backend's own CancelRequest for a key this node
-// handed out, and says what happened.
-func (g *Gateway) cancelLocal(k cancelKey) string {
+// handed out, and returns the session's server and what happened (G9).
+func (g *Gateway) cancelLocal(k cancelKey) (server, reason string) {
 	b, ok := g.sessions.lookup(k)
 	if !ok {
-		return "no session has this cancel key"
+		return "", "no session has this cancel key"
 	}
 	c, err := net.DialTimeout("tcp", b.addr, g.cfg.DialTimeout)
 	if err != nil {
-		return err.Error()
+		return b.server, err.Error()
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(g.cfg.DialTimeout))
 	if _, err = c.Write(requestPacket(cancelRequestCode, b.pid, b.secret)); err != nil {
-		return err.Error()
+		return b.server, err.Error()
 	}
 	io.Copy(io.Discard, c) // the backend closes the connection once it has read the request
-	return "sent to backend " + b.addr
+	return b.server, "sent to backend " + b.addr
 }
 
 // bufferedConn reads through a bufio.Reader that may hold bytes already read

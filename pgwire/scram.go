@@ -28,6 +28,9 @@ const (
 	saltLen           = 16 // PostgreSQL's SCRAM_DEFAULT_SALT_LEN
 	rawNonceLen       = 18 // PostgreSQL's SCRAM_RAW_NONCE_LEN
 	keyLen            = sha256.Size
+	// maxIterations bounds what a server may ask a password holder to
+	// compute (PostgreSQL's default is 4096).
+	maxIterations = 1 << 22
 )
 
 // Verifier is a SCRAM-SHA-256 password verifier, as pg_authid.rolpassword
@@ -426,8 +429,8 @@ func (c *ScramClient) Continue(serverFirst []byte) ([]byte, error) {
 		return nil, errors.New("SCRAM: malformed salt from the server")
 	}
 	iterations, err := strconv.Atoi(iter)
-	if err != nil || iterations < 1 {
-		return nil, errors.New("SCRAM: malformed iteration count from the server")
+	if err != nil || iterations < 1 || iterations > maxIterations {
+		return nil, fmt.Errorf("SCRAM: iteration count %q from the server is not between 1 and %d", iter, maxIterations)
 	}
 	clientKey, serverKey, err := c.Keys(salt, iterations)
 	if err != nil {

@@ -71,6 +71,9 @@ type Options struct {
 	Port int
 	// Conf is appended to postgresql.conf.
 	Conf string
+	// HBA lines come before the default pg_hba.conf lines (local trust,
+	// SCRAM from 127.0.0.1).
+	HBA string
 }
 
 // BinDir returns where Debian installed the newest PostgreSQL server
@@ -157,7 +160,7 @@ log_min_messages = warning
 	}
 	f.WriteString(conf)
 	f.Close()
-	hba := "local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\nhost replication all 127.0.0.1/32 scram-sha-256\n"
+	hba := o.HBA + "local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\nhost replication all 127.0.0.1/32 scram-sha-256\n"
 	if err := s.writeOwned(filepath.Join(data, "pg_hba.conf"), []byte(hba), 0o600); err != nil {
 		return nil, err
 	}
