@@ -6,9 +6,13 @@ BIN       := bin
 PGPLANE   := $(BIN)/pgplane
 PGPLANECTL:= $(BIN)/pgplanectl
 FUZZTIME  ?= 30s
-# Debian packages the tests and benchmarks use: command -> package.
+# Debian packages the tests and benchmarks use: command (or file) -> package.
+# The drivers' e2e test also installs node-postgres from the npm registry.
 DEB_CMDS  := dig:dnsutils nslookup:dnsutils dnsperf:dnsperf ip:iproute2 setpriv:util-linux \
              psql:postgresql-client pgbench:postgresql-client systemd-analyze:systemd curl:curl \
+             javac:default-jdk-headless /usr/share/java/postgresql.jar:libpostgresql-jdbc-java \
+             /usr/lib/python3/dist-packages/asyncpg:python3-asyncpg /usr/lib/python3/dist-packages/psycopg:python3-psycopg \
+             node:nodejs npm:npm \
              $(firstword $(wildcard /usr/lib/postgresql/*/bin/postgres) postgres-server):postgresql
 GO_SRC    := $(shell find . -name '*.go' -not -path './bin/*') go.mod go.sum
 
@@ -27,7 +31,7 @@ $(PGPLANECTL): $(GO_SRC)
 # deps apt-installs the Debian packages that are missing, and nothing else.
 deps:
 	@missing=""; for pair in $(DEB_CMDS); do cmd=$${pair%%:*}; pkg=$${pair##*:}; \
-	  command -v $$cmd >/dev/null 2>&1 || [ -x $$cmd ] || missing="$$missing $$pkg"; done; \
+	  command -v $$cmd >/dev/null 2>&1 || [ -e $$cmd ] || missing="$$missing $$pkg"; done; \
 	if [ -n "$$missing" ]; then \
 	  pkgs=$$(echo $$missing | tr ' ' '\n' | sort -u | tr '\n' ' '); \
 	  echo "deps: installing $$pkgs"; \
