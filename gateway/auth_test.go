@@ -72,7 +72,9 @@ func (f *fixture) connectAs(user, password, src string) error {
 		return err
 	}
 	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
-	cfg.DialFunc = func(ctx context.Context, network, _ string) (net.Conn, error) { return d.DialContext(ctx, network, f.addr) }
+	cfg.DialFunc = func(ctx context.Context, network, _ string) (net.Conn, error) {
+		return d.DialContext(ctx, network, f.addr)
+	}
 	cfg.LookupFunc = func(context.Context, string) ([]string, error) { return []string{"127.0.0.1"}, nil }
 	c, err := pgconn.ConnectConfig(ctx, cfg)
 	if err == nil {

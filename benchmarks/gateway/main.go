@@ -121,7 +121,13 @@ servers:
   - {name: bench-plain, region: bench, access: public, backends: {primary: "%[1]s"}, parameters: {require_secure_transport: "off"}, firewallRules: [{name: lo, startIpAddress: 127.0.0.1, endIpAddress: 127.0.0.1}]}
 `, pg.Addr)
 	os.WriteFile(filepath.Join(out, "topology.yaml"), []byte(topo), 0o644)
-	os.WriteFile(filepath.Join(out, "Corefile"), []byte(fmt.Sprintf(".:%d {\n    bind 127.0.0.1\n    pprof %s\n    pgplane topology.yaml {\n        gateway 127.0.0.1:%d\n        gateway_tls dev tls\n        gateway_max_connections 1000\n    }\n}\n", dnsPort, pprofAddr, gwPort)), 0o644)
+	// The gateway's auth role (gateway_auth terminate, the default): every
+	// pgplane below but the passthrough one looks verifiers up with it.
+	authFile, err := pgtest.WriteAuthPassfile(out)
+	if err != nil {
+		return err
+	}
+	os.WriteFile(filepath.Join(out, "Corefile"), []byte(fmt.Sprintf(".:%d {\n    bind 127.0.0.1\n    pprof %s\n    pgplane topology.yaml {\n        gateway 127.0.0.1:%d\n        gateway_tls dev tls\n        gateway_auth_user pgplane_auth %s\n        gateway_max_connections 1000\n    }\n}\n", dnsPort, pprofAddr, gwPort, authFile)), 0o644)
 	pgplanePID, err := start("pgplane", exec.Command(bin, "-conf", filepath.Join(out, "Corefile")), fmt.Sprintf("127.0.0.1:%d", gwPort))
 	if err != nil {
 		return err
@@ -132,8 +138,20 @@ servers:
 	os.MkdirAll(plainDir, 0o755)
 	gwPlainPort := benchkit.FreePort("127.0.0.1")
 	os.WriteFile(filepath.Join(plainDir, "topology.yaml"), []byte(topo), 0o644)
-	os.WriteFile(filepath.Join(plainDir, "Corefile"), []byte(fmt.Sprintf(".:%d {\n    bind 127.0.0.1\n    pgplane topology.yaml {\n        gateway 127.0.0.1:%d\n        gateway_tls dev %s\n        gateway_backend_tls disable\n        gateway_max_connections 1000\n    }\n}\n", benchkit.FreePort("127.0.0.1"), gwPlainPort, tlsDir)), 0o644)
+	os.WriteFile(filepath.Join(plainDir, "Corefile"), []byte(fmt.Sprintf(".:%d {\n    bind 127.0.0.1\n    pgplane topology.yaml {\n        gateway 127.0.0.1:%d\n        gateway_tls dev %s\n        gateway_backend_tls disable\n        gateway_auth_user pgplane_auth %s\n        gateway_max_connections 1000\n    }\n}\n", benchkit.FreePort("127.0.0.1"), gwPlainPort, tlsDir, authFile)), 0o644)
 	plainPID, err := start("pgplane-plain-backend", exec.Command(bin, "-conf", filepath.Join(plainDir, "Corefile")), fmt.Sprintf("127.0.0.1:%d", gwPlainPort))
+	if err != nil {
+		return err
+	}
+	// gateway_auth passthrough: the backend's own exchange relayed (the
+	// backend presents the gateway's certificate, so libpq's channel
+	// binding works end to end), beside terminate above.
+	passDir := filepath.Join(out, "passthrough")
+	os.MkdirAll(passDir, 0o755)
+	gwPassPort := benchkit.FreePort("127.0.0.1")
+	os.WriteFile(filepath.Join(passDir, "topology.yaml"), []byte(topo), 0o644)
+	os.WriteFile(filepath.Join(passDir, "Corefile"), []byte(fmt.Sprintf(".:%d {\n    bind 127.0.0.1\n    pgplane topology.yaml {\n        gateway 127.0.0.1:%d\n        gateway_tls dev %s\n        gateway_auth passthrough\n        gateway_max_connections 1000\n    }\n}\n", benchkit.FreePort("127.0.0.1"), gwPassPort, tlsDir)), 0o644)
+	passPID, err := start("pgplane-passthrough", exec.Command(bin, "-conf", filepath.Join(passDir, "Corefile")), fmt.Sprintf("127.0.0.1:%d", gwPassPort))
 	if err != nil {
 		return err
 	}
@@ -208,6 +226,12 @@ listen pg
 				return fmt.Sprintf("host=bench-db.postgres.database.azure.com hostaddr=127.0.0.1 port=%d %s sslmode=require", gwPlainPort, base)
 			}
 			return fmt.Sprintf("host=127.0.0.1 port=%d user=%s@bench-plain dbname=%s sslmode=disable", gwPlainPort, pgtest.User, pgtest.Database)
+		}},
+		{"pgplane-passthru", passPID, func(tls bool) string {
+			if tls {
+				return fmt.Sprintf("host=bench-db.postgres.database.azure.com hostaddr=127.0.0.1 port=%d %s sslmode=require", gwPassPort, base)
+			}
+			return fmt.Sprintf("host=127.0.0.1 port=%d user=%s@bench-plain dbname=%s sslmode=disable", gwPassPort, pgtest.User, pgtest.Database)
 		}},
 		{"pgbouncer", bouncerPID, func(tls bool) string {
 			return fmt.Sprintf("host=127.0.0.1 port=%d %s %s", bouncerPort, base, sslmode(tls))
