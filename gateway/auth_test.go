@@ -66,16 +66,10 @@ func TestPassthroughBindsOnlyWithTheGatewaysCertificate(t *testing.T) {
 func (f *fixture) connectAs(user, password, src string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	cfg, err := pgconn.ParseConfig(fmt.Sprintf("host=reports-db.postgres.database.azure.com port=%d user=%s password=%s dbname=%s sslmode=verify-full sslrootcert=%s",
-		f.port, user, password, pgtest.Database, f.caFile))
+	cfg, err := f.pgxConfig("reports-db", user, password, src)
 	if err != nil {
 		return err
 	}
-	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
-	cfg.DialFunc = func(ctx context.Context, network, _ string) (net.Conn, error) {
-		return d.DialContext(ctx, network, f.addr)
-	}
-	cfg.LookupFunc = func(context.Context, string) ([]string, error) { return []string{"127.0.0.1"}, nil }
 	c, err := pgconn.ConnectConfig(ctx, cfg)
 	if err == nil {
 		c.Close(ctx)

@@ -207,8 +207,18 @@ func TestConnectionCap(t *testing.T) {
 
 // pgxConnect connects with pgx (a second real client) from a source address.
 func (f *fixture) pgxConnect(ctx context.Context, server, src string) (*pgconn.PgConn, error) {
+	cfg, err := f.pgxConfig(server, pgtest.User, pgtest.Password, src)
+	if err != nil {
+		return nil, err
+	}
+	return pgconn.ConnectConfig(ctx, cfg)
+}
+
+// pgxConfig is a pgx configuration for server through the gateway, as user,
+// from a source address.
+func (f *fixture) pgxConfig(server, user, password, src string) (*pgconn.Config, error) {
 	cfg, err := pgconn.ParseConfig(fmt.Sprintf("host=%s.postgres.database.azure.com port=%d user=%s password=%s dbname=%s sslmode=verify-full sslrootcert=%s",
-		server, f.port, pgtest.User, pgtest.Password, pgtest.Database, f.caFile))
+		server, f.port, user, password, pgtest.Database, f.caFile))
 	if err != nil {
 		return nil, err
 	}
@@ -217,7 +227,7 @@ func (f *fixture) pgxConnect(ctx context.Context, server, src string) (*pgconn.P
 		return d.DialContext(ctx, network, f.addr)
 	}
 	cfg.LookupFunc = func(context.Context, string) ([]string, error) { return []string{"127.0.0.1"}, nil }
-	return pgconn.ConnectConfig(ctx, cfg)
+	return cfg, nil
 }
 
 func sqlstate(err error) string {
