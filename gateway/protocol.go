@@ -19,8 +19,6 @@ const (
 
 	// maxStartupPacket is PostgreSQL's own limit (MAX_STARTUP_PACKET_LENGTH).
 	maxStartupPacket = 10000
-	// maxAuthMessage bounds a message of the authentication exchange.
-	maxAuthMessage = 64 << 10
 )
 
 // startupPacket is a parsed untyped packet of the startup phase.

@@ -544,7 +544,7 @@ func (s *session) md5Exchange(hash string) (pgwire.Credentials, error) {
 // readPasswordMessage reads the client's next authentication message
 // ('p': PasswordMessage, SASLInitialResponse or SASLResponse).
 func (s *session) readPasswordMessage() ([]byte, error) {
-	typ, payload, err := pgwire.ReadMessage(s.r, maxAuthMessage)
+	typ, payload, err := pgwire.ReadMessage(s.r, pgwire.MaxAuthMessage)
 	if err != nil {
 		return nil, fmt.Errorf("reading from client: %w", err)
 	}
@@ -584,7 +584,7 @@ func (s *session) serveBackend(si *topology.ServerInfo, backend net.Conn, br *bu
 		}
 	}()
 	for ready := false; !ready; {
-		typ, payload, err := pgwire.ReadMessage(br, maxAuthMessage)
+		typ, payload, err := pgwire.ReadMessage(br, pgwire.MaxAuthMessage)
 		if err != nil {
 			return fmt.Errorf("reading from backend: %w", err)
 		}
@@ -638,7 +638,7 @@ func (s *session) sameCertificate(backend net.Conn) bool {
 // when the backend refused, after relaying the refusal.
 func (s *session) relayAuth(backend net.Conn, br *bufio.Reader, sameCert bool) (bool, error) {
 	for {
-		typ, payload, err := pgwire.ReadMessage(br, maxAuthMessage)
+		typ, payload, err := pgwire.ReadMessage(br, pgwire.MaxAuthMessage)
 		if err != nil {
 			return false, fmt.Errorf("reading from backend: %w", err)
 		}
@@ -683,7 +683,7 @@ func (s *session) relayAuth(backend net.Conn, br *bufio.Reader, sameCert bool) (
 		default:
 			return false, &pgwire.Error{Code: "08P01", Message: fmt.Sprintf("the backend asks for authentication method %d, which the gateway does not relay", code)}
 		}
-		ctyp, cpayload, err := pgwire.ReadMessage(s.r, maxAuthMessage)
+		ctyp, cpayload, err := pgwire.ReadMessage(s.r, pgwire.MaxAuthMessage)
 		if err != nil {
 			return false, fmt.Errorf("reading from client: %w", err)
 		}
