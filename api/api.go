@@ -29,7 +29,7 @@ import (
 // Cluster is what the API drives: a cluster node.
 type Cluster interface {
 	Status() cluster.Status
-	Operate(key string, value int, reason string) (cluster.Decision, error)
+	Operate(key string, value int, reason string, acceptSplitBrain bool) (cluster.Decision, error)
 }
 
 // Config configures the API server.
@@ -207,10 +207,24 @@ func (s *Server) serverFailback(w http.ResponseWriter, r *http.Request) {
 	s.serverMove(w, r, false)
 }
 
+// ServerMove is the optional body of a server failover or failback.
+type ServerMove struct {
+	// AcceptSplitBrain routes to a fenced backend: one that went down as
+	// the primary after a failover and may have diverged (C6).
+	AcceptSplitBrain bool `json:"acceptSplitBrain,omitempty"`
+}
+
 // serverMove puts an HA server on its standby (failover) or its primary
 // (failback).
 func (s *Server) serverMove(w http.ResponseWriter, r *http.Request, toStandby bool) {
 	name := r.PathValue("name")
+	var body ServerMove
+	if r.ContentLength != 0 {
+		if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
+			writeError(w, http.StatusBadRequest, "body: %v", err)
+			return
+		}
+	}
 	si := s.cfg.Snapshot().Servers[name]
 	switch {
 	case si == nil:
@@ -224,7 +238,10 @@ func (s *Server) serverMove(w http.ResponseWriter, r *http.Request, toStandby bo
 	if toStandby {
 		value, reason = 1, "operator failover to the standby"
 	}
-	s.operate(w, "server/"+name, value, reason)
+	if body.AcceptSplitBrain {
+		reason += " (--accept-split-brain)"
+	}
+	s.operate(w, cluster.ServerKey(name), value, reason, body.AcceptSplitBrain)
 }
 
 // RegionMove is the body of a region failover: the address to activate;
@@ -262,7 +279,7 @@ func (s *Server) regionFailover(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	s.operate(w, "region/"+name, value, fmt.Sprintf("operator failover to %s", rg.Gateways[value]))
+	s.operate(w, "region/"+name, value, fmt.Sprintf("operator failover to %s", rg.Gateways[value]), false)
 }
 
 func (s *Server) regionFailback(w http.ResponseWriter, r *http.Request) {
@@ -271,17 +288,17 @@ func (s *Server) regionFailback(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "region %q does not exist", name)
 		return
 	}
-	s.operate(w, "region/"+name, 0, "operator failback to the primary gateway address")
+	s.operate(w, "region/"+name, 0, "operator failback to the primary gateway address", false)
 }
 
-func (s *Server) operate(w http.ResponseWriter, key string, value int, reason string) {
+func (s *Server) operate(w http.ResponseWriter, key string, value int, reason string, acceptSplitBrain bool) {
 	if s.cfg.Cluster == nil {
 		writeError(w, http.StatusServiceUnavailable, "this node is not in a cluster (no cluster_bind): failover needs one")
 		return
 	}
-	d, err := s.cfg.Cluster.Operate(key, value, reason)
+	d, err := s.cfg.Cluster.Operate(key, value, reason, acceptSplitBrain)
 	switch {
-	case errors.Is(err, cluster.ErrTargetDown):
+	case errors.Is(err, cluster.ErrTargetDown), errors.Is(err, cluster.ErrRoleRefused):
 		writeError(w, http.StatusConflict, "%v", err)
 	case err != nil:
 		writeError(w, http.StatusBadRequest, "%v", err)

@@ -328,6 +328,10 @@ var parameterDefaults = map[string]string{
 	topology.ParamSSLMinProtocolVersion:  topology.DefaultSSLMinProtocolVersion,
 	topology.ParamSSLMaxProtocolVersion:  "",
 	topology.ParamAuthRole:               "",
+	topology.ParamPromote:                topology.PromoteNever,
+	topology.ParamPromoteGrace:           topology.DefaultPromoteGrace.String(),
+	topology.ParamPatroniPrimary:         "",
+	topology.ParamPatroniStandby:         "",
 }
 
 func parameterOf(srv *topology.Server, name string) Parameter {

@@ -10,6 +10,8 @@ package cluster
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"net/netip"
 	"sort"
 	"time"
@@ -43,6 +45,10 @@ type VoteSet struct {
 	// are active: a standby address can take over only while a live node
 	// holds it, since it does not listen before.
 	Holds []string `json:"holds,omitempty"`
+	// Primary and Standby are the backends this node sees up, by the role
+	// its probe learned (C6); a backend up in neither has no known role.
+	Primary []Target `json:"primary,omitempty"`
+	Standby []Target `json:"standby,omitempty"`
 	// Seq orders the vote sets of one node; a lower Seq never replaces a
 	// higher one.
 	Seq uint64 `json:"seq"`
@@ -124,6 +130,7 @@ type receivedVotes struct {
 	seq   uint64
 	at    time.Time
 	down  map[Target]bool
+	roles map[Target]Role
 	holds []netip.AddrPort
 }
 
@@ -161,16 +168,15 @@ func (b *Ballot) Record(v VoteSet, at time.Time) bool {
 			holds = append(holds, ap)
 		}
 	}
-	b.votes[v.Node] = receivedVotes{seq: v.Seq, at: at, down: down, holds: holds}
-	if !ok || len(old.down) != len(down) {
-		return true
+	roles := make(map[Target]Role, len(v.Primary)+len(v.Standby))
+	for _, t := range v.Primary {
+		roles[t] = RolePrimary
 	}
-	for t := range down {
-		if !old.down[t] {
-			return true
-		}
+	for _, t := range v.Standby {
+		roles[t] = RoleStandby
 	}
-	return false
+	b.votes[v.Node] = receivedVotes{seq: v.Seq, at: at, down: down, roles: roles, holds: holds}
+	return !ok || !maps.Equal(old.down, down) || !maps.Equal(old.roles, roles)
 }
 
 func (b *Ballot) isMember(n string) bool {
@@ -200,6 +206,60 @@ func (b *Ballot) IsDown(t Target, now time.Time) bool {
 	return down >= b.Quorum()
 }
 
+// Seen is what a quorum of fresh votes agrees a backend is.
+type Seen int
+
+// What a quorum sees.
+const (
+	SeenUnclear Seen = iota // no quorum agrees
+	SeenDown
+	SeenPrimary
+	SeenStandby
+)
+
+func (s Seen) String() string {
+	return [...]string{"unclear", "down", "primary", "standby"}[s]
+}
+
+// Seen tells what a quorum of the configured members sees a backend as
+// now: down, up as primary, up as standby, or none of these.
+func (b *Ballot) Seen(t Target, now time.Time) Seen {
+	var down, primary, standby int
+	for _, v := range b.votes {
+		if now.Sub(v.at) > b.ttl {
+			continue
+		}
+		switch {
+		case v.down[t]:
+			down++
+		case v.roles[t] == RolePrimary:
+			primary++
+		case v.roles[t] == RoleStandby:
+			standby++
+		}
+	}
+	switch q := b.Quorum(); {
+	case down >= q:
+		return SeenDown
+	case primary >= q:
+		return SeenPrimary
+	case standby >= q:
+		return SeenStandby
+	}
+	return SeenUnclear
+}
+
+// Roles returns the role each member whose votes count sees a backend in.
+func (b *Ballot) Roles(t Target, now time.Time) map[string]Role {
+	out := map[string]Role{}
+	for m, v := range b.votes {
+		if now.Sub(v.at) <= b.ttl && !v.down[t] && v.roles[t] != RoleUnknown {
+			out[m] = v.roles[t]
+		}
+	}
+	return out
+}
+
 // Holder reports the port of a gateway address as some member announced it,
 // and whether a member whose votes count now holds it.
 func (b *Ballot) Holder(addr netip.Addr, now time.Time) (port uint16, live bool) {
@@ -227,13 +287,35 @@ func (b *Ballot) Fresh(now time.Time) []string {
 	return out
 }
 
-// Decide looks at the ballot and the current state and returns the
-// decisions to make now: a region whose active gateway address a quorum saw
-// down moves to the next address (in order, wrapping) that a live member
-// holds and a quorum does not see down; an HA server whose active backend a quorum saw down moves to the
-// other backend if that is not seen down. Failover is sticky: nothing moves
-// back by itself (C4).
-func Decide(s *topology.Snapshot, state topology.State, b *Ballot, now time.Time) []Decision {
+// Situation is what Decide looks at.
+type Situation struct {
+	Snapshot *topology.Snapshot
+	// Decisions are the decisions in force, by key.
+	Decisions map[string]Decision
+	Ballot    *Ballot
+	Now       time.Time
+	// DownSince is when this node began to see a quorum vote each target
+	// down, for the targets a quorum sees down now.
+	DownSince map[Target]time.Time
+	// Roles: this cluster probes backends' roles with a monitoring role.
+	// Servers with Patroni endpoints have roles in any case.
+	Roles bool
+}
+
+// Decide looks at the ballot and the decisions in force and returns the
+// decisions to make now.
+//
+// A region whose active gateway address a quorum saw down moves to the next
+// address (in order, wrapping) that a live member holds and a quorum does
+// not see down (C4).
+//
+// An HA server whose backends' roles are known follows the primary (C6):
+// see decideByRole. Without roles, a server whose active backend a quorum
+// saw down moves to the other backend if that is not seen down. Either way
+// failover is sticky: nothing moves back by itself (C4).
+func Decide(sit Situation) []Decision {
+	s, b, now := sit.Snapshot, sit.Ballot, sit.Now
+	state := Apply(s, sit.Decisions)
 	var out []Decision
 	regions := make([]string, 0, len(s.Regions))
 	for name := range s.Regions {
@@ -263,18 +345,149 @@ func Decide(s *topology.Snapshot, state topology.State, b *Ballot, now time.Time
 	}
 	sort.Strings(servers)
 	for _, name := range servers {
+		si := s.Servers[name]
+		if sit.Roles || si.Failover.Patroni[0] != "" {
+			out = append(out, decideByRole(sit, si, state.FailedOver[name])...)
+			continue
+		}
 		onStandby := state.FailedOver[name]
 		if !b.IsDown(BackendTarget(name, onStandby), now) || b.IsDown(BackendTarget(name, !onStandby), now) {
 			continue
 		}
-		value, from, to := 1, "primary", "standby"
-		if onStandby {
-			value, from, to = 0, "standby", "primary"
-		}
-		out = append(out, Decision{Key: "server/" + name, Value: value,
-			Reason: fmt.Sprintf("%s backend seen down by a quorum; %s takes over", from, to)})
+		out = append(out, Decision{Key: ServerKey(name), Value: backendIndex(!onStandby),
+			Reason: fmt.Sprintf("%s backend seen down by a quorum; %s takes over", backendName(onStandby), backendName(!onStandby))})
 	}
 	return out
+}
+
+// promoteRetry is how long after a promotion that did not take the
+// standby out of recovery another node tries again.
+const promoteRetry = 10 * time.Second
+
+// decideByRole decides for an HA server whose backends' roles are known
+// (C6). A is the backend the name points at, O the other:
+//   - A seen primary: nothing moves (if O claims primary too, that is a
+//     split brain, reported by Alarms, and the name stays on A);
+//   - O seen primary while A is down or a standby: the name follows O,
+//     unless O is fenced; A is fenced when it went down (it may come back
+//     claiming to be primary), not when it was demoted to a standby;
+//   - pgplane.promote auto, A seen down for the grace, O a standby and not
+//     fenced: promote O (the node that decides runs pg_promote);
+//   - a fenced backend seen as a standby (rebuilt) is no longer fenced.
+func decideByRole(sit Situation, si *topology.ServerInfo, onStandby bool) []Decision {
+	name, b, now := si.Server.Name, sit.Ballot, sit.Now
+	active, other := BackendTarget(name, onStandby), BackendTarget(name, !onStandby)
+	seenA, seenO := b.Seen(active, now), b.Seen(other, now)
+	fenced := Fenced(sit.Decisions, name)
+	var out []Decision
+	if fenced >= 0 && b.Seen(BackendTarget(name, fenced == 1), now) == SeenStandby {
+		out = append(out, Decision{Key: FenceKey(name), Value: -1,
+			Reason: fmt.Sprintf("%s backend runs as a standby again: no longer fenced", backendName(fenced == 1))})
+		fenced = -1
+	}
+	switch {
+	case seenA == SeenPrimary:
+	case seenO == SeenPrimary && (seenA == SeenDown || seenA == SeenStandby) && fenced != backendIndex(!onStandby):
+		out = append(out, Decision{Key: ServerKey(name), Value: backendIndex(!onStandby),
+			Reason: fmt.Sprintf("%s backend is the primary and the %s backend is %s: the name follows the primary", backendName(!onStandby), backendName(onStandby), seenA)})
+		if seenA == SeenDown {
+			out = append(out, Decision{Key: FenceKey(name), Value: backendIndex(onStandby),
+				Reason: fmt.Sprintf("%s backend went down as the primary: fenced until it runs as a standby", backendName(onStandby))})
+		}
+	case si.Failover.Promote && seenA == SeenDown && seenO == SeenStandby && fenced != backendIndex(!onStandby):
+		since, ok := sit.DownSince[active]
+		if !ok || now.Sub(since) < si.Failover.Grace {
+			break
+		}
+		if last, ok := sit.Decisions[PromoteKey(name)]; ok && last.Value == backendIndex(!onStandby) &&
+			last.Version.Wall >= since.UnixNano() && now.Sub(time.Unix(0, last.Version.Wall)) < promoteRetry {
+			break // promoted in this outage already; wait for it to take
+		}
+		out = append(out, Decision{Key: PromoteKey(name), Value: backendIndex(!onStandby),
+			Reason: fmt.Sprintf("%s backend seen down by a quorum for %s (pgplane.promote auto): promoting the %s backend", backendName(onStandby), now.Sub(since).Round(time.Millisecond), backendName(!onStandby))})
+	}
+	return out
+}
+
+// Decision keys.
+
+// ServerKey is the key of an HA server's decision: which backend its name
+// points at.
+func ServerKey(server string) string { return "server/" + server }
+
+// FenceKey is the key of an HA server's fence: the backend (0 primary, 1
+// standby) that is never routed to while it claims to be primary, or -1.
+func FenceKey(server string) string { return "fence/" + server }
+
+// PromoteKey is the key of a promotion pgplane made: the backend promoted.
+func PromoteKey(server string) string { return "promote/" + server }
+
+// Fenced returns the fenced backend of a server (0 primary, 1 standby), or
+// -1 when neither is.
+func Fenced(decisions map[string]Decision, server string) int {
+	if d, ok := decisions[FenceKey(server)]; ok && (d.Value == 0 || d.Value == 1) {
+		return d.Value
+	}
+	return -1
+}
+
+func backendIndex(standby bool) int {
+	if standby {
+		return 1
+	}
+	return 0
+}
+
+func backendName(standby bool) string {
+	if standby {
+		return "standby"
+	}
+	return "primary"
+}
+
+// Alarm is a condition an operator must act on.
+type Alarm struct {
+	Server  string `json:"server"`
+	Kind    string `json:"kind"` // split_brain, fenced_primary
+	Message string `json:"message"`
+}
+
+// Alarms returns the conditions of HA servers an operator must act on:
+// both backends claiming to be primary (a split brain; the name stays
+// where it is and the other backend is never routed to), and an active
+// backend down while the only primary is fenced.
+func Alarms(s *topology.Snapshot, decisions map[string]Decision, b *Ballot, now time.Time) []Alarm {
+	state := Apply(s, decisions)
+	var out []Alarm
+	for _, name := range slices.Sorted(maps.Keys(s.Servers)) {
+		si := s.Servers[name]
+		if !si.Server.HighAvailability {
+			continue
+		}
+		onStandby := state.FailedOver[name]
+		seenA, seenO := b.Seen(BackendTarget(name, onStandby), now), b.Seen(BackendTarget(name, !onStandby), now)
+		if seenO != SeenPrimary {
+			continue
+		}
+		switch {
+		case seenA == SeenPrimary:
+			out = append(out, Alarm{Server: name, Kind: "split_brain", Message: fmt.Sprintf(
+				"split brain: both backends of %s claim to be primary; the name stays on the %s backend (%s) and the %s backend (%s) is never routed to; rebuild it as a standby",
+				name, backendName(onStandby), backendAddr(si, onStandby), backendName(!onStandby), backendAddr(si, !onStandby))})
+		case Fenced(decisions, name) == backendIndex(!onStandby):
+			out = append(out, Alarm{Server: name, Kind: "fenced_primary", Message: fmt.Sprintf(
+				"%s: the %s backend (%s) is %s and the only primary, the %s backend (%s), is fenced since it went down after a failover; rebuild one as a standby, or fail over with --accept-split-brain",
+				name, backendName(onStandby), backendAddr(si, onStandby), seenA, backendName(!onStandby), backendAddr(si, !onStandby))})
+		}
+	}
+	return out
+}
+
+func backendAddr(si *topology.ServerInfo, standby bool) string {
+	if standby {
+		return si.Server.Backends.Standby
+	}
+	return si.Server.Backends.Primary
 }
 
 // Apply returns the state that a set of decisions (the newest per key)

@@ -78,11 +78,11 @@ func TestQuorumNeeded(t *testing.T) {
 	s := testSnapshot(t)
 	b := NewBallot([]string{"a", "b", "c"}, 3*time.Second)
 	vote(b, "a", gw1, true, 1, t0)
-	if d := Decide(s, topology.State{}, b, t0); len(d) != 0 {
+	if d := decideState(s, topology.State{}, b, t0); len(d) != 0 {
 		t.Fatalf("one vote of three must not flip: %v", d)
 	}
 	vote(b, "b", gw1, true, 1, t0)
-	d := Decide(s, topology.State{}, b, t0)
+	d := decideState(s, topology.State{}, b, t0)
 	if len(d) != 1 || d[0].Key != "region/eastus2" || d[0].Value != 1 {
 		t.Fatalf("two of three must flip to the secondary: %v", d)
 	}
@@ -96,7 +96,7 @@ func TestTwoOfFourIsNoQuorum(t *testing.T) {
 	vote(b, "b", gw1, true, 1, t0)
 	vote(b, "c", gw1, false, 1, t0)
 	vote(b, "d", gw1, false, 1, t0)
-	if d := Decide(s, topology.State{}, b, t0); len(d) != 0 {
+	if d := decideState(s, topology.State{}, b, t0); len(d) != 0 {
 		t.Fatalf("a tie must not flip: %v", d)
 	}
 }
@@ -107,7 +107,7 @@ func TestStaleVotesExpire(t *testing.T) {
 	b := NewBallot([]string{"a", "b", "c"}, 3*time.Second)
 	vote(b, "a", gw1, true, 1, t0)
 	vote(b, "b", gw1, true, 1, t0.Add(-5*time.Second)) // received long ago: a node since cut off
-	if d := Decide(s, topology.State{}, b, t0); len(d) != 0 {
+	if d := decideState(s, topology.State{}, b, t0); len(d) != 0 {
 		t.Fatalf("a stale vote must not count: %v", d)
 	}
 }
@@ -120,7 +120,7 @@ func TestIsolatedNodeAloneNeverFlips(t *testing.T) {
 	for _, target := range []Target{gw1, gw2, gw3, primary, standby} {
 		vote(b, "c", target, true, 1, t0)
 	}
-	if d := Decide(s, topology.State{}, b, t0); len(d) != 0 {
+	if d := decideState(s, topology.State{}, b, t0); len(d) != 0 {
 		t.Fatalf("an isolated node must not flip: %v", d)
 	}
 }
@@ -150,13 +150,13 @@ func TestFailoverIsSticky(t *testing.T) {
 		vote(b, n, gw2, false, 1, t0)
 		vote(b, n, standby, false, 1, t0)
 	}
-	if d := Decide(s, state, b, t0); len(d) != 0 {
+	if d := decideState(s, state, b, t0); len(d) != 0 {
 		t.Fatalf("failover must be sticky: %v", d)
 	}
 	// The standby fails: the server goes back to the primary.
 	vote(b, "a", standby, true, 2, t0)
 	vote(b, "b", standby, true, 2, t0)
-	d := Decide(s, state, b, t0)
+	d := decideState(s, state, b, t0)
 	if len(d) != 1 || d[0].Key != "server/orders-db" || d[0].Value != 0 {
 		t.Fatalf("when the standby fails the primary takes over: %v", d)
 	}
@@ -170,7 +170,7 @@ func TestNoFlipWhenBothBackendsDown(t *testing.T) {
 		vote(b, n, primary, true, 1, t0)
 		vote(b, n, standby, true, 1, t0)
 	}
-	if d := Decide(s, topology.State{}, b, t0); len(d) != 0 {
+	if d := decideState(s, topology.State{}, b, t0); len(d) != 0 {
 		t.Fatalf("flipping to a dead standby helps nobody: %v", d)
 	}
 }
@@ -185,7 +185,7 @@ func TestGatewaySkipsDownSecondaryToTertiary(t *testing.T) {
 	for _, n := range []string{"a", "c"} {
 		vote(b, n, gw2, true, 2, t0)
 	}
-	d := Decide(s, topology.State{}, b, t0)
+	d := decideState(s, topology.State{}, b, t0)
 	if len(d) != 1 || d[0].Value != 2 {
 		t.Fatalf("want the tertiary, got %v", d)
 	}
@@ -198,7 +198,7 @@ func TestStandbyAddressNeedsALiveHolder(t *testing.T) {
 	vote(b, "a", gw1, true, 1, t0)
 	vote(b, "c", gw1, true, 1, t0)
 	vote(b, "b", gw1, true, 1, t0.Add(-10*time.Second)) // b, holding the secondary, is gone
-	d := Decide(s, topology.State{}, b, t0)
+	d := decideState(s, topology.State{}, b, t0)
 	if len(d) != 1 || d[0].Value != 2 {
 		t.Fatalf("the secondary's holder is gone: want the tertiary (held by live c), got %v", d)
 	}
@@ -217,7 +217,7 @@ func TestFlappingTargetFlipsOnlyOnQuorum(t *testing.T) {
 		// a and b disagree and alternate: never two down votes at once.
 		vote(b, "a", primary, i%2 == 0, uint64(i+1), now)
 		vote(b, "b", primary, i%2 == 1, uint64(i+1), now)
-		flips += len(Decide(s, topology.State{}, b, now))
+		flips += len(decideState(s, topology.State{}, b, now))
 	}
 	if flips != 0 {
 		t.Fatalf("alternating single votes must never flip, got %d", flips)
@@ -254,4 +254,22 @@ func TestApply(t *testing.T) {
 	if st.ActiveGateway["eastus2"] != 2 || !st.FailedOver["orders-db"] || len(st.FailedOver) != 1 || len(st.ActiveGateway) != 1 {
 		t.Fatalf("state %+v", st)
 	}
+}
+
+// decideState decides without roles from the decisions a state implies.
+func decideState(s *topology.Snapshot, state topology.State, b *Ballot, now time.Time) []Decision {
+	return Decide(Situation{Snapshot: s, Decisions: decisionsOf(state), Ballot: b, Now: now})
+}
+
+func decisionsOf(state topology.State) map[string]Decision {
+	out := map[string]Decision{}
+	for r, v := range state.ActiveGateway {
+		out["region/"+r] = Decision{Key: "region/" + r, Value: v}
+	}
+	for name, on := range state.FailedOver {
+		if on {
+			out[ServerKey(name)] = Decision{Key: ServerKey(name), Value: 1}
+		}
+	}
+	return out
 }

@@ -23,6 +23,18 @@ var (
 		Namespace: "pgplane", Subsystem: "cluster", Name: "flips_total",
 		Help: "Failover decisions made by this node: kind server or region, by quorum or operator.",
 	}, []string{"kind", "by"})
+	backendRole = promauto.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: "pgplane", Subsystem: "cluster", Name: "backend_role",
+		Help: "1 for the role this node's probe last learned of a backend (primary, standby, unknown).",
+	}, []string{"target", "role"})
+	promotionsTotal = promauto.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "pgplane", Subsystem: "cluster", Name: "promotions_total",
+		Help: "Standbys this node promoted under pgplane.promote auto, by result (ok, failed).",
+	}, []string{"result"})
+	alarms = promauto.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: "pgplane", Subsystem: "cluster", Name: "alarm",
+		Help: "1 while an HA server is in an alarm state: split_brain (both backends claim to be primary) or fenced_primary.",
+	}, []string{"server", "kind"})
 	members = promauto.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: "pgplane", Subsystem: "cluster", Name: "members",
 		Help: "Configured members by gossip state as this node sees them: alive, suspect, dead, absent.",
@@ -54,6 +66,24 @@ func observeProbe(t Target, up bool) {
 		result = "up"
 	}
 	probesTotal.WithLabelValues(targetKind(t), result).Inc()
+}
+
+// observeRole records the role a probe learned.
+func observeRole(t Target, r Role) {
+	for _, role := range []Role{RolePrimary, RoleStandby, RoleUnknown} {
+		v := 0.0
+		if role == r {
+			v = 1
+		}
+		backendRole.WithLabelValues(string(t), string(roleOrUnknown(role))).Set(v)
+	}
+}
+
+func roleOrUnknown(r Role) Role {
+	if r == RoleUnknown {
+		return "unknown"
+	}
+	return r
 }
 
 // observeGossip records the members' states and memberlist's health.

@@ -56,7 +56,10 @@ type Config struct {
 	// StateDir, when set, keeps the failover decisions on disk, so that a
 	// failover stays in force through a restart of every node (C4).
 	StateDir string
-	Logger   zerolog.Logger
+	// Monitor is the role backends' roles are probed with (C6); nil: none,
+	// and HA servers without Patroni endpoints fail over on liveness alone.
+	Monitor *Monitor
+	Logger  zerolog.Logger
 }
 
 // Defaults, chosen so that a dead target is flipped on every node within
@@ -97,6 +100,11 @@ type Node struct {
 	seq       uint64
 	failures  map[Target]int
 	down      map[Target]bool
+	roles     map[Target]Role   // this node's probes' view of backends' roles
+	roleErrs  map[Target]string // the last role probe error, logged once
+	downSince map[Target]time.Time
+	alarms    map[string]Alarm // by server and kind
+	prober    *roleProber
 
 	stop chan struct{}
 	done sync.WaitGroup
@@ -153,6 +161,11 @@ func New(cfg Config, hooks Hooks) (*Node, error) {
 		decisions: map[string]Decision{},
 		failures:  map[Target]int{},
 		down:      map[Target]bool{},
+		roles:     map[Target]Role{},
+		roleErrs:  map[Target]string{},
+		downSince: map[Target]time.Time{},
+		alarms:    map[string]Alarm{},
+		prober:    newRoleProber(cfg.Monitor, cfg.ProbeTimeout),
 		stop:      make(chan struct{}),
 	}
 	if err := n.loadDecisions(); err != nil {
@@ -199,6 +212,7 @@ func (n *Node) Stop() {
 	n.done.Wait()
 	n.ml.Leave(time.Second)
 	n.ml.Shutdown()
+	n.prober.close()
 }
 
 func (n *Node) join() {
@@ -242,26 +256,43 @@ func (n *Node) every(interval time.Duration, f func()) {
 	}
 }
 
-// probeAll probes every target at once and updates this node's down set.
+// probeResult is what one probe learned.
+type probeResult struct {
+	up      bool
+	role    Role
+	roleErr error
+}
+
+// probeAll probes every target at once and updates this node's down set
+// and the roles of the backends it sees up.
 func (n *Node) probeAll() {
 	targets := n.targets(n.hooks.Snapshot())
-	results := make([]bool, len(targets))
+	results := make([]probeResult, len(targets))
 	var wg sync.WaitGroup
 	for i, t := range targets {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			results[i] = probe(t.addr, t.postgres, n.cfg.ProbeTimeout)
+			r := &results[i]
+			if r.up = probe(t.addr, t.postgres, n.cfg.ProbeTimeout); r.up && t.postgres {
+				r.role, r.roleErr = n.prober.role(t.addr, t.patroni, n.cfg.ProbeTimeout)
+			}
 		}()
 	}
 	wg.Wait()
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	seen := map[Target]bool{}
+	probed := map[string]bool{}
 	for i, t := range targets {
 		seen[t.id] = true
-		observeProbe(t.id, results[i])
-		if results[i] {
+		probed[t.addr] = true
+		r := results[i]
+		observeProbe(t.id, r.up)
+		if t.postgres {
+			n.observeRoleLocked(t, r)
+		}
+		if r.up {
 			targetUp.WithLabelValues(string(t.id)).Set(1)
 			if n.down[t.id] {
 				n.cfg.Logger.Info().Str("target", string(t.id)).Msg("probe: target is up again")
@@ -281,15 +312,42 @@ func (n *Node) probeAll() {
 		if !seen[id] {
 			delete(n.failures, id)
 			delete(n.down, id)
+			delete(n.roles, id)
+			delete(n.roleErrs, id)
 			targetUp.DeleteLabelValues(string(id))
 		}
 	}
+	n.prober.forget(probed)
+}
+
+// observeRoleLocked keeps the role a backend probe learned, logging a
+// change of role and each new kind of role probe failure once.
+func (n *Node) observeRoleLocked(t probeTarget, r probeResult) {
+	if !r.up {
+		return // a backend down has no role; its last one is kept for the log
+	}
+	if old, ok := n.roles[t.id]; !ok || old != r.role {
+		if r.role != RoleUnknown {
+			n.cfg.Logger.Info().Str("target", string(t.id)).Str("address", t.addr).Str("role", string(r.role)).Str("was", string(roleOrUnknown(old))).Msg("probe: backend role")
+		}
+		n.roles[t.id] = r.role
+	}
+	observeRole(t.id, r.role)
+	msg := ""
+	if r.roleErr != nil {
+		msg = r.roleErr.Error()
+	}
+	if msg != n.roleErrs[t.id] && msg != "" {
+		n.cfg.Logger.Error().Str("target", string(t.id)).Str("address", t.addr).Str("error", msg).Msg("probe: cannot learn the backend's role")
+	}
+	n.roleErrs[t.id] = msg
 }
 
 type probeTarget struct {
 	id       Target
 	addr     string
-	postgres bool // a backend: expect an answer to an SSLRequest
+	postgres bool   // a backend: expect an answer to an SSLRequest
+	patroni  string // a backend's Patroni endpoint, if it has one
 }
 
 // targets are every HA server's backends and every region's active gateway
@@ -302,8 +360,8 @@ func (n *Node) targets(s *topology.Snapshot) []probeTarget {
 			continue
 		}
 		out = append(out,
-			probeTarget{BackendTarget(name, false), si.Server.Backends.Primary, true},
-			probeTarget{BackendTarget(name, true), si.Server.Backends.Standby, true})
+			probeTarget{BackendTarget(name, false), si.Server.Backends.Primary, true, si.Failover.Patroni[0]},
+			probeTarget{BackendTarget(name, true), si.Server.Backends.Standby, true, si.Failover.Patroni[1]})
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -312,7 +370,7 @@ func (n *Node) targets(s *topology.Snapshot) []probeTarget {
 		if port == 0 {
 			port = uint16(n.cfg.GatewayPort)
 		}
-		out = append(out, probeTarget{GatewayTarget(name, r.Active), netip.AddrPortFrom(r.Active, port).String(), false})
+		out = append(out, probeTarget{id: GatewayTarget(name, r.Active), addr: netip.AddrPortFrom(r.Active, port).String()})
 	}
 	return out
 }
@@ -347,6 +405,16 @@ func (n *Node) sendVotes() {
 	for t := range n.down {
 		v.Down = append(v.Down, t)
 	}
+	for t, r := range n.roles {
+		switch {
+		case n.down[t] || n.failures[t] > 0:
+			// Not up now: a role learned before does not count.
+		case r == RolePrimary:
+			v.Primary = append(v.Primary, t)
+		case r == RoleStandby:
+			v.Standby = append(v.Standby, t)
+		}
+	}
 	n.ballot.Record(v, time.Now())
 	n.mu.Unlock()
 	n.sendAll(encode(msgVotes, v))
@@ -371,13 +439,15 @@ func (n *Node) sendAll(msg []byte) {
 	}
 }
 
-// decide makes the decisions the ballot calls for and applies them.
+// decide makes the decisions the ballot calls for and applies them: flips
+// and fences are in force at once; a promotion is run by this node.
 func (n *Node) decide() {
 	snap := n.hooks.Snapshot()
 	n.mu.Lock()
 	now := time.Now()
+	n.trackDownSinceLocked(snap, now)
 	var made []Decision
-	for _, d := range Decide(snap, Apply(snap, n.decisions), n.ballot, now) {
+	for _, d := range Decide(Situation{Snapshot: snap, Decisions: n.decisions, Ballot: n.ballot, Now: now, DownSince: n.downSince, Roles: n.cfg.Monitor != nil}) {
 		d.Version = n.clock.Next()
 		n.decisions[d.Key] = d
 		made = append(made, d)
@@ -387,16 +457,99 @@ func (n *Node) decide() {
 		n.saveDecisionsLocked()
 		state = Apply(snap, n.decisions)
 	}
+	raised, cleared := n.updateAlarmsLocked(snap, now)
 	n.mu.Unlock()
 	for _, d := range made {
-		kind, _, _ := cut(d.Key)
-		flipsTotal.WithLabelValues(kind, "quorum").Inc()
-		n.cfg.Logger.Warn().Str("decision", d.Key).Int("value", d.Value).Str("reason", d.Reason).Msg("cluster: failover")
+		kind, name, _ := cut(d.Key)
+		switch kind {
+		case "promote":
+			n.cfg.Logger.Warn().Str("decision", d.Key).Str("reason", d.Reason).Msg("cluster: promoting the standby")
+			go n.promote(snap.Servers[name], d.Value == 1)
+		case "fence":
+			n.cfg.Logger.Warn().Str("decision", d.Key).Int("value", d.Value).Str("reason", d.Reason).Msg("cluster: fence")
+		default:
+			flipsTotal.WithLabelValues(kind, "quorum").Inc()
+			n.cfg.Logger.Warn().Str("decision", d.Key).Int("value", d.Value).Str("reason", d.Reason).Msg("cluster: failover")
+		}
 		n.spread(encode(msgDecision, d))
 	}
+	n.logAlarms(raised, cleared)
 	if len(made) > 0 {
 		n.hooks.Apply(state)
 	}
+}
+
+// trackDownSinceLocked notes when a quorum began to see each HA server's
+// backend down, for pgplane.promote's grace.
+func (n *Node) trackDownSinceLocked(snap *topology.Snapshot, now time.Time) {
+	for t := range n.downSince {
+		if !n.ballot.IsDown(t, now) {
+			delete(n.downSince, t)
+		}
+	}
+	for name, si := range snap.Servers {
+		if !si.Server.HighAvailability {
+			continue
+		}
+		for _, t := range []Target{BackendTarget(name, false), BackendTarget(name, true)} {
+			if _, ok := n.downSince[t]; !ok && n.ballot.IsDown(t, now) {
+				n.downSince[t] = now
+			}
+		}
+	}
+}
+
+// updateAlarmsLocked recomputes the alarms and returns those raised and
+// cleared since the last time.
+func (n *Node) updateAlarmsLocked(snap *topology.Snapshot, now time.Time) (raised, cleared []Alarm) {
+	current := map[string]Alarm{}
+	for _, a := range Alarms(snap, n.decisions, n.ballot, now) {
+		key := a.Server + "/" + a.Kind
+		current[key] = a
+		if _, ok := n.alarms[key]; !ok {
+			raised = append(raised, a)
+		}
+	}
+	for key, a := range n.alarms {
+		if _, ok := current[key]; !ok {
+			cleared = append(cleared, a)
+		}
+	}
+	n.alarms = current
+	return raised, cleared
+}
+
+// logAlarms reports alarms loudly when they are raised and once when they
+// clear, and keeps the alarm metric.
+func (n *Node) logAlarms(raised, cleared []Alarm) {
+	for _, a := range raised {
+		alarms.WithLabelValues(a.Server, a.Kind).Set(1)
+		n.cfg.Logger.Error().Str("server", a.Server).Str("alarm", a.Kind).Msg(a.Message)
+	}
+	for _, a := range cleared {
+		alarms.WithLabelValues(a.Server, a.Kind).Set(0)
+		n.cfg.Logger.Warn().Str("server", a.Server).Str("alarm", a.Kind).Msg("cluster: alarm cleared: " + a.Message)
+	}
+}
+
+// promoteTimeout bounds a promotion request; pg_promote(false) returns
+// at once, and the role probes see the promotion take.
+const promoteTimeout = 5 * time.Second
+
+// promote asks an HA server's backend to end recovery.
+func (n *Node) promote(si *topology.ServerInfo, standby bool) {
+	if si == nil {
+		return
+	}
+	addr := backendAddr(si, standby)
+	log := n.cfg.Logger.With().Str("server", si.Server.Name).Str("backend", addr).Logger()
+	if err := n.prober.promote(addr, promoteTimeout); err != nil {
+		promotionsTotal.WithLabelValues("failed").Inc()
+		log.Error().Err(err).Msg("cluster: promotion failed; another node tries again if it stays in recovery")
+		return
+	}
+	promotionsTotal.WithLabelValues("ok").Inc()
+	log.Warn().Msg("cluster: promotion requested (pg_promote); the name moves once a quorum sees it primary")
 }
 
 // takeDecision merges a decision from another node: the newest version of
@@ -413,7 +566,7 @@ func (n *Node) takeDecision(d Decision) {
 	n.saveDecisionsLocked()
 	state := Apply(n.hooks.Snapshot(), n.decisions)
 	n.mu.Unlock()
-	n.cfg.Logger.Warn().Str("decision", d.Key).Int("value", d.Value).Str("by", d.Version.Node).Str("reason", d.Reason).Msg("cluster: failover decided by a peer")
+	n.cfg.Logger.Warn().Str("decision", d.Key).Int("value", d.Value).Str("by", d.Version.Node).Str("reason", d.Reason).Msg("cluster: decision by a peer")
 	n.hooks.Apply(state)
 }
 
@@ -603,11 +756,16 @@ func contains(list []string, s string) bool {
 
 // Status is a node's view of the cluster, for `pgplanectl cluster show`.
 type Status struct {
-	Node      string              `json:"node"`
-	Members   []MemberStatus      `json:"members"`
-	Quorum    int                 `json:"quorum"`
-	Down      map[Target][]string `json:"down"` // target -> the members that see it down now
-	Decisions []Decision          `json:"decisions"`
+	Node    string              `json:"node"`
+	Members []MemberStatus      `json:"members"`
+	Quorum  int                 `json:"quorum"`
+	Down    map[Target][]string `json:"down"` // target -> the members that see it down now
+	// Roles are the backends' roles as each member whose votes count sees
+	// them (C6): target -> member -> role.
+	Roles     map[Target]map[string]Role `json:"roles,omitempty"`
+	Decisions []Decision                 `json:"decisions"`
+	// Alarms are conditions an operator must act on, such as a split brain.
+	Alarms []Alarm `json:"alarms,omitempty"`
 }
 
 // MemberStatus is one configured member as this node sees it.
@@ -643,6 +801,21 @@ func (n *Node) Status() Status {
 			}
 		}
 	}
+	st.Roles = map[Target]map[string]Role{}
+	for name, si := range n.hooks.Snapshot().Servers {
+		if !si.Server.HighAvailability {
+			continue
+		}
+		for _, t := range []Target{BackendTarget(name, false), BackendTarget(name, true)} {
+			if r := n.ballot.Roles(t, now); len(r) > 0 {
+				st.Roles[t] = r
+			}
+		}
+	}
+	for _, a := range n.alarms {
+		st.Alarms = append(st.Alarms, a)
+	}
+	sort.Slice(st.Alarms, func(i, j int) bool { return st.Alarms[i].Server+st.Alarms[i].Kind < st.Alarms[j].Server+st.Alarms[j].Kind })
 	for _, d := range n.decisions {
 		st.Decisions = append(st.Decisions, d)
 	}
@@ -653,15 +826,22 @@ func (n *Node) Status() Status {
 // ErrTargetDown refuses an operator's move to a target a quorum sees down.
 var ErrTargetDown = errors.New("target is down")
 
+// ErrRoleRefused refuses an operator's move of an HA server's name to a
+// standby in recovery, or to a fenced backend without the override (C6).
+var ErrRoleRefused = errors.New("refused by the backends' roles")
+
 // Operate records an operator's decision (a planned failover or a
 // failback) as a new version, after checking that a quorum does not see the
-// new target down, and spreads it to every node (C4).
-func (n *Node) Operate(key string, value int, reason string) (Decision, error) {
+// new target down, and spreads it to every node (C4). For an HA server
+// whose roles are known the target must not be a standby in recovery, and
+// a fenced target is refused unless acceptSplitBrain (C6).
+func (n *Node) Operate(key string, value int, reason string, acceptSplitBrain bool) (Decision, error) {
 	snap := n.hooks.Snapshot()
 	kind, name, _ := cut(key)
 	n.mu.Lock()
 	now := time.Now()
 	var target Target
+	var also []Decision
 	switch kind {
 	case "region":
 		r := snap.Regions[name]
@@ -681,6 +861,13 @@ func (n *Node) Operate(key string, value int, reason string) (Decision, error) {
 			return Decision{}, fmt.Errorf("server %q is not a high-availability server", name)
 		}
 		target = BackendTarget(name, value == 1)
+		if n.cfg.Monitor != nil || si.Failover.Patroni[0] != "" {
+			var err error
+			if also, err = n.checkRoleMoveLocked(si, value, acceptSplitBrain, now); err != nil {
+				n.mu.Unlock()
+				return Decision{}, err
+			}
+		}
 	default:
 		n.mu.Unlock()
 		return Decision{}, fmt.Errorf("unknown decision key %q", key)
@@ -690,15 +877,49 @@ func (n *Node) Operate(key string, value int, reason string) (Decision, error) {
 		return Decision{}, fmt.Errorf("%w: %d of %d members see %s down", ErrTargetDown, down, len(n.ballot.Members()), target)
 	}
 	d := Decision{Key: key, Value: value, Reason: reason, Version: n.clock.Next()}
-	n.decisions[key] = d
+	made := []Decision{d}
+	for _, a := range also {
+		a.Version = n.clock.Next()
+		made = append(made, a)
+	}
+	for _, m := range made {
+		n.decisions[m.Key] = m
+	}
 	n.saveDecisionsLocked()
 	state := Apply(snap, n.decisions)
 	n.mu.Unlock()
 	flipsTotal.WithLabelValues(kind, "operator").Inc()
-	n.cfg.Logger.Warn().Str("decision", key).Int("value", value).Str("reason", reason).Msg("cluster: operator decision")
-	n.spread(encode(msgDecision, d))
+	for _, m := range made {
+		n.cfg.Logger.Warn().Str("decision", m.Key).Int("value", m.Value).Str("reason", m.Reason).Msg("cluster: operator decision")
+		n.spread(encode(msgDecision, m))
+	}
 	n.hooks.Apply(state)
 	return d, nil
+}
+
+// checkRoleMoveLocked checks an operator's move of an HA server's name to
+// backend value against the roles (C6), and returns the fence decisions
+// that go with it: with acceptSplitBrain a fenced target is unfenced, and
+// the backend left behind is fenced if it claims to be primary.
+func (n *Node) checkRoleMoveLocked(si *topology.ServerInfo, value int, acceptSplitBrain bool, now time.Time) ([]Decision, error) {
+	name := si.Server.Name
+	to, from := value == 1, value != 1
+	switch seen := n.ballot.Seen(BackendTarget(name, to), now); {
+	case seen == SeenStandby:
+		return nil, fmt.Errorf("%w: the %s backend of %s (%s) is a standby in recovery, and the name follows the primary; promote it (SELECT pg_promote()), or let pgplane.promote auto do it, and the name moves by itself",
+			ErrRoleRefused, backendName(to), name, backendAddr(si, to))
+	case Fenced(n.decisions, name) == value && !acceptSplitBrain:
+		return nil, fmt.Errorf("%w: the %s backend of %s (%s) is fenced: it went down as the primary after a failover and may have diverged from the %s backend; rebuild it as a standby of the current primary, or pass --accept-split-brain to route to it anyway and lose to clients every write made on the %s backend since the failover",
+			ErrRoleRefused, backendName(to), name, backendAddr(si, to), backendName(from), backendName(from))
+	}
+	var also []Decision
+	if Fenced(n.decisions, name) == value {
+		also = append(also, Decision{Key: FenceKey(name), Value: -1, Reason: fmt.Sprintf("operator override (--accept-split-brain): the %s backend is no longer fenced", backendName(to))})
+	}
+	if n.ballot.Seen(BackendTarget(name, from), now) == SeenPrimary {
+		also = append(also, Decision{Key: FenceKey(name), Value: backendIndex(from), Reason: fmt.Sprintf("the operator moved the name away from the %s backend while it claims to be primary: fenced until it runs as a standby", backendName(from))})
+	}
+	return also, nil
 }
 
 // Joined reports whether the node is in touch with the cluster: it sees

@@ -157,7 +157,7 @@ func TestDecisionsSurviveARestart(t *testing.T) {
 			server = name
 		}
 	}
-	if _, err := n.Operate("server/"+server, 1, "test failover"); err != nil {
+	if _, err := n.Operate("server/"+server, 1, "test failover", false); err != nil {
 		t.Fatal(err)
 	}
 	n.Stop()

@@ -207,10 +207,16 @@ func (g *Gateway) SetCertificate(c tls.Certificate) {
 // Start opens the listeners of the active addresses.
 func (g *Gateway) Start() error { return g.reconcile() }
 
-// Update swaps in a new snapshot: new connections see it at once, and the
-// listeners follow the regions' active addresses (G1).
+// Update swaps in a new snapshot: new connections see it at once, the
+// listeners follow the regions' active addresses (G1), and connections to
+// a backend that is no longer their server's (a failover, or a changed
+// backend address) are closed, so that their clients reconnect to the new
+// one rather than write into an old primary or a read-only standby (C6).
 func (g *Gateway) Update(s *topology.Snapshot) error {
 	g.snapshot.Store(s)
+	if n := g.sessions.closeMoved(s); n > 0 {
+		g.cfg.Logger.Warn().Int("connections", n).Msg("gateway: closed the connections to backends their servers moved away from")
+	}
 	return g.reconcile()
 }
 
@@ -290,10 +296,18 @@ func (g *Gateway) Stop() {
 // backendTLSConfig is the TLS configuration of a connection to a backend
 // on host, or nil when backend TLS is disabled (G7).
 func (g *Gateway) backendTLSConfig(host string) *tls.Config {
-	if g.cfg.BackendTLS == BackendTLSDisable {
+	return BackendTLSConfig(g.cfg.BackendTLS, g.cfg.BackendRootCAs, host)
+}
+
+// BackendTLSConfig is the TLS configuration of a connection to a backend on
+// host under a backend TLS mode, or nil for BackendTLSDisable. The cluster's
+// monitoring connections use it too, so that they reach the backends as the
+// gateway does.
+func BackendTLSConfig(mode BackendTLS, roots *x509.CertPool, host string) *tls.Config {
+	if mode == BackendTLSDisable {
 		return nil
 	}
-	return &tls.Config{ServerName: host, RootCAs: g.cfg.BackendRootCAs, InsecureSkipVerify: g.cfg.BackendTLS == BackendTLSRequire, // #nosec G402 -- "require" is libpq's sslmode=require: encrypted, not verified
+	return &tls.Config{ServerName: host, RootCAs: roots, InsecureSkipVerify: mode != BackendTLSVerifyFull, // #nosec G402 -- "require" is libpq's sslmode=require: encrypted, not verified
 		// Classical key exchange only: Go's default hybrid X25519MLKEM768 key
 		// share costs ~10% of a new connection's CPU, and PostgreSQL built
 		// with OpenSSL 3.0 (Debian 12) cannot use it. The client-facing leg
@@ -362,10 +376,44 @@ type sessionTable struct {
 	mu      sync.Mutex
 	keys    map[cancelKey]backendKey
 	conns   map[net.Conn]struct{}
+	proxied map[*session]struct{} // sessions copying to a backend
 }
 
 func newSessionTable(node uint8) *sessionTable {
-	return &sessionTable{node: node, keys: map[cancelKey]backendKey{}, conns: map[net.Conn]struct{}{}}
+	return &sessionTable{node: node, keys: map[cancelKey]backendKey{}, conns: map[net.Conn]struct{}{}, proxied: map[*session]struct{}{}}
+}
+
+// startProxy registers a session that copies to its backend.
+func (t *sessionTable) startProxy(s *session) {
+	t.mu.Lock()
+	t.proxied[s] = struct{}{}
+	t.mu.Unlock()
+}
+
+func (t *sessionTable) endProxy(s *session) {
+	t.mu.Lock()
+	delete(t.proxied, s)
+	t.mu.Unlock()
+}
+
+// closeMoved closes the proxied sessions whose server's backend under snap
+// is not the one they copy to, and returns how many.
+func (t *sessionTable) closeMoved(snap *topology.Snapshot) int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := 0
+	for s := range t.proxied {
+		si := snap.Servers[s.server]
+		if si != nil && si.Backend == s.backendAddr {
+			continue
+		}
+		s.moved.Store(true)
+		closeNow(s.backend)
+		closeNow(s.raw)
+		delete(t.proxied, s)
+		n++
+	}
+	return n
 }
 
 // newKey registers a backend key and returns the key to hand the client.
@@ -402,6 +450,16 @@ func (t *sessionTable) untrack(c net.Conn) {
 	t.mu.Lock()
 	delete(t.conns, c)
 	t.mu.Unlock()
+}
+
+// closeNow closes a connection's socket without the TLS close_notify, which
+// could wait on a peer that does not read.
+func closeNow(c net.Conn) {
+	if tc, ok := c.(*tls.Conn); ok {
+		tc.NetConn().Close()
+		return
+	}
+	c.Close()
 }
 
 func (t *sessionTable) closeAll() {

@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pgplane/pgplane/pgwire"
@@ -57,6 +58,13 @@ type session struct {
 	reason   string
 	bytesIn  int64 // client to backend, after the startup phase
 	bytesOut int64
+
+	// backend and backendAddr are the backend connection of a proxied
+	// session; moved is set when the gateway closed it because its server's
+	// backend changed.
+	backend     net.Conn
+	backendAddr string
+	moved       atomic.Bool
 }
 
 // serve runs one connection to its end and logs it once (G9).
@@ -613,7 +621,19 @@ func (s *session) serveBackend(si *topology.ServerInfo, backend net.Conn, br *bu
 	s.decision = decisionProxied
 	s.raw.SetDeadline(time.Time{})
 	backend.SetDeadline(time.Time{})
-	return s.copy(backend, br)
+	s.backend, s.backendAddr = backend, si.Backend
+	s.g.sessions.startProxy(s)
+	defer s.g.sessions.endProxy(s)
+	if cur := s.g.snapshot.Load().Servers[si.Server.Name]; cur == nil || cur.Backend != si.Backend {
+		// The server moved while this session logged in.
+		s.reason = "closed: the server's backend changed (failover) while it logged in"
+		return nil
+	}
+	err := s.copy(backend, br)
+	if s.moved.Load() {
+		s.reason = "closed: the server's backend changed (failover); the client reconnects to the new one"
+	}
+	return err
 }
 
 // sameCertificate reports whether the backend's leaf certificate is the one

@@ -2,13 +2,10 @@ package gateway
 
 import (
 	"fmt"
-	"net"
 	"sync"
 	"time"
 
 	"github.com/pgplane/pgplane/pgwire"
-
-	"github.com/jackc/pgpassfile"
 )
 
 // secret is what the gateway knows of a role's password: a SCRAM verifier,
@@ -179,23 +176,10 @@ func secretOf(rows [][]*string) secret {
 // the password file (read each time, so a rotated file takes effect).
 func (vc *verifierCache) connect(backend, authRole string) (*pgwire.Client, error) {
 	cfg := vc.g.cfg
-	host, port, err := net.SplitHostPort(backend)
+	c, err := pgwire.ConnectWithPassfile(backend, pgwire.PassfileConfig{Passfile: cfg.AuthPassfile, User: authRole, Database: cfg.AuthDatabase,
+		ApplicationName: "pgplane gateway auth"}, vc.g.backendTLSConfig, cfg.DialTimeout)
 	if err != nil {
-		return nil, err
-	}
-	pf, err := pgpassfile.ReadPassfile(cfg.AuthPassfile)
-	if err != nil {
-		return nil, fmt.Errorf("gateway_auth_user: reading the password file: %w", err)
-	}
-	password := pf.FindPassword(host, port, cfg.AuthDatabase, authRole)
-	if password == "" {
-		return nil, fmt.Errorf("gateway_auth_user: the password file %s has no line for %s:%s:%s:%s", cfg.AuthPassfile, host, port, cfg.AuthDatabase, authRole)
-	}
-	c, err := pgwire.Connect(pgwire.ClientConfig{Addr: backend, TLS: vc.g.backendTLSConfig(host), Timeout: cfg.DialTimeout,
-		User: authRole, Database: cfg.AuthDatabase, Cred: pgwire.PasswordCredentials(authRole, password),
-		ApplicationName: "pgplane gateway auth"})
-	if err != nil {
-		return nil, fmt.Errorf("gateway auth lookup: %w", err)
+		return nil, fmt.Errorf("gateway_auth_user %s: %w", authRole, err)
 	}
 	return c, nil
 }

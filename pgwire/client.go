@@ -272,6 +272,9 @@ func dataRow(p []byte) ([]*string, error) {
 	return row, nil
 }
 
+// SetTimeout changes the bound of each later query.
+func (c *Client) SetTimeout(d time.Duration) { c.timeout = d }
+
 // Close says goodbye (Terminate) and closes the connection.
 func (c *Client) Close() error {
 	c.conn.SetWriteDeadline(time.Now().Add(time.Second))

@@ -69,6 +69,7 @@ func (s *Snapshot) buildAccess() {
 	for _, si := range s.Servers {
 		si.TLS = newTLSPolicy(si.Server.Parameters)
 		si.AuthRole = si.Server.Parameters[ParamAuthRole]
+		si.Failover = newFailoverPolicy(si.Server.Parameters)
 		for _, r := range si.Server.FirewallRules {
 			start, _ := parseIPv4(r.StartIPAddress)
 			end, _ := parseIPv4(r.EndIPAddress)

@@ -85,6 +85,9 @@ type ServerInfo struct {
 	// AuthRole is the server's pgplane.auth_role parameter: the role the
 	// gateway looks verifiers up with; "" means the gateway's default (G7).
 	AuthRole string
+	// Failover is how an HA server fails over: who promotes, and where its
+	// backends' roles come from (C6).
+	Failover FailoverPolicy
 	access   access
 }
 

@@ -529,6 +529,13 @@ func (v *validator) parameters(path, obj string, s *Server) {
 	if lo != "" && hi != "" && tlsRank(lo) >= 0 && tlsRank(hi) >= 0 && tlsRank(hi) < tlsRank(lo) {
 		v.fail("G4", path+".parameters."+ParamSSLMaxProtocolVersion, obj, "parameters."+ParamSSLMaxProtocolVersion, "%s is below ssl_min_protocol_version %s", hi, lo)
 	}
+	v.failoverParameters(path, obj, s)
+}
+
+// ParameterNames returns the server parameters pgplane knows.
+func ParameterNames() []string {
+	return []string{ParamRequireSecureTransport, ParamSSLMinProtocolVersion, ParamSSLMaxProtocolVersion, ParamAuthRole,
+		ParamPromote, ParamPromoteGrace, ParamPatroniPrimary, ParamPatroniStandby}
 }
 
 // ParameterProblem checks one server parameter; it returns "" when the name is
@@ -548,7 +555,10 @@ func ParameterProblem(name, value string) string {
 			return fmt.Sprintf("%q is not a role name (1 to 63 letters, digits, _, $ or -, not starting with a digit or $)", value)
 		}
 	default:
-		return fmt.Sprintf("unknown parameter %q; pgplane knows %s, %s, %s and %s", name, ParamRequireSecureTransport, ParamSSLMinProtocolVersion, ParamSSLMaxProtocolVersion, ParamAuthRole)
+		if problem, ok := failoverParameterProblem(name, value); ok {
+			return problem
+		}
+		return fmt.Sprintf("unknown parameter %q; pgplane knows %s", name, strings.Join(ParameterNames(), ", "))
 	}
 	return ""
 }

@@ -111,6 +111,7 @@ var knownProperties = []string{"ttl", "reload", "ns", "gateway", "gateway_tls", 
 	"gateway_max_connections", "gateway_handshake_timeout", "gateway_trusted_proxies", "node_id",
 	"cluster_name", "cluster_members", "cluster_bind", "cluster_advertise", "cluster_join", "cluster_key_file",
 	"cluster_dev", "cluster_probe_interval", "cluster_probe_timeout", "cluster_fail_after", "cluster_gateway_port",
+	"cluster_monitor_user",
 	"admin", "admin_token_file", "admin_tls", "state", "state_tombstone_ttl"}
 
 // checkCorefile checks a Corefile's pgplane blocks without starting
@@ -211,6 +212,20 @@ func checkCorefile(path string) (problems []string, summary []string) {
 			}
 			if len(members) == 2 {
 				summary = append(summary, "warning: two cluster members: a flip needs both; add a witness (C3)")
+			}
+			// Backends' roles (C6): cluster_monitor_user, else the auth role.
+			switch monitor, auth := b.props["cluster_monitor_user"], b.props["gateway_auth_user"]; {
+			case len(monitor) == 1 || len(monitor) > 3:
+				fail("cluster_monitor_user", "cluster_monitor_user: want ROLE PASSWORD_FILE [DATABASE]")
+			case len(monitor) >= 2:
+				if _, err := os.ReadFile(rel(monitor[1])); err != nil {
+					fail("cluster_monitor_user", "cluster_monitor_user: the password file: %v", err)
+				}
+				summary = append(summary, "cluster: probes backends' roles as "+monitor[0])
+			case len(auth) >= 2:
+				summary = append(summary, "cluster: probes backends' roles as "+auth[0]+" (gateway_auth_user)")
+			default:
+				summary = append(summary, "warning: no cluster_monitor_user or gateway_auth_user: HA servers without Patroni endpoints fail over on liveness alone (C6)")
 			}
 			summary = append(summary, fmt.Sprintf("cluster: node %s of %s, gossip on %s", name, strings.Join(members, " "), bind[0]))
 		}

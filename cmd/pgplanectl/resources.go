@@ -24,6 +24,8 @@ type command struct {
 	// flags lists the flags: name, then help. A help beginning with "*"
 	// marks a required flag.
 	flags [][2]string
+	// switches are boolean flags (name, help); a set one is "true" in flags.
+	switches [][2]string
 	// request turns the flags into a call. It may call the API itself
 	// first (an update reads the object it changes).
 	request func(c *common, f flags) (method, path string, body any, err error)
@@ -258,10 +260,16 @@ func init() {
 		if m.noun == "region" && m.verb == "failover" {
 			c.flags = append(c.flags, [2]string{"to", "the gateway address to activate (default: the next one)"})
 		}
+		if m.noun == "server" {
+			c.switches = [][2]string{{"accept-split-brain", "route to a fenced backend that went down as the primary after a failover; the writes made on the other backend since then are lost to clients"}}
+		}
 		c.request = func(_ *common, f flags) (string, string, any, error) {
 			var body any
-			if f.has("to") {
+			switch {
+			case f.has("to"):
 				body = api.RegionMove{To: f["to"]}
+			case f.has("accept-split-brain"):
+				body = api.ServerMove{AcceptSplitBrain: true}
 			}
 			return http.MethodPost, "/v1/" + m.noun + "s/" + pathEscape(f["name"]) + "/" + m.verb, body, nil
 		}
@@ -529,6 +537,10 @@ func runResource(name string, args []string, stdin *os.File, stdout, stderr io.W
 		// az spells it --server-name.
 		fs.StringVar(values["server"], "server-name", "", "server name (as --server)")
 	}
+	switches := map[string]*bool{}
+	for _, sw := range cmd.switches {
+		switches[sw[0]] = fs.Bool(sw[0], false, sw[1])
+	}
 	yes := false
 	if cmd.confirm != nil {
 		fs.BoolVar(&yes, "yes", false, "do not ask for confirmation")
@@ -548,6 +560,11 @@ func runResource(name string, args []string, stdin *os.File, stdout, stderr io.W
 	f := flags{}
 	for k, v := range values {
 		f[k] = *v
+	}
+	for k, v := range switches {
+		if *v {
+			f[k] = "true"
+		}
 	}
 	for _, fl := range cmd.flags {
 		if strings.HasPrefix(fl[1], "*") && !f.has(fl[0]) && !(fl[0] == "name" && f.has("virtual-network")) {

@@ -1,6 +1,7 @@
 package pgplane
 
 import (
+	"crypto/tls"
 	"fmt"
 	"net/netip"
 	"os"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/pgplane/pgplane/cluster"
+	"github.com/pgplane/pgplane/gateway"
 	"github.com/pgplane/pgplane/topology"
 
 	"github.com/coredns/caddy"
@@ -27,6 +29,9 @@ type clusterOptions struct {
 	timeout   time.Duration
 	failAfter int
 	gwPort    int
+	// monitor: the role backends' roles are probed with (C6); by default
+	// the gateway's auth role.
+	monitorRole, monitorFile, monitorDB string
 }
 
 // parseClusterProperty reads one cluster property; it reports false when
@@ -66,6 +71,17 @@ func parseClusterProperty(c *caddy.Controller, o *clusterOptions) (bool, error) 
 		o.failAfter, err = strconv.Atoi(oneArg(args))
 	case "cluster_gateway_port":
 		o.gwPort, err = strconv.Atoi(oneArg(args))
+	case "cluster_monitor_user":
+		if len(args) < 2 || len(args) > 3 {
+			return true, c.Errf("cluster_monitor_user: want ROLE PASSWORD_FILE [DATABASE]")
+		}
+		if problem := topology.ParameterProblem(topology.ParamAuthRole, args[0]); problem != "" {
+			return true, c.Errf("cluster_monitor_user: %s", problem)
+		}
+		o.monitorRole, o.monitorFile = args[0], args[1]
+		if len(args) == 3 {
+			o.monitorDB = args[2]
+		}
 	default:
 		return true, c.Errf("unknown property %q", name)
 	}
@@ -104,6 +120,14 @@ func (p *PGPlane) newCluster(o clusterOptions, g gatewayOptions) error {
 	case len(g.listen) > 0:
 		cfg.GatewayPort = int(netip.MustParseAddrPort(g.listen[0]).Port())
 	}
+	monitor, err := p.monitor(o, g)
+	if err != nil {
+		return err
+	}
+	cfg.Monitor = monitor
+	if monitor == nil && hasHAServers(p.answers.Load().snap) {
+		cfg.Logger.Warn().Msg("cluster: no monitoring role (cluster_monitor_user, or gateway_auth_user): HA servers without Patroni endpoints fail over on liveness alone, and may be moved to a standby still in recovery")
+	}
 	if o.keyFile != "" {
 		key, err := os.ReadFile(resolve(p.base, o.keyFile))
 		if err != nil {
@@ -129,6 +153,41 @@ func (p *PGPlane) newCluster(o clusterOptions, g gatewayOptions) error {
 	}
 	p.cluster = n
 	return nil
+}
+
+// monitor is the monitoring role of cluster_monitor_user, or else of
+// gateway_auth_user; nil when neither is set.
+func (p *PGPlane) monitor(o clusterOptions, g gatewayOptions) (*cluster.Monitor, error) {
+	m := &cluster.Monitor{User: o.monitorRole, Passfile: o.monitorFile, Database: o.monitorDB}
+	directive := "cluster_monitor_user"
+	if m.User == "" {
+		m.User, m.Passfile, m.Database, directive = g.authRole, g.authFile, g.authDB, "gateway_auth_user"
+	}
+	if m.User == "" {
+		return nil, nil
+	}
+	if m.Database == "" {
+		m.Database = gateway.DefaultAuthDatabase
+	}
+	m.Passfile = resolve(p.base, m.Passfile)
+	if _, err := os.Stat(m.Passfile); err != nil {
+		return nil, fmt.Errorf("%s: the password file: %w", directive, err)
+	}
+	roots, err := backendRoots(p.base, g)
+	if err != nil {
+		return nil, err
+	}
+	m.TLS = func(host string) *tls.Config { return gateway.BackendTLSConfig(g.backendTLS, roots, host) }
+	return m, nil
+}
+
+func hasHAServers(s *topology.Snapshot) bool {
+	for _, si := range s.Servers {
+		if si.Server.HighAvailability {
+			return true
+		}
+	}
+	return false
 }
 
 // forwardCancel hands a cancel key of another node to the cluster (G2a).

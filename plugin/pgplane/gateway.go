@@ -177,18 +177,28 @@ func (p *PGPlane) newGateway(o gatewayOptions, base string, snap *topology.Snaps
 	if len(cert.Certificate) > 0 {
 		cfg.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
 	}
-	if o.backendCA != "" {
-		pem, err := os.ReadFile(resolve(base, o.backendCA))
-		if err != nil {
-			return fmt.Errorf("gateway_backend_tls: %w", err)
-		}
-		cfg.BackendRootCAs = x509.NewCertPool()
-		if !cfg.BackendRootCAs.AppendCertsFromPEM(pem) {
-			return fmt.Errorf("gateway_backend_tls: no certificate in %s", o.backendCA)
-		}
+	if cfg.BackendRootCAs, err = backendRoots(base, o); err != nil {
+		return err
 	}
 	p.gateway, err = gateway.New(cfg, snap)
 	return err
+}
+
+// backendRoots are the CA certificates of gateway_backend_tls verify-full,
+// or nil.
+func backendRoots(base string, o gatewayOptions) (*x509.CertPool, error) {
+	if o.backendCA == "" {
+		return nil, nil
+	}
+	pem, err := os.ReadFile(resolve(base, o.backendCA))
+	if err != nil {
+		return nil, fmt.Errorf("gateway_backend_tls: %w", err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("gateway_backend_tls: no certificate in %s", o.backendCA)
+	}
+	return roots, nil
 }
 
 // certNames are the names the dev certificate covers: every server's public

@@ -94,7 +94,7 @@ func setup(c *caddy.Controller) error {
 //	    gateway_handshake_timeout DURATION
 //	    gateway_trusted_proxies CIDR...
 //	    node_id N
-//	    cluster_* ... (see README.md)
+//	    cluster_* ... (see README.md), cluster_monitor_user ROLE PASSWORD_FILE [DATABASE]
 //	    admin ADDRESS:PORT
 //	    admin_token_file FILE
 //	    state DIR
