@@ -11,8 +11,8 @@ package cluster
 import (
 	"fmt"
 	"maps"
-	"slices"
 	"net/netip"
+	"slices"
 	"sort"
 	"time"
 

@@ -815,7 +815,9 @@ func (n *Node) Status() Status {
 	for _, a := range n.alarms {
 		st.Alarms = append(st.Alarms, a)
 	}
-	sort.Slice(st.Alarms, func(i, j int) bool { return st.Alarms[i].Server+st.Alarms[i].Kind < st.Alarms[j].Server+st.Alarms[j].Kind })
+	sort.Slice(st.Alarms, func(i, j int) bool {
+		return st.Alarms[i].Server+st.Alarms[i].Kind < st.Alarms[j].Server+st.Alarms[j].Kind
+	})
 	for _, d := range n.decisions {
 		st.Decisions = append(st.Decisions, d)
 	}
