@@ -172,6 +172,9 @@ log_min_messages = warning
 		fmt.Sprintf("CREATE DATABASE %s OWNER %s", Database, User),
 		fmt.Sprintf("CREATE ROLE %s LOGIN PASSWORD '%s'", AuthRole, AuthPassword),
 		pgwire.LookupFunctionSQL(AuthRole),
+		// The auth role is the cluster's monitoring role too (C6), and
+		// promotes standbys under pgplane.promote auto.
+		fmt.Sprintf("GRANT EXECUTE ON FUNCTION pg_promote(boolean, integer) TO %s", AuthRole),
 	} {
 		if out, err := s.Psql("postgres", sql); err != nil {
 			s.Stop()
@@ -224,6 +227,7 @@ func (s *Server) Stop() {
 	if s.cmd == nil || s.cmd.Process == nil {
 		return
 	}
+	s.Thaw() // a frozen server could not shut down
 	s.cmd.Process.Signal(syscall.SIGINT)
 	select {
 	case <-s.done:
@@ -233,9 +237,16 @@ func (s *Server) Stop() {
 	}
 }
 
+// Destroy stops the server and removes its directory.
+func (s *Server) Destroy() {
+	s.Stop()
+	os.RemoveAll(s.Dir)
+}
+
 // Kill stops the server at once, as a crash would.
 func (s *Server) Kill() {
 	if s.cmd != nil && s.cmd.Process != nil {
+		s.Thaw() // frozen children would never see the postmaster die
 		s.cmd.Process.Kill()
 		<-s.done
 	}
@@ -314,28 +325,92 @@ func (s *Server) StartStandby(parent string) (*Server, error) {
 	if err := st.chown(dir); err != nil {
 		return nil, err
 	}
-	data := filepath.Join(dir, "data")
-	cmd := exec.Command(filepath.Join(BinDir(), "pg_basebackup"), "-h", "127.0.0.1", "-p", strconv.Itoa(s.Port), "-U", "postgres",
-		"-D", data, "-R", "-X", "stream", "-c", "fast", "--no-sync")
-	cmd.SysProcAttr = st.sysProcAttr()
-	cmd.Env = append(os.Environ(), "PGPASSWORD=postgres-secret")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("pgtest: pg_basebackup: %v\n%s", err, out)
-	}
 	if st.Port, err = freePort(); err != nil {
 		return nil, err
 	}
 	st.Addr = fmt.Sprintf("127.0.0.1:%d", st.Port)
+	if err := st.baseBackup(s); err != nil {
+		return nil, err
+	}
+	return st, st.launch()
+}
+
+// Rebuild turns s, stopped or crashed, into a streaming replica of primary
+// on its own directory and port, as an operator rebuilds an old primary
+// after a failover, and starts it.
+func (s *Server) Rebuild(primary *Server) error {
+	s.Stop()
+	if err := os.RemoveAll(filepath.Join(s.Dir, "data")); err != nil {
+		return err
+	}
+	if err := s.baseBackup(primary); err != nil {
+		return err
+	}
+	return s.launch()
+}
+
+// baseBackup copies primary into s's data directory with pg_basebackup,
+// configured to stream from it as a hot standby on s's port.
+func (s *Server) baseBackup(primary *Server) error {
+	data := filepath.Join(s.Dir, "data")
+	cmd := exec.Command(filepath.Join(BinDir(), "pg_basebackup"), "-h", "127.0.0.1", "-p", strconv.Itoa(primary.Port), "-U", "postgres",
+		"-D", data, "-R", "-X", "stream", "-c", "fast", "--no-sync")
+	cmd.SysProcAttr = s.sysProcAttr()
+	cmd.Env = append(os.Environ(), "PGPASSWORD=postgres-secret")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("pgtest: pg_basebackup: %v\n%s", err, out)
+	}
 	f, err := os.OpenFile(filepath.Join(data, "postgresql.conf"), os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	fmt.Fprintf(f, "\nport = %d\nunix_socket_directories = '%s'\nhot_standby = on\n", st.Port, dir)
-	f.Close()
-	if err := st.launch(); err != nil {
-		return nil, err
+	defer f.Close()
+	_, err = fmt.Fprintf(f, "\nport = %d\nunix_socket_directories = '%s'\nhot_standby = on\n", s.Port, s.Dir)
+	return err
+}
+
+// Freeze stops the postmaster and every process it started (SIGSTOP), as
+// a host that hangs: connections are accepted by the kernel and never
+// answered. Thaw resumes them.
+func (s *Server) Freeze() error { return s.signalAll(syscall.SIGSTOP) }
+
+// Thaw resumes a frozen server (SIGCONT).
+func (s *Server) Thaw() error { return s.signalAll(syscall.SIGCONT) }
+
+// signalAll signals the postmaster and its children, found in /proc (each
+// child is a process group leader of its own).
+func (s *Server) signalAll(sig syscall.Signal) error {
+	pm := s.cmd.Process.Pid
+	pids := []int{pm}
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return err
 	}
-	return st, nil
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...: comm may hold spaces, so read after ')'.
+		i := bytes.LastIndexByte(stat, ')')
+		if i < 0 {
+			continue
+		}
+		fields := strings.Fields(string(stat[i+1:]))
+		if len(fields) > 1 && fields[1] == strconv.Itoa(pm) {
+			pids = append(pids, pid)
+		}
+	}
+	for _, pid := range pids {
+		if err := syscall.Kill(pid, sig); err != nil && pid == pm {
+			return err
+		}
+	}
+	return nil
 }
 
 // Promote ends recovery: a standby becomes a primary that takes writes.
