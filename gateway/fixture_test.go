@@ -35,8 +35,8 @@ type fixture struct {
 // fixtureTopology has a public server (loopback admitted), a locked public
 // server (no rule admits loopback), a plaintext-tolerant server, a private
 // server in app-vnet (127.0.1.0/24) peered with hub-vnet, all on a backend
-// with its own certificate, and gwcert-db on a backend that presents the
-// gateway's certificate.
+// with its own certificate, gwcert-db on a backend that presents the
+// gateway's certificate, and ha-db on both (the first its primary).
 const fixtureTopology = `datacenterRanges: [127.0.200.0/24]
 regions:
   - {name: eastus2, gateways: [127.0.0.1, 127.0.0.2]}
@@ -82,6 +82,13 @@ servers:
     region: eastus2
     access: public
     backends: {primary: "GWCERTBACKEND"}
+    firewallRules:
+      - {name: loopback, startIpAddress: 127.0.0.1, endIpAddress: 127.0.0.1}
+  - name: ha-db
+    region: eastus2
+    access: public
+    highAvailability: true
+    backends: {primary: "BACKEND", standby: "GWCERTBACKEND"}
     firewallRules:
       - {name: loopback, startIpAddress: 127.0.0.1, endIpAddress: 127.0.0.1}
 `
