@@ -392,7 +392,7 @@ func decideByRole(sit Situation, si *topology.ServerInfo, onStandby bool) []Deci
 			Reason: fmt.Sprintf("%s backend is the primary and the %s backend is %s: the name follows the primary", backendName(!onStandby), backendName(onStandby), seenA)})
 		if seenA == SeenDown {
 			out = append(out, Decision{Key: FenceKey(name), Value: backendIndex(onStandby),
-				Reason: fmt.Sprintf("%s backend went down as the primary: fenced until it runs as a standby", backendName(onStandby))})
+				Reason: fmt.Sprintf("%s backend went down while primary: fenced until it runs as a standby", backendName(onStandby))})
 		}
 	case si.Failover.Promote && seenA == SeenDown && seenO == SeenStandby && fenced != backendIndex(!onStandby):
 		since, ok := sit.DownSince[active]

@@ -843,7 +843,7 @@ func (n *Node) Operate(key string, value int, reason string, acceptSplitBrain bo
 	n.mu.Lock()
 	now := time.Now()
 	var target Target
-	var also []Decision
+	var roleServer *topology.ServerInfo // an HA server whose roles are known
 	switch kind {
 	case "region":
 		r := snap.Regions[name]
@@ -864,11 +864,7 @@ func (n *Node) Operate(key string, value int, reason string, acceptSplitBrain bo
 		}
 		target = BackendTarget(name, value == 1)
 		if n.cfg.Monitor != nil || si.Failover.Patroni[0] != "" {
-			var err error
-			if also, err = n.checkRoleMoveLocked(si, value, acceptSplitBrain, now); err != nil {
-				n.mu.Unlock()
-				return Decision{}, err
-			}
+			roleServer = si
 		}
 	default:
 		n.mu.Unlock()
@@ -877,6 +873,14 @@ func (n *Node) Operate(key string, value int, reason string, acceptSplitBrain bo
 	if down, _ := n.ballot.Tally(target, now); down >= n.ballot.Quorum() {
 		n.mu.Unlock()
 		return Decision{}, fmt.Errorf("%w: %d of %d members see %s down", ErrTargetDown, down, len(n.ballot.Members()), target)
+	}
+	var also []Decision
+	if roleServer != nil {
+		var err error
+		if also, err = n.checkRoleMoveLocked(roleServer, value, acceptSplitBrain, now); err != nil {
+			n.mu.Unlock()
+			return Decision{}, err
+		}
 	}
 	d := Decision{Key: key, Value: value, Reason: reason, Version: n.clock.Next()}
 	made := []Decision{d}

@@ -8,8 +8,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -175,6 +177,12 @@ func clusterShow(args []string, stdout, stderr io.Writer) int {
 	}
 	w := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(w, "Node %s; a flip needs %d of %d members\n\n", v.Node, v.Quorum, len(v.Members))
+	for _, a := range v.Alarms {
+		fmt.Fprintf(w, "ALARM: %s\n", a.Message)
+	}
+	if len(v.Alarms) > 0 {
+		fmt.Fprintln(w)
+	}
 	fmt.Fprintln(w, "MEMBER\tGOSSIP\tVOTES")
 	for _, m := range v.Members {
 		fmt.Fprintf(w, "%s\t%s\t%s\n", m.Name, m.Gossip, map[bool]string{true: "fresh", false: "stale"}[m.VotesFresh])
@@ -194,6 +202,16 @@ func clusterShow(args []string, stdout, stderr io.Writer) int {
 				side += " (record blocked by ReadOnly lock)"
 			}
 			fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", s.Name, side, s.Backend, s.Address)
+		}
+	}
+	if len(v.Roles) > 0 {
+		fmt.Fprintln(w, "\nBACKEND\tROLE AS EACH MEMBER SEES IT")
+		for _, t := range slices.Sorted(maps.Keys(v.Roles)) {
+			var seen []string
+			for _, m := range slices.Sorted(maps.Keys(v.Roles[t])) {
+				seen = append(seen, m+" "+string(v.Roles[t][m]))
+			}
+			fmt.Fprintf(w, "%s\t%s\n", t, strings.Join(seen, ", "))
 		}
 	}
 	if len(v.Down) > 0 {

@@ -42,7 +42,10 @@ servers:
     firewallRules: [{name: lo, startIpAddress: 127.0.0.1, endIpAddress: 127.0.0.1}]
 `
 
-// SPEC: C1 C2 C3 C4 G1 D9
+// TestThreeNodeFailover runs two independent primaries as one HA server's
+// backends: the name follows the one that is up, and the one that went down
+// comes back fenced, since both now claim to be primary.
+// SPEC: C1 C2 C3 C4 C6 G1 D9
 func TestThreeNodeFailover(t *testing.T) {
 	dir := t.TempDir()
 	tlsDir, pgs := backends(t, dir, 2)
@@ -64,8 +67,10 @@ func TestThreeNodeFailover(t *testing.T) {
 		os.MkdirAll(ndir, 0o755)
 		writeFile(t, ndir, "topology.yaml", topo)
 		writeFile(t, ndir, "gossip.key", base64.StdEncoding.EncodeToString(gossipKey))
-		gw := ""
-		if i < 2 { // n3 is a DNS-only witness
+		// n3 is a DNS-only witness: it probes the backends' roles with a
+		// monitoring role of its own line (n1 and n2 use the auth role).
+		gw := "cluster_monitor_user pgplane_auth auth.pgpass"
+		if i < 2 {
 			gw = fmt.Sprintf("gateway 127.0.0.2%d:%d\n        gateway_tls dev %s\n        gateway_auth_user pgplane_auth auth.pgpass\n        node_id %d", i+1, gwPort, tlsDir, i+1)
 		}
 		if i == 1 {
@@ -153,17 +158,25 @@ func TestThreeNodeFailover(t *testing.T) {
 	if err := pgs[0].Restart(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the failback to be accepted", 15*time.Second, func() bool {
-		_, code := pgplanectl("server", "failback", "--name", "orders-db")
-		return code == 0
+	// It comes back claiming to be primary beside the current one: a split
+	// brain, so it stays fenced until the operator accepts the risk.
+	waitFor(t, "the split brain to be reported", 15*time.Second, func() bool {
+		out, _ := pgplanectl("cluster", "show")
+		return strings.Contains(out, "split brain: both backends of orders-db claim to be primary")
 	})
+	if out, code := pgplanectl("server", "failback", "--name", "orders-db"); code != 1 || !strings.Contains(out, "is fenced") || !strings.Contains(out, "--accept-split-brain") {
+		t.Fatalf("a failback to a fenced primary must be refused and name the override: %d %s", code, out)
+	}
+	if out, code := pgplanectl("server", "failback", "--name", "orders-db", "--accept-split-brain"); code != 0 {
+		t.Fatalf("the override must be accepted: %s", out)
+	}
 	for _, i := range []int{1, 2} {
 		waitFor(t, fmt.Sprintf("n%d to answer the primary again", i+1), 10*time.Second, func() bool {
 			return answers(i, "127.0.1.10", "orders-db.postgres.database.azure.com", "127.0.1.4")
 		})
 	}
 	out, code := pgplanectl("cluster", "show")
-	for _, want := range []string{"a flip needs 2 of 3 members", "eastus2  127.0.0.22", "server/orders-db", "operator failback"} {
+	for _, want := range []string{"a flip needs 2 of 3 members", "eastus2  127.0.0.22", "server/orders-db", "operator failback to the primary (--accept-split-brain)"} {
 		if code != 0 || !strings.Contains(out, want) {
 			t.Fatalf("cluster show lacks %q:\n%s", want, out)
 		}
