@@ -1,9 +1,11 @@
 package e2e
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +13,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/pgplane/pgplane/internal/pgtest"
 
 	"github.com/pgplane/pgplane/gateway"
 )
@@ -167,8 +172,18 @@ func TestThreeNodeFailover(t *testing.T) {
 	if out, code := pgplanectl("server", "failback", "--name", "orders-db"); code != 1 || !strings.Contains(out, "is fenced") || !strings.Contains(out, "--accept-split-brain") {
 		t.Fatalf("a failback to a fenced primary must be refused and name the override: %d %s", code, out)
 	}
+	// A client of orders-db holds a connection to the standby backend
+	// through n2's gateway; the failback closes it (C6).
+	held := heldConnection(t, "orders-db.contoso.private.postgres.database.azure.com", "127.0.1.10", fmt.Sprintf("127.0.0.22:%d", gwPort), ca)
 	if out, code := pgplanectl("server", "failback", "--name", "orders-db", "--accept-split-brain"); code != 0 {
 		t.Fatalf("the override must be accepted: %s", out)
+	}
+	waitFor(t, "the held connection to be closed", 10*time.Second, func() bool {
+		_, err := held.Exec(context.Background(), "SELECT 1").ReadAll()
+		return err != nil
+	})
+	if !strings.Contains(nodes[1].log.String(), "closed: the server's backend changed (failover)") {
+		t.Fatal("the gateway must log why it closed the connection")
 	}
 	for _, i := range []int{1, 2} {
 		waitFor(t, fmt.Sprintf("n%d to answer the primary again", i+1), 10*time.Second, func() bool {
@@ -258,4 +273,26 @@ func TestClusterCorefiles(t *testing.T) {
 		_, code := pgplanectlAt(t, fmt.Sprintf("http://127.0.0.11:%d", admin), "firewall-rule", "show", "--server", "reports-db", "--name", "office")
 		return code == 0
 	})
+}
+
+// heldConnection opens a connection through a gateway from a source
+// address, as an application's pooled connection, and closes it at the end.
+func heldConnection(t *testing.T, host, src, gw, ca string) *pgconn.PgConn {
+	t.Helper()
+	cfg, err := pgconn.ParseConfig(fmt.Sprintf("host=%s user=%s password=%s dbname=%s sslmode=verify-full sslrootcert=%s",
+		host, pgtest.User, pgtest.Password, pgtest.Database, ca))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+	cfg.DialFunc = func(ctx context.Context, network, _ string) (net.Conn, error) { return d.DialContext(ctx, network, gw) }
+	cfg.LookupFunc = func(context.Context, string) ([]string, error) { return []string{"127.0.0.1"}, nil }
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := pgconn.ConnectConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close(context.Background()) })
+	return c
 }
