@@ -1,13 +1,23 @@
-// Command failover is the failover benchmark: the time from a failure to the
-// moment every surviving node answers the new address, over many trials, for
-// pgplane's defaults; the same failure detection with memberlist's
-// DefaultLANConfig alone as the baseline; and isolation trials that count
-// flips made by a node cut off from the others. It prints figures; it never
-// fails on a time.
+// Command failover is the failover benchmark, over many trials of each kind:
+//   - write availability: a real primary with a streaming standby behind
+//     pgplane.promote auto; the time from the primary's crash to the first
+//     write that succeeds through the gateway (a new connection by the same
+//     name), and to every node answering the standby's address; with the
+//     default grace and with a 1 s grace, to show what the grace costs;
+//   - the same with promote never and a promotion by hand, from the
+//     promotion to the first write (the name follows whoever promotes);
+//   - the node holding the active gateway address killed: the time until
+//     the others answer the next address;
+//   - the same failure detection with memberlist's DefaultLANConfig alone
+//     as the baseline; and isolation trials that count flips made by a node
+//     cut off from the others.
+//
+// It prints figures; it never fails on a time.
 package main
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -25,6 +35,9 @@ import (
 	"github.com/pgplane/pgplane/gateway"
 	"github.com/pgplane/pgplane/internal/benchkit"
 	"github.com/pgplane/pgplane/internal/pgtest"
+	"github.com/pgplane/pgplane/topology"
+
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/hashicorp/memberlist"
 	"github.com/miekg/dns"
@@ -58,6 +71,7 @@ servers:
     highAvailability: true
     addresses: {primary: 127.0.1.4, standby: 127.0.1.5}
     backends: {primary: "PRIMARY", standby: "STANDBY"}
+    parameters: PARAMS
 `
 
 // appliance is one node process.
@@ -141,16 +155,24 @@ func run(bin, out string, trials int) error {
 	if _, _, err := gateway.DevCertificates(tlsDir, []string{"*.postgres.database.azure.com", "*.contoso.private.postgres.database.azure.com"}); err != nil {
 		return err
 	}
-	var pgs []*pgtest.Server
-	for i := 0; i < 2; i++ {
-		pg, err := pgtest.Start("", pgtest.Options{OwnCertificate: true})
-		if err != nil {
-			return err
-		}
-		defer func() { pg.Stop(); os.RemoveAll(pg.Dir) }()
-		pgs = append(pgs, pg)
+	primary, err := pgtest.Start("", pgtest.Options{OwnCertificate: true})
+	if err != nil {
+		return err
 	}
-	topo := strings.NewReplacer("PRIMARY", pgs[0].Addr, "STANDBY", pgs[1].Addr).Replace(topologyText)
+	defer primary.Destroy()
+	if o, err := primary.Psql(pgtest.Database, "CREATE TABLE bench (v int); GRANT ALL ON bench TO "+pgtest.User); err != nil {
+		return fmt.Errorf("%v: %s", err, o)
+	}
+	standby, err := primary.StartStandby("")
+	if err != nil {
+		return err
+	}
+	defer standby.Destroy()
+	pgs := []*pgtest.Server{primary, standby}
+	topoWith := func(params string) string {
+		return strings.NewReplacer("PRIMARY", pgs[0].Addr, "STANDBY", pgs[1].Addr, "PARAMS", params).Replace(topologyText)
+	}
+	topo := topoWith(autoParams)
 	dnsPort, gwPort := benchkit.FreePort("127.0.0.11"), benchkit.FreePort("127.0.0.21")
 	var gossip []string
 	for i := 1; i <= 3; i++ {
@@ -162,7 +184,7 @@ func run(bin, out string, trials int) error {
 		dir := filepath.Join(out, name)
 		os.MkdirAll(dir, 0o755)
 		os.WriteFile(filepath.Join(dir, "topology.yaml"), []byte(topo), 0o644)
-		gw := fmt.Sprintf("cluster_gateway_port %d", gwPort)
+		gw := fmt.Sprintf("cluster_gateway_port %d\n        cluster_monitor_user pgplane_auth auth.pgpass", gwPort)
 		if i < 2 {
 			gw = fmt.Sprintf("gateway 127.0.0.2%d:%d\n        gateway_tls dev %s\n        gateway_auth_user pgplane_auth auth.pgpass\n        node_id %d", i+1, gwPort, tlsDir, i+1)
 		}
@@ -187,27 +209,28 @@ func run(bin, out string, trials int) error {
 	time.Sleep(2 * time.Second) // let gossip settle
 	fmt.Printf("3 appliance nodes (2 gateway holders, 1 witness), 2 PostgreSQL servers; %d trials of each kind\n\n", trials)
 
-	// Backend trials: crash the active PostgreSQL; every node must answer
-	// the other address. Failover is sticky, so the next trial crashes the
-	// other one.
-	var backend []time.Duration
-	addrs := []string{"127.0.1.4", "127.0.1.5"}
-	active := 0
-	for i := 0; i < trials; i++ {
-		start := time.Now()
-		pgs[active].Crash()
-		d, err := waitAll(nodes, "orders-db.postgres.database.azure.com.", "127.0.1.10", addrs[1-active], start)
-		if err != nil {
-			return fmt.Errorf("backend trial %d: %w", i+1, err)
-		}
-		backend = append(backend, d)
-		fmt.Printf("backend trial %2d: %s\n", i+1, d.Round(time.Millisecond))
-		if err := pgs[active].Restart(); err != nil {
-			return err
-		}
-		active = 1 - active
-		time.Sleep(2 * time.Second) // the restarted server is seen up again
+	w := &writer{nodes: nodes, pgs: pgs, gw: fmt.Sprintf("127.0.0.21:%d", gwPort), ca: filepath.Join(tlsDir, gateway.DevCAFile)}
+	auto, err := w.trials("promote auto, default grace", trials, false)
+	if err != nil {
+		return err
 	}
+	setParams := func(params string) {
+		for _, n := range nodes {
+			os.WriteFile(filepath.Join(n.dir, "topology.yaml"), []byte(topoWith(params)), 0o644)
+		}
+		time.Sleep(3 * time.Second) // every node reloads its topology file (reload 2s)
+	}
+	setParams("{pgplane.promote: auto, pgplane.promote_grace: 1s}")
+	auto1s, err := w.trials("promote auto, grace 1s", max(trials/2, 1), false)
+	if err != nil {
+		return err
+	}
+	setParams("{pgplane.promote: never}")
+	never, err := w.trials("promote never, promoted by hand", max(trials/2, 1), true)
+	if err != nil {
+		return err
+	}
+	setParams(autoParams)
 
 	// Gateway trials: kill the node holding the active gateway address; the
 	// others must answer the other address.
@@ -243,12 +266,18 @@ func run(bin, out string, trials int) error {
 		return fmt.Errorf("memberlist baseline: %w", err)
 	}
 	var report bytes.Buffer
+	fmt.Fprintf(&report, "\nWrite availability: from the primary's crash (or the promotion by hand) to the first write through the gateway\n")
+	fmt.Fprintf(&report, "  %-52s %6s %8s %8s %14s\n", "", "trials", "median", "max", "DNS on all")
+	for _, k := range []writeResult{auto, auto1s, never} {
+		fmt.Fprintf(&report, "  %-52s %6d %8s %8s %14s\n", k.kind, len(k.write), med(k.write), slices.Max(k.write).Round(time.Millisecond), med(k.dns))
+	}
+	fmt.Fprintf(&report, "  the default grace (%s) costs %s of the median against a 1s grace; Azure documents 60-120 s\n",
+		topology.DefaultPromoteGrace, (med(auto.write) - med(auto1s.write)).Round(time.Millisecond))
 	fmt.Fprintf(&report, "\nTime from the failure to every surviving node answering the new address, %d trials\n", trials)
 	fmt.Fprintf(&report, "  %-52s %8s %8s\n", "", "median", "max")
-	fmt.Fprintf(&report, "  %-52s %8s %8s\n", "pgplane defaults, backend (PostgreSQL crash)", med(backend), slices.Max(backend).Round(time.Millisecond))
 	fmt.Fprintf(&report, "  %-52s %8s %8s\n", "pgplane defaults, gateway node (SIGKILL)", med(gw), slices.Max(gw).Round(time.Millisecond))
 	fmt.Fprintf(&report, "  %-52s %8s %8s\n", "baseline: memberlist DefaultLANConfig detects a death", med(base), slices.Max(base).Round(time.Millisecond))
-	fmt.Fprintf(&report, "  ratio pgplane/baseline (medians): backend %.2fx, gateway %.2fx\n", ratio(backend, base), ratio(gw, base))
+	fmt.Fprintf(&report, "  ratio pgplane/baseline (medians): gateway %.2fx\n", ratio(gw, base))
 	fmt.Fprintf(&report, "\nIsolation: %d trials of %s each, flips by the isolated node: %d\n", trials, isolationWindow, isoFlips)
 	fmt.Print(report.String())
 	return os.WriteFile(filepath.Join(out, "results.txt"), report.Bytes(), 0o644)
@@ -371,3 +400,112 @@ func (e *events) NotifyUpdate(*memberlist.Node)  {}
 func med(ds []time.Duration) time.Duration { return benchkit.Median(ds).Round(time.Millisecond) }
 
 func ratio(a, b []time.Duration) float64 { return float64(med(a)) / float64(med(b)) }
+
+// autoParams are the failover parameters of the first trials.
+const autoParams = "{pgplane.promote: auto}"
+
+// writer runs write-availability trials against orders-db through n1's
+// gateway, from a client in app-vnet.
+type writer struct {
+	nodes  []*appliance
+	pgs    []*pgtest.Server // [0] is the primary backend, [1] the standby backend
+	active int              // the backend that is primary now
+	gw, ca string
+	row    int
+}
+
+// writeResult is one kind of trials' figures.
+type writeResult struct {
+	kind       string
+	write, dns []time.Duration
+}
+
+// write opens a new connection by the server's name, as a reconnecting
+// application does, and inserts a row.
+func (w *writer) write() error {
+	w.row++
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	cfg, err := pgconn.ParseConfig(fmt.Sprintf("host=orders-db.contoso.private.postgres.database.azure.com user=%s password=%s dbname=%s sslmode=verify-full sslrootcert=%s",
+		pgtest.User, pgtest.Password, pgtest.Database, w.ca))
+	if err != nil {
+		return err
+	}
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.1.10")}}
+	cfg.DialFunc = func(ctx context.Context, network, _ string) (net.Conn, error) {
+		return d.DialContext(ctx, network, w.gw)
+	}
+	cfg.LookupFunc = func(context.Context, string) ([]string, error) { return []string{"127.0.0.1"}, nil }
+	c, err := pgconn.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer c.Close(context.Background())
+	_, err = c.Exec(ctx, fmt.Sprintf("INSERT INTO bench VALUES (%d)", w.row)).ReadAll()
+	return err
+}
+
+// trials crashes the primary n times. With manual, it promotes the standby
+// by hand once every node sees the primary down, and times from there.
+// After each trial the crashed server is rebuilt as a standby of the new
+// primary, so the next trial crashes the other one.
+func (w *writer) trials(kind string, n int, manual bool) (writeResult, error) {
+	r := writeResult{kind: kind}
+	addrs := []string{"127.0.1.4", "127.0.1.5"}
+	for i := 0; i < n; i++ {
+		if err := w.write(); err != nil {
+			return r, fmt.Errorf("%s: a write before trial %d: %w", kind, i+1, err)
+		}
+		old, next := w.pgs[w.active], w.pgs[1-w.active]
+		if err := replayed(next, w.row); err != nil {
+			return r, err
+		}
+		start := time.Now()
+		old.Crash()
+		if manual {
+			time.Sleep(time.Second) // every node sees it down; the name stays
+			if err := next.Promote(); err != nil {
+				return r, err
+			}
+			start = time.Now()
+		}
+		dnsDone := make(chan time.Duration, 1)
+		dnsErr := make(chan error, 1)
+		go func() {
+			d, err := waitAll(w.nodes, "orders-db.postgres.database.azure.com.", "127.0.1.10", addrs[1-w.active], start)
+			dnsDone <- d
+			dnsErr <- err
+		}()
+		for w.write() != nil {
+			if time.Since(start) > 60*time.Second {
+				return r, fmt.Errorf("%s trial %d: no write succeeded within 60 s", kind, i+1)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		wd := time.Since(start)
+		dd := <-dnsDone
+		if err := <-dnsErr; err != nil {
+			return r, fmt.Errorf("%s trial %d: %w", kind, i+1, err)
+		}
+		r.write, r.dns = append(r.write, wd), append(r.dns, dd)
+		fmt.Printf("%s, trial %2d: first write %s, DNS on every node %s\n", kind, i+1, wd.Round(time.Millisecond), dd.Round(time.Millisecond))
+		w.active = 1 - w.active
+		if err := old.Rebuild(next); err != nil {
+			return r, err
+		}
+		time.Sleep(2 * time.Second) // every node sees the rebuilt standby, and lifts its fence
+	}
+	return r, nil
+}
+
+// replayed waits until a standby has replayed row v (replication is
+// asynchronous: a row not yet streamed at a crash is lost, whatever pgplane
+// does).
+func replayed(standby *pgtest.Server, v int) error {
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if out, _ := standby.Psql(pgtest.Database, fmt.Sprintf("SELECT count(*) FROM bench WHERE v = %d", v)); out == "1" {
+			return nil
+		}
+	}
+	return fmt.Errorf("the standby never replayed row %d", v)
+}
