@@ -54,14 +54,15 @@ demo: deps build
 	$(GO) build -o $(BIN)/demo ./internal/cmd/demo
 	$(BIN)/demo -bin $(BIN)
 
-# run-cluster starts two dev PostgreSQL servers (127.0.0.1:55432 and :55433)
-# and the three nodes of corefile/cluster; Ctrl-C stops them all.
+# run-cluster starts a dev PostgreSQL primary (127.0.0.1:55432) with a
+# streaming standby (:55433) and the three nodes of corefile/cluster; Ctrl-C
+# stops them all.
 run-cluster: deps build
 	$(GO) build -o $(BIN)/devdb ./internal/cmd/devdb
-	@$(BIN)/devdb -tls corefile/dev/.tls & a=$$!; $(BIN)/devdb -tls corefile/dev/.tls -port 55433 & b=$$!; \
+	@$(BIN)/devdb -tls corefile/dev/.tls -standby-port 55433 & a=$$!; \
 	cd corefile/cluster && ../../$(PGPLANE) -conf Corefile.n1 & n1=$$!; \
 	cd corefile/cluster && ../../$(PGPLANE) -conf Corefile.n2 & n2=$$!; \
-	trap 'kill $$a $$b $$n1 $$n2 2>/dev/null; wait' EXIT INT TERM; \
+	trap 'kill $$a $$n1 $$n2 2>/dev/null; wait' EXIT INT TERM; \
 	cd corefile/cluster && ../../$(PGPLANE) -conf Corefile.n3
 
 test: deps build

@@ -237,6 +237,9 @@ func (s *Server) Stop() {
 	}
 }
 
+// PID is the postmaster's process ID.
+func (s *Server) PID() int { return s.cmd.Process.Pid }
+
 // Destroy stops the server and removes its directory.
 func (s *Server) Destroy() {
 	s.Stop()
@@ -316,7 +319,10 @@ func freePort() (int, error) {
 // StartStandby makes a streaming replica of s with pg_basebackup in a new
 // directory under parent, and starts it as a hot standby on a port of its
 // own. Promote turns it into a primary.
-func (s *Server) StartStandby(parent string) (*Server, error) {
+func (s *Server) StartStandby(parent string) (*Server, error) { return s.StartStandbyOn(parent, 0) }
+
+// StartStandbyOn is StartStandby on a given port (0: a free one).
+func (s *Server) StartStandbyOn(parent string, port int) (*Server, error) {
 	dir, err := os.MkdirTemp(parent, "pg")
 	if err != nil {
 		return nil, err
@@ -325,8 +331,10 @@ func (s *Server) StartStandby(parent string) (*Server, error) {
 	if err := st.chown(dir); err != nil {
 		return nil, err
 	}
-	if st.Port, err = freePort(); err != nil {
-		return nil, err
+	if st.Port = port; port == 0 {
+		if st.Port, err = freePort(); err != nil {
+			return nil, err
+		}
 	}
 	st.Addr = fmt.Sprintf("127.0.0.1:%d", st.Port)
 	if err := st.baseBackup(s); err != nil {
