@@ -165,7 +165,7 @@ func New(cfg Config, hooks Hooks) (*Node, error) {
 		roleErrs:  map[Target]string{},
 		downSince: map[Target]time.Time{},
 		alarms:    map[string]Alarm{},
-		prober:    newRoleProber(cfg.Monitor, cfg.ProbeTimeout),
+		prober:    newRoleProber(cfg.Monitor, cfg.ProbeInterval, cfg.ProbeTimeout),
 		stop:      make(chan struct{}),
 	}
 	if err := n.loadDecisions(); err != nil {
@@ -275,7 +275,7 @@ func (n *Node) probeAll() {
 			defer wg.Done()
 			r := &results[i]
 			if r.up = probe(t.addr, t.postgres, n.cfg.ProbeTimeout); r.up && t.postgres {
-				r.role, r.roleErr = n.prober.role(t.addr, t.patroni, n.cfg.ProbeTimeout)
+				r.role, r.roleErr = n.prober.role(t.addr, t.patroni)
 			}
 		}()
 	}
@@ -286,7 +286,11 @@ func (n *Node) probeAll() {
 	probed := map[string]bool{}
 	for i, t := range targets {
 		seen[t.id] = true
-		probed[t.addr] = true
+		if t.patroni != "" {
+			probed[t.patroni] = true
+		} else {
+			probed[t.addr] = true
+		}
 		r := results[i]
 		observeProbe(t.id, r.up)
 		if t.postgres {

@@ -42,36 +42,129 @@ const roleQuery = "SELECT pg_is_in_recovery()"
 // role probe sees the promotion.
 const promoteQuery = "SELECT pg_promote(false)"
 
-// roleProber learns backends' roles. It keeps one monitoring connection per
-// backend, so that a probe is one short query rather than a login.
+// roleProber learns backends' roles. Each backend address (and Patroni
+// endpoint) has one monitor goroutine that keeps one connection open and
+// asks once per probe interval; the probe round reads the latest answer.
+// So a probe round never waits for a login, servers that share a backend
+// share its monitor, and a slow or overloaded backend gets at most one
+// login attempt per monitor per loginBackoff, never a storm of them.
 type roleProber struct {
-	monitor *Monitor // nil: SQL role probes are off
-	http    *http.Client
+	monitor  *Monitor // nil: SQL role probes are off
+	interval time.Duration
+	timeout  time.Duration // of one role query
+	http     *http.Client
 
-	mu    sync.Mutex
-	conns map[string]*pgwire.Client // by backend address; taken out while in use
+	mu       sync.Mutex
+	monitors map[string]*roleMonitor // by backend address, or Patroni endpoint
 }
 
-func newRoleProber(m *Monitor, timeout time.Duration) *roleProber {
-	return &roleProber{monitor: m, conns: map[string]*pgwire.Client{},
-		http: &http.Client{Timeout: timeout, Transport: &http.Transport{DisableKeepAlives: false, MaxIdleConnsPerHost: 1}}}
+// loginTimeout bounds a monitoring login (TLS and SCRAM), which takes far
+// longer than a query on a kept connection; loginBackoff spaces the login
+// attempts to one backend.
+const (
+	loginTimeout = 3 * time.Second
+	loginBackoff = time.Second
+)
+
+func newRoleProber(m *Monitor, interval, timeout time.Duration) *roleProber {
+	return &roleProber{monitor: m, interval: interval, timeout: timeout, monitors: map[string]*roleMonitor{},
+		http: &http.Client{Timeout: timeout}}
 }
 
-// role asks a backend for its role: its Patroni endpoint when it has one,
-// else SQL when a monitoring role is configured.
-func (p *roleProber) role(addr, patroni string, timeout time.Duration) (Role, error) {
-	if patroni != "" {
-		return p.patroniRole(patroni, timeout)
-	}
-	if p.monitor == nil {
+// roleMonitor asks one backend for its role, in a goroutine of its own.
+type roleMonitor struct {
+	p        *roleProber
+	addr     string
+	patroni  string
+	stop     chan struct{}
+	done     chan struct{}
+	mu       sync.Mutex
+	role     Role
+	err      error
+	at       time.Time // of the last answer, or failure
+	conn     *pgwire.Client
+	lastDial time.Time
+}
+
+// role returns the latest role learned of a backend: from its Patroni
+// endpoint when it has one, else by SQL when a monitoring role is
+// configured. An answer older than three probe intervals is no answer.
+func (p *roleProber) role(addr, patroni string) (Role, error) {
+	if patroni == "" && p.monitor == nil {
 		return RoleUnknown, nil
 	}
-	rows, err := p.query(addr, roleQuery, timeout)
+	key := addr
+	if patroni != "" {
+		key = patroni
+	}
+	p.mu.Lock()
+	m := p.monitors[key]
+	if m == nil {
+		m = &roleMonitor{p: p, addr: addr, patroni: patroni, stop: make(chan struct{}), done: make(chan struct{})}
+		p.monitors[key] = m
+		go m.run()
+	}
+	p.mu.Unlock()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	switch {
+	case m.at.IsZero():
+		return RoleUnknown, nil // not asked yet
+	case time.Since(m.at) > 3*p.interval+p.timeout:
+		return RoleUnknown, fmt.Errorf("%s: no answer to the role probe for %s", addr, time.Since(m.at).Round(time.Millisecond))
+	}
+	return m.role, m.err
+}
+
+func (m *roleMonitor) run() {
+	defer close(m.done)
+	t := time.NewTicker(m.p.interval)
+	defer t.Stop()
+	for {
+		role, err := m.ask()
+		m.mu.Lock()
+		m.role, m.err, m.at = role, err, time.Now()
+		m.mu.Unlock()
+		select {
+		case <-m.stop:
+			if m.conn != nil {
+				m.conn.Close()
+			}
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// ask asks once.
+func (m *roleMonitor) ask() (Role, error) {
+	if m.patroni != "" {
+		return m.p.patroniRole(m.patroni)
+	}
+	if m.conn == nil {
+		if time.Since(m.lastDial) < loginBackoff {
+			return RoleUnknown, m.err
+		}
+		m.lastDial = time.Now()
+		c, err := m.p.connect(m.addr, loginTimeout)
+		if err != nil {
+			return RoleUnknown, err
+		}
+		m.conn = c
+	}
+	m.conn.SetTimeout(m.p.timeout)
+	rows, err := m.conn.Query(roleQuery)
+	if pgwire.IsConnectionError(err) {
+		// A query that timed out leaves its answer half read: start over.
+		m.conn.Close()
+		m.conn = nil
+		return RoleUnknown, fmt.Errorf("%s: %w", m.addr, err)
+	}
 	if err != nil {
-		return RoleUnknown, err
+		return RoleUnknown, fmt.Errorf("%s: %s: %w", m.addr, roleQuery, err)
 	}
 	if len(rows) != 1 || len(rows[0]) != 1 || rows[0][0] == nil {
-		return RoleUnknown, fmt.Errorf("%s answered %s with %d rows", addr, roleQuery, len(rows))
+		return RoleUnknown, fmt.Errorf("%s answered %s with %d rows", m.addr, roleQuery, len(rows))
 	}
 	if *rows[0][0] == "t" {
 		return RoleStandby, nil
@@ -81,8 +174,8 @@ func (p *roleProber) role(addr, patroni string, timeout time.Duration) (Role, er
 
 // patroniRole reads a Patroni endpoint: GET /primary answers 200 on the
 // leader and 503 elsewhere.
-func (p *roleProber) patroniRole(endpoint string, timeout time.Duration) (Role, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+func (p *roleProber) patroniRole(endpoint string) (Role, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), p.timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(endpoint, "/")+"/primary", nil)
 	if err != nil {
@@ -102,48 +195,28 @@ func (p *roleProber) patroniRole(endpoint string, timeout time.Duration) (Role, 
 	return RoleUnknown, fmt.Errorf("patroni %s: GET /primary answered %s", endpoint, resp.Status)
 }
 
-// promote asks a standby to end recovery.
+// promote asks a standby to end recovery, on a connection of its own.
 func (p *roleProber) promote(addr string, timeout time.Duration) error {
 	if p.monitor == nil {
 		return errors.New("no monitoring role (cluster_monitor_user) to promote with")
 	}
-	rows, err := p.query(addr, promoteQuery, timeout)
+	c, err := p.connect(addr, timeout)
 	if err != nil {
 		return err
+	}
+	defer c.Close()
+	rows, err := c.Query(promoteQuery)
+	var pe *pgwire.Error
+	if errors.As(err, &pe) && pe.Code == "55000" {
+		return nil // "recovery is not in progress": promoted already (another server on the same pair, or a node before)
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %s: %w", addr, promoteQuery, err)
 	}
 	if len(rows) != 1 || len(rows[0]) != 1 || rows[0][0] == nil || *rows[0][0] != "t" {
 		return fmt.Errorf("%s: %s did not return true", addr, promoteQuery)
 	}
 	return nil
-}
-
-// query runs one query on the backend's monitoring connection, logging in
-// first when there is none. A connection that failed is closed, so a
-// timed-out query never leaves a half-read answer for the next one.
-func (p *roleProber) query(addr, sql string, timeout time.Duration) ([][]*string, error) {
-	p.mu.Lock()
-	c := p.conns[addr]
-	delete(p.conns, addr)
-	p.mu.Unlock()
-	if c == nil {
-		var err error
-		if c, err = p.connect(addr, timeout); err != nil {
-			return nil, err
-		}
-	}
-	c.SetTimeout(timeout)
-	rows, err := c.Query(sql)
-	if pgwire.IsConnectionError(err) {
-		c.Close()
-		return nil, fmt.Errorf("%s: %w", addr, err)
-	}
-	p.mu.Lock()
-	if old := p.conns[addr]; old != nil {
-		old.Close()
-	}
-	p.conns[addr] = c
-	p.mu.Unlock()
-	return rows, err
 }
 
 func (p *roleProber) connect(addr string, timeout time.Duration) (*pgwire.Client, error) {
@@ -156,17 +229,22 @@ func (p *roleProber) connect(addr string, timeout time.Duration) (*pgwire.Client
 	return c, nil
 }
 
-// forget closes the monitoring connections of backends no longer probed.
+// forget stops the monitors of backends no longer probed.
 func (p *roleProber) forget(keep map[string]bool) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	for addr, c := range p.conns {
-		if !keep[addr] {
-			c.Close()
-			delete(p.conns, addr)
+	var stopped []*roleMonitor
+	for key, m := range p.monitors {
+		if !keep[key] {
+			close(m.stop)
+			stopped = append(stopped, m)
+			delete(p.monitors, key)
 		}
+	}
+	p.mu.Unlock()
+	for _, m := range stopped {
+		<-m.done
 	}
 }
 
-// close closes every monitoring connection.
+// close stops every monitor.
 func (p *roleProber) close() { p.forget(nil) }

@@ -27,51 +27,57 @@ func TestRoleProbesOfARealPrimaryAndStandby(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := newRoleProber(&Monitor{User: pgtest.AuthRole, Database: "postgres", Passfile: passfile}, time.Second)
+	p := newRoleProber(&Monitor{User: pgtest.AuthRole, Database: "postgres", Passfile: passfile}, 100*time.Millisecond, time.Second)
 	defer p.close()
-	roleOf := func(addr string) Role {
+	// waitRole waits until the monitor of addr reports want.
+	waitRole := func(addr string, want Role) {
 		t.Helper()
-		r, err := p.role(addr, "", time.Second)
-		if err != nil {
-			t.Fatal(err)
+		var r Role
+		var err error
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+			if r, err = p.role(addr, ""); r == want {
+				return
+			}
 		}
-		return r
+		t.Fatalf("%s: want role %q, have %q (%v)", addr, want, r, err)
 	}
-	if roleOf(primary.Addr) != RolePrimary || roleOf(standby.Addr) != RoleStandby {
-		t.Fatal("a primary is primary and a streaming standby is a standby")
-	}
-	// The second probe reuses the kept connection: one login per backend.
+	waitRole(primary.Addr, RolePrimary)
+	waitRole(standby.Addr, RoleStandby)
+	// Later probes reuse the kept connection: one login per backend.
+	time.Sleep(300 * time.Millisecond)
 	if n, _ := primary.Psql("postgres", "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgplane monitor'"); n != "1" {
 		t.Fatalf("want one kept monitoring connection, have %s", n)
 	}
 	if err := p.promote(standby.Addr, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for roleOf(standby.Addr) != RolePrimary {
-		if time.Now().After(deadline) {
-			t.Fatal("the promoted standby never became primary")
-		}
-		time.Sleep(50 * time.Millisecond)
+	waitRole(standby.Addr, RolePrimary)
+	if err := p.promote(standby.Addr, 5*time.Second); err != nil {
+		t.Fatalf("promoting a primary again is not an error: %v", err)
 	}
-	// A crash breaks the kept connection: the probe says so, and the next
-	// one after a restart logs in again.
+	// A crash breaks the kept connection: the monitor says so, and logs in
+	// again after a restart.
 	primary.Crash()
-	if _, err := p.role(primary.Addr, "", time.Second); err == nil {
-		t.Fatal("a crashed backend has no role")
-	}
+	waitRole(primary.Addr, RoleUnknown)
 	if err := primary.Restart(); err != nil {
 		t.Fatal(err)
 	}
-	if roleOf(primary.Addr) != RolePrimary {
-		t.Fatal("after a restart the probe logs in again")
-	}
+	waitRole(primary.Addr, RolePrimary)
 	// A wrong password is an error that names the role and the file's line.
 	bad := filepath.Join(dir, "bad.pgpass")
 	os.WriteFile(bad, []byte("*:*:*:"+pgtest.AuthRole+":wrong\n"), 0o600)
-	q := newRoleProber(&Monitor{User: pgtest.AuthRole, Database: "postgres", Passfile: bad}, time.Second)
+	q := newRoleProber(&Monitor{User: pgtest.AuthRole, Database: "postgres", Passfile: bad}, 100*time.Millisecond, time.Second)
 	defer q.close()
-	if _, err := q.role(primary.Addr, "", time.Second); err == nil || !strings.Contains(err.Error(), "monitoring role "+pgtest.AuthRole) || !strings.Contains(err.Error(), "password authentication failed") {
-		t.Fatalf("want a clear login error, got %v", err)
+	var err2 error
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline) && err2 == nil; time.Sleep(50 * time.Millisecond) {
+		_, err2 = q.role(primary.Addr, "")
+	}
+	if err2 == nil || !strings.Contains(err2.Error(), "monitoring role "+pgtest.AuthRole) || !strings.Contains(err2.Error(), "password authentication failed") {
+		t.Fatalf("want a clear login error, got %v", err2)
+	}
+	// Failed logins are spaced: one attempt per second, not one per probe.
+	time.Sleep(1500 * time.Millisecond)
+	if n := strings.Count(primary.Log(), "password authentication failed for user \""+pgtest.AuthRole+"\""); n < 1 || n > 3 {
+		t.Fatalf("want one to three failed logins in 1.5 s, the server logged %d", n)
 	}
 }

@@ -77,11 +77,13 @@ servers:
     highAvailability: true
     addresses: {primary: 127.0.1.4, standby: 127.0.1.5}
     backends: {primary: "PRIMARY", standby: "STANDBY"}
+    parameters: {pgplane.promote: auto}
   - name: sales-db
     region: eastus2
     access: public
     highAvailability: true
     backends: {primary: "PRIMARY", standby: "STANDBY"}
+    parameters: {pgplane.promote: auto}
 `
 
 // demo is the running demonstration and what it started.
@@ -99,8 +101,11 @@ type demo struct {
 }
 
 func (d *demo) cleanup(keep bool) {
-	for _, n := range d.nodes {
+	for i, n := range d.nodes {
 		n.Stop()
+		if keep {
+			os.WriteFile(filepath.Join(d.dir, fmt.Sprintf("n%d", i+1), "pgplane.log"), []byte(n.Log.String()), 0o644)
+		}
 	}
 	for _, pg := range d.pgs {
 		pg.Stop()
@@ -251,7 +256,10 @@ func (d *demo) run(bin string) error {
 }
 `, d.dnsPort, bind, extra, tlsDir, i+1, i+1, gossip[i], strings.Join(gossip, " "))
 		if i == 2 {
-			corefile = strings.Replace(corefile, "        gateway_tls dev "+tlsDir+"\n        gateway_auth_user pgplane_auth auth.pgpass\n", "", 1)
+			// The witness: no gateway, and a monitoring role of its own line
+			// to learn the backends' roles with.
+			corefile = strings.Replace(corefile, "        gateway_tls dev "+tlsDir+"\n        gateway_auth_user pgplane_auth auth.pgpass\n",
+				"        cluster_monitor_user pgplane_auth auth.pgpass\n", 1)
 		}
 		os.WriteFile(filepath.Join(ndir, "Corefile"), []byte(corefile), 0o644)
 		n, err := benchkit.StartAppliance(filepath.Join(bin, "pgplane"), ndir, "")
@@ -312,13 +320,10 @@ func (d *demo) run(bin string) error {
 	d.step("Failover: the primary PostgreSQL crashes while a client keeps reconnecting")
 	loop := d.startLoop(sales)
 	time.Sleep(time.Second)
-	fmt.Printf("$ (the primary, port %s, is stopped with an immediate shutdown; the HA orchestrator promotes the standby: SELECT pg_promote())\n", primaryPort)
+	fmt.Printf("$ (the primary, port %s, is stopped with an immediate shutdown; nobody promotes the standby by hand: pgplane.promote auto)\n", primaryPort)
 	crashed := time.Now()
 	d.pgs[0].Crash()
-	if err := d.pgs[1].Promote(); err != nil {
-		return err
-	}
-	flipped := d.waitFor(15*time.Second, func() bool {
+	flipped := d.waitFor(20*time.Second, func() bool {
 		for i := 1; i <= 3; i++ {
 			if !strings.HasSuffix(d.quiet("dig", fmt.Sprintf("@127.0.0.1%d", i), "-p", fmt.Sprint(d.dnsPort), "-b", "127.0.1.10", "+short", private, "A"), "127.0.1.5") {
 				return false
@@ -340,7 +345,8 @@ func (d *demo) run(bin string) error {
 
 	d.step("The cluster as n1 sees it")
 	out = d.sh(d.ctl, "cluster", "show", "--endpoint", d.endpoint)
-	d.expect(strings.Contains(out, "a flip needs 2 of 3 members") && strings.Contains(out, "server/orders-db") && strings.Contains(out, "standby"), "three members, and the failover decisions")
+	d.expect(strings.Contains(out, "a flip needs 2 of 3 members") && strings.Contains(out, "promote/orders-db") && strings.Contains(out, "the name follows the primary") &&
+		strings.Contains(out, "backend/orders-db/standby  n1 primary, n2 primary, n3 primary"), "three members, the promotion after the grace, and the name following the primary")
 
 	d.step("A gateway node fails: n1, which holds the active gateway address 127.0.0.21, is killed")
 	gatewayName := "eastus2.control.postgres.database.azure.com"
