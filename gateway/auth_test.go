@@ -230,7 +230,10 @@ func TestRepeatedFailuresSlowThatAddressOnly(t *testing.T) {
 		f.connectAs(pgtest.User, "wrong", "127.0.0.1")
 	}
 	f.connectAs(pgtest.User, "wrong", "127.0.0.9")
+	// Each session logs just after its client read its last word: wait for
+	// both lines.
 	f.logHas(`"client":"127.0.0.9"`)
+	f.logHas("answered after")
 	var slowed, other []string
 	for _, l := range f.logLines() {
 		if strings.Contains(l, "answered after") {
