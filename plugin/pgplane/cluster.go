@@ -72,15 +72,8 @@ func parseClusterProperty(c *caddy.Controller, o *clusterOptions) (bool, error) 
 	case "cluster_gateway_port":
 		o.gwPort, err = strconv.Atoi(oneArg(args))
 	case "cluster_monitor_user":
-		if len(args) < 2 || len(args) > 3 {
-			return true, c.Errf("cluster_monitor_user: want ROLE PASSWORD_FILE [DATABASE]")
-		}
-		if problem := topology.ParameterProblem(topology.ParamAuthRole, args[0]); problem != "" {
-			return true, c.Errf("cluster_monitor_user: %s", problem)
-		}
-		o.monitorRole, o.monitorFile = args[0], args[1]
-		if len(args) == 3 {
-			o.monitorDB = args[2]
+		if o.monitorRole, o.monitorFile, o.monitorDB, err = roleLogin(name, args); err != nil {
+			return true, c.Err(err.Error())
 		}
 	default:
 		return true, c.Errf("unknown property %q", name)

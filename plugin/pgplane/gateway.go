@@ -106,15 +106,9 @@ func parseGatewayProperty(c *caddy.Controller, o *gatewayOptions) (bool, error) 
 			return true, c.Errf("gateway_auth: want terminate or passthrough")
 		}
 	case "gateway_auth_user":
-		if len(args) < 2 || len(args) > 3 {
-			return true, c.Errf("gateway_auth_user: want ROLE PASSWORD_FILE [DATABASE]")
-		}
-		if problem := topology.ParameterProblem(topology.ParamAuthRole, args[0]); problem != "" {
-			return true, c.Errf("gateway_auth_user: %s", problem)
-		}
-		o.authRole, o.authFile = args[0], args[1]
-		if len(args) == 3 {
-			o.authDB = args[2]
+		var err error
+		if o.authRole, o.authFile, o.authDB, err = roleLogin(name, args); err != nil {
+			return true, c.Err(err.Error())
 		}
 	case "gateway_auth_cache":
 		d, err := time.ParseDuration(oneArg(args))
@@ -130,6 +124,21 @@ func parseGatewayProperty(c *caddy.Controller, o *gatewayOptions) (bool, error) 
 		o.nodeID = uint8(n)
 	}
 	return true, nil
+}
+
+// roleLogin reads the ROLE PASSWORD_FILE [DATABASE] of a directive
+// (gateway_auth_user, cluster_monitor_user).
+func roleLogin(directive string, args []string) (role, passfile, database string, err error) {
+	if len(args) < 2 || len(args) > 3 {
+		return "", "", "", fmt.Errorf("%s: want ROLE PASSWORD_FILE [DATABASE]", directive)
+	}
+	if problem := topology.ParameterProblem(topology.ParamAuthRole, args[0]); problem != "" {
+		return "", "", "", fmt.Errorf("%s: %s", directive, problem)
+	}
+	if len(args) == 3 {
+		database = args[2]
+	}
+	return args[0], args[1], database, nil
 }
 
 func oneArg(args []string) string {

@@ -196,6 +196,8 @@ func TestParseGatewayOptions(t *testing.T) {
 		{"gateway 127.0.0.1:1\n gateway_tls dev x\n gateway_auth maybe", "gateway_auth: want terminate or passthrough"},
 		{"gateway 127.0.0.1:1\n gateway_tls dev x\n gateway_auth_user pgplane_auth", "gateway_auth_user: want ROLE PASSWORD_FILE"},
 		{"gateway 127.0.0.1:1\n gateway_tls dev x\n gateway_auth_user 9lives f", "not a role name"},
+		{"gateway 127.0.0.1:1\n gateway_tls dev x\n cluster_monitor_user pgplane_monitor", "cluster_monitor_user: want ROLE PASSWORD_FILE"},
+		{"gateway 127.0.0.1:1\n gateway_tls dev x\n cluster_monitor_user 9lives f", "cluster_monitor_user: \"9lives\" is not a role name"},
 		{"gateway 127.0.0.1:1\n gateway_tls dev x\n gateway_auth_cache forever", "gateway_auth_cache"},
 		{"gateway 127.0.0.1:15432", "gateway needs gateway_tls"},
 		{"gateway localhost:5432\n gateway_tls dev tls", "want IP:port"},
