@@ -93,7 +93,7 @@ func FuzzSession(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		client, server := tcpPair(t)
 		done := make(chan struct{})
-		go func() { g.serve(server); close(done) }()
+		go func() { g.serve(server, nil); close(done) }()
 		client.Write(data)
 		// Half-close: the session sees the end of the input at once instead
 		// of waiting for its handshake timeout (which bounds it regardless).

@@ -79,6 +79,9 @@ type Config struct {
 	AuthCacheTTL                         time.Duration
 	// MaxConnections caps concurrent client connections (G8).
 	MaxConnections int
+	// MaxConnectionsPerSource caps the connections one client address
+	// holds that have not finished authenticating (G12).
+	MaxConnectionsPerSource int
 	// HandshakeTimeout bounds TLS and the startup packet; AuthTimeout bounds
 	// the authentication exchange with the backend (G8).
 	HandshakeTimeout time.Duration
@@ -104,6 +107,8 @@ type Gateway struct {
 	cfg       Config
 	snapshot  atomic.Pointer[topology.Snapshot]
 	slots     chan struct{} // one token per open connection
+	refusing  chan struct{} // one token per connection being refused over the cap
+	sources   *sourceTable
 	sessions  *sessionTable
 	verifiers *verifierCache
 	throttle  *authThrottle
@@ -134,6 +139,9 @@ func New(cfg Config, s *topology.Snapshot) (*Gateway, error) {
 	}
 	if cfg.MaxConnections <= 0 {
 		cfg.MaxConnections = DefaultMaxConnections
+	}
+	if cfg.MaxConnectionsPerSource <= 0 {
+		cfg.MaxConnectionsPerSource = DefaultMaxConnectionsPerSource
 	}
 	if cfg.HandshakeTimeout <= 0 {
 		cfg.HandshakeTimeout = DefaultHandshakeTimeout
@@ -170,6 +178,8 @@ func New(cfg Config, s *topology.Snapshot) (*Gateway, error) {
 	g := &Gateway{
 		cfg:       cfg,
 		slots:     make(chan struct{}, cfg.MaxConnections),
+		refusing:  make(chan struct{}, max(64, cfg.MaxConnections/50)),
+		sources:   newSourceTable(cfg.MaxConnectionsPerSource),
 		sessions:  newSessionTable(cfg.NodeID),
 		throttle:  newAuthThrottle(),
 		listeners: map[string]*listener{},
@@ -330,26 +340,31 @@ func (g *Gateway) accept(l *listener) {
 		select {
 		case g.slots <- struct{}{}:
 		default:
-			// Over the cap: refuse at once, without reading anything (G8).
-			go refuse(c, g.cfg.Logger, &pgwire.Error{Code: "53300", Message: "too many connections to the pgplane gateway",
-				Hint: fmt.Sprintf("the gateway serves at most %d connections at once; try again later", g.cfg.MaxConnections)})
+			// Over the cap (G8): refuse, as PostgreSQL does, after the TLS
+			// handshake and the startup packet, where libpq shows the error
+			// (it hides an error sent in answer to its SSLRequest). A small
+			// pool of refusals bounds what that costs; past it, close.
+			select {
+			case g.refusing <- struct{}{}:
+				g.conns.Add(1)
+				go func() {
+					defer g.conns.Done()
+					defer func() { <-g.refusing }()
+					g.serve(c, g.tooManyClients())
+				}()
+			default:
+				c.Close()
+				connections.WithLabelValues("", decisionCapacity).Inc()
+			}
 			continue
 		}
 		g.conns.Add(1)
 		go func() {
 			defer g.conns.Done()
 			defer func() { <-g.slots }()
-			g.serve(c)
+			g.serve(c, nil)
 		}()
 	}
-}
-
-// refuse sends an ErrorResponse to a connection the gateway will not serve.
-func refuse(c net.Conn, log zerolog.Logger, e *pgwire.Error) {
-	c.SetWriteDeadline(time.Now().Add(time.Second))
-	c.Write(e.Encode())
-	c.Close()
-	log.Warn().Str("client", c.RemoteAddr().String()).Str("decision", "refused_capacity").Str("sqlstate", e.Code).Msg("connection")
 }
 
 // cancelKey is the key the gateway hands a client in BackendKeyData: the

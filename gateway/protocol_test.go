@@ -199,9 +199,44 @@ func TestConnectionCap(t *testing.T) {
 	f.dialFrom("127.0.0.1")
 	f.dialFrom("127.0.0.1")
 	time.Sleep(100 * time.Millisecond) // let the gateway accept both
-	c := f.dialFrom("127.0.0.1")
-	if e := readError(t, c); e['C'] != "53300" || !strings.Contains(e['M'], "too many connections") {
-		t.Fatalf("want 53300 over the cap, got %v", e)
+	// The refusal comes after TLS and the startup packet, where psql shows
+	// it (libpq hides an error sent in answer to its SSLRequest).
+	out, err := f.psql(f.conninfo("reports-db", ""), "SELECT 1")
+	if err == nil || !strings.Contains(out, "FATAL:  sorry, too many clients already") || !strings.Contains(out, "gateway_max_connections") {
+		t.Fatalf("want PostgreSQL's refusal over the cap, as psql shows it: %v\n%s", err, out)
+	}
+	waitLog(t, f, `"decision":"refused_capacity"`)
+}
+
+// SPEC: G12 G8
+func TestConnectionCapPerSource(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.MaxConnectionsPerSource = 3 })
+	var idle []net.Conn
+	for i := 0; i < 3; i++ {
+		idle = append(idle, f.dialFrom("127.0.0.1"))
+	}
+	time.Sleep(100 * time.Millisecond) // let the gateway accept them
+	out, err := f.psql(f.conninfo("reports-db", ""), "SELECT 1")
+	if err == nil || !strings.Contains(out, "too many connections from 127.0.0.1 that have not finished authenticating") {
+		t.Fatalf("the address over its cap must be refused, clearly: %v\n%s", err, out)
+	}
+	// Every other address still connects.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := f.pgxConnect(ctx, "orders-db", "127.0.1.10")
+	if err != nil {
+		t.Fatalf("another address must connect: %v", err)
+	}
+	c.Close(ctx)
+	// Authenticated sessions do not count: with one idle connection gone,
+	// psql gets in, and stays connected while the address opens another.
+	idle[0].Close()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if out, err := f.psql(f.conninfo("reports-db", ""), "SELECT 1"); err == nil && out == "1" {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("a slot of 127.0.0.1 must free when its idle connection closes: %v %s", err, out)
+		}
 	}
 }
 

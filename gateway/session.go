@@ -34,6 +34,7 @@ const (
 	decisionAuthFailed      = "refused_password"
 	decisionAuthLookup      = "auth_lookup_failed"
 	decisionTimeout         = "refused_timeout"
+	decisionCapacity        = "refused_capacity"
 	// decisionEmpty is a connection closed before its first byte: a TCP
 	// health check, such as the cluster's probe of a gateway address. It is
 	// counted but logged only at debug level.
@@ -65,17 +66,30 @@ type session struct {
 	backend     net.Conn
 	backendAddr string
 	moved       atomic.Bool
+
+	// refusal, when set, is sent once the client has negotiated TLS and
+	// sent its startup packet (over a connection cap, G8 and G12);
+	// counted: the session counts against its address's cap until it
+	// authenticates (G12).
+	refusal *pgwire.Error
+	counted bool
 }
 
-// serve runs one connection to its end and logs it once (G9).
-func (g *Gateway) serve(raw net.Conn) {
-	s := &session{g: g, raw: raw, conn: raw, started: time.Now()}
+// serve runs one connection to its end and logs it once (G9). A session
+// with a refusal only negotiates, then sends it.
+func (g *Gateway) serve(raw net.Conn, refusal *pgwire.Error) {
+	s := &session{g: g, raw: raw, conn: raw, started: time.Now(), refusal: refusal}
 	g.sessions.track(raw)
 	defer g.sessions.untrack(raw)
 	defer raw.Close()
 	defer s.log()
+	defer s.authenticated()
 	s.client = addrOf(raw.RemoteAddr())
-	raw.SetDeadline(s.started.Add(g.cfg.HandshakeTimeout))
+	if refusal != nil {
+		raw.SetDeadline(s.started.Add(refusalTimeout))
+	} else {
+		raw.SetDeadline(s.started.Add(g.cfg.HandshakeTimeout))
+	}
 	s.r = bufio.NewReaderSize(raw, 4096)
 	if err := s.run(); err != nil {
 		s.fail(err)
@@ -157,6 +171,14 @@ func (s *session) run() error {
 			s.client = src
 		}
 	}
+	if s.refusal == nil {
+		// G12: one address may hold only so many connections that have
+		// not finished authenticating, so it cannot lock others out.
+		if s.counted = s.g.sources.enter(s.client); !s.counted {
+			s.refusal = s.g.tooManyFromSource(s.client)
+			s.raw.SetDeadline(time.Now().Add(refusalTimeout))
+		}
+	}
 	if first, err := s.r.Peek(1); errors.Is(err, io.EOF) {
 		s.decision, s.reason = decisionEmpty, "closed before sending anything"
 		return nil
@@ -206,6 +228,10 @@ func (s *session) run() error {
 			s.decision = decisionCancel
 			return s.cancel(cancelKey{p.cancelPID, p.cancelKey})
 		default:
+			if s.refusal != nil {
+				s.decision, s.user, s.db = decisionCapacity, p.get("user"), p.get("database")
+				return s.refusal
+			}
 			return s.startup(p)
 		}
 	}
@@ -584,6 +610,7 @@ func (s *session) dialBackend(si *topology.ServerInfo, p *startupPacket) (net.Co
 // the client a cancel key of the gateway's own (G2a), then copies bytes
 // both ways until either side closes.
 func (s *session) serveBackend(si *topology.ServerInfo, backend net.Conn, br *bufio.Reader) error {
+	s.authenticated()
 	var key cancelKey
 	var out []byte
 	defer func() {
@@ -634,6 +661,15 @@ func (s *session) serveBackend(si *topology.ServerInfo, backend net.Conn, br *bu
 		s.reason = "closed: the server's backend changed (failover); the client reconnects to the new one"
 	}
 	return err
+}
+
+// authenticated uncounts the session from its address's connections that
+// have not finished authenticating (G12).
+func (s *session) authenticated() {
+	if s.counted {
+		s.g.sources.leave(s.client)
+		s.counted = false
+	}
 }
 
 // sameCertificate reports whether the backend's leaf certificate is the one

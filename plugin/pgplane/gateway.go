@@ -25,6 +25,7 @@ type gatewayOptions struct {
 	backendTLS gateway.BackendTLS
 	backendCA  string
 	maxConns   int
+	perSource  int
 	handshake  time.Duration
 	trusted    []netip.Prefix
 	nodeID     uint8
@@ -40,7 +41,7 @@ type gatewayOptions struct {
 func parseGatewayProperty(c *caddy.Controller, o *gatewayOptions) (bool, error) {
 	name := c.Val()
 	switch name {
-	case "gateway", "gateway_tls", "gateway_backend_tls", "gateway_max_connections", "gateway_handshake_timeout", "gateway_trusted_proxies", "node_id",
+	case "gateway", "gateway_tls", "gateway_backend_tls", "gateway_max_connections", "gateway_max_connections_per_source", "gateway_handshake_timeout", "gateway_trusted_proxies", "node_id",
 		"gateway_auth", "gateway_auth_user", "gateway_auth_cache":
 	default:
 		return false, nil
@@ -81,6 +82,12 @@ func parseGatewayProperty(c *caddy.Controller, o *gatewayOptions) (bool, error) 
 			return true, c.Errf("gateway_max_connections: want a positive number")
 		}
 		o.maxConns = n
+	case "gateway_max_connections_per_source":
+		n, err := strconv.Atoi(oneArg(args))
+		if err != nil || n < 1 {
+			return true, c.Errf("gateway_max_connections_per_source: want a positive number")
+		}
+		o.perSource = n
 	case "gateway_handshake_timeout":
 		d, err := time.ParseDuration(oneArg(args))
 		if err != nil || d <= 0 {
@@ -155,7 +162,7 @@ func (p *PGPlane) newGateway(o gatewayOptions, base string, snap *topology.Snaps
 		return nil
 	}
 	cfg := gateway.Config{
-		Listen: o.listen, NodeID: o.nodeID, ForwardCancel: p.forwardCancel, BackendTLS: o.backendTLS, MaxConnections: o.maxConns,
+		Listen: o.listen, NodeID: o.nodeID, ForwardCancel: p.forwardCancel, BackendTLS: o.backendTLS, MaxConnections: o.maxConns, MaxConnectionsPerSource: o.perSource,
 		HandshakeTimeout: o.handshake, TrustedProxies: o.trusted,
 		Auth: o.auth, AuthRole: o.authRole, AuthDatabase: o.authDB, AuthCacheTTL: o.authCache,
 		Logger: newLogger("pgplane/gateway"),

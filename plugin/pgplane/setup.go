@@ -91,6 +91,7 @@ func setup(c *caddy.Controller) error {
 //	    gateway_auth_user ROLE PASSWORD_FILE [DATABASE]
 //	    gateway_auth_cache DURATION
 //	    gateway_max_connections N
+//	    gateway_max_connections_per_source N
 //	    gateway_handshake_timeout DURATION
 //	    gateway_trusted_proxies CIDR...
 //	    node_id N
