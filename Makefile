@@ -104,6 +104,7 @@ fuzz:
 	$(GO) test ./gateway -run '^$$' -fuzz FuzzStartupPacket -fuzztime $(FUZZTIME)
 	$(GO) test ./gateway -run '^$$' -fuzz FuzzProxyHeader -fuzztime $(FUZZTIME)
 	$(GO) test ./gateway -run '^$$' -fuzz FuzzSession -fuzztime $(FUZZTIME)
+	$(GO) test ./gateway -run '^$$' -fuzz FuzzFrames -fuzztime $(FUZZTIME)
 	$(GO) test ./pgwire -run '^$$' -fuzz FuzzScramServer -fuzztime $(FUZZTIME)
 	$(GO) test ./pgwire -run '^$$' -fuzz FuzzScramClient -fuzztime $(FUZZTIME)
 	$(GO) test ./topology -run '^$$' -fuzz FuzzOverlay -fuzztime $(FUZZTIME)

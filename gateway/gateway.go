@@ -79,6 +79,12 @@ type Config struct {
 	AuthCacheTTL                         time.Duration
 	// MaxConnections caps concurrent client connections (G8).
 	MaxConnections int
+	// PoolSize is how many idle authenticated backend connections the
+	// gateway keeps per server for reuse (session pooling, gateway_auth
+	// terminate only); 0 means DefaultPoolSize, a negative size none.
+	// PoolIdleTimeout is how long one is kept.
+	PoolSize        int
+	PoolIdleTimeout time.Duration
 	// MaxConnectionsPerSource caps the connections one client address
 	// holds that have not finished authenticating (G12).
 	MaxConnectionsPerSource int
@@ -109,6 +115,7 @@ type Gateway struct {
 	slots     chan struct{} // one token per open connection
 	refusing  chan struct{} // one token per connection being refused over the cap
 	sources   *sourceTable
+	pool      *backendPool // nil: no session pooling
 	sessions  *sessionTable
 	verifiers *verifierCache
 	throttle  *authThrottle
@@ -139,6 +146,12 @@ func New(cfg Config, s *topology.Snapshot) (*Gateway, error) {
 	}
 	if cfg.MaxConnections <= 0 {
 		cfg.MaxConnections = DefaultMaxConnections
+	}
+	if cfg.PoolSize == 0 {
+		cfg.PoolSize = DefaultPoolSize
+	}
+	if cfg.PoolIdleTimeout <= 0 {
+		cfg.PoolIdleTimeout = DefaultPoolIdleTimeout
 	}
 	if cfg.MaxConnectionsPerSource <= 0 {
 		cfg.MaxConnectionsPerSource = DefaultMaxConnectionsPerSource
@@ -185,6 +198,9 @@ func New(cfg Config, s *topology.Snapshot) (*Gateway, error) {
 		listeners: map[string]*listener{},
 	}
 	g.verifiers = newVerifierCache(g)
+	if cfg.PoolSize > 0 && cfg.Auth == AuthTerminate {
+		g.pool = newBackendPool(cfg.PoolSize, cfg.PoolIdleTimeout)
+	}
 	g.snapshot.Store(s)
 	if cfg.TLS != nil {
 		if len(cfg.TLS.Certificates) == 0 {
@@ -224,6 +240,9 @@ func (g *Gateway) Start() error { return g.reconcile() }
 // one rather than write into an old primary or a read-only standby (C6).
 func (g *Gateway) Update(s *topology.Snapshot) error {
 	g.snapshot.Store(s)
+	if g.pool != nil {
+		g.pool.drop(func(k poolKey) bool { si := s.Servers[k.server]; return si != nil && si.Backend == k.backend })
+	}
 	if n := g.sessions.closeMoved(s); n > 0 {
 		g.cfg.Logger.Warn().Int("connections", n).Msg("gateway: closed the connections to backends their servers moved away from")
 	}
@@ -300,6 +319,9 @@ func (g *Gateway) Stop() {
 	g.mu.Unlock()
 	g.sessions.closeAll()
 	g.conns.Wait()
+	if g.pool != nil {
+		g.pool.closeAll()
+	}
 	g.verifiers.close()
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 
 	"github.com/pgplane/pgplane/pgwire"
@@ -111,6 +112,20 @@ func (p *startupPacket) set(name, value string) {
 		}
 	}
 	p.params = append(p.params, param{name, value})
+}
+
+// sessionKey is the startup parameters that shape a backend session (all
+// but the _pq_. options), sorted, so that two clients asking for the same
+// session in another order get the same key.
+func (p *startupPacket) sessionKey() string {
+	pairs := make([]string, 0, len(p.params))
+	for _, kv := range p.params {
+		if !strings.HasPrefix(kv.name, "_pq_.") {
+			pairs = append(pairs, kv.name+"\x00"+kv.value)
+		}
+	}
+	slices.Sort(pairs)
+	return strings.Join(pairs, "\x00")
 }
 
 // protocolOptions returns the _pq_. options the client asked for.

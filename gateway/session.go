@@ -73,6 +73,11 @@ type session struct {
 	// authenticates (G12).
 	refusal *pgwire.Error
 	counted bool
+
+	// poolKey, when set, lets the session give its backend connection back
+	// to the pool; reused: the session got a pooled one.
+	poolKey *poolKey
+	reused  bool
 }
 
 // serve runs one connection to its end and logs it once (G9). A session
@@ -154,6 +159,9 @@ func (s *session) log() {
 	}
 	if s.reason != "" {
 		ev = ev.Str("reason", s.reason)
+	}
+	if s.reused {
+		ev = ev.Bool("pooled", true)
 	}
 	ev.Int64("bytes_in", s.bytesIn).Int64("bytes_out", s.bytesOut).
 		Dur("duration", time.Since(s.started)).Msg("connection")
@@ -462,12 +470,19 @@ func (s *session) terminate(si *topology.ServerInfo, p *startupPacket) error {
 	if err != nil {
 		return err
 	}
+	s.g.throttle.succeeded(s.client.String())
+	if s.g.pool != nil {
+		s.poolKey = &poolKey{server: si.Server.Name, backend: si.Backend, params: p.sessionKey()}
+		if pc := s.g.pool.get(*s.poolKey); pc != nil {
+			return s.reuse(si, pc, final)
+		}
+	}
 	backend, br, err := s.dialBackend(si, p)
 	if err != nil {
 		return err
 	}
-	defer backend.Close()
 	if err := pgwire.Authenticate(backend, br, cred); err != nil {
+		backend.Close()
 		s.decision, s.reason = decisionBackendRejected, err.Error()
 		var pe *pgwire.Error
 		if errors.As(err, &pe) {
@@ -479,12 +494,12 @@ func (s *session) terminate(si *topology.ServerInfo, p *startupPacket) error {
 		return &pgwire.Error{Code: "08006", Message: fmt.Sprintf("server %q: the gateway could not log in to the backend as %q", si.Server.Name, s.user),
 			Detail: err.Error()}
 	}
-	s.g.throttle.succeeded(s.client.String())
 	var out []byte
 	if final != nil {
 		out = pgwire.AuthMessage(pgwire.AuthSASLFinal, final)
 	}
 	if _, err := s.conn.Write(append(out, pgwire.AuthMessage(pgwire.AuthOK, nil)...)); err != nil {
+		backend.Close()
 		return err
 	}
 	return s.serveBackend(si, backend, br)
@@ -608,16 +623,19 @@ func (s *session) dialBackend(si *topology.ServerInfo, p *startupPacket) (net.Co
 
 // serveBackend relays the backend's messages up to ReadyForQuery, handing
 // the client a cancel key of the gateway's own (G2a), then copies bytes
-// both ways until either side closes.
-func (s *session) serveBackend(si *topology.ServerInfo, backend net.Conn, br *bufio.Reader) error {
+// both ways until either side closes. It keeps what a later client of a
+// pooled connection needs: the ParameterStatus messages and the backend's
+// own cancel key.
+func (s *session) serveBackend(si *topology.ServerInfo, backend net.Conn, br *bufio.Reader) (err error) {
 	s.authenticated()
-	var key cancelKey
-	var out []byte
+	login := &pooledConn{conn: backend, r: br, status: map[string][]byte{}}
+	proxying := false
 	defer func() {
-		if key != (cancelKey{}) {
-			s.g.sessions.forget(key)
+		if !proxying {
+			backend.Close()
 		}
 	}()
+	var out []byte
 	for ready := false; !ready; {
 		typ, payload, err := pgwire.ReadMessage(br, pgwire.MaxAuthMessage)
 		if err != nil {
@@ -628,39 +646,86 @@ func (s *session) serveBackend(si *topology.ServerInfo, backend net.Conn, br *bu
 			if len(payload) != 8 {
 				return fmt.Errorf("%w: BackendKeyData of %d bytes", pgwire.ErrProtocol, len(payload))
 			}
-			key = s.g.sessions.newKey(backendKey{server: si.Server.Name, addr: si.Backend, pid: binary.BigEndian.Uint32(payload), secret: binary.BigEndian.Uint32(payload[4:])})
-			var mine [8]byte
-			binary.BigEndian.PutUint32(mine[:], key.pid)
-			binary.BigEndian.PutUint32(mine[4:], key.secret)
-			payload = mine[:]
+			login.pid, login.secret = binary.BigEndian.Uint32(payload), binary.BigEndian.Uint32(payload[4:])
+			continue // the gateway's own key goes to the client below
+		case 'S':
+			name, _, _ := pgwire.CutCString(payload)
+			login.status[name] = pgwire.AppendMessage(nil, typ, payload)
 		case 'E':
 			s.decision, s.reason = decisionBackendRejected, pgwire.ParseError(payload).Message
 			_, err := s.conn.Write(pgwire.AppendMessage(out, typ, payload))
 			return err
 		case 'Z':
 			ready = true
+			continue // after the key, below
 		}
 		out = pgwire.AppendMessage(out, typ, payload)
 	}
+	proxying = true
+	return s.proxy(si, login, out)
+}
+
+// reuse serves an authenticated client on a pooled backend connection: the
+// client gets what a login would have told it, then the session.
+func (s *session) reuse(si *topology.ServerInfo, pc *pooledConn, final []byte) error {
+	s.authenticated()
+	var out []byte
+	if final != nil {
+		out = pgwire.AuthMessage(pgwire.AuthSASLFinal, final)
+	}
+	out = append(out, pgwire.AuthMessage(pgwire.AuthOK, nil)...)
+	for _, m := range pc.status {
+		out = append(out, m...)
+	}
+	s.reused = true
+	return s.proxy(si, pc, out)
+}
+
+// proxy finishes the client's login (out, then the gateway's cancel key
+// and ReadyForQuery), copies the session, and gives the backend connection
+// back to the pool when the client left it idle.
+func (s *session) proxy(si *topology.ServerInfo, pc *pooledConn, out []byte) error {
+	key := s.g.sessions.newKey(backendKey{server: si.Server.Name, addr: si.Backend, pid: pc.pid, secret: pc.secret})
+	defer s.g.sessions.forget(key)
+	var k [8]byte
+	binary.BigEndian.PutUint32(k[:], key.pid)
+	binary.BigEndian.PutUint32(k[4:], key.secret)
+	out = pgwire.AppendMessage(out, 'K', k[:])
+	out = pgwire.AppendMessage(out, 'Z', []byte{'I'})
 	if _, err := s.conn.Write(out); err != nil {
 		return err
 	}
 	s.decision = decisionProxied
 	s.raw.SetDeadline(time.Time{})
-	backend.SetDeadline(time.Time{})
-	s.backend, s.backendAddr = backend, si.Backend
+	pc.conn.SetDeadline(time.Time{})
+	s.backend, s.backendAddr = pc.conn, si.Backend
 	s.g.sessions.startProxy(s)
 	defer s.g.sessions.endProxy(s)
 	if cur := s.g.snapshot.Load().Servers[si.Server.Name]; cur == nil || cur.Backend != si.Backend {
 		// The server moved while this session logged in.
 		s.reason = "closed: the server's backend changed (failover) while it logged in"
+		pc.conn.Close()
 		return nil
 	}
-	err := s.copy(backend, br)
+	if s.poolKey == nil {
+		defer pc.conn.Close()
+		err := s.copy(pc.conn, pc.r)
+		s.noteMoved()
+		return err
+	}
+	if s.copyPooled(pc.conn, pc.r) && !s.moved.Load() && s.resetForPool(pc) {
+		s.g.pool.put(*s.poolKey, pc)
+		return nil
+	}
+	pc.conn.Close()
+	s.noteMoved()
+	return nil
+}
+
+func (s *session) noteMoved() {
 	if s.moved.Load() {
 		s.reason = "closed: the server's backend changed (failover); the client reconnects to the new one"
 	}
-	return err
 }
 
 // authenticated uncounts the session from its address's connections that

@@ -108,7 +108,7 @@ func findPGPlaneBlocks(lines [][]token) ([]pgplaneBlock, error) {
 // knownProperties are the properties of the pgplane block (plugin/pgplane/README.md).
 var knownProperties = []string{"ttl", "reload", "ns", "gateway", "gateway_tls", "gateway_backend_tls",
 	"gateway_auth", "gateway_auth_user", "gateway_auth_cache",
-	"gateway_max_connections", "gateway_max_connections_per_source", "gateway_handshake_timeout", "gateway_trusted_proxies", "node_id",
+	"gateway_max_connections", "gateway_max_connections_per_source", "gateway_pool_size", "gateway_pool_idle_timeout", "gateway_handshake_timeout", "gateway_trusted_proxies", "node_id",
 	"cluster_name", "cluster_members", "cluster_bind", "cluster_advertise", "cluster_join", "cluster_key_file",
 	"cluster_dev", "cluster_probe_interval", "cluster_probe_timeout", "cluster_fail_after", "cluster_gateway_port",
 	"cluster_monitor_user",

@@ -26,6 +26,8 @@ type gatewayOptions struct {
 	backendCA  string
 	maxConns   int
 	perSource  int
+	poolSize   int // -1: off
+	poolIdle   time.Duration
 	handshake  time.Duration
 	trusted    []netip.Prefix
 	nodeID     uint8
@@ -41,7 +43,7 @@ type gatewayOptions struct {
 func parseGatewayProperty(c *caddy.Controller, o *gatewayOptions) (bool, error) {
 	name := c.Val()
 	switch name {
-	case "gateway", "gateway_tls", "gateway_backend_tls", "gateway_max_connections", "gateway_max_connections_per_source", "gateway_handshake_timeout", "gateway_trusted_proxies", "node_id",
+	case "gateway", "gateway_tls", "gateway_backend_tls", "gateway_max_connections", "gateway_max_connections_per_source", "gateway_pool_size", "gateway_pool_idle_timeout", "gateway_handshake_timeout", "gateway_trusted_proxies", "node_id",
 		"gateway_auth", "gateway_auth_user", "gateway_auth_cache":
 	default:
 		return false, nil
@@ -88,6 +90,20 @@ func parseGatewayProperty(c *caddy.Controller, o *gatewayOptions) (bool, error) 
 			return true, c.Errf("gateway_max_connections_per_source: want a positive number")
 		}
 		o.perSource = n
+	case "gateway_pool_size":
+		n, err := strconv.Atoi(oneArg(args))
+		if err != nil || n < 0 {
+			return true, c.Errf("gateway_pool_size: want a number of connections per server, 0 for no pooling")
+		}
+		if o.poolSize = n; n == 0 {
+			o.poolSize = -1
+		}
+	case "gateway_pool_idle_timeout":
+		d, err := time.ParseDuration(oneArg(args))
+		if err != nil || d <= 0 {
+			return true, c.Errf("gateway_pool_idle_timeout: want a duration such as 1m")
+		}
+		o.poolIdle = d
 	case "gateway_handshake_timeout":
 		d, err := time.ParseDuration(oneArg(args))
 		if err != nil || d <= 0 {
@@ -163,6 +179,7 @@ func (p *PGPlane) newGateway(o gatewayOptions, base string, snap *topology.Snaps
 	}
 	cfg := gateway.Config{
 		Listen: o.listen, NodeID: o.nodeID, ForwardCancel: p.forwardCancel, BackendTLS: o.backendTLS, MaxConnections: o.maxConns, MaxConnectionsPerSource: o.perSource,
+		PoolSize: o.poolSize, PoolIdleTimeout: o.poolIdle,
 		HandshakeTimeout: o.handshake, TrustedProxies: o.trusted,
 		Auth: o.auth, AuthRole: o.authRole, AuthDatabase: o.authDB, AuthCacheTTL: o.authCache,
 		Logger: newLogger("pgplane/gateway"),

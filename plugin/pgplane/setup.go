@@ -92,6 +92,8 @@ func setup(c *caddy.Controller) error {
 //	    gateway_auth_cache DURATION
 //	    gateway_max_connections N
 //	    gateway_max_connections_per_source N
+//	    gateway_pool_size N
+//	    gateway_pool_idle_timeout DURATION
 //	    gateway_handshake_timeout DURATION
 //	    gateway_trusted_proxies CIDR...
 //	    node_id N

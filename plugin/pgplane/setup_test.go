@@ -192,7 +192,7 @@ func BenchmarkReload(b *testing.B) {
 func TestParseGatewayOptions(t *testing.T) {
 	_, topo := topologyFileIn(t, nil)
 	for _, tc := range []struct{ block, err string }{
-		{"gateway 127.0.0.1:15432 127.0.0.2:15432\n gateway_tls dev tls\n gateway_backend_tls verify-full ca.pem\n gateway_max_connections 10\n gateway_max_connections_per_source 4\n gateway_handshake_timeout 3s\n gateway_trusted_proxies 10.0.0.0/8\n node_id 5\n gateway_auth_user pgplane_auth auth.pgpass\n gateway_auth_cache 30s", ""},
+		{"gateway 127.0.0.1:15432 127.0.0.2:15432\n gateway_tls dev tls\n gateway_backend_tls verify-full ca.pem\n gateway_max_connections 10\n gateway_max_connections_per_source 4\n gateway_pool_size 0\n gateway_pool_idle_timeout 30s\n gateway_handshake_timeout 3s\n gateway_trusted_proxies 10.0.0.0/8\n node_id 5\n gateway_auth_user pgplane_auth auth.pgpass\n gateway_auth_cache 30s", ""},
 		{"gateway 127.0.0.1:1\n gateway_tls dev x\n gateway_auth maybe", "gateway_auth: want terminate or passthrough"},
 		{"gateway 127.0.0.1:1\n gateway_tls dev x\n gateway_auth_user pgplane_auth", "gateway_auth_user: want ROLE PASSWORD_FILE"},
 		{"gateway 127.0.0.1:1\n gateway_tls dev x\n gateway_auth_user 9lives f", "not a role name"},
@@ -214,7 +214,7 @@ func TestParseGatewayOptions(t *testing.T) {
 			t.Errorf("%q: want %q, got %v", tc.block, tc.err, err)
 		case tc.err == "":
 			o := p.gwOpts
-			if len(o.listen) != 2 || o.devDir != "tls" || o.backendCA != "ca.pem" || o.maxConns != 10 || o.perSource != 4 || o.handshake != 3*time.Second || o.nodeID != 5 || len(o.trusted) != 1 ||
+			if len(o.listen) != 2 || o.devDir != "tls" || o.backendCA != "ca.pem" || o.maxConns != 10 || o.perSource != 4 || o.poolSize != -1 || o.poolIdle != 30*time.Second || o.handshake != 3*time.Second || o.nodeID != 5 || len(o.trusted) != 1 ||
 				o.authRole != "pgplane_auth" || o.authFile != "auth.pgpass" || o.authCache != 30*time.Second {
 				t.Errorf("options not applied: %+v", o)
 			}
