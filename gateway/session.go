@@ -693,6 +693,7 @@ func (s *session) proxy(si *topology.ServerInfo, pc *pooledConn, out []byte) err
 	out = pgwire.AppendMessage(out, 'K', k[:])
 	out = pgwire.AppendMessage(out, 'Z', []byte{'I'})
 	if _, err := s.conn.Write(out); err != nil {
+		pc.conn.Close()
 		return err
 	}
 	s.decision = decisionProxied
