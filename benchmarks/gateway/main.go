@@ -8,15 +8,18 @@ package main
 
 import (
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
 	"os/user"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -35,6 +38,7 @@ func main() {
 	duration := flag.Duration("duration", 20*time.Second, "length of a pgbench -S run")
 	connDuration := flag.Duration("conn-duration", 10*time.Second, "length of a pgbench -C run")
 	clients := flag.Int("clients", 16, "pgbench -c")
+	flag.IntVar(&idleSessions, "idle", 5000, "idle TLS sessions for the memory measurement (0: none)")
 	flag.StringVar(&profileTo, "profile", "", "write a CPU profile of pgplane during its first TLS run to this file")
 	flag.StringVar(&profileMode, "profile-mode", "select", "which run to profile: select or connect")
 	flag.Parse()
@@ -127,7 +131,7 @@ servers:
 	if err != nil {
 		return err
 	}
-	os.WriteFile(filepath.Join(out, "Corefile"), []byte(fmt.Sprintf(".:%d {\n    bind 127.0.0.1\n    pprof %s\n    pgplane topology.yaml {\n        gateway 127.0.0.1:%d\n        gateway_tls dev tls\n        gateway_auth_user pgplane_auth %s\n        gateway_max_connections 1000\n    }\n}\n", dnsPort, pprofAddr, gwPort, authFile)), 0o644)
+	os.WriteFile(filepath.Join(out, "Corefile"), []byte(fmt.Sprintf(".:%d {\n    bind 127.0.0.1\n    pprof %s\n    pgplane topology.yaml {\n        gateway 127.0.0.1:%d\n        gateway_tls dev tls\n        gateway_auth_user pgplane_auth %s\n        gateway_max_connections 6000\n        gateway_handshake_timeout 2m\n    }\n}\n", dnsPort, pprofAddr, gwPort, authFile)), 0o644)
 	pgplanePID, err := start("pgplane", exec.Command(bin, "-conf", filepath.Join(out, "Corefile")), fmt.Sprintf("127.0.0.1:%d", gwPort))
 	if err != nil {
 		return err
@@ -168,7 +172,7 @@ unix_socket_dir =
 auth_type = scram-sha-256
 auth_file = %s
 pool_mode = session
-max_client_conn = 500
+max_client_conn = 6000
 default_pool_size = 100
 client_tls_sslmode = allow
 client_tls_cert_file = %s
@@ -285,8 +289,86 @@ listen pg
 			}
 		}
 	}
+	if idleSessions > 0 {
+		fmt.Fprintf(&report, "\nMemory: %d idle client sessions, TLS done, startup packet not sent (the backend holds none)\n", idleSessions)
+		fmt.Fprintf(&report, "  %-16s %12s %12s %14s\n", "target", "RSS before", "RSS after", "per session")
+		var perSession []float64
+		for _, t := range []struct {
+			name string
+			pid  int
+			addr string
+		}{{"pgplane", pgplanePID, fmt.Sprintf("127.0.0.1:%d", gwPort)}, {"pgbouncer", bouncerPID, fmt.Sprintf("127.0.0.1:%d", bouncerPort)}} {
+			before, after, err := idleMemory(t.pid, t.addr, idleSessions)
+			if err != nil {
+				return fmt.Errorf("%s idle sessions: %w", t.name, err)
+			}
+			per := float64(after-before) / float64(idleSessions)
+			perSession = append(perSession, per)
+			fmt.Fprintf(&report, "  %-16s %9d KiB %9d KiB %10.1f KiB\n", t.name, before, after, per)
+		}
+		fmt.Fprintf(&report, "  ratio pgplane/pgbouncer per session: %.2fx\n", perSession[0]/perSession[1])
+	}
 	fmt.Print(report.String())
 	return os.WriteFile(filepath.Join(out, "results.txt"), report.Bytes(), 0o644)
+}
+
+// idleSessions is how many idle sessions the memory measurement opens.
+var idleSessions int
+
+// idleMemory opens n client sessions to addr (SSLRequest and the TLS
+// handshake, then nothing), from source addresses 127.1.x.y, 50 each, and
+// returns the process's RSS in KiB before and once all are open.
+func idleMemory(pid int, addr string, n int) (before, after int, err error) {
+	runtime.GC()
+	time.Sleep(time.Second)
+	if before, err = rssKiB(pid); err != nil {
+		return 0, 0, err
+	}
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for i := 0; i < n; i++ {
+		src := net.IPv4(127, 1, byte(i/50/250), byte(i/50%250+1))
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: src}, Timeout: 5 * time.Second}
+		c, err := d.Dial("tcp", addr)
+		if err != nil {
+			return 0, 0, fmt.Errorf("session %d: %w", i, err)
+		}
+		conns = append(conns, c)
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := c.Write([]byte{0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f}); err != nil {
+			return 0, 0, err
+		}
+		var s [1]byte
+		if _, err := io.ReadFull(c, s[:]); err != nil || s[0] != 'S' {
+			return 0, 0, fmt.Errorf("session %d: SSLRequest answered %q, %v", i, s[0], err)
+		}
+		tc := tls.Client(c, &tls.Config{InsecureSkipVerify: true, ServerName: "bench-db.postgres.database.azure.com"}) // #nosec G402 -- a load generator
+		if err := tc.Handshake(); err != nil {
+			return 0, 0, fmt.Errorf("session %d: TLS: %w", i, err)
+		}
+		conns[len(conns)-1] = tc
+	}
+	time.Sleep(2 * time.Second)
+	after, err = rssKiB(pid)
+	return before, after, err
+}
+
+// rssKiB reads a process's resident set size.
+func rssKiB(pid int) (int, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+			return strconv.Atoi(f[1])
+		}
+	}
+	return 0, fmt.Errorf("no VmRSS for %d", pid)
 }
 
 func onOff(b bool) string {
