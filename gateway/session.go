@@ -95,7 +95,7 @@ func (g *Gateway) serve(raw net.Conn, refusal *pgwire.Error) {
 	} else {
 		raw.SetDeadline(s.started.Add(g.cfg.HandshakeTimeout))
 	}
-	s.r = bufio.NewReaderSize(raw, 4096)
+	s.r = bufio.NewReaderSize(raw, sessionReadBuffer)
 	if err := s.run(); err != nil {
 		s.fail(err)
 	}
@@ -260,7 +260,7 @@ func (s *session) startTLS(direct bool) error {
 	}
 	handshakeSeconds.Observe(time.Since(start).Seconds())
 	cs := tc.ConnectionState()
-	s.conn, s.r, s.tlsVer, s.sni = tc, bufio.NewReaderSize(tc, 4096), cs.Version, cs.ServerName
+	s.conn, s.r, s.tlsVer, s.sni = tc, bufio.NewReaderSize(tc, sessionReadBuffer), cs.Version, cs.ServerName
 	if direct && cs.NegotiatedProtocol != alpnPostgres {
 		return &pgwire.Error{Code: "08P01", Message: "direct TLS connection without ALPN protocol \"postgresql\"",
 			Hint: "use sslnegotiation=postgres, or a client that sends ALPN postgresql"}
@@ -280,18 +280,32 @@ func (g *Gateway) tlsConfig() *tls.Config {
 	cfg.GetCertificate = func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return g.cert.Load(), nil }
 	cfg.NextProtos = []string{alpnPostgres}
 	cfg.MinVersion = tls.VersionTLS12
+	// One configuration per TLS version policy, made once: a connection
+	// keeps its configuration, so a clone per handshake would cost every
+	// session the memory of one.
+	var byPolicy sync.Map // [2]uint16{min, max} -> *tls.Config
 	cfg.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
 		si := g.snapshot.Load().ServerForHost(hello.ServerName)
 		if si == nil {
 			return nil, nil
 		}
+		policy := [2]uint16{tlsVersion(si.TLS.MinVersion), tlsVersion(si.TLS.MaxVersion)}
+		if c, ok := byPolicy.Load(policy); ok {
+			return c.(*tls.Config), nil
+		}
 		c := cfg.Clone()
 		c.GetConfigForClient = nil
-		c.MinVersion, c.MaxVersion = tlsVersion(si.TLS.MinVersion), tlsVersion(si.TLS.MaxVersion)
-		return c, nil
+		c.MinVersion, c.MaxVersion = policy[0], policy[1]
+		actual, _ := byPolicy.LoadOrStore(policy, c)
+		return actual.(*tls.Config), nil
 	}
 	return cfg
 }
+
+// sessionReadBuffer is the size of a session's read buffers. The startup
+// phase reads small messages; the copy phase reads into 16 KiB buffers of
+// its own, which bypass these. Small buffers keep an idle session small.
+const sessionReadBuffer = 512
 
 // tlsVersion maps a PostgreSQL TLS parameter to crypto/tls; "" is 0 (no bound).
 func tlsVersion(v string) uint16 {

@@ -273,6 +273,9 @@ listen pg
 	}
 	var report bytes.Buffer
 	for _, mode := range []string{"select", "connect"} {
+		if rounds == 0 {
+			break // -rounds 0: the memory measurement alone
+		}
 		for _, tls := range []bool{true, false} {
 			title := map[string]string{"select": "pgbench -S (TPS)", "connect": "pgbench -S -C (new connection per transaction: connections/s)"}[mode]
 			fmt.Fprintf(&report, "\n%s, client TLS %v, median of %d\n", title, onOff(tls), rounds)
