@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/pgplane/pgplane/internal/pgtest"
+	"github.com/pgplane/pgplane/pgwire"
 	"github.com/pgplane/pgplane/topology"
 
 	"github.com/rs/zerolog"
@@ -93,7 +94,13 @@ func FuzzSession(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		client, server := tcpPair(t)
 		done := make(chan struct{})
-		go func() { g.serve(server, nil); close(done) }()
+		// Some sessions are ones the gateway refuses over its cap: they
+		// negotiate, then get the refusal.
+		var refusal *pgwire.Error
+		if len(data)%5 == 0 {
+			refusal = g.tooManyClients()
+		}
+		go func() { g.serve(server, refusal); close(done) }()
 		client.Write(data)
 		// Half-close: the session sees the end of the input at once instead
 		// of waiting for its handshake timeout (which bounds it regardless).
