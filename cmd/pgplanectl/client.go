@@ -111,12 +111,11 @@ func (c *common) send(method, path string, body any, header map[string]string) (
 
 // health prints the node's own state; the exit code is 0 when it is ready.
 func health(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("health", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("health", "this node's own state: topology, gateway, cluster, run-time changes", stderr)
 	var c common
 	c.register(fs)
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, done := parseFlags(fs, args, stdout); done {
+		return code
 	}
 	status, b, err := c.send(http.MethodGet, "/v1/health", nil, nil)
 	var h api.HealthView
@@ -157,12 +156,11 @@ func health(args []string, stdout, stderr io.Writer) int {
 
 // clusterShow prints the cluster as one node sees it.
 func clusterShow(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("cluster show", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("cluster show", "members, backends' roles, votes, active addresses, failovers and alarms", stderr)
 	var c common
 	c.register(fs)
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, done := parseFlags(fs, args, stdout); done {
+		return code
 	}
 	var v api.ClusterView
 	if err := c.call("GET", "/v1/cluster", nil, &v); err != nil {

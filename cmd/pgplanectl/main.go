@@ -6,11 +6,11 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/pgplane/pgplane/gateway"
@@ -61,6 +61,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stderr, usage())
 		return 2
 	}
+	args = liftGlobalFlags(args)
 	switch args[0] {
 	case "validate":
 		return validate(args[1:], stdout, stderr)
@@ -69,6 +70,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return certsCreate(args[2:], stdout, stderr)
 		}
 	case "cluster-key":
+		fs := newFlagSet("cluster-key", "print a new gossip encryption key (base64 of 32 random bytes) for cluster_key_file", stderr)
+		if code, done := parseFlags(fs, args[1:], stdout); done {
+			return code
+		}
 		key := make([]byte, 32)
 		if _, err := rand.Read(key); err != nil {
 			fmt.Fprintln(stderr, "pgplanectl cluster-key:", err)
@@ -101,12 +106,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 }
 
 func validate(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	file := fs.String("topology", "", "topology file to check")
+	fs := newFlagSet("validate", "check a topology file, or a Corefile with its topology, keys and certificates, without starting", stderr)
+	file := fs.String("topology", "", "topology `file` to check")
 	corefile := fs.String("corefile", "", "Corefile to check, with the topology and the files its pgplane blocks name")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, done := parseFlags(fs, args, stdout); done {
+		return code
 	}
 	switch {
 	case *corefile != "":
@@ -149,13 +153,12 @@ func validate(args []string, stdout, stderr io.Writer) int {
 // certsCreate makes (or reuses) a CA in a directory and issues the
 // gateway's certificate for the names clients connect by.
 func certsCreate(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("certs create", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("certs create", "make a CA (once) and the gateway's certificate for the service's names", stderr)
 	dir := fs.String("dir", "", "directory for ca.crt, ca.key, server.crt and server.key")
-	file := fs.String("topology", "", "topology file: the certificate covers its private zones")
-	extra := fs.String("names", "", "more DNS names, comma separated")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	file := fs.String("topology", "", "topology `file`: the certificate covers its private zones")
+	extra := fs.String("names", "", "more DNS `names`, comma separated")
+	if code, done := parseFlags(fs, args, stdout); done {
+		return code
 	}
 	if *dir == "" {
 		fmt.Fprintln(stderr, "pgplanectl certs create: --dir is required")
@@ -171,8 +174,8 @@ func certsCreate(args []string, stdout, stderr io.Writer) int {
 		names = topology.CertificateNames(t)
 	}
 	for _, n := range strings.Split(*extra, ",") {
-		if n = strings.TrimSpace(n); n != "" {
-			names = append(names, n)
+		if n = strings.TrimSpace(n); n != "" && !slices.Contains(names, n) {
+			names = append(names, n) // each name once in the certificate
 		}
 	}
 	if _, ca, err := gateway.DevCertificates(*dir, names); err != nil {

@@ -2,10 +2,13 @@ package main
 
 import (
 	"bytes"
+	"crypto/x509"
 	"encoding/base64"
+	"encoding/pem"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -142,4 +145,60 @@ func TestValidateCorefile(t *testing.T) {
 	if code := run([]string{"validate", "--corefile", filepath.Join(dir, "Corefile")}, &out, &errs); code != 1 || !strings.Contains(errs.String(), "does not cover *.fabrikam.private.postgres.database.azure.com") {
 		t.Fatalf("a certificate missing a zone: exit %d\n%s", code, errs.String())
 	}
+}
+
+func TestHelpAndGlobalFlags(t *testing.T) {
+	for _, args := range [][]string{{"cluster-key", "--help"}, {"cluster", "show", "-h"}, {"firewall-rule", "create", "--help"}, {"validate", "--help"}, {"health", "-h"}} {
+		var out, errb bytes.Buffer
+		if code := run(args, &out, &errb); code != 0 || !strings.HasPrefix(out.String(), "pgplanectl "+strings.Join(args[:len(args)-1], " ")+": ") {
+			t.Fatalf("%v: want its own help on stdout and exit 0, got %d:\n%s%s", args, code, out.String(), errb.String())
+		}
+		if strings.Contains(out.String(), "\n  -") && !strings.Contains(out.String(), "\n  --") {
+			t.Fatalf("%v: flags are printed with two dashes:\n%s", args, out.String())
+		}
+	}
+	var out, errb bytes.Buffer
+	run([]string{"firewall-rule", "create", "--help"}, &out, &errb)
+	if !strings.Contains(out.String(), "  --start-ip-address") || strings.Contains(out.String(), "\n  -start-ip-address") {
+		t.Fatalf("want --start-ip-address in the help:\n%s", out.String())
+	}
+	// A global flag before the command is taken as if after it: the call
+	// goes to that endpoint (nothing listens there: the error names it).
+	out.Reset()
+	errb.Reset()
+	code := run([]string{"--endpoint", "http://127.0.0.1:1", "--output", "json", "firewall-rule", "list", "--server", "s1"}, &out, &errb)
+	if code != 1 || !strings.Contains(errb.String(), "127.0.0.1:1") || strings.Contains(errb.String(), "unknown command") {
+		t.Fatalf("global flags before the command must work: %d %s", code, errb.String())
+	}
+	if got := liftGlobalFlags([]string{"--token=x", "server", "list", "--output", "json"}); strings.Join(got, " ") != "server list --token=x --output json" {
+		t.Fatalf("liftGlobalFlags: %v", got)
+	}
+}
+
+func TestCertsCreateListsEachNameOnce(t *testing.T) {
+	var out, errb bytes.Buffer
+	dir := t.TempDir()
+	if code := run([]string{"certs", "create", "--dir", dir, "--names", "*.postgres.database.azure.com,db.example.test"}, &out, &errb); code != 0 {
+		t.Fatalf("%d %s", code, errb.String())
+	}
+	pem, err := os.ReadFile(filepath.Join(dir, "server.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pemDecode(pem)
+	cert, err := x509.ParseCertificate(block)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(strings.Join(cert.DNSNames, " "), "*.postgres.database.azure.com"); n != 1 || !slices.Contains(cert.DNSNames, "db.example.test") {
+		t.Fatalf("each name once: %v", cert.DNSNames)
+	}
+}
+
+func pemDecode(b []byte) ([]byte, []byte) {
+	block, rest := pem.Decode(b)
+	if block == nil {
+		return nil, rest
+	}
+	return block.Bytes, rest
 }

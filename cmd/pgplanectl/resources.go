@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -525,8 +524,7 @@ func findCommand(args []string) (string, []string, bool) {
 // runResource runs a resource command.
 func runResource(name string, args []string, stdin *os.File, stdout, stderr io.Writer) int {
 	cmd := commands[name]
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet(name, cmd.help, stderr)
 	var c common
 	c.register(fs)
 	values := map[string]*string{}
@@ -546,12 +544,8 @@ func runResource(name string, args []string, stdin *os.File, stdout, stderr io.W
 		fs.BoolVar(&yes, "yes", false, "do not ask for confirmation")
 		fs.BoolVar(&yes, "y", false, "do not ask for confirmation (as --yes)")
 	}
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "pgplanectl %s: %s\n\nFlags:\n", name, cmd.help)
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, done := parseFlags(fs, args, stdout); done {
+		return code
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "pgplanectl %s: unexpected argument %q\n", name, fs.Arg(0))
