@@ -15,6 +15,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pgplane/pgplane/topology"
@@ -106,9 +107,19 @@ type Node struct {
 	alarms    map[string]Alarm // by server and kind
 	prober    *roleProber
 
+	// work runs what peers' messages call for (a decision, run-time
+	// changes: disk writes and snapshot rebuilds) off memberlist's packet
+	// goroutine, which must not block; deciding is queued once at a time.
+	work          chan func()
+	decidePending atomic.Bool
+
 	stop chan struct{}
 	done sync.WaitGroup
 }
+
+// workQueue bounds the messages waiting for the worker; past it a message
+// is dropped, and push/pull anti-entropy brings what it carried.
+const workQueue = 1024
 
 // message kinds on the wire: one byte, then JSON.
 const (
@@ -166,6 +177,7 @@ func New(cfg Config, hooks Hooks) (*Node, error) {
 		downSince: map[Target]time.Time{},
 		alarms:    map[string]Alarm{},
 		prober:    newRoleProber(cfg.Monitor, cfg.ProbeInterval, cfg.ProbeTimeout),
+		work:      make(chan func(), workQueue),
 		stop:      make(chan struct{}),
 	}
 	if err := n.loadDecisions(); err != nil {
@@ -200,9 +212,10 @@ func New(cfg Config, hooks Hooks) (*Node, error) {
 		n.hooks.Apply(Apply(n.hooks.Snapshot(), n.decisions))
 	}
 	n.join()
-	n.done.Add(2)
+	n.done.Add(3)
 	go n.every(n.cfg.ProbeInterval, n.round)
 	go n.every(rejoinInterval, n.rejoin)
+	go n.worker()
 	return n, nil
 }
 
@@ -629,6 +642,10 @@ func (d *delegate) NodeMeta(limit int) []byte {
 }
 
 // NotifyMsg takes a message from a peer: votes, a decision, a cancel or run-time changes.
+// It decodes the message at once (memberlist may reuse b) and leaves
+// anything that writes to disk, rebuilds snapshots or dials to the worker:
+// memberlist's Delegate must not block its packet loop, which failure
+// detection depends on.
 func (d *delegate) NotifyMsg(b []byte) {
 	n := (*Node)(d)
 	if len(b) < 2 {
@@ -643,23 +660,48 @@ func (d *delegate) NotifyMsg(b []byte) {
 		n.mu.Lock()
 		changed := n.ballot.Record(v, time.Now())
 		n.mu.Unlock()
-		if changed {
-			n.decide()
+		if changed && !n.decidePending.Swap(true) {
+			n.enqueue(func() {
+				n.decidePending.Store(false)
+				n.decide()
+			})
 		}
 	case msgDecision:
 		var dec Decision
 		if json.Unmarshal(b[1:], &dec) == nil {
-			n.takeDecision(dec)
+			n.enqueue(func() { n.takeDecision(dec) })
 		}
 	case msgCancel:
 		var c cancelMsg
 		if json.Unmarshal(b[1:], &c) == nil && n.hooks.Cancel != nil {
-			n.hooks.Cancel(c.PID, c.Secret)
+			go n.hooks.Cancel(c.PID, c.Secret)
 		}
 	case msgEntries:
 		var entries []Entry
 		if json.Unmarshal(b[1:], &entries) == nil && n.hooks.Store != nil {
-			n.storeChanged(n.hooks.Store.Merge(entries))
+			n.enqueue(func() { n.storeChanged(n.hooks.Store.Merge(entries)) })
+		}
+	}
+}
+
+// enqueue hands work to the worker without waiting.
+func (n *Node) enqueue(f func()) {
+	select {
+	case n.work <- f:
+	default:
+		n.cfg.Logger.Warn().Msg("cluster: message queue full, a peer's message is dropped; push/pull anti-entropy brings it")
+	}
+}
+
+// worker runs the queued work in order until Stop.
+func (n *Node) worker() {
+	defer n.done.Done()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case f := <-n.work:
+			f()
 		}
 	}
 }
