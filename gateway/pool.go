@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pgplane/pgplane/pgwire"
@@ -247,9 +248,16 @@ func (s *session) copyPooled(backend net.Conn, br *bufio.Reader) bool {
 		},
 	}
 	backendDone := make(chan struct{})
+	var stopping atomic.Bool // the gateway stops the backend's reader itself
 	go func() {
 		defer close(backendDone)
 		s.bytesOut, _ = copyFramesUntil(s.conn, br, &toClient, 0)
+		if !stopping.Load() {
+			// The backend ended the session (it shut down, or closed the
+			// connection): the client must see the end too, or it waits on
+			// an answer that never comes.
+			closeWrite(s.conn)
+		}
 	}()
 	// The client's Terminate, or its closing the connection, ends it; either
 	// way an idle backend can serve the next client.
@@ -259,6 +267,7 @@ func (s *session) copyPooled(backend net.Conn, br *bufio.Reader) bool {
 	mu.Unlock()
 	if idle {
 		// Stop the backend's reader between two messages.
+		stopping.Store(true)
 		backend.SetReadDeadline(time.Now())
 		<-backendDone
 		backend.SetReadDeadline(time.Time{})

@@ -177,3 +177,30 @@ func FuzzFrames(f *testing.F) {
 		}
 	})
 }
+
+// SPEC: G1
+func TestBackendEndingASessionEndsTheClients(t *testing.T) {
+	f := newFixture(t, nil)
+	done := make(chan string, 1)
+	go func() {
+		out, _ := f.psql(f.conninfo("reports-db", "application_name=victim"), "SELECT pg_sleep(30)")
+		done <- out
+	}()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		out, _ := f.pg.Psql("postgres", "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'victim'")
+		if out == "1" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the session never reached its backend")
+		}
+	}
+	select {
+	case out := <-done:
+		if !strings.Contains(out, "terminating connection due to administrator command") {
+			t.Fatalf("psql must see the backend's reason: %s", out)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("psql still waits after its backend ended the session: the gateway must close the client's side")
+	}
+}
