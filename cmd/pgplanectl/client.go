@@ -25,6 +25,7 @@ type common struct {
 	endpoint string
 	token    string
 	output   string
+	query    string
 	cacert   string
 }
 
@@ -35,7 +36,8 @@ func (c *common) register(fs *flag.FlagSet) {
 	}
 	fs.StringVar(&c.endpoint, "endpoint", endpoint, "admin API address (or PGPLANE_ENDPOINT)")
 	fs.StringVar(&c.token, "token", os.Getenv("PGPLANE_TOKEN"), "bearer token (or PGPLANE_TOKEN)")
-	fs.StringVar(&c.output, "output", "table", "table or json")
+	fs.StringVar(&c.output, "output", "table", "table, json, yaml, tsv or none")
+	fs.StringVar(&c.query, "query", "", "JMESPath `expression` over the JSON answer, as az's --query")
 	fs.StringVar(&c.cacert, "cacert", os.Getenv("PGPLANE_CACERT"), "CA certificate of an https endpoint (or PGPLANE_CACERT)")
 }
 
@@ -129,8 +131,15 @@ func health(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "pgplanectl health:", err)
 		return 1
 	}
-	if c.output == "json" {
-		stdout.Write(b)
+	if err := c.checkOutput(); err != nil {
+		fmt.Fprintln(stderr, "pgplanectl health:", err)
+		return 2
+	}
+	if c.output != "table" || c.query != "" {
+		if err := c.render(stdout, b, nil); err != nil {
+			fmt.Fprintln(stderr, "pgplanectl health:", err)
+			return 1
+		}
 	} else {
 		w := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintf(w, "ready\t%s\n", map[bool]string{true: "yes", false: "NO"}[h.Ready])
@@ -167,10 +176,16 @@ func clusterShow(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "pgplanectl cluster show:", err)
 		return 1
 	}
-	if c.output == "json" {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		enc.Encode(v)
+	if err := c.checkOutput(); err != nil {
+		fmt.Fprintln(stderr, "pgplanectl cluster show:", err)
+		return 2
+	}
+	if c.output != "table" || c.query != "" {
+		b, _ := json.Marshal(v)
+		if err := c.render(stdout, b, nil); err != nil {
+			fmt.Fprintln(stderr, "pgplanectl cluster show:", err)
+			return 1
+		}
 		return 0
 	}
 	w := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)

@@ -58,7 +58,7 @@ func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) (code int, do
 
 // globalFlags are the flags every API command takes; they may come before
 // the command too (`pgplanectl --endpoint URL firewall-rule list ...`).
-var globalFlags = []string{"endpoint", "token", "output", "cacert"}
+var globalFlags = []string{"endpoint", "token", "output", "query", "cacert"}
 
 // liftGlobalFlags moves global flags given before the command to after its
 // words, where the command's flag set reads them.

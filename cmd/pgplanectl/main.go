@@ -35,7 +35,8 @@ create, update, show, list and delete alone mean "server ..." (az postgres flexi
 Run a command with -h for its flags.
 
 API commands take --endpoint (PGPLANE_ENDPOINT, default http://127.0.0.1:8530),
---token (PGPLANE_TOKEN) and --output table|json.
+--token (PGPLANE_TOKEN), --output table|json|yaml|tsv|none and --query (JMESPath, as az's),
+before or after the command.
 Exit codes: 0 done, 1 refused or failed (the message says why), 2 usage error.
 `
 

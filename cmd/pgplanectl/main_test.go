@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/pem"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -201,4 +202,29 @@ func pemDecode(b []byte) ([]byte, []byte) {
 		return nil, rest
 	}
 	return block.Bytes, rest
+}
+
+func TestOutputFormatsAndQuery(t *testing.T) {
+	answer := []byte(`[{"name":"s1","region":"eastus2","firewallRules":[{"name":"a"}]},{"name":"s2","region":"westus"}]`)
+	for _, tc := range []struct{ output, query, want string }{
+		{"tsv", "", "s1\teastus2\ns2\twestus\n"}, // keys sorted: name, region; lists left out
+		{"tsv", "[].name", "s1\ns2\n"},
+		{"json", "[?region=='westus'].name | [0]", "\"s2\"\n"},
+		{"yaml", "[0].{server: name, location: region}", "location: eastus2\nserver: s1\n"},
+		{"table", "[].{name: name, region: region}", "NAME  REGION\ns1    eastus2\ns2    westus\n"},
+		{"none", "", ""},
+	} {
+		c := common{output: tc.output, query: tc.query}
+		var out bytes.Buffer
+		if err := c.render(&out, answer, nil); err != nil || out.String() != tc.want {
+			t.Errorf("--output %s --query %q: %v\n%q\nwant %q", tc.output, tc.query, err, out.String(), tc.want)
+		}
+	}
+	c := common{output: "json", query: "[.name"}
+	if err := c.render(io.Discard, answer, nil); err == nil || !strings.Contains(err.Error(), "--query") {
+		t.Fatalf("a bad query is an error that names it: %v", err)
+	}
+	if err := (&common{output: "xml"}).checkOutput(); err == nil || !strings.Contains(err.Error(), "table, json, yaml, tsv, none") {
+		t.Fatalf("an unknown output is refused with the choices: %v", err)
+	}
 }

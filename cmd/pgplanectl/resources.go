@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -566,8 +565,8 @@ func runResource(name string, args []string, stdin *os.File, stdout, stderr io.W
 			return 2
 		}
 	}
-	if c.output != "table" && c.output != "json" {
-		fmt.Fprintf(stderr, "pgplanectl %s: --output %q: want table or json\n", name, c.output)
+	if err := c.checkOutput(); err != nil {
+		fmt.Fprintf(stderr, "pgplanectl %s: %v\n", name, err)
 		return 2
 	}
 	if cmd.confirm != nil && !yes {
@@ -594,13 +593,9 @@ func runResource(name string, args []string, stdin *os.File, stdout, stderr io.W
 	case len(answer) == 0 && cmd.done != nil:
 		fmt.Fprintln(stdout, cmd.done(f))
 	case len(answer) == 0:
-	case c.output == "json":
-		var b bytes.Buffer
-		json.Indent(&b, answer, "", "  ")
-		fmt.Fprintln(stdout, b.String())
-	case cmd.print != nil:
-		if err := cmd.print(stdout, answer); err != nil {
-			fmt.Fprintf(stderr, "pgplanectl %s: reading the answer: %v\n", name, err)
+	default:
+		if err := c.render(stdout, answer, cmd.print); err != nil {
+			fmt.Fprintf(stderr, "pgplanectl %s: %v\n", name, err)
 			return 1
 		}
 	}

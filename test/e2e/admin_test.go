@@ -139,6 +139,11 @@ func TestAdminAPIChangesAndRefusals(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "office  127.0.0.1") {
 		t.Fatalf("create: %d %s", code, out)
 	}
+	// az's --output and --query, and global flags before the command.
+	cmd := exec.Command(ctl, "--endpoint", a.endpoint, "--output", "tsv", "firewall-rule", "list", "--server", "reports-db", "--query", "[?name=='office'].startIpAddress")
+	if b, err := cmd.CombinedOutput(); err != nil || strings.TrimSpace(string(b)) != "127.0.0.1" {
+		t.Fatalf("--output tsv --query: %v %s", err, b)
+	}
 	if out, err := a.psqlReports(t); err != nil || out != "42" {
 		t.Fatalf("the new rule must admit at once: %v %s", err, out)
 	}
