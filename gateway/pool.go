@@ -2,10 +2,12 @@ package gateway
 
 import (
 	"bufio"
+	"crypto/tls"
 	"io"
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/pgplane/pgplane/pgwire"
@@ -64,17 +66,52 @@ func newBackendPool(size int, idle time.Duration) *backendPool {
 
 // get takes an idle connection for key, or returns nil.
 func (p *backendPool) get(key poolKey) *pooledConn {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for list := p.conns[key]; len(list) > 0; list = p.conns[key] {
+	for {
+		p.mu.Lock()
+		list := p.conns[key]
+		if len(list) == 0 {
+			p.mu.Unlock()
+			return nil
+		}
 		pc := list[len(list)-1]
 		p.remove(key, len(list)-1)
-		if time.Since(pc.idleSince) < p.idle {
+		p.mu.Unlock()
+		if time.Since(pc.idleSince) < p.idle && pc.quiet() {
 			return pc
 		}
 		pc.conn.Close()
 	}
-	return nil
+}
+
+// quiet reports whether an idle backend connection has said nothing since
+// it went idle: a backend that shut down or ended the session (a restart,
+// pg_terminate_backend) has sent an error or closed, and must not be given
+// to a client. It peeks at the socket without waiting (MSG_PEEK,
+// MSG_DONTWAIT): one system call that finds nothing.
+func (pc *pooledConn) quiet() bool {
+	if pc.r.Buffered() > 0 {
+		return false
+	}
+	c := pc.conn
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return true // cannot tell: the client's first query will
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	quiet := false
+	var b [1]byte
+	err = raw.Read(func(fd uintptr) bool {
+		_, _, rerr := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		quiet = rerr == syscall.EAGAIN // nothing to read, and not closed
+		return true
+	})
+	return err == nil && quiet
 }
 
 // put keeps an idle connection, or closes it when its server's share of

@@ -204,3 +204,29 @@ func TestBackendEndingASessionEndsTheClients(t *testing.T) {
 		t.Fatal("psql still waits after its backend ended the session: the gateway must close the client's side")
 	}
 }
+
+// SPEC: G7
+func TestPooledConnectionEndedByTheBackendIsNotHandedOut(t *testing.T) {
+	f := newFixture(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	first, err := f.pgxConnect(ctx, "reports-db", "127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := exec1(ctx, t, first, "SELECT pg_backend_pid()")
+	f.closeToPool(ctx, first)
+	// The backend ends the pooled session while it waits in the pool.
+	if out, err := f.pg.Psql("postgres", "SELECT pg_terminate_backend("+pid+")"); err != nil || out != "t" {
+		t.Fatalf("terminate: %v %s", err, out)
+	}
+	time.Sleep(200 * time.Millisecond)
+	second, err := f.pgxConnect(ctx, "reports-db", "127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Close(ctx)
+	if got := exec1(ctx, t, second, "SELECT pg_backend_pid()"); got == pid {
+		t.Fatal("a pooled connection its backend ended must not be handed out")
+	}
+}
