@@ -447,9 +447,18 @@ func backendName(standby bool) string {
 
 // Alarm is a condition an operator must act on.
 type Alarm struct {
-	Server  string `json:"server"`
-	Kind    string `json:"kind"` // split_brain, fenced_primary
+	Server  string `json:"server,omitempty"`
+	Region  string `json:"region,omitempty"`
+	Kind    string `json:"kind"` // split_brain, fenced_primary, no_failover_address
 	Message string `json:"message"`
+}
+
+// object names what an alarm is about: "server/NAME" or "region/NAME".
+func (a Alarm) object() string {
+	if a.Region != "" {
+		return "region/" + a.Region
+	}
+	return "server/" + a.Server
 }
 
 // Alarms returns the conditions of HA servers an operator must act on:
@@ -459,6 +468,14 @@ type Alarm struct {
 func Alarms(s *topology.Snapshot, decisions map[string]Decision, b *Ballot, now time.Time) []Alarm {
 	state := Apply(s, decisions)
 	var out []Alarm
+	for _, name := range slices.Sorted(maps.Keys(s.Regions)) {
+		// A region Azure publishes with a primary address only has nothing
+		// to fail over to (T1).
+		if r := s.Regions[name]; len(r.Gateways) == 1 && b.IsDown(GatewayTarget(name, r.Gateways[0]), now) {
+			out = append(out, Alarm{Region: name, Kind: "no_failover_address", Message: fmt.Sprintf(
+				"region %s: its only gateway address %s is seen down by a quorum, and it has no secondary address to fail over to", name, r.Gateways[0])})
+		}
+	}
 	for _, name := range slices.Sorted(maps.Keys(s.Servers)) {
 		si := s.Servers[name]
 		if !si.Server.HighAvailability {

@@ -33,8 +33,8 @@ var (
 	}, []string{"result"})
 	alarms = promauto.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: "pgplane", Subsystem: "cluster", Name: "alarm",
-		Help: "1 while an HA server is in an alarm state: split_brain (both backends claim to be primary) or fenced_primary.",
-	}, []string{"server", "kind"})
+		Help: "1 while an HA server or a region needs an operator: split_brain (both backends claim to be primary), fenced_primary, no_failover_address (a region's only gateway address is down).",
+	}, []string{"object", "kind"})
 	members = promauto.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: "pgplane", Subsystem: "cluster", Name: "members",
 		Help: "Configured members by gossip state as this node sees them: alive, suspect, dead, absent.",

@@ -521,7 +521,7 @@ func (n *Node) trackDownSinceLocked(snap *topology.Snapshot, now time.Time) {
 func (n *Node) updateAlarmsLocked(snap *topology.Snapshot, now time.Time) (raised, cleared []Alarm) {
 	current := map[string]Alarm{}
 	for _, a := range Alarms(snap, n.decisions, n.ballot, now) {
-		key := a.Server + "/" + a.Kind
+		key := a.object() + "/" + a.Kind
 		current[key] = a
 		if _, ok := n.alarms[key]; !ok {
 			raised = append(raised, a)
@@ -540,12 +540,12 @@ func (n *Node) updateAlarmsLocked(snap *topology.Snapshot, now time.Time) (raise
 // clear, and keeps the alarm metric.
 func (n *Node) logAlarms(raised, cleared []Alarm) {
 	for _, a := range raised {
-		alarms.WithLabelValues(a.Server, a.Kind).Set(1)
-		n.cfg.Logger.Error().Str("server", a.Server).Str("alarm", a.Kind).Msg(a.Message)
+		alarms.WithLabelValues(a.object(), a.Kind).Set(1)
+		n.cfg.Logger.Error().Str("server", a.Server).Str("region", a.Region).Str("alarm", a.Kind).Msg(a.Message)
 	}
 	for _, a := range cleared {
-		alarms.WithLabelValues(a.Server, a.Kind).Set(0)
-		n.cfg.Logger.Warn().Str("server", a.Server).Str("alarm", a.Kind).Msg("cluster: alarm cleared: " + a.Message)
+		alarms.WithLabelValues(a.object(), a.Kind).Set(0)
+		n.cfg.Logger.Warn().Str("server", a.Server).Str("region", a.Region).Str("alarm", a.Kind).Msg("cluster: alarm cleared: " + a.Message)
 	}
 }
 
@@ -862,7 +862,7 @@ func (n *Node) Status() Status {
 		st.Alarms = append(st.Alarms, a)
 	}
 	sort.Slice(st.Alarms, func(i, j int) bool {
-		return st.Alarms[i].Server+st.Alarms[i].Kind < st.Alarms[j].Server+st.Alarms[j].Kind
+		return st.Alarms[i].object()+st.Alarms[i].Kind < st.Alarms[j].object()+st.Alarms[j].Kind
 	})
 	for _, d := range n.decisions {
 		st.Decisions = append(st.Decisions, d)

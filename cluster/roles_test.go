@@ -248,3 +248,31 @@ func TestFailoverParametersChecked(t *testing.T) {
 		t.Errorf("promote on a server without HA: %v", err)
 	}
 }
+
+// SPEC: T1 C4
+func TestRegionWithOnlyAPrimaryAddressSaysSo(t *testing.T) {
+	topo, _, err := topology.Parse("t.yaml", []byte(`regions:
+  - {name: brazilsouth, gateways: [10.9.0.1]}
+servers:
+  - {name: sp-db, region: brazilsouth, access: public, backends: {primary: "10.0.1.4:5432"}}
+`))
+	if err != nil {
+		t.Fatalf("a region with a primary address only must load: %v", err)
+	}
+	s, err := topology.NewSnapshot(topo, topology.State{}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := NewBallot([]string{"a", "b", "c"}, time.Hour)
+	gw := GatewayTarget("brazilsouth", s.Regions["brazilsouth"].Gateways[0])
+	for _, n := range abc[:2] {
+		b.Record(VoteSet{Node: n, Seq: 1, Down: []Target{gw}}, t0)
+	}
+	if d := Decide(Situation{Snapshot: s, Decisions: map[string]Decision{}, Ballot: b, Now: t0}); len(d) != 0 {
+		t.Fatalf("nothing to fail over to: %v", d)
+	}
+	a := Alarms(s, map[string]Decision{}, b, t0)
+	if len(a) != 1 || a[0].Kind != "no_failover_address" || !strings.Contains(a[0].Message, "no secondary address") {
+		t.Fatalf("the region must say it has nothing to fail over to: %v", a)
+	}
+}

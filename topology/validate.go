@@ -121,8 +121,8 @@ func (v *validator) regions() {
 			v.fail("schema", path+".name", obj, "name", "region %q is defined twice", r.Name)
 		}
 		v.regionN[r.Name] = true
-		if n := len(r.Gateways); n < 2 || n > 3 {
-			v.fail("T1", path+".gateways", obj, "gateways", "a region has a primary and a secondary gateway address and an optional tertiary one; %d given", n)
+		if n := len(r.Gateways); n < 1 || n > 3 {
+			v.fail("T1", path+".gateways", obj, "gateways", "a region has a primary gateway address and an optional secondary and tertiary one; %d given", n)
 		}
 		seen := map[netip.Addr]bool{}
 		for j, g := range r.Gateways {

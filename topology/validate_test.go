@@ -41,7 +41,10 @@ func TestValidateRules(t *testing.T) {
 		want   string // a part of the message
 		mutate func(*Topology)
 	}{
-		{"one gateway", "T1", "secondary", func(tp *Topology) { tp.Regions[0].Gateways = tp.Regions[0].Gateways[:1] }},
+		{"no gateway", "T1", "0 given", func(tp *Topology) { tp.Regions[0].Gateways = nil }},
+		{"four gateways", "T1", "4 given", func(tp *Topology) {
+			tp.Regions[0].Gateways = append(tp.Regions[0].Gateways, "10.9.9.1", "10.9.9.2")[:4]
+		}},
 		{"duplicate gateway", "T1", "listed twice", func(tp *Topology) { tp.Regions[0].Gateways[1] = tp.Regions[0].Gateways[0] }},
 		{"ipv6 gateway", "T1", "IPv6", func(tp *Topology) { tp.Regions[0].Gateways[1] = "2001:db8::1" }},
 		{"private server with firewall rule", "T3", "no firewall rules", func(tp *Topology) {
