@@ -8,6 +8,8 @@ import (
 	"maps"
 	"net/http"
 	"slices"
+	"strconv"
+	"strings"
 
 	"github.com/pgplane/pgplane/cluster"
 	"github.com/pgplane/pgplane/topology"
@@ -79,6 +81,45 @@ func (s *Server) routeResources(mux *http.ServeMux) {
 	mux.HandleFunc("DELETE /v1/private-dns-zones/{zone}/links/{vnet}", s.deleteLink)
 }
 
+// focus keeps, of the violations a rule reports from both sides of a
+// conflict (Z2: a zone named after a server), those of the objects the
+// change touches, so that a refusal speaks of what the caller created.
+func focus(vs topology.Violations, changes map[string]json.RawMessage) topology.Violations {
+	touched := map[string]bool{}
+	for key := range changes {
+		kind, rest, _ := strings.Cut(key, "/")
+		name, _, _ := strings.Cut(rest, "/")
+		switch kind {
+		case topology.KindServer:
+			touched[fmt.Sprintf("server %q", name)] = true
+		case topology.KindZone:
+			touched[fmt.Sprintf("private DNS zone %q", topology.CanonicalZone(name))] = true
+		}
+	}
+	label := func(v topology.Violation) string {
+		if z, ok := strings.CutPrefix(v.Object, "private DNS zone "); ok {
+			if name, err := strconv.Unquote(z); err == nil {
+				return fmt.Sprintf("private DNS zone %q", topology.CanonicalZone(name))
+			}
+		}
+		return v.Object
+	}
+	mine := false
+	for _, v := range vs {
+		mine = mine || (v.Rule == "Z2" && touched[label(v)])
+	}
+	if !mine {
+		return vs
+	}
+	var out topology.Violations
+	for _, v := range vs {
+		if v.Rule != "Z2" || touched[label(v)] {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
 // topo returns the desired state being served.
 func (s *Server) topo() *topology.Topology { return s.cfg.Snapshot().Topology }
 
@@ -93,6 +134,7 @@ func (s *Server) commit(w http.ResponseWriter, r *http.Request, changes map[stri
 	var vs topology.Violations
 	switch {
 	case errors.As(err, &vs):
+		vs = focus(vs, changes)
 		s.cfg.Logger.Info().Str("client", r.RemoteAddr).Str("request", r.Method+" "+r.URL.Path).Strs("rules", vs.Rules()).Msg("admin: change refused")
 		body := ChangeError{Error: vs.Error()}
 		code := http.StatusBadRequest

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -349,7 +350,12 @@ func (v *validator) servers() {
 		}
 		v.serverN[s.Name] = true
 		if z := v.zoneN[s.Name+"."+Apex]; z != nil {
+			// Z2 from each side: the admin API reports the side of the
+			// object it was asked to create.
 			v.fail("Z2", path+".name", obj, "name", "a private DNS zone named %s.%s exists; a server cannot have the name of the zone's first label", s.Name, Apex)
+			zi := slices.IndexFunc(v.topo.PrivateDNSZones, func(pz PrivateDNSZone) bool { return CanonicalZone(pz.Name) == CanonicalZone(z.Name) })
+			v.fail("Z2", fmt.Sprintf("privateDnsZones.%d.name", zi), fmt.Sprintf("private DNS zone %q", z.Name), "name",
+				"a server named %s exists; a private DNS zone cannot be named %s.%s, the server's own name", s.Name, s.Name, Apex)
 		}
 		if !v.regionN[s.Region] {
 			v.fail("T4", path+".region", obj, "region", "region %q is not defined", s.Region)

@@ -139,6 +139,18 @@ func TestAdminAPIChangesAndRefusals(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "office  127.0.0.1") {
 		t.Fatalf("create: %d %s", code, out)
 	}
+	// Z2 is refused from the side of the object being created.
+	if out, code := a.ctl(t, "private-dns", "zone", "create", "--name", "reports-db.postgres.database.azure.com"); code != 1 ||
+		!strings.Contains(out, "a server named reports-db exists; a private DNS zone cannot be named reports-db.postgres.database.azure.com") || strings.Contains(out, "zone named") {
+		t.Fatalf("a zone named after a server: %d %s", code, out)
+	}
+	if out, code := a.ctl(t, "private-dns", "zone", "create", "--name", "billing-db.postgres.database.azure.com"); code != 0 {
+		t.Fatalf("zone create: %d %s", code, out)
+	}
+	if out, code := a.ctl(t, "server", "create", "--name", "billing-db", "--location", "eastus2", "--backend", "127.0.0.1:5432"); code != 1 ||
+		!strings.Contains(out, "a private DNS zone named billing-db.postgres.database.azure.com exists") || strings.Contains(out, "a server named") {
+		t.Fatalf("a server named after a zone: %d %s", code, out)
+	}
 	// az's --output and --query, and global flags before the command.
 	cmd := exec.Command(ctl, "--endpoint", a.endpoint, "--output", "tsv", "firewall-rule", "list", "--server", "reports-db", "--query", "[?name=='office'].startIpAddress")
 	if b, err := cmd.CombinedOutput(); err != nil || strings.TrimSpace(string(b)) != "127.0.0.1" {
