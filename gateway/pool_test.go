@@ -91,17 +91,25 @@ func TestPooledConnectionIsResetAndReused(t *testing.T) {
 	}
 }
 
+// pooledBackend connects a client to server, notes its backend's process
+// ID and waits until the backend connection is pooled.
+func (f *fixture) pooledBackend(ctx context.Context, server string) string {
+	f.t.Helper()
+	c, err := f.pgxConnect(ctx, server, "127.0.0.1")
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	pid := exec1(ctx, f.t, c, "SELECT pg_backend_pid()")
+	f.closeToPool(ctx, c)
+	return pid
+}
+
 // SPEC: G2a
 func TestCancelOnAPooledConnection(t *testing.T) {
 	f := newFixture(t, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	first, err := f.pgxConnect(ctx, "reports-db", "127.0.0.1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	pid := exec1(ctx, t, first, "SELECT pg_backend_pid()")
-	f.closeToPool(ctx, first)
+	pid := f.pooledBackend(ctx, "reports-db")
 	second, err := f.pgxConnect(ctx, "reports-db", "127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
@@ -125,12 +133,7 @@ func TestFailoverEmptiesThePool(t *testing.T) {
 	f := newFixture(t, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c, err := f.pgxConnect(ctx, "ha-db", "127.0.0.1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	pid := exec1(ctx, t, c, "SELECT pg_backend_pid()")
-	f.closeToPool(ctx, c)
+	pid := f.pooledBackend(ctx, "ha-db")
 	appName := func() string {
 		out, _ := f.pg.Psql("postgres", "SELECT count(*) FROM pg_stat_activity WHERE pid = "+pid)
 		return out
@@ -210,12 +213,7 @@ func TestPooledConnectionEndedByTheBackendIsNotHandedOut(t *testing.T) {
 	f := newFixture(t, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	first, err := f.pgxConnect(ctx, "reports-db", "127.0.0.1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	pid := exec1(ctx, t, first, "SELECT pg_backend_pid()")
-	f.closeToPool(ctx, first)
+	pid := f.pooledBackend(ctx, "reports-db")
 	// The backend ends the pooled session while it waits in the pool.
 	if out, err := f.pg.Psql("postgres", "SELECT pg_terminate_backend("+pid+")"); err != nil || out != "t" {
 		t.Fatalf("terminate: %v %s", err, out)
