@@ -249,6 +249,17 @@ func (b *Ballot) Seen(t Target, now time.Time) Seen {
 	return SeenUnclear
 }
 
+// HasRoles reports whether any member whose votes count reports a role
+// for a backend.
+func (b *Ballot) HasRoles(t Target, now time.Time) bool {
+	for _, v := range b.votes {
+		if now.Sub(v.at) <= b.ttl && v.roles[t] != RoleUnknown {
+			return true
+		}
+	}
+	return false
+}
+
 // Roles returns the role each member whose votes count sees a backend in.
 func (b *Ballot) Roles(t Target, now time.Time) map[string]Role {
 	out := map[string]Role{}
@@ -346,7 +357,12 @@ func Decide(sit Situation) []Decision {
 	sort.Strings(servers)
 	for _, name := range servers {
 		si := s.Servers[name]
-		if sit.Roles || si.Failover.Patroni[0] != "" {
+		// Roles decide when this node probes them, when the server names
+		// Patroni endpoints, or when any member's votes carry a role for
+		// it: a node without a monitoring role (a witness configured
+		// without one) must not move a name by liveness alone that the
+		// others move by role.
+		if sit.Roles || si.Failover.Patroni[0] != "" || b.HasRoles(BackendTarget(name, false), now) || b.HasRoles(BackendTarget(name, true), now) {
 			out = append(out, decideByRole(sit, si, state.FailedOver[name])...)
 			continue
 		}

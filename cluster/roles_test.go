@@ -276,3 +276,15 @@ servers:
 		t.Fatalf("the region must say it has nothing to fail over to: %v", a)
 	}
 }
+
+// SPEC: C6 C3
+func TestANodeWithoutRolesDefersToTheOthers(t *testing.T) {
+	c := newRoleCase(t, "{}")
+	// The others see the primary down and the standby in recovery; this
+	// node has no monitoring role, so it decides by what the votes say.
+	see(c.b, 1, t0, abc, "down", "standby")
+	d := Decide(Situation{Snapshot: c.snap, Decisions: c.ds, Ballot: c.b, Now: t0, Roles: false})
+	if len(d) != 0 {
+		t.Fatalf("a node without a monitoring role must not move the name to a standby in recovery: %v", d)
+	}
+}
