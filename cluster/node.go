@@ -18,6 +18,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pgplane/pgplane/pgwire"
 	"github.com/pgplane/pgplane/topology"
 
 	"github.com/hashicorp/memberlist"
@@ -404,7 +405,7 @@ func probe(addr string, postgres bool, timeout time.Duration) bool {
 		return true
 	}
 	c.SetDeadline(time.Now().Add(timeout))
-	if _, err := c.Write([]byte{0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f}); err != nil {
+	if _, err := c.Write(pgwire.SSLRequest()); err != nil {
 		return false
 	}
 	var b [1]byte

@@ -14,7 +14,7 @@ import (
 // Startup packet codes (PostgreSQL protocol, "Message Formats").
 const (
 	protocolV3        = 3 << 16
-	sslRequestCode    = 1234<<16 | 5679
+	sslRequestCode    = pgwire.SSLRequestCode
 	gssEncRequestCode = 1234<<16 | 5680
 	cancelRequestCode = 1234<<16 | 5678
 

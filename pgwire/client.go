@@ -16,6 +16,11 @@ import (
 // SSLRequestCode is the code of an SSLRequest packet.
 const SSLRequestCode = 1234<<16 | 5679
 
+// SSLRequest is the SSLRequest packet a client sends to ask for TLS.
+func SSLRequest() []byte {
+	return binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(nil, 8), SSLRequestCode)
+}
+
 // MaxAuthMessage bounds a message of the authentication exchange.
 const MaxAuthMessage = 64 << 10
 
@@ -31,10 +36,7 @@ func Dial(addr string, tlsConfig *tls.Config, timeout time.Duration) (net.Conn, 
 		return c, bufio.NewReaderSize(c, 4096), nil
 	}
 	c.SetDeadline(time.Now().Add(timeout))
-	req := make([]byte, 8)
-	binary.BigEndian.PutUint32(req, 8)
-	binary.BigEndian.PutUint32(req[4:], SSLRequestCode)
-	if _, err := c.Write(req); err != nil {
+	if _, err := c.Write(SSLRequest()); err != nil {
 		c.Close()
 		return nil, nil, err
 	}

@@ -29,6 +29,7 @@ import (
 	"github.com/pgplane/pgplane/gateway"
 	"github.com/pgplane/pgplane/internal/benchkit"
 	"github.com/pgplane/pgplane/internal/pgtest"
+	"github.com/pgplane/pgplane/pgwire"
 )
 
 func main() {
@@ -342,7 +343,7 @@ func idleMemory(pid int, addr string, n int) (before, after int, err error) {
 		}
 		conns = append(conns, c)
 		c.SetDeadline(time.Now().Add(10 * time.Second))
-		if _, err := c.Write([]byte{0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f}); err != nil {
+		if _, err := c.Write(pgwire.SSLRequest()); err != nil {
 			return 0, 0, err
 		}
 		var s [1]byte

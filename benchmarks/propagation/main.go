@@ -26,6 +26,7 @@ import (
 	"github.com/pgplane/pgplane/gateway"
 	"github.com/pgplane/pgplane/internal/benchkit"
 	"github.com/pgplane/pgplane/internal/pgtest"
+	"github.com/pgplane/pgplane/pgwire"
 )
 
 func main() {
@@ -68,7 +69,7 @@ func admitted(addr string, roots *x509.CertPool) (bool, error) {
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(2 * time.Second))
-	if _, err := c.Write([]byte{0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f}); err != nil {
+	if _, err := c.Write(pgwire.SSLRequest()); err != nil {
 		return false, err
 	}
 	var b [1]byte

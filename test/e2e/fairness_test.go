@@ -92,10 +92,7 @@ func startupError(t *testing.T, src, gw string, client *netip.Addr) string {
 	t.Helper()
 	c := hold(t, src, gw, client)
 	c.SetDeadline(time.Now().Add(10 * time.Second))
-	req := make([]byte, 8)
-	be.BigEndian.PutUint32(req, 8)
-	be.BigEndian.PutUint32(req[4:], pgwire.SSLRequestCode)
-	if _, err := c.Write(req); err != nil {
+	if _, err := c.Write(pgwire.SSLRequest()); err != nil {
 		t.Fatal(err)
 	}
 	var s [1]byte
