@@ -357,12 +357,7 @@ func Decide(sit Situation) []Decision {
 	sort.Strings(servers)
 	for _, name := range servers {
 		si := s.Servers[name]
-		// Roles decide when this node probes them, when the server names
-		// Patroni endpoints, or when any member's votes carry a role for
-		// it: a node without a monitoring role (a witness configured
-		// without one) must not move a name by liveness alone that the
-		// others move by role.
-		if sit.Roles || si.Failover.Patroni[0] != "" || b.HasRoles(BackendTarget(name, false), now) || b.HasRoles(BackendTarget(name, true), now) {
+		if rolesDecide(si, sit.Roles, b, now) {
 			out = append(out, decideByRole(sit, si, state.FailedOver[name])...)
 			continue
 		}
@@ -374,6 +369,16 @@ func Decide(sit Situation) []Decision {
 			Reason: fmt.Sprintf("%s backend seen down by a quorum; %s takes over", backendName(onStandby), backendName(!onStandby))})
 	}
 	return out
+}
+
+// rolesDecide reports whether an HA server's name follows its backends'
+// roles: when this node probes them (probing), when the server names
+// Patroni endpoints, or when any member's votes carry a role for it, so
+// that a node without a monitoring role (a witness configured without one)
+// never moves by liveness alone a name the others move by role.
+func rolesDecide(si *topology.ServerInfo, probing bool, b *Ballot, now time.Time) bool {
+	name := si.Server.Name
+	return probing || si.Failover.Patroni[0] != "" || b.HasRoles(BackendTarget(name, false), now) || b.HasRoles(BackendTarget(name, true), now)
 }
 
 // promoteRetry is how long after a promotion that did not take the

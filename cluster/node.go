@@ -910,7 +910,7 @@ func (n *Node) Operate(key string, value int, reason string, acceptSplitBrain bo
 			return Decision{}, fmt.Errorf("server %q is not a high-availability server", name)
 		}
 		target = BackendTarget(name, value == 1)
-		if n.cfg.Monitor != nil || si.Failover.Patroni[0] != "" || n.ballot.HasRoles(BackendTarget(name, false), now) || n.ballot.HasRoles(BackendTarget(name, true), now) {
+		if rolesDecide(si, n.cfg.Monitor != nil, n.ballot, now) {
 			roleServer = si
 		}
 	default:
