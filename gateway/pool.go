@@ -31,8 +31,8 @@ const (
 type poolKey struct {
 	server, backend string
 	// params are the startup parameters the client sent (user, database,
-	// application_name, options...), encoded as sent: a connection is
-	// given only to a client that asks for exactly the same session.
+	// application_name, options...), sorted (startupPacket.sessionKey): a
+	// connection is given only to a client that asks for the same session.
 	params string
 }
 
@@ -316,8 +316,7 @@ func (s *session) copyPooled(backend net.Conn, br *bufio.Reader) bool {
 		<-backendDone
 	}
 	closeWrite(s.conn)
-	bytesTotal.WithLabelValues("in").Add(float64(s.bytesIn))
-	bytesTotal.WithLabelValues("out").Add(float64(s.bytesOut))
+	s.countBytes()
 	return idle
 }
 

@@ -841,9 +841,14 @@ func (s *session) copy(backend net.Conn, br *bufio.Reader) error {
 	s.bytesIn = drainAndCopy(backend, s.conn, s.r)
 	closeWrite(backend)
 	wg.Wait()
+	s.countBytes()
+	return nil
+}
+
+// countBytes adds the session's copied bytes to the metrics.
+func (s *session) countBytes() {
 	bytesTotal.WithLabelValues("in").Add(float64(s.bytesIn))
 	bytesTotal.WithLabelValues("out").Add(float64(s.bytesOut))
-	return nil
 }
 
 // copyBuffers hold the 16 KiB buffers (one TLS record) of the copy phase.
