@@ -48,7 +48,7 @@ type ChangeError struct {
 
 // conflictRules are the rules that refuse a change because of the state it
 // meets rather than its own content: the API answers them with 409.
-var conflictRules = map[string]bool{"T2": true, "T5": true, "T10": true, "T11": true, "Z2": true, "Z3": true, "D10": true, "lock": true}
+var conflictRules = map[string]bool{"T2": true, "T5": true, "T10": true, "T11": true, "Z2": true, "Z3": true, "D10": true, "lock": true, "in-use": true}
 
 // routeResources registers the resource routes.
 func (s *Server) routeResources(mux *http.ServeMux) {
@@ -495,9 +495,6 @@ func (s *Server) deleteVNet(w http.ResponseWriter, r *http.Request) {
 	if vn == nil {
 		return
 	}
-	if refuseInUse(w, t, "T10", fmt.Sprintf("vnet %q", vn.Name), func(srv topology.Server) bool { return srv.Network.VNet == vn.Name }) {
-		return
-	}
 	// Peerings listed on other VNets and zone links to it go with it.
 	changes := deleteWith(t, topology.VNetKey(vn.Name))
 	for _, other := range t.VNets {
@@ -507,9 +504,6 @@ func (s *Server) deleteVNet(w http.ResponseWriter, r *http.Request) {
 	}
 	for _, z := range t.PrivateDNSZones {
 		if slices.Contains(z.Links, vn.Name) {
-			if refuseLocked(w, &z, false) {
-				return
-			}
 			changes[topology.LinkKey(z.Name, vn.Name)] = nil
 		}
 	}
@@ -557,18 +551,13 @@ func (s *Server) putSubnet(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) deleteSubnet(w http.ResponseWriter, r *http.Request) {
-	t, vn := s.vnet(w, r)
+	_, vn := s.vnet(w, r)
 	if vn == nil {
 		return
 	}
 	name := r.PathValue("subnet")
 	if findSubnet(vn, name) == nil {
 		writeError(w, http.StatusNotFound, "vnet %q has no subnet %q", vn.Name, name)
-		return
-	}
-	if refuseInUse(w, t, "T10", fmt.Sprintf("subnet %q in vnet %q", name, vn.Name), func(srv topology.Server) bool {
-		return srv.Network.VNet == vn.Name && srv.Network.Subnet == name
-	}) {
 		return
 	}
 	s.commit(w, r, map[string]json.RawMessage{topology.SubnetKey(vn.Name, name): nil}, http.StatusNoContent, nil)
@@ -653,22 +642,6 @@ func (s *Server) showZone(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// refuseLocked answers 409 when a lock forbids a change to a zone: a
-// ReadOnly zone takes no change but of its lock, and a locked zone is not
-// deleted.
-func refuseLocked(w http.ResponseWriter, z *topology.PrivateDNSZone, deleting bool) bool {
-	if z == nil || z.Lock == "" || z.Lock == topology.LockNone || !deleting && z.Lock != topology.LockReadOnly {
-		return false
-	}
-	what := "changed"
-	if deleting {
-		what = "deleted"
-	}
-	msg := fmt.Sprintf("the zone is locked %s and cannot be %s; set its lock to none first (pgplanectl private-dns zone update --name %s --lock none)", z.Lock, what, z.Name)
-	obj := fmt.Sprintf("private DNS zone %q", z.Name)
-	writeJSON(w, http.StatusConflict, ChangeError{Error: "lock: " + obj + ": " + msg, Violations: []ViolationView{{Rule: "lock", Object: obj, Field: "lock", Message: msg}}})
-	return true
-}
 
 func (s *Server) putZone(w http.ResponseWriter, r *http.Request) {
 	name := topology.CanonicalZone(r.PathValue("zone"))
@@ -688,9 +661,6 @@ func (s *Server) putZone(w http.ResponseWriter, r *http.Request) {
 	for _, l := range body.Links {
 		changes[topology.LinkKey(name, l)] = topology.Present
 	}
-	if existing != nil && existing.Lock == topology.LockReadOnly && len(changes) > 0 && refuseLocked(w, existing, false) {
-		return
-	}
 	body.Links = nil
 	changes[topology.ZoneKey(name)] = raw(body)
 	s.commit(w, r, changes, created(existing != nil), func(t *topology.Topology) any { return zoneView(t, findZone(t, name)) })
@@ -698,12 +668,7 @@ func (s *Server) putZone(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) deleteZone(w http.ResponseWriter, r *http.Request) {
 	t, z := s.zone(w, r)
-	if z == nil || refuseLocked(w, z, true) {
-		return
-	}
-	if refuseInUse(w, t, "in-use", fmt.Sprintf("private DNS zone %q", z.Name), func(srv topology.Server) bool {
-		return topology.CanonicalZone(srv.Network.PrivateDNSZone) == topology.CanonicalZone(z.Name)
-	}) {
+	if z == nil {
 		return
 	}
 	s.commit(w, r, deleteWith(t, topology.ZoneKey(z.Name)), http.StatusNoContent, nil)
@@ -711,7 +676,7 @@ func (s *Server) deleteZone(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) putLink(w http.ResponseWriter, r *http.Request) {
 	_, z := s.zone(w, r)
-	if z == nil || refuseLocked(w, z, false) {
+	if z == nil {
 		return
 	}
 	zone, vnet := z.Name, r.PathValue("vnet")
@@ -721,7 +686,7 @@ func (s *Server) putLink(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) deleteLink(w http.ResponseWriter, r *http.Request) {
 	_, z := s.zone(w, r)
-	if z == nil || refuseLocked(w, z, false) {
+	if z == nil {
 		return
 	}
 	vnet := r.PathValue("vnet")
@@ -732,19 +697,6 @@ func (s *Server) deleteLink(w http.ResponseWriter, r *http.Request) {
 	s.commit(w, r, map[string]json.RawMessage{topology.LinkKey(z.Name, vnet): nil}, http.StatusNoContent, nil)
 }
 
-// refuseInUse answers 409 when a server uses the object being deleted: a
-// subnet or VNet it sits in (T10), a zone that holds its record.
-func refuseInUse(w http.ResponseWriter, t *topology.Topology, rule, object string, uses func(topology.Server) bool) bool {
-	for _, srv := range t.Servers {
-		if srv.Network != nil && uses(srv) {
-			msg := fmt.Sprintf("server %q uses it; delete the server first", srv.Name)
-			writeJSON(w, http.StatusConflict, ChangeError{Error: fmt.Sprintf("%s: %s: %s", rule, object, msg),
-				Violations: []ViolationView{{Rule: rule, Object: object, Message: msg}}})
-			return true
-		}
-	}
-	return false
-}
 
 // nonNil makes an empty list encode as [] rather than null.
 func nonNil[T any](list []T) []T {

@@ -128,7 +128,7 @@ func (p *Parser) Parse(name string, data []byte) (*Topology, Violations, error) 
 		}
 	}
 	if len(violations) > 0 {
-		return nil, warnings, violations
+		return t, warnings, violations
 	}
 	return t, warnings, nil
 }

@@ -24,7 +24,10 @@ func Load(path string) (*Topology, Violations, error) {
 }
 
 // Parse decodes and validates the YAML text of a topology file; name is used in
-// messages. It is Load without the file system.
+// messages. It is Load without the file system. A file that decodes but
+// breaks a rule comes back with its Violations and the decoded topology, so
+// that a caller can also check what the file would change (CheckTransition);
+// it is never served.
 func Parse(name string, data []byte) (*Topology, Violations, error) {
 	var root yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
@@ -49,7 +52,7 @@ func Parse(name string, data []byte) (*Topology, Violations, error) {
 	locate(violations, doc, name)
 	locate(warnings, doc, name)
 	if len(violations) > 0 {
-		return nil, warnings, violations
+		return t, warnings, violations
 	}
 	return t, warnings, nil
 }

@@ -7,10 +7,16 @@ import (
 
 // CheckTransition checks the rules that bind a change rather than a state: a
 // server's access mode is fixed (T2); a subnet that holds a server keeps its
-// CIDR and a server stays in its VNet and subnet (T10); an HA server's private
-// DNS zone cannot change (Z3). Both topologies must be valid on their own.
+// CIDR, a server stays in its VNet and subnet, and a VNet, subnet or zone a
+// server uses is not deleted under it (T10, in-use); an HA server's private
+// DNS zone cannot change (Z3); a locked zone is not deleted, and a ReadOnly
+// one keeps its links and records (lock, D10). The file and the admin API
+// both apply it, so they refuse the same changes with the same words (A2).
+// old must be valid; next need not be, and its rule violations are
+// Validate's to report.
 func CheckTransition(old, next *Topology) Violations {
-	var out Violations
+	out := lockedZones(old, next)
+	out = append(out, removedInUse(old, next)...)
 	oldServers := make(map[string]*Server, len(old.Servers))
 	for i := range old.Servers {
 		oldServers[old.Servers[i].Name] = &old.Servers[i]
@@ -112,4 +118,97 @@ func lockedRecords(old, next *Topology) Violations {
 		}
 	}
 	return out
+}
+
+// removedInUse refuses the deletion of a VNet, subnet or private DNS zone
+// that a server still uses, once per object, at the first server using it.
+func removedInUse(old, next *Topology) Violations {
+	had := map[string]bool{}
+	for _, vn := range old.VNets {
+		had["vnet/"+vn.Name] = true
+		for _, sn := range vn.Subnets {
+			had["subnet/"+vn.Name+"/"+sn.Name] = true
+		}
+	}
+	for _, z := range old.PrivateDNSZones {
+		had["zone/"+CanonicalZone(z.Name)] = true
+	}
+	has := map[string]bool{}
+	for _, vn := range next.VNets {
+		has["vnet/"+vn.Name] = true
+		for _, sn := range vn.Subnets {
+			has["subnet/"+vn.Name+"/"+sn.Name] = true
+		}
+	}
+	for _, z := range next.PrivateDNSZones {
+		has["zone/"+CanonicalZone(z.Name)] = true
+	}
+	var out Violations
+	reported := map[string]bool{}
+	for i, s := range next.Servers {
+		if s.Network == nil {
+			continue
+		}
+		n := s.Network
+		for _, use := range []struct{ key, rule, object, field string }{
+			{"vnet/" + n.VNet, "T10", fmt.Sprintf("vnet %q", n.VNet), "vnet"},
+			{"subnet/" + n.VNet + "/" + n.Subnet, "T10", fmt.Sprintf("subnet %q in vnet %q", n.Subnet, n.VNet), "subnet"},
+			{"zone/" + CanonicalZone(n.PrivateDNSZone), "in-use", fmt.Sprintf("private DNS zone %q", n.PrivateDNSZone), "privateDnsZone"},
+		} {
+			if !had[use.key] || has[use.key] || reported[use.key] {
+				continue
+			}
+			reported[use.key] = true
+			if use.field == "subnet" && reported["vnet/"+n.VNet] {
+				continue // the VNet's deletion says it
+			}
+			out = append(out, Violation{Rule: use.rule, Path: fmt.Sprintf("servers.%d.network.%s", i, use.field), Object: use.object,
+				Message: fmt.Sprintf("server %q uses it; delete the server first", s.Name)})
+		}
+	}
+	return out
+}
+
+// lockedZones refuses the deletion of a zone locked CanNotDelete or
+// ReadOnly, and a change of a ReadOnly zone's links: a lock is lifted first,
+// by a change of its own.
+func lockedZones(old, next *Topology) Violations {
+	nextZones := map[string]int{}
+	for i, z := range next.PrivateDNSZones {
+		nextZones[CanonicalZone(z.Name)] = i
+	}
+	var out Violations
+	for _, z := range old.PrivateDNSZones {
+		if z.Lock != LockCanNotDelete && z.Lock != LockReadOnly {
+			continue
+		}
+		obj := fmt.Sprintf("private DNS zone %q", z.Name)
+		lift := fmt.Sprintf("set its lock to none first (pgplanectl private-dns zone update --name %s --lock none)", z.Name)
+		i, ok := nextZones[CanonicalZone(z.Name)]
+		switch {
+		case !ok:
+			out = append(out, Violation{Rule: "lock", Path: "privateDnsZones", Object: obj, Field: "lock",
+				Message: fmt.Sprintf("the zone is locked %s and cannot be deleted; %s", z.Lock, lift)})
+		case z.Lock == LockReadOnly && !sameSet(z.Links, next.PrivateDNSZones[i].Links):
+			out = append(out, Violation{Rule: "lock", Path: fmt.Sprintf("privateDnsZones.%d.links", i), Object: obj, Field: "links",
+				Message: fmt.Sprintf("the zone is locked ReadOnly and its links cannot be changed; %s", lift)})
+		}
+	}
+	return out
+}
+
+func sameSet(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	in := make(map[string]bool, len(a))
+	for _, s := range a {
+		in[s] = true
+	}
+	for _, s := range b {
+		if !in[s] {
+			return false
+		}
+	}
+	return true
 }

@@ -261,7 +261,7 @@ func reloadUnderLoad(bin, out string, g generated, port int) (reloadResult, erro
 // a cold first load and a reload after one edit.
 func reloadAllocs(path string) (string, error) {
 	abs, _ := filepath.Abs(path)
-	cmd := exec.Command("go", "test", "-run", "^$", "-bench", "BenchmarkReload", "-benchmem", "-benchtime", "10x", "./plugin/pgplane")
+	cmd := exec.Command("go", "test", "-run", "^$", "-bench", "BenchmarkReload", "-benchmem", "-benchtime", "10x", "./appliance")
 	cmd.Env = append(os.Environ(), "PGPLANE_BENCH_TOPOLOGY="+abs)
 	outb, err := cmd.CombinedOutput()
 	if err != nil {

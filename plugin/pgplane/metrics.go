@@ -8,13 +8,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 )
 
-// recordBlocked counts failovers whose DNS record a ReadOnly lock kept on
-// the old address (D10).
-var recordBlocked = promauto.NewCounterVec(prometheus.CounterOpts{
-	Namespace: plugin.Namespace, Subsystem: "pgplane", Name: "failover_record_blocked_total",
-	Help: "HA failovers whose private DNS record a ReadOnly zone lock blocked.",
-}, []string{"server"})
-
 // answersTotal counts the answers pgplane gives, by the VNet view that
 // asked ("public" outside every VNet) and rcode.
 var answersTotal = promauto.NewCounterVec(prometheus.CounterOpts{
@@ -55,11 +48,3 @@ func (a *answers) count(view, rcode int) {
 		answersTotal.WithLabelValues(c.view, dns.RcodeToString[rcode]).Inc()
 	}
 }
-
-// stateConflict is 1 while the replicated run-time changes, laid over the
-// topology file, break a rule: two changes made at once on two nodes that
-// each passed alone. The node keeps serving the last state that held.
-var stateConflict = promauto.NewGauge(prometheus.GaugeOpts{
-	Namespace: plugin.Namespace, Subsystem: "pgplane", Name: "state_conflict",
-	Help: "1 while the replicated run-time changes break a rule together and an older state is served.",
-})

@@ -1,35 +1,23 @@
 // Package pgplane is the CoreDNS plugin of pgplane: it answers for
 // postgres.database.azure.com from the current topology snapshot, in the view
-// of the client's VNet, reloads the topology file when it changes, and runs
-// the PostgreSQL gateway beside the DNS server.
+// of the client's VNet. Its setup turns the Corefile's pgplane block into
+// the options of the appliance (package appliance), which owns the desired
+// state and runs the gateway, the cluster node and the admin API beside the
+// DNS server.
 package pgplane
 
 import (
 	"context"
 	"net"
 	"net/netip"
-	"os"
 	"sync/atomic"
 
-	"github.com/pgplane/pgplane/api"
-	"github.com/pgplane/pgplane/cluster"
-	"github.com/pgplane/pgplane/gateway"
-
 	"github.com/coredns/coredns/plugin"
-	clog "github.com/coredns/coredns/plugin/pkg/log"
 	"github.com/coredns/coredns/request"
+	"github.com/pgplane/pgplane/appliance"
 
 	"github.com/miekg/dns"
-	"github.com/rs/zerolog"
 )
-
-var log = clog.NewWithPlugin("pgplane")
-
-// newLogger returns the structured logger of a part of the appliance: JSON
-// lines on stdout at info level and above.
-func newLogger(part string) zerolog.Logger {
-	return zerolog.New(os.Stdout).Level(zerolog.InfoLevel).With().Timestamp().Str("plugin", part).Logger()
-}
 
 // PGPlane is the plugin handler. Queries read the current answers with one
 // atomic load; a reload builds new answers and swaps them in.
@@ -38,19 +26,7 @@ type PGPlane struct {
 
 	opts    options
 	answers atomic.Pointer[answers]
-	topo    *topologyFile
-
-	gwOpts   gatewayOptions
-	gateway  *gateway.Gateway // nil without a gateway line
-	clOpts   clusterOptions
-	cluster  *cluster.Node // nil without cluster_bind
-	adOpts   adminOptions
-	stOpts   stateOptions
-	admin    *api.Server // nil without an admin line
-	devTLS   string      // the dev certificate directory, in dev mode
-	devNames []string    // the names the dev certificate in use covers
-	base     string      // the directory relative paths start from
-	started  atomic.Bool // OnStartup has started the gateway, cluster and admin API
+	app     *appliance.Appliance // the engine: desired state, gateway, cluster, admin API
 }
 
 // ServeDNS implements the plugin.Handler interface.

@@ -6,6 +6,7 @@ import (
 	"sort"
 	"testing"
 
+	"github.com/pgplane/pgplane/appliance"
 	"github.com/pgplane/pgplane/topology"
 
 	"github.com/coredns/coredns/plugin/pkg/dnstest"
@@ -29,7 +30,7 @@ func newTestPlugin(t testing.TB, state topology.State) *PGPlane {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &PGPlane{opts: options{ttl: defaultTTL, ns: []string{defaultNS}}, Next: test.NextHandler(dns.RcodeRefused, nil)}
+	p := &PGPlane{opts: options{ttl: appliance.DefaultTTL, ns: []string{appliance.DefaultNS}}, Next: test.NextHandler(dns.RcodeRefused, nil)}
 	p.publish(snap)
 	return p
 }

@@ -286,7 +286,8 @@ func TestBadTopologyIsRefusedAndOldKeepsServing(t *testing.T) {
 	waitFor(t, "the refusal to be logged", 10*time.Second, func() bool {
 		return strings.Contains(n.log.String(), "refused")
 	})
-	if !strings.Contains(n.log.String(), "T6: subnet \"db\" in vnet \"app-vnet\"") {
+	// The log is JSON lines: the rule's quotes are escaped.
+	if !strings.Contains(n.log.String(), `T6: subnet \"db\" in vnet \"app-vnet\"`) {
 		t.Fatalf("the log must name the rule and the object:\n%s", n.log.String())
 	}
 	// The link in the bad file did not take effect; the old answers serve.

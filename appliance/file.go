@@ -1,4 +1,4 @@
-package pgplane
+package appliance
 
 import (
 	"bytes"
@@ -6,37 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"sync"
 	"time"
 
-	"github.com/pgplane/pgplane/cluster"
 	"github.com/pgplane/pgplane/topology"
 )
-
-// topologyFile keeps the desired state, the topology file with the admin
-// API's run-time changes laid over it, and the snapshot made of it. It
-// re-reads the file when its modification time, size or content changes; a
-// file that breaks a rule is refused and the previous snapshot keeps serving.
-type topologyFile struct {
-	path     string
-	interval time.Duration
-	publish  func(*topology.Snapshot)
-	parser   topology.Parser // re-decodes only the parts of the file that changed
-	store    *cluster.Store  // the run-time changes (C5)
-
-	mu   sync.Mutex         // serialises reloads and changes
-	base *topology.Topology // the file's topology, without run-time changes
-	// conflict says why the replicated changes from peers are not served
-	// (they break a rule together), or is nil.
-	conflict error
-	current  *topology.Snapshot
-	sum      [sha256.Size]byte
-	mtime    time.Time
-	size     int64
-
-	stop chan struct{}
-	done chan struct{}
-}
 
 // errWriting reports a file that changed while it was read: a writer is
 // still at work, and the next check will see the finished file.
@@ -61,12 +34,12 @@ func (a stamp) equal(b stamp) bool { return a.mtime.Equal(b.mtime) && a.size == 
 
 // load reads the file and, when it holds a valid change, publishes a new
 // snapshot. It returns the file's violations, if any, or errWriting.
-func (f *topologyFile) load() error { return f.loadExpecting(nil) }
+func (f *desiredState) load() error { return f.loadExpecting(nil) }
 
 // loadExpecting is load for a file that settled with the given stamp: the
 // file must still have it before and after it is read, so that a rewrite
 // that began after the settling is never read half-done.
-func (f *topologyFile) loadExpecting(settledAs *stamp) error {
+func (f *desiredState) loadExpecting(settledAs *stamp) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	before, err := os.Stat(f.path)
@@ -98,11 +71,21 @@ func (f *topologyFile) loadExpecting(settledAs *stamp) error {
 		return nil
 	}
 	file, warnings, err := f.parser.Parse(f.path, data)
+	if vs := (topology.Violations{}); errors.As(err, &vs) && file != nil && f.current != nil {
+		// The rules that bind a change come first, in the words the admin
+		// API uses for the same change (A2): deleting a VNet a server
+		// uses is "in use" before it is a dangling reference.
+		moved := topology.CheckTransition(f.current.Topology, file)
+		for i := range moved {
+			moved[i].File = f.path
+		}
+		return append(moved, vs...)
+	}
 	if err != nil {
 		return err
 	}
 	for _, w := range warnings {
-		log.Warning(w.Error())
+		f.log.Warn().Msg(w.Error())
 	}
 	next, conflict := f.overlay(file, f.values())
 	if conflict != nil {
@@ -113,7 +96,7 @@ func (f *topologyFile) loadExpecting(settledAs *stamp) error {
 		// rule together (kept from two concurrent changes) must not keep
 		// the node from starting: it serves the file alone and reports
 		// the conflict until a change mends it.
-		log.Errorf("run-time changes break a rule with topology %s; serving the file alone until a change mends them:\n%v", f.path, conflict)
+		f.log.Error().Msgf("run-time changes break a rule with topology %s; serving the file alone until a change mends them:\n%v", f.path, conflict)
 		next = file
 	}
 	state := topology.State{}
@@ -138,7 +121,7 @@ func (f *topologyFile) loadExpecting(settledAs *stamp) error {
 
 // setState publishes a new snapshot of the current topology with a new
 // run-time state: a cluster decision (C4).
-func (f *topologyFile) setState(st topology.State) {
+func (f *desiredState) setState(st topology.State) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	serial := uint32(time.Now().Unix())
@@ -147,14 +130,14 @@ func (f *topologyFile) setState(st topology.State) {
 	}
 	snap, err := topology.NewSnapshot(f.current.Topology, st, serial)
 	if err != nil {
-		log.Errorf("cluster state refused: %v", err)
+		f.log.Error().Err(err).Msg("cluster state refused")
 		return
 	}
 	for name, si := range snap.Servers {
 		// Report a blocked flip once, when it happens, not on every later
 		// change of state.
 		if was := f.current.Servers[name]; si.RecordBlocked && (was == nil || !was.RecordBlocked) {
-			log.Errorf("FAILOVER BLOCKED: server %s failed over to its standby, but private DNS zone %s is locked ReadOnly: its record still gives the old address %s (D10)", name, si.Zone.Name, si.Address)
+			f.log.Error().Msgf("FAILOVER BLOCKED: server %s failed over to its standby, but private DNS zone %s is locked ReadOnly: its record still gives the old address %s (D10)", name, si.Zone.Name, si.Address)
 			recordBlocked.WithLabelValues(name).Inc()
 		}
 	}
@@ -163,7 +146,7 @@ func (f *topologyFile) setState(st topology.State) {
 }
 
 // changed reports whether the file's modification time or size moved.
-func (f *topologyFile) changed() bool {
+func (f *desiredState) changed() bool {
 	fi, err := os.Stat(f.path)
 	if err != nil {
 		return false
@@ -175,7 +158,7 @@ func (f *topologyFile) changed() bool {
 
 // settled returns the file's stamp when it stays unchanged for the settle
 // time, or nil.
-func (f *topologyFile) settled() *stamp {
+func (f *desiredState) settled() *stamp {
 	a, err := os.Stat(f.path)
 	if err != nil {
 		return nil
@@ -190,7 +173,7 @@ func (f *topologyFile) settled() *stamp {
 }
 
 // watch polls the file until Stop.
-func (f *topologyFile) watch() {
+func (f *desiredState) watch() {
 	defer close(f.done)
 	var reload <-chan time.Time // nil, never ready, with reload 0
 	if f.interval > 0 {
@@ -220,27 +203,27 @@ func (f *topologyFile) watch() {
 				continue
 			}
 			if err != nil {
-				log.Errorf("topology %s refused, still serving serial %d:\n%v", f.path, f.serial(), err)
+				f.log.Error().Msgf("topology %s refused, still serving serial %d:\n%v", f.path, f.serial(), err)
 				continue
 			}
-			log.Infof("topology %s loaded: serial %d in %s", f.path, f.serial(), time.Since(start).Round(time.Microsecond))
+			f.log.Info().Msgf("topology %s loaded: serial %d in %s", f.path, f.serial(), time.Since(start).Round(time.Microsecond))
 		}
 	}
 }
 
-func (f *topologyFile) serial() uint32 {
+func (f *desiredState) serial() uint32 {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.current.Serial
 }
 
 // start begins watching; stopWatch ends it and waits.
-func (f *topologyFile) start() {
+func (f *desiredState) start() {
 	f.stop, f.done = make(chan struct{}), make(chan struct{})
 	go f.watch()
 }
 
-func (f *topologyFile) stopWatch() {
+func (f *desiredState) stopWatch() {
 	if f.stop != nil {
 		close(f.stop)
 		<-f.done

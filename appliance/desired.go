@@ -1,25 +1,54 @@
-package pgplane
+package appliance
 
 import (
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"maps"
+	"sync"
 	"time"
 
 	"github.com/pgplane/pgplane/cluster"
 	"github.com/pgplane/pgplane/topology"
+	"github.com/rs/zerolog"
 )
+
+// desiredState keeps the desired state, the topology file with the admin
+// API's run-time changes laid over it, and the snapshot made of it. It
+// re-reads the file when its modification time, size or content changes; a
+// file that breaks a rule is refused and the previous snapshot keeps serving.
+type desiredState struct {
+	path     string
+	interval time.Duration
+	publish  func(*topology.Snapshot)
+	parser   topology.Parser // re-decodes only the parts of the file that changed
+	store    *cluster.Store  // the run-time changes (C5)
+	log      zerolog.Logger
+
+	mu   sync.Mutex         // serialises reloads and changes
+	base *topology.Topology // the file's topology, without run-time changes
+	// conflict says why the replicated changes from peers are not served
+	// (they break a rule together), or is nil.
+	conflict error
+	current  *topology.Snapshot
+	sum      [sha256.Size]byte
+	mtime    time.Time
+	size     int64
+
+	stop chan struct{}
+	done chan struct{}
+}
 
 // overlay lays the run-time changes over the file's topology and validates
 // the result. Without changes the file's topology, already valid, is the
 // result.
-func (f *topologyFile) overlay(file *topology.Topology, values map[string]json.RawMessage) (*topology.Topology, error) {
+func (f *desiredState) overlay(file *topology.Topology, values map[string]json.RawMessage) (*topology.Topology, error) {
 	if len(values) == 0 {
 		return file, nil
 	}
 	next, problems := topology.Overlay(file, values)
 	for _, p := range problems {
-		log.Errorf("%v; skipped", p)
+		f.log.Error().Msgf("%v; skipped", p)
 	}
 	if vs, _ := topology.Validate(next); len(vs) > 0 {
 		return nil, vs
@@ -28,7 +57,7 @@ func (f *topologyFile) overlay(file *topology.Topology, values map[string]json.R
 }
 
 // values returns the run-time changes; none without a store.
-func (f *topologyFile) values() map[string]json.RawMessage {
+func (f *desiredState) values() map[string]json.RawMessage {
 	if f.store == nil {
 		return nil
 	}
@@ -36,7 +65,7 @@ func (f *topologyFile) values() map[string]json.RawMessage {
 }
 
 // swapLocked publishes a snapshot of next with the given run-time state.
-func (f *topologyFile) swapLocked(next *topology.Topology, state topology.State) error {
+func (f *desiredState) swapLocked(next *topology.Topology, state topology.State) error {
 	serial := uint32(time.Now().Unix())
 	if f.current != nil && serial <= f.current.Serial {
 		serial = f.current.Serial + 1
@@ -55,7 +84,7 @@ func (f *topologyFile) swapLocked(next *topology.Topology, state topology.State)
 
 // setConflictLocked records why the run-time changes are not served (nil:
 // they are), for pgplanectl health and coredns_pgplane_state_conflict.
-func (f *topologyFile) setConflictLocked(err error) {
+func (f *desiredState) setConflictLocked(err error) {
 	f.conflict = err
 	if err != nil {
 		stateConflict.Set(1)
@@ -68,7 +97,7 @@ func (f *topologyFile) setConflictLocked(err error) {
 // and serves it; it returns the entries to spread to the other nodes. A
 // refused change changes nothing; the error is topology.Violations when a
 // rule refuses it.
-func (f *topologyFile) change(changes map[string]json.RawMessage) ([]cluster.Entry, error) {
+func (f *desiredState) change(changes map[string]json.RawMessage) ([]cluster.Entry, error) {
 	if f.store == nil {
 		return nil, cluster.ErrNoStateDir
 	}
@@ -104,7 +133,7 @@ func (f *topologyFile) change(changes map[string]json.RawMessage) ([]cluster.Ent
 // was checked on the node that made it; should two concurrent changes break
 // a rule together, every node refuses the combination alike and keeps
 // serving what it had until a later change mends it.
-func (f *topologyFile) storeChanged() {
+func (f *desiredState) storeChanged() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	next, err := f.overlay(f.base, f.values())
@@ -113,12 +142,12 @@ func (f *topologyFile) storeChanged() {
 	}
 	if err != nil {
 		f.setConflictLocked(err)
-		log.Errorf("run-time changes from a peer refused, still serving serial %d:\n%v", f.current.Serial, err)
+		f.log.Error().Msgf("run-time changes from a peer refused, still serving serial %d:\n%v", f.current.Serial, err)
 	}
 }
 
 // conflictErr returns why the replicated changes are not served, or nil.
-func (f *topologyFile) conflictErr() error {
+func (f *desiredState) conflictErr() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.conflict
@@ -126,11 +155,11 @@ func (f *topologyFile) conflictErr() error {
 
 // collect forgets old tombstones, except the deletions of objects the file
 // defines.
-func (f *topologyFile) collect() {
+func (f *desiredState) collect() {
 	f.mu.Lock()
 	keep := topology.Keys(f.base)
 	f.mu.Unlock()
 	if err := f.store.Collect(func(k string) bool { return keep[k] }); err != nil {
-		log.Errorf("state: %v", err)
+		f.log.Error().Err(err).Msg("state: collecting tombstones")
 	}
 }

@@ -1,0 +1,287 @@
+package appliance
+
+import (
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pgplane/pgplane/cluster"
+	"github.com/pgplane/pgplane/gateway"
+	"github.com/pgplane/pgplane/topology"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// devTopology is the topology of the dev Corefile, which make run serves.
+const devTopology = "../corefile/dev/topology.yaml"
+
+// topologyFileIn writes the dev topology, edited by edit unless nil, to
+// t.yaml in a new directory, and returns the directory and the file.
+func topologyFileIn(t *testing.T, edit func(string) string) (dir, path string) {
+	t.Helper()
+	data, err := os.ReadFile(devTopology)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(data)
+	if edit != nil {
+		text = edit(text)
+	}
+	dir = t.TempDir()
+	path = filepath.Join(dir, "t.yaml")
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir, path
+}
+
+// testOptions are the defaults for path, changed by edit unless nil.
+func testOptions(path string, edit func(*Options)) Options {
+	o := NewOptions(path, "")
+	if edit != nil {
+		edit(&o)
+	}
+	return o
+}
+
+// newTestAppliance makes an appliance over path, not started.
+func newTestAppliance(t *testing.T, path string, edit func(*Options)) *Appliance {
+	t.Helper()
+	a, err := New(testOptions(path, edit), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// SPEC: D5
+func TestTopologyFileReload(t *testing.T) {
+	_, path := topologyFileIn(t, nil)
+	a := newTestAppliance(t, path, nil)
+	first := a.Snapshot()
+	if err := a.desired.load(); err != nil || a.Snapshot() != first {
+		t.Fatalf("an unchanged file must not make a new snapshot (err %v)", err)
+	}
+	hub := a.Snapshot().VNet("hub-vnet").Index
+	data, _ := os.ReadFile(path)
+	linked := strings.Replace(string(data), "links: [app-vnet, custom-vnet]", "links: [app-vnet, custom-vnet, hub-vnet]", 1)
+	os.WriteFile(path, []byte(linked), 0o644)
+	os.Chtimes(path, time.Now().Add(time.Second), time.Now().Add(time.Second))
+	if !a.desired.changed() {
+		t.Fatal("the change must be seen")
+	}
+	if err := a.desired.load(); err != nil {
+		t.Fatal(err)
+	}
+	next := a.Snapshot()
+	if next.Serial <= first.Serial {
+		t.Fatalf("serial must increase: %d then %d", first.Serial, next.Serial)
+	}
+	if !next.Zones["contoso.private.postgres.database.azure.com"].LinkedTo(hub) {
+		t.Fatal("the new link must be in the new snapshot")
+	}
+}
+
+// BenchmarkReload measures reloads of the topology file named by
+// PGPLANE_BENCH_TOPOLOGY (make bench-dns generates a 10,000-server one):
+// read, parse, validate and snapshot. "cold" is the first load of
+// the file; "edit" is a reload after one zone link changed, which decodes
+// only the changed part.
+func BenchmarkReload(b *testing.B) {
+	path := os.Getenv("PGPLANE_BENCH_TOPOLOGY")
+	if path == "" {
+		b.Skip("PGPLANE_BENCH_TOPOLOGY is not set")
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	live := filepath.Join(b.TempDir(), "topology.yaml")
+	edited := []byte(strings.Replace(string(data), "links: [vnet-000, vnet-250]", "links: [vnet-000, vnet-250, vnet-001]", 1))
+	b.Run("cold", func(b *testing.B) {
+		os.WriteFile(live, data, 0o644)
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := New(NewOptions(live, ""), nil); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("edit", func(b *testing.B) {
+		os.WriteFile(live, data, 0o644)
+		a, err := New(NewOptions(live, ""), nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		versions := [][]byte{edited, data}
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			b.StopTimer()
+			os.WriteFile(live, versions[i%2], 0o644)
+			i++
+			b.StartTimer()
+			if err := a.desired.load(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// SPEC: D1
+func TestEmptyTopologyFileRefused(t *testing.T) {
+	_, path := topologyFileIn(t, nil)
+	a := newTestAppliance(t, path, nil)
+	first := a.Snapshot()
+	os.WriteFile(path, nil, 0o644) // a rewrite caught between truncate and write
+	if err := a.desired.load(); err == nil || !strings.Contains(err.Error(), "empty") {
+		t.Fatalf("an empty file must be refused, got %v", err)
+	}
+	if a.Snapshot() != first {
+		t.Fatal("the previous topology must keep serving")
+	}
+}
+
+// SPEC: D10
+func TestBlockedFlipReportedOnce(t *testing.T) {
+	_, path := topologyFileIn(t, func(s string) string { return strings.Replace(s, "lock: none", "lock: ReadOnly", 1) })
+	a := newTestAppliance(t, path, nil)
+	count := func() float64 { return testutil.ToFloat64(recordBlocked.WithLabelValues("orders-db")) }
+	before := count()
+	failed := topology.State{FailedOver: map[string]bool{"orders-db": true}}
+	a.desired.setState(failed)
+	if !a.Snapshot().Servers["orders-db"].RecordBlocked {
+		t.Fatal("the ReadOnly lock must block the record flip")
+	}
+	// Later changes of state (another region's flip, a peer re-applying the
+	// same decisions) must not count the same blocked flip again.
+	a.desired.setState(topology.State{FailedOver: failed.FailedOver, ActiveGateway: map[string]int{"eastus2": 1}})
+	a.desired.setState(failed)
+	if got := count() - before; got != 1 {
+		t.Fatalf("one blocked failover must be counted once, counted %v", got)
+	}
+}
+
+// SPEC: G3
+func TestDevCertificateFollowsNewZones(t *testing.T) {
+	dir, path := topologyFileIn(t, nil)
+	a := newTestAppliance(t, path, func(o *Options) {
+		o.Gateway = GatewayOptions{Listen: []string{"127.0.0.1:0"}, DevDir: filepath.Join(dir, "tls"), Auth: gateway.AuthPassthrough}
+	})
+	leaf := func() []string {
+		pem, _ := os.ReadFile(filepath.Join(dir, "tls", gateway.DevCertFile))
+		block, _ := pemDecode(pem)
+		c, err := x509.ParseCertificate(block)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.DNSNames
+	}
+	if slices.Contains(leaf(), "*.new.private.postgres.database.azure.com") {
+		t.Fatal("the new zone is not in the topology yet")
+	}
+	data, _ := os.ReadFile(path)
+	withZone := strings.Replace(string(data), "privateDnsZones:\n", "privateDnsZones:\n  - {name: new.private.postgres.database.azure.com, links: [hub-vnet]}\n", 1)
+	os.WriteFile(path, []byte(withZone), 0o644)
+	if err := a.desired.load(); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(leaf(), "*.new.private.postgres.database.azure.com") {
+		t.Fatalf("the dev certificate must be re-issued for the new zone, names %v", leaf())
+	}
+}
+
+func pemDecode(b []byte) ([]byte, []byte) {
+	block, rest := pem.Decode(b)
+	if block == nil {
+		return nil, rest
+	}
+	return block.Bytes, rest
+}
+
+// Two changes made at once on two nodes can each pass alone and break a
+// rule together. Every node then refuses the combination alike, keeps
+// serving what it had, says so, and takes the change that mends it (C5).
+//
+// SPEC: C5 Z2
+func TestConflictingPeerChangesKeepTheLastGoodState(t *testing.T) {
+	dir, path := topologyFileIn(t, nil)
+	a := newTestAppliance(t, path, func(o *Options) { o.State.Dir = filepath.Join(dir, "state") })
+	// Node a made a zone billing.postgres.database.azure.com; node b, at
+	// the same time, a server called billing (Z2).
+	peer, _ := cluster.OpenStore(cluster.StoreConfig{Node: "n2", Dir: filepath.Join(dir, "peer")})
+	zone, _ := peer.Commit(map[string]json.RawMessage{topology.ZoneKey("billing.postgres.database.azure.com"): json.RawMessage(`{}`)})
+	server, _ := peer.Commit(map[string]json.RawMessage{topology.ServerKey("billing"): json.RawMessage(`{"region":"eastus2","access":"public","backends":{"primary":"127.0.0.1:5432"}}`)})
+	a.desired.store.Merge(zone)
+	a.desired.storeChanged()
+	withZone := a.Snapshot()
+	if withZone.Zones["billing.postgres.database.azure.com"] == nil || a.desired.conflictErr() != nil {
+		t.Fatal("the zone alone must be served")
+	}
+	a.desired.store.Merge(server)
+	a.desired.storeChanged()
+	if a.Snapshot() != withZone {
+		t.Fatal("a combination that breaks a rule must not be served")
+	}
+	if err := a.desired.conflictErr(); err == nil || !strings.Contains(err.Error(), "Z2") {
+		t.Fatalf("the conflict must be reported with its rule: %v", err)
+	}
+	if testutil.ToFloat64(stateConflict) != 1 {
+		t.Fatal("coredns_pgplane_state_conflict must be 1 during a conflict")
+	}
+	if h := a.Health(); !strings.Contains(h.State.Conflict, "Z2") {
+		t.Fatalf("health must show the conflict: %+v", h.State)
+	}
+	// Any change is checked against the combination, so the one that
+	// mends it is the one that goes through.
+	if _, err := a.desired.change(map[string]json.RawMessage{topology.FirewallRuleKey("reports-db", "x"): json.RawMessage(`{"startIpAddress":"10.0.0.1","endIpAddress":"10.0.0.1"}`)}); err == nil {
+		t.Fatal("a change on top of a conflict must be refused with the conflict's rule")
+	}
+	if _, err := a.desired.change(map[string]json.RawMessage{topology.ServerKey("billing"): nil}); err != nil {
+		t.Fatalf("deleting one side must mend it: %v", err)
+	}
+	if a.desired.conflictErr() != nil || testutil.ToFloat64(stateConflict) != 0 || a.Snapshot().Zones["billing.postgres.database.azure.com"] == nil {
+		t.Fatal("after the mend the zone is served and no conflict remains")
+	}
+}
+
+// A node restarting with conflicting run-time changes on disk (kept from two
+// concurrent changes) still starts: it serves the file alone, reports the
+// conflict, and serves everything again once a change mends it.
+//
+// SPEC: C5 Z2
+func TestStartWithConflictingStateServesTheFile(t *testing.T) {
+	dir, path := topologyFileIn(t, nil)
+	stateDir := filepath.Join(dir, "state")
+	st, _ := cluster.OpenStore(cluster.StoreConfig{Node: "n2", Dir: filepath.Join(dir, "peer")})
+	entries, _ := st.Commit(map[string]json.RawMessage{
+		topology.ZoneKey("billing.postgres.database.azure.com"): json.RawMessage(`{}`),
+		topology.ServerKey("billing"):                           json.RawMessage(`{"region":"eastus2","access":"public","backends":{"primary":"127.0.0.1:5432"}}`),
+	})
+	disk, _ := cluster.OpenStore(cluster.StoreConfig{Node: "n1", Dir: stateDir})
+	disk.Merge(entries)
+
+	a, err := New(testOptions(path, func(o *Options) { o.State.Dir = stateDir }), nil)
+	if err != nil {
+		t.Fatalf("a node must start despite conflicting run-time changes: %v", err)
+	}
+	snap := a.Snapshot()
+	if snap.Servers["billing"] != nil || snap.Zones["billing.postgres.database.azure.com"] != nil || snap.Servers["reports-db"] == nil {
+		t.Fatal("the file alone must be served")
+	}
+	if err := a.desired.conflictErr(); err == nil || !strings.Contains(err.Error(), "Z2") || testutil.ToFloat64(stateConflict) != 1 {
+		t.Fatalf("the conflict must be reported: %v", err)
+	}
+	if _, err := a.desired.change(map[string]json.RawMessage{topology.ServerKey("billing"): nil}); err != nil {
+		t.Fatalf("the mending change: %v", err)
+	}
+	if a.Snapshot().Zones["billing.postgres.database.azure.com"] == nil || a.desired.conflictErr() != nil || testutil.ToFloat64(stateConflict) != 0 {
+		t.Fatal("after the mend, the run-time changes are served and no conflict stands")
+	}
+}
