@@ -642,7 +642,6 @@ func (s *Server) showZone(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-
 func (s *Server) putZone(w http.ResponseWriter, r *http.Request) {
 	name := topology.CanonicalZone(r.PathValue("zone"))
 	var body topology.PrivateDNSZone
@@ -696,7 +695,6 @@ func (s *Server) deleteLink(w http.ResponseWriter, r *http.Request) {
 	}
 	s.commit(w, r, map[string]json.RawMessage{topology.LinkKey(z.Name, vnet): nil}, http.StatusNoContent, nil)
 }
-
 
 // nonNil makes an empty list encode as [] rather than null.
 func nonNil[T any](list []T) []T {
