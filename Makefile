@@ -16,7 +16,7 @@ DEB_CMDS  := dig:dnsutils nslookup:dnsutils dnsperf:dnsperf ip:iproute2 setpriv:
              $(firstword $(wildcard /usr/lib/postgresql/*/bin/postgres) postgres-server):postgresql
 GO_SRC    := $(shell find . -name '*.go' -not -path './bin/*') go.mod go.sum
 
-.PHONY: all build run run-cluster demo test test-unit test-e2e bench bench-dns bench-propagation lint fuzz deps clean
+.PHONY: all build run run-cluster demo test test-unit test-e2e bench bench-dns bench-propagation bench-scale lint fuzz deps clean
 
 all: build
 
@@ -75,7 +75,7 @@ test-unit:
 test-e2e: deps build
 	PGPLANE_BIN=$(CURDIR)/$(PGPLANE) PGPLANECTL_BIN=$(CURDIR)/$(PGPLANECTL) $(GO) test -count=1 -v ./test/e2e
 
-bench: bench-dns bench-gateway bench-failover bench-propagation
+bench: bench-dns bench-gateway bench-failover bench-propagation bench-scale
 
 bench-dns: deps build
 	$(GO) run ./benchmarks/dns -bin $(CURDIR)/$(PGPLANE) -out benchmarks/dns/out
@@ -88,6 +88,11 @@ bench-gateway: deps build
 
 bench-failover: deps build
 	$(GO) run ./benchmarks/failover -bin $(CURDIR)/$(PGPLANE) -out benchmarks/failover/out
+
+# SIZES: numbers of servers, comma separated (1,000,000 needs about 10 GB of memory and several minutes).
+SIZES ?= 10000,100000,1000000
+bench-scale: deps build
+	$(GO) run ./benchmarks/scale -bin $(CURDIR)/$(PGPLANE) -sizes $(SIZES) -out benchmarks/scale/out
 
 bench-propagation: deps build
 	$(GO) run ./benchmarks/propagation -bin $(CURDIR)/$(PGPLANE) -ctl $(CURDIR)/$(BIN)/pgplanectl -out benchmarks/propagation/out

@@ -123,16 +123,6 @@ func lockedRecords(old, next *Topology) Violations {
 // removedInUse refuses the deletion of a VNet, subnet or private DNS zone
 // that a server still uses, once per object, at the first server using it.
 func removedInUse(old, next *Topology) Violations {
-	had := map[string]bool{}
-	for _, vn := range old.VNets {
-		had["vnet/"+vn.Name] = true
-		for _, sn := range vn.Subnets {
-			had["subnet/"+vn.Name+"/"+sn.Name] = true
-		}
-	}
-	for _, z := range old.PrivateDNSZones {
-		had["zone/"+CanonicalZone(z.Name)] = true
-	}
 	has := map[string]bool{}
 	for _, vn := range next.VNets {
 		has["vnet/"+vn.Name] = true
@@ -142,6 +132,25 @@ func removedInUse(old, next *Topology) Violations {
 	}
 	for _, z := range next.PrivateDNSZones {
 		has["zone/"+CanonicalZone(z.Name)] = true
+	}
+	had := map[string]bool{} // what old has and next has not
+	for _, vn := range old.VNets {
+		if !has["vnet/"+vn.Name] {
+			had["vnet/"+vn.Name] = true
+		}
+		for _, sn := range vn.Subnets {
+			if key := "subnet/" + vn.Name + "/" + sn.Name; !has[key] {
+				had[key] = true
+			}
+		}
+	}
+	for _, z := range old.PrivateDNSZones {
+		if key := "zone/" + CanonicalZone(z.Name); !has[key] {
+			had[key] = true
+		}
+	}
+	if len(had) == 0 {
+		return nil // nothing a server could use was deleted
 	}
 	var out Violations
 	reported := map[string]bool{}

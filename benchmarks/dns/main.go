@@ -7,7 +7,6 @@ package main
 
 import (
 	"bytes"
-	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -17,7 +16,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -47,26 +45,26 @@ func run(bin, out string, rounds int, duration time.Duration, clients int) error
 	}
 	bin, _ = filepath.Abs(bin)
 	out, _ = filepath.Abs(out)
-	sc := scale{servers: 10000, zones: 1000, vnets: 500, regions: 10}
-	g, err := gen(out, sc)
+	sc := benchkit.DNSScale{Servers: 10000, Zones: 1000, VNets: 500, Regions: 10}
+	g, err := benchkit.GenerateDNS(out, sc)
 	if err != nil {
 		return err
 	}
-	if _, _, err := topology.Load(g.topology); err != nil {
+	if _, _, err := topology.Load(g.Topology); err != nil {
 		return fmt.Errorf("generated topology is invalid: %w", err)
 	}
 	fmt.Printf("topology: %d servers, %d private DNS zones, %d VNets, %d regions; %d dnsperf clients from distinct VNets, %s per run, %d rounds\n\n",
-		sc.servers, sc.zones, sc.vnets, sc.regions, clients, duration, rounds)
+		sc.Servers, sc.Zones, sc.VNets, sc.Regions, clients, duration, rounds)
 
 	port := benchkit.FreePort("127.0.0.1")
 	servers := []struct {
 		name     string
 		corefile string
 	}{
-		{"pgplane", fmt.Sprintf("postgres.database.azure.com:%d {\n    bind 127.0.0.1\n    pgplane %s\n}\n", port, g.topology)},
-		{"file", fmt.Sprintf("postgres.database.azure.com:%d {\n    bind 127.0.0.1\n    file %s\n}\n", port, g.zoneFile)},
+		{"pgplane", fmt.Sprintf("postgres.database.azure.com:%d {\n    bind 127.0.0.1\n    pgplane %s\n}\n", port, g.Topology)},
+		{"file", fmt.Sprintf("postgres.database.azure.com:%d {\n    bind 127.0.0.1\n    file %s\n}\n", port, g.ZoneFile)},
 	}
-	results := map[string][]perf{}
+	results := map[string][]benchkit.DNSPerf{}
 	for r := 0; r < rounds; r++ {
 		order := []int{0, 1}
 		if r%2 == 1 {
@@ -80,33 +78,33 @@ func run(bin, out string, rounds int, duration time.Duration, clients int) error
 			}
 			var sources []string
 			for c := 0; c < clients; c++ {
-				sources = append(sources, g.sources[(r*clients+c)*37%len(g.sources)])
+				sources = append(sources, g.Sources[(r*clients+c)*37%len(g.Sources)])
 			}
-			p, err := dnsperfMany(port, g.queries, sources, duration, 0)
+			p, err := benchkit.RunDNSPerf(port, g.Queries, sources, duration, 0)
 			proc.stop()
 			if err != nil {
 				return fmt.Errorf("%s: %w", srv.name, err)
 			}
-			fmt.Printf("round %d %-8s %9.0f qps  avg latency %6.3f ms  lost %d  %s\n", r+1, srv.name, p.qps, p.latency*1000, p.lost, p.rcodes)
+			fmt.Printf("round %d %-8s %9.0f qps  avg latency %6.3f ms  lost %d  %s\n", r+1, srv.name, p.QPS, p.Latency*1000, p.Lost, p.Rcodes)
 			results[srv.name] = append(results[srv.name], p)
 		}
 	}
-	pq, fq := median(results["pgplane"], func(p perf) float64 { return p.qps }), median(results["file"], func(p perf) float64 { return p.qps })
-	pl, fl := median(results["pgplane"], func(p perf) float64 { return p.latency }), median(results["file"], func(p perf) float64 { return p.latency })
+	pq, fq := median(results["pgplane"], func(p benchkit.DNSPerf) float64 { return p.QPS }), median(results["file"], func(p benchkit.DNSPerf) float64 { return p.QPS })
+	pl, fl := median(results["pgplane"], func(p benchkit.DNSPerf) float64 { return p.Latency }), median(results["file"], func(p benchkit.DNSPerf) float64 { return p.Latency })
 	var report bytes.Buffer
 	fmt.Fprintf(&report, "\nDNS, median of %d rounds          QPS   avg latency\n", rounds)
 	fmt.Fprintf(&report, "  CoreDNS file (baseline)   %9.0f   %8.3f ms\n", fq, fl*1000)
-	fmt.Fprintf(&report, "  pgplane, %d VNet views   %9.0f   %8.3f ms\n", sc.vnets, pq, pl*1000)
+	fmt.Fprintf(&report, "  pgplane, %d VNet views   %9.0f   %8.3f ms\n", sc.VNets, pq, pl*1000)
 	fmt.Fprintf(&report, "  ratio pgplane/file        %9.2fx  %8.2fx\n", pq/fq, pl/fl)
 
 	rl, err := reloadUnderLoad(bin, out, g, port)
 	if err != nil {
 		return fmt.Errorf("reload: %w", err)
 	}
-	fmt.Fprintf(&report, "\nReload of the %d-server topology (in the running server, under %d qps)\n", sc.servers, reloadQPS)
+	fmt.Fprintf(&report, "\nReload of the %d-server topology (in the running server, under %d qps)\n", sc.Servers, reloadQPS)
 	fmt.Fprintf(&report, "  reloads after an edit: %d, median %s, max %s (read, parse, validate, snapshot, answers)\n", len(rl.times), rl.median(), slices.Max(rl.times))
-	fmt.Fprintf(&report, "  queries %d, lost %d, %s\n", rl.perf.sent, rl.perf.lost, rl.perf.rcodes)
-	allocs, err := reloadAllocs(g.topology)
+	fmt.Fprintf(&report, "  queries %d, lost %d, %s\n", rl.perf.Sent, rl.perf.Lost, rl.perf.Rcodes)
+	allocs, err := reloadAllocs(g.Topology)
 	if err != nil {
 		return fmt.Errorf("reload allocations: %w", err)
 	}
@@ -115,86 +113,12 @@ func run(bin, out string, rounds int, duration time.Duration, clients int) error
 	return os.WriteFile(filepath.Join(out, "results.txt"), report.Bytes(), 0o644)
 }
 
-// perf is one dnsperf result, or several added up.
-type perf struct {
-	qps     float64
-	latency float64 // seconds, mean
-	sent    int
-	lost    int
-	rcodes  string
-}
-
-var (
-	qpsRE     = regexp.MustCompile(`Queries per second:\s+([0-9.]+)`)
-	latencyRE = regexp.MustCompile(`Average Latency \(s\):\s+([0-9.]+)`)
-	sentRE    = regexp.MustCompile(`Queries sent:\s+(\d+)`)
-	lostRE    = regexp.MustCompile(`Queries lost:\s+(\d+)`)
-	rcodesRE  = regexp.MustCompile(`Response codes:\s+(.*)`)
-)
-
-// dnsperfMany runs one dnsperf per source address at once and adds them up.
-// rate limits each process's queries per second; 0 is as fast as it can.
-func dnsperfMany(port int, queries string, sources []string, d time.Duration, rate int) (perf, error) {
-	var mu sync.Mutex
-	var total perf
-	var errs []error
-	var wg sync.WaitGroup
-	rcodes := map[string]int{}
-	for _, src := range sources {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			args := []string{"-s", "127.0.0.1", "-p", strconv.Itoa(port), "-a", src, "-d", queries,
-				"-l", strconv.Itoa(int(d.Seconds())), "-T", "1", "-c", "1", "-q", "64"}
-			if rate > 0 {
-				args = append(args, "-Q", strconv.Itoa(rate))
-			}
-			outb, err := exec.Command("dnsperf", args...).CombinedOutput()
-			text := string(outb)
-			mu.Lock()
-			defer mu.Unlock()
-			q, l := find(qpsRE, text), find(latencyRE, text)
-			if err != nil || q == "" || l == "" {
-				errs = append(errs, fmt.Errorf("dnsperf from %s: %v\n%s", src, err, text))
-				return
-			}
-			qps, _ := strconv.ParseFloat(q, 64)
-			lat, _ := strconv.ParseFloat(l, 64)
-			sent, _ := strconv.Atoi(find(sentRE, text))
-			lost, _ := strconv.Atoi(find(lostRE, text))
-			total.latency += lat * qps // weighted by throughput
-			total.qps += qps
-			total.sent += sent
-			total.lost += lost
-			for _, f := range regexp.MustCompile(`([A-Z]+) (\d+)`).FindAllStringSubmatch(find(rcodesRE, text), -1) {
-				n, _ := strconv.Atoi(f[2])
-				rcodes[f[1]] += n
-			}
-		}()
-	}
-	wg.Wait()
-	if len(errs) > 0 {
-		return total, errors.Join(errs...)
-	}
-	if total.qps > 0 {
-		total.latency /= total.qps
-	}
-	var parts []string
-	for _, k := range []string{"NOERROR", "NXDOMAIN", "SERVFAIL", "REFUSED"} {
-		if rcodes[k] > 0 {
-			parts = append(parts, fmt.Sprintf("%s %d", k, rcodes[k]))
-		}
-	}
-	total.rcodes = strings.Join(parts, ", ")
-	return total, nil
-}
-
 const reloadQPS = 4000
 
 // reloadResult is what the reload-under-load run measured.
 type reloadResult struct {
 	times []time.Duration
-	perf  perf
+	perf  benchkit.DNSPerf
 }
 
 func (r reloadResult) median() time.Duration {
@@ -209,9 +133,9 @@ var loadedRE = regexp.MustCompile(`loaded: serial \d+ in ([0-9.]+[µmn]?s)`)
 // load from four VNets, and rewrites the topology file five times (a link
 // added, then removed). It returns the reload times the server logged and
 // what the load saw.
-func reloadUnderLoad(bin, out string, g generated, port int) (reloadResult, error) {
+func reloadUnderLoad(bin, out string, g benchkit.DNSTopology, port int) (reloadResult, error) {
 	var res reloadResult
-	topo, err := os.ReadFile(g.topology)
+	topo, err := os.ReadFile(g.Topology)
 	if err != nil {
 		return res, err
 	}
@@ -240,7 +164,7 @@ func reloadUnderLoad(bin, out string, g generated, port int) (reloadResult, erro
 			time.Sleep(1200 * time.Millisecond)
 		}
 	}()
-	res.perf, err = dnsperfMany(port, g.queries, g.sources[:4], 8*time.Second, reloadQPS/4)
+	res.perf, err = benchkit.RunDNSPerf(port, g.Queries, g.Sources[:4], 8*time.Second, reloadQPS/4)
 	<-done
 	if err != nil {
 		return res, err
@@ -326,14 +250,7 @@ func start(bin, dir, corefile string, port int) (*process, error) {
 	return nil, fmt.Errorf("server did not answer:\n%s", lb.String())
 }
 
-func find(re *regexp.Regexp, text string) string {
-	if m := re.FindStringSubmatch(text); m != nil {
-		return m[1]
-	}
-	return ""
-}
-
-func median(ps []perf, f func(perf) float64) float64 {
+func median(ps []benchkit.DNSPerf, f func(benchkit.DNSPerf) float64) float64 {
 	v := make([]float64, len(ps))
 	for i, p := range ps {
 		v[i] = f(p)

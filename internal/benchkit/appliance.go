@@ -1,11 +1,12 @@
 package benchkit
 
 import (
-	"github.com/pgplane/pgplane/internal/pgtest"
 	"os/exec"
 	"path/filepath"
 	"syscall"
 	"time"
+
+	"github.com/pgplane/pgplane/internal/pgtest"
 
 	"github.com/pgplane/pgplane/internal/syncbuf"
 )

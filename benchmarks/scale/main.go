@@ -1,0 +1,207 @@
+// Command scale measures pgplane at 10,000, 100,000 and 1,000,000 servers
+// beside CoreDNS's file plugin holding the same names, in the same run: the
+// time from start to the first answer, RSS and bytes per server, the time of
+// a run-time change (a server created through the admin API) until the node
+// answers for it, and queries per second.
+//
+// Usage: go run ./benchmarks/scale -bin bin/pgplane [-sizes 10000,100000] [-out DIR]
+package main
+
+import (
+	"bytes"
+	"flag"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/pgplane/pgplane/internal/benchkit"
+
+	"github.com/miekg/dns"
+)
+
+func main() {
+	bin := flag.String("bin", "bin/pgplane", "the appliance binary")
+	sizes := flag.String("sizes", "10000,100000,1000000", "numbers of servers, comma separated")
+	out := flag.String("out", "benchmarks/scale/out", "working directory")
+	changes := flag.Int("changes", 5, "run-time changes timed at each size")
+	perfTime := flag.Duration("perf", 5*time.Second, "dnsperf duration at each size")
+	flag.Parse()
+	if err := run(*bin, *out, *sizes, *changes, *perfTime); err != nil {
+		fmt.Fprintln(os.Stderr, "bench-scale:", err)
+		os.Exit(1)
+	}
+}
+
+// result is what one server measured at one size.
+type result struct {
+	start  time.Duration
+	rssKiB int
+	change time.Duration // median; 0 for file
+	qps    float64
+}
+
+func run(bin, out, sizes string, changes int, perfTime time.Duration) error {
+	bin, _ = filepath.Abs(bin)
+	out, _ = filepath.Abs(out)
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return err
+	}
+	empty, err := emptyRSS(bin, out)
+	if err != nil {
+		return fmt.Errorf("empty CoreDNS: %w", err)
+	}
+	fmt.Printf("empty CoreDNS (file plugin, one SOA): RSS %.1f MB\n\n", float64(empty)/1024)
+	var report bytes.Buffer
+	fmt.Fprintf(&report, "%-9s %-8s %9s %9s %11s %13s %9s\n", "servers", "server", "start", "RSS MB", "B/server", "change→answer", "qps")
+	for _, s := range strings.Split(sizes, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n < 20 {
+			return fmt.Errorf("size %q: want a number of servers, at least 20", s)
+		}
+		dir := filepath.Join(out, strconv.Itoa(n))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+		g, err := benchkit.GenerateDNS(dir, benchkit.DNSScale{Servers: n, Zones: n / 10, VNets: n / 20, Regions: 10})
+		if err != nil {
+			return err
+		}
+		file, err := measure(bin, filepath.Join(dir, "file"), "file "+g.ZoneFile, g, 0, perfTime)
+		if err != nil {
+			return fmt.Errorf("file at %d: %w", n, err)
+		}
+		state := filepath.Join(dir, "pgplane", "state")
+		os.RemoveAll(state)
+		pg, err := measure(bin, filepath.Join(dir, "pgplane"), "pgplane "+g.Topology+" {\n        state "+state+"\n        admin 127.0.0.1:%ADMIN%\n    }", g, changes, perfTime)
+		if err != nil {
+			return fmt.Errorf("pgplane at %d: %w", n, err)
+		}
+		perServer := func(r result) float64 { return float64(r.rssKiB-empty) * 1024 / float64(n) }
+		for _, row := range []struct {
+			name string
+			r    result
+		}{{"file", file}, {"pgplane", pg}} {
+			change := "-"
+			if row.r.change > 0 {
+				change = row.r.change.Round(100 * time.Microsecond).String()
+			}
+			fmt.Fprintf(&report, "%-9d %-8s %9s %9.1f %11.0f %13s %9.0f\n", n, row.name, row.r.start.Round(time.Millisecond), float64(row.r.rssKiB)/1024, perServer(row.r), change, row.r.qps)
+		}
+		fmt.Fprintf(&report, "%-9d %-8s %8.2fx %8.2fx %10.2fx %13s %8.2fx\n", n, "ratio", float64(pg.start)/float64(file.start), float64(pg.rssKiB)/float64(file.rssKiB), perServer(pg)/perServer(file), "", pg.qps/file.qps)
+		fmt.Print(report.String())
+		fmt.Println()
+		os.RemoveAll(dir) // the 1,000,000-server files take about 300 MB
+	}
+	fmt.Printf("\nbytes per server are (RSS − the empty CoreDNS's) / servers; change→answer is the median of %d\nserver creations through the admin API until dig-like queries see the name.\n", changes)
+	return os.WriteFile(filepath.Join(out, "results.txt"), report.Bytes(), 0o644)
+}
+
+// measure starts bin with one server block around directive, and measures
+// it; with changes > 0 it also times run-time changes through the admin API.
+func measure(bin, dir, directive string, g benchkit.DNSTopology, changes int, perfTime time.Duration) (result, error) {
+	var r result
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return r, err
+	}
+	port, admin := benchkit.FreePort("127.0.0.1"), benchkit.FreePort("127.0.0.1")
+	directive = strings.ReplaceAll(directive, "%ADMIN%", strconv.Itoa(admin))
+	corefile := fmt.Sprintf("postgres.database.azure.com:%d {\n    bind 127.0.0.1\n    %s\n}\n", port, directive)
+	if err := os.WriteFile(filepath.Join(dir, "Corefile"), []byte(corefile), 0o644); err != nil {
+		return r, err
+	}
+	began := time.Now()
+	proc, err := benchkit.StartAppliance(bin, dir, "")
+	if err != nil {
+		return r, err
+	}
+	defer proc.Stop()
+	if err := waitAnswer(port, "postgres.database.azure.com.", dns.TypeSOA, 15*time.Minute); err != nil {
+		return r, fmt.Errorf("%w\n%s", err, tail(proc.Log.String()))
+	}
+	r.start = time.Since(began)
+	time.Sleep(2 * time.Second) // let start-up garbage be collected
+	if r.rssKiB, err = rss(proc.Cmd.Process.Pid); err != nil {
+		return r, err
+	}
+	var times []time.Duration
+	for i := 0; i < changes; i++ {
+		name := fmt.Sprintf("scale-new-%d", i)
+		t0 := time.Now()
+		body := `{"region":"r0","access":"public","backends":{"primary":"127.0.0.1:5432"}}`
+		req, _ := http.NewRequest(http.MethodPut, fmt.Sprintf("http://127.0.0.1:%d/v1/servers/%s", admin, name), strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return r, err
+		}
+		resp.Body.Close()
+		if resp.StatusCode/100 != 2 {
+			return r, fmt.Errorf("creating %s: HTTP %d", name, resp.StatusCode)
+		}
+		if err := waitAnswer(port, name+".postgres.database.azure.com.", dns.TypeA, 5*time.Minute); err != nil {
+			return r, err
+		}
+		times = append(times, time.Since(t0))
+	}
+	r.change = benchkit.Median(times)
+	if perfTime <= 0 {
+		return r, nil
+	}
+	p, err := benchkit.RunDNSPerf(port, g.Queries, g.Sources[:4], perfTime, 0)
+	if err != nil {
+		return r, err
+	}
+	r.qps = p.QPS
+	return r, nil
+}
+
+// waitAnswer asks until the answer is NOERROR with records.
+func waitAnswer(port int, name string, qtype uint16, limit time.Duration) error {
+	c := &dns.Client{Timeout: 500 * time.Millisecond}
+	deadline := time.Now().Add(limit)
+	for time.Now().Before(deadline) {
+		m := new(dns.Msg)
+		m.SetQuestion(name, qtype)
+		if a, _, err := c.Exchange(m, fmt.Sprintf("127.0.0.1:%d", port)); err == nil && a.Rcode == dns.RcodeSuccess && len(a.Answer) > 0 {
+			return nil
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return fmt.Errorf("no answer for %s %s within %s", name, dns.TypeToString[qtype], limit)
+}
+
+// emptyRSS is the RSS of the appliance binary serving a zone of one SOA
+// with the file plugin: what CoreDNS takes before any name.
+func emptyRSS(bin, out string) (int, error) {
+	dir := filepath.Join(out, "empty")
+	os.MkdirAll(dir, 0o755)
+	zone := filepath.Join(dir, "db.empty")
+	os.WriteFile(zone, []byte("$ORIGIN postgres.database.azure.com.\n@ 3600 IN SOA ns1.pgplane.invalid. hostmaster.postgres.database.azure.com. 1 3600 600 86400 5\n@ 3600 IN NS ns1.pgplane.invalid.\n"), 0o644)
+	r, err := measure(bin, dir, "file "+zone, benchkit.DNSTopology{}, 0, 0)
+	return r.rssKiB, err
+}
+
+// rss reads a process's resident set size in KiB.
+func rss(pid int) (int, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			return strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
+		}
+	}
+	return 0, fmt.Errorf("no VmRSS for PID %d", pid)
+}
+
+func tail(s string) string {
+	if len(s) > 2000 {
+		return "…" + s[len(s)-2000:]
+	}
+	return s
+}

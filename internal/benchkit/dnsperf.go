@@ -1,0 +1,93 @@
+package benchkit
+
+import (
+	"errors"
+	"fmt"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// DNSPerf is one dnsperf result, or several added up.
+type DNSPerf struct {
+	QPS     float64
+	Latency float64 // seconds, mean
+	Sent    int
+	Lost    int
+	Rcodes  string
+}
+
+var (
+	qpsRE     = regexp.MustCompile(`Queries per second:\s+([0-9.]+)`)
+	latencyRE = regexp.MustCompile(`Average Latency \(s\):\s+([0-9.]+)`)
+	sentRE    = regexp.MustCompile(`Queries sent:\s+(\d+)`)
+	lostRE    = regexp.MustCompile(`Queries lost:\s+(\d+)`)
+	rcodesRE  = regexp.MustCompile(`Response codes:\s+(.*)`)
+)
+
+// RunDNSPerf runs one dnsperf per source address at once and adds them up.
+// rate limits each process's queries per second; 0 is as fast as it can.
+func RunDNSPerf(port int, queries string, sources []string, d time.Duration, rate int) (DNSPerf, error) {
+	var mu sync.Mutex
+	var total DNSPerf
+	var errs []error
+	var wg sync.WaitGroup
+	rcodes := map[string]int{}
+	for _, src := range sources {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			args := []string{"-s", "127.0.0.1", "-p", strconv.Itoa(port), "-a", src, "-d", queries,
+				"-l", strconv.Itoa(int(d.Seconds())), "-T", "1", "-c", "1", "-q", "64"}
+			if rate > 0 {
+				args = append(args, "-Q", strconv.Itoa(rate))
+			}
+			outb, err := exec.Command("dnsperf", args...).CombinedOutput()
+			text := string(outb)
+			mu.Lock()
+			defer mu.Unlock()
+			q, l := find(qpsRE, text), find(latencyRE, text)
+			if err != nil || q == "" || l == "" {
+				errs = append(errs, fmt.Errorf("dnsperf from %s: %v\n%s", src, err, text))
+				return
+			}
+			qps, _ := strconv.ParseFloat(q, 64)
+			lat, _ := strconv.ParseFloat(l, 64)
+			sent, _ := strconv.Atoi(find(sentRE, text))
+			lost, _ := strconv.Atoi(find(lostRE, text))
+			total.Latency += lat * qps // weighted by throughput
+			total.QPS += qps
+			total.Sent += sent
+			total.Lost += lost
+			for _, f := range regexp.MustCompile(`([A-Z]+) (\d+)`).FindAllStringSubmatch(find(rcodesRE, text), -1) {
+				n, _ := strconv.Atoi(f[2])
+				rcodes[f[1]] += n
+			}
+		}()
+	}
+	wg.Wait()
+	if len(errs) > 0 {
+		return total, errors.Join(errs...)
+	}
+	if total.QPS > 0 {
+		total.Latency /= total.QPS
+	}
+	var parts []string
+	for _, k := range []string{"NOERROR", "NXDOMAIN", "SERVFAIL", "REFUSED"} {
+		if rcodes[k] > 0 {
+			parts = append(parts, fmt.Sprintf("%s %d", k, rcodes[k]))
+		}
+	}
+	total.Rcodes = strings.Join(parts, ", ")
+	return total, nil
+}
+
+func find(re *regexp.Regexp, text string) string {
+	if m := re.FindStringSubmatch(text); m != nil {
+		return m[1]
+	}
+	return ""
+}
