@@ -33,7 +33,10 @@ type chunkKey struct {
 
 // chunk is a decoded part of a file.
 type chunk struct {
-	node  *yaml.Node    // lines relative to the chunk's first line
+	// span is where the chunk came from; its text is parsed again only to
+	// find the line of a violation, so that no YAML node tree is kept (it
+	// took two thirds of the memory of a large topology).
+	span  span
 	value reflect.Value // the decoded item or section value
 	// null marks a null sequence item, which yaml.v3 leaves out of the
 	// decoded slice (but which still counts for line numbers).
@@ -141,7 +144,7 @@ func sectionLine(sections map[string]*section, path string, docLine int) int {
 		return docLine
 	}
 	if !sec.item {
-		return lineIn(sec.chunks[0].node, parts[1:], sec.keyLine, sec.keyLine-1)
+		return lineIn(sec.chunks[0].node(), parts[1:], sec.keyLine, sec.keyLine-1)
 	}
 	if len(parts) == 1 {
 		return sec.keyLine
@@ -151,29 +154,40 @@ func sectionLine(sections map[string]*section, path string, docLine int) int {
 		return sec.keyLine
 	}
 	offset := sec.firsts[i] - 1
-	c := sec.chunks[i]
-	return lineIn(c.node, parts[2:], c.node.Line+offset, offset)
+	node := sec.chunks[i].node()
+	return lineIn(node, parts[2:], node.Line+offset, offset)
 }
 
-// decodeChunk parses and decodes one span, or returns nil when it does not
-// decode cleanly on its own.
-func decodeChunk(s span, elem reflect.Type) *chunk {
+// spanNode parses a span's text to the node of its item, or of its
+// section's value; nil when the span does not parse on its own as one.
+func spanNode(s span) *yaml.Node {
 	var doc yaml.Node
 	if err := yaml.Unmarshal([]byte(s.text), &doc); err != nil || len(doc.Content) != 1 {
 		return nil
 	}
 	root := doc.Content[0]
-	var node *yaml.Node
 	switch {
 	case s.item && root.Kind == yaml.SequenceNode && len(root.Content) == 1:
-		node = root.Content[0]
+		return root.Content[0]
 	case !s.item && root.Kind == yaml.MappingNode && len(root.Content) == 2 && root.Content[0].Value == s.section:
-		node = root.Content[1]
-	default:
+		return root.Content[1]
+	}
+	return nil
+}
+
+// node parses the chunk's text again (lines relative to its first line).
+func (c *chunk) node() *yaml.Node { return spanNode(c.span) }
+
+// decodeChunk parses and decodes one span, or returns nil when it does not
+// decode cleanly on its own.
+func decodeChunk(s span, elem reflect.Type) *chunk {
+	node := spanNode(s)
+	if node == nil {
 		return nil
 	}
+	s.first, s.keyLine = 0, 0 // where it stands is the section's to say
 	if s.item && node.Kind == yaml.ScalarNode && node.ShortTag() == "!!null" {
-		return &chunk{node: node, null: true}
+		return &chunk{span: s, null: true}
 	}
 	if len(unknownFields(node, elem, "")) > 0 {
 		return nil
@@ -182,7 +196,7 @@ func decodeChunk(s span, elem reflect.Type) *chunk {
 	if err := node.Decode(v.Interface()); err != nil {
 		return nil
 	}
-	return &chunk{node: node, value: v.Elem()}
+	return &chunk{span: s, value: v.Elem()}
 }
 
 // splitTopology cuts a file into top-level sections and the items of
