@@ -2,6 +2,7 @@ package topology
 
 import (
 	"bytes"
+	"hash/maphash"
 	"reflect"
 	"strconv"
 	"strings"
@@ -11,7 +12,7 @@ import (
 )
 
 // Parser parses topology files like Parse and remembers the decoded parts of
-// the last file it read, keyed by their exact text, so that re-parsing an
+// the last file it read, keyed by a 128-bit hash of their text, so that re-parsing an
 // edited file decodes only what changed: an edit of one server in a
 // 10,000-server file decodes one item, not 10,000. Its results are always
 // those of Parse: whenever a part does not decode cleanly, or the file uses
@@ -20,23 +21,38 @@ import (
 // Validation always runs on the whole topology. A Parser is safe for
 // concurrent use.
 type Parser struct {
-	mu    sync.Mutex
-	cache map[chunkKey]*chunk
+	mu     sync.Mutex
+	cache  map[chunkKey]*chunk
+	seeds  [2]maphash.Seed
+	seeded bool
 }
 
-// chunkKey identifies a part of a file by the section it stands in and its text.
+// chunkKey identifies a part of a file by the section it stands in and its
+// text. The text is kept as two 64-bit hashes with independent random
+// seeds, not itself: a large file's text would stay in memory twice over
+// (the decoded value holds what matters of it), and a parser reads only
+// what its operator wrote, so 128 bits keep collisions out of reach.
 type chunkKey struct {
 	section string // the top-level key
 	item    bool   // one item of a block sequence, or the section's whole value
-	text    string
+	size    int
+	sum     [2]uint64
+}
+
+// key returns the key of a span.
+func (p *Parser) key(s span) chunkKey {
+	if !p.seeded {
+		p.seeds = [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()}
+		p.seeded = true
+	}
+	return chunkKey{s.section, s.item, len(s.text), [2]uint64{maphash.String(p.seeds[0], s.text), maphash.String(p.seeds[1], s.text)}}
 }
 
 // chunk is a decoded part of a file.
 type chunk struct {
-	// span is where the chunk came from; its text is parsed again only to
-	// find the line of a violation, so that no YAML node tree is kept (it
-	// took two thirds of the memory of a large topology).
-	span  span
+	// No YAML node tree is kept (it took two thirds of the memory of a
+	// large topology): a violation's line is found by parsing its span's
+	// text again.
 	value reflect.Value // the decoded item or section value
 	// null marks a null sequence item, which yaml.v3 leaves out of the
 	// decoded slice (but which still counts for line numbers).
@@ -57,7 +73,7 @@ type section struct {
 	keyLine int
 	item    bool
 	chunks  []*chunk
-	firsts  []int // each chunk's first line in this file
+	spans   []span // where each chunk stands in this file, and its text
 }
 
 // Parse decodes and validates a topology file as the package's Parse does,
@@ -86,7 +102,7 @@ func (p *Parser) Parse(name string, data []byte) (*Topology, Violations, error) 
 		if s.item {
 			elem = elem.Elem()
 		}
-		key := chunkKey{s.section, s.item, s.text}
+		key := p.key(s)
 		c := p.cache[key]
 		if c == nil {
 			if c = decodeChunk(s, elem); c == nil {
@@ -102,7 +118,7 @@ func (p *Parser) Parse(name string, data []byte) (*Topology, Violations, error) 
 			order = append(order, s.section)
 		}
 		sec.chunks = append(sec.chunks, c)
-		sec.firsts = append(sec.firsts, s.first)
+		sec.spans = append(sec.spans, s)
 	}
 	p.cache = next
 	for _, key := range order {
@@ -144,7 +160,7 @@ func sectionLine(sections map[string]*section, path string, docLine int) int {
 		return docLine
 	}
 	if !sec.item {
-		return lineIn(sec.chunks[0].node(), parts[1:], sec.keyLine, sec.keyLine-1)
+		return lineIn(spanNode(sec.spans[0]), parts[1:], sec.keyLine, sec.keyLine-1)
 	}
 	if len(parts) == 1 {
 		return sec.keyLine
@@ -153,8 +169,8 @@ func sectionLine(sections map[string]*section, path string, docLine int) int {
 	if err != nil || i < 0 || i >= len(sec.chunks) {
 		return sec.keyLine
 	}
-	offset := sec.firsts[i] - 1
-	node := sec.chunks[i].node()
+	offset := sec.spans[i].first - 1
+	node := spanNode(sec.spans[i])
 	return lineIn(node, parts[2:], node.Line+offset, offset)
 }
 
@@ -175,9 +191,6 @@ func spanNode(s span) *yaml.Node {
 	return nil
 }
 
-// node parses the chunk's text again (lines relative to its first line).
-func (c *chunk) node() *yaml.Node { return spanNode(c.span) }
-
 // decodeChunk parses and decodes one span, or returns nil when it does not
 // decode cleanly on its own.
 func decodeChunk(s span, elem reflect.Type) *chunk {
@@ -185,9 +198,8 @@ func decodeChunk(s span, elem reflect.Type) *chunk {
 	if node == nil {
 		return nil
 	}
-	s.first, s.keyLine = 0, 0 // where it stands is the section's to say
 	if s.item && node.Kind == yaml.ScalarNode && node.ShortTag() == "!!null" {
-		return &chunk{span: s, null: true}
+		return &chunk{null: true}
 	}
 	if len(unknownFields(node, elem, "")) > 0 {
 		return nil
@@ -196,7 +208,7 @@ func decodeChunk(s span, elem reflect.Type) *chunk {
 	if err := node.Decode(v.Interface()); err != nil {
 		return nil
 	}
-	return &chunk{span: s, value: v.Elem()}
+	return &chunk{value: v.Elem()}
 }
 
 // splitTopology cuts a file into top-level sections and the items of
@@ -219,6 +231,9 @@ func splitTopology(data []byte) ([]span, bool) {
 		if !ok || seen[key] {
 			return nil, false
 		}
+		// The key outlives the call in the parser's cache: a copy, so
+		// that it does not hold the whole file's text in memory.
+		key = strings.Clone(key)
 		seen[key] = true
 		j := i + 1
 		for j < len(lines) && (isBlankOrComment(lines[j]) || lines[j][0] == ' ' || lines[j][0] == '-') {

@@ -40,6 +40,7 @@ func main() {
 type result struct {
 	start  time.Duration
 	rssKiB int
+	after  int           // RSS after the changes, KiB
 	change time.Duration // median; 0 for file
 	qps    float64
 }
@@ -56,7 +57,7 @@ func run(bin, out, sizes string, changes int, perfTime time.Duration) error {
 	}
 	fmt.Printf("empty CoreDNS (file plugin, one SOA): RSS %.1f MB\n\n", float64(empty)/1024)
 	var report bytes.Buffer
-	fmt.Fprintf(&report, "%-9s %-8s %9s %9s %11s %13s %9s\n", "servers", "server", "start", "RSS MB", "B/server", "change→answer", "qps")
+	fmt.Fprintf(&report, "%-9s %-8s %9s %9s %11s %13s %12s %9s\n", "servers", "server", "start", "RSS MB", "B/server", "change→answer", "RSS after MB", "qps")
 	for _, s := range strings.Split(sizes, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
 		if err != nil || n < 20 {
@@ -89,9 +90,9 @@ func run(bin, out, sizes string, changes int, perfTime time.Duration) error {
 			if row.r.change > 0 {
 				change = row.r.change.Round(100 * time.Microsecond).String()
 			}
-			fmt.Fprintf(&report, "%-9d %-8s %9s %9.1f %11.0f %13s %9.0f\n", n, row.name, row.r.start.Round(time.Millisecond), float64(row.r.rssKiB)/1024, perServer(row.r), change, row.r.qps)
+			fmt.Fprintf(&report, "%-9d %-8s %9s %9.1f %11.0f %13s %12.1f %9.0f\n", n, row.name, row.r.start.Round(time.Millisecond), float64(row.r.rssKiB)/1024, perServer(row.r), change, float64(row.r.after)/1024, row.r.qps)
 		}
-		fmt.Fprintf(&report, "%-9d %-8s %8.2fx %8.2fx %10.2fx %13s %8.2fx\n", n, "ratio", float64(pg.start)/float64(file.start), float64(pg.rssKiB)/float64(file.rssKiB), perServer(pg)/perServer(file), "", pg.qps/file.qps)
+		fmt.Fprintf(&report, "%-9d %-8s %8.2fx %8.2fx %10.2fx %13s %12s %8.2fx\n", n, "ratio", float64(pg.start)/float64(file.start), float64(pg.rssKiB)/float64(file.rssKiB), perServer(pg)/perServer(file), "", "", pg.qps/file.qps)
 		fmt.Print(report.String())
 		fmt.Println()
 		os.RemoveAll(dir) // the 1,000,000-server files take about 300 MB
@@ -148,6 +149,9 @@ func measure(bin, dir, directive string, g benchkit.DNSTopology, changes int, pe
 		times = append(times, time.Since(t0))
 	}
 	r.change = benchkit.Median(times)
+	if r.after, err = rss(proc.Cmd.Process.Pid); err != nil {
+		return r, err
+	}
 	if perfTime <= 0 {
 		return r, nil
 	}
