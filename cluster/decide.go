@@ -1,12 +1,7 @@
-// Package cluster makes several pgplane appliance nodes act as one: it runs
-// a hashicorp/memberlist cluster, probes every server backend and gateway
-// address from every node, gossips each node's votes, and turns a quorum of
-// "down" votes into a versioned failover decision that every node applies
-// alike (SPEC.md C1–C4).
-//
-// The decision logic (this file) is pure: it sees votes and the topology and
-// returns decisions, and knows nothing of the network.
 package cluster
+
+// The decision policy: pure, it sees votes and the topology and returns
+// decisions, and knows nothing of the network.
 
 import (
 	"fmt"
