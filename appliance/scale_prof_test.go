@@ -5,10 +5,30 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
+	"runtime/pprof"
 	"testing"
 
 	"github.com/pgplane/pgplane/topology"
 )
+
+func TestHeapScale(t *testing.T) {
+	path := os.Getenv("PGPLANE_SCALE_TOPOLOGY")
+	if path == "" {
+		t.Skip()
+	}
+	a, err := New(testOptions(path, func(o *Options) { o.State.Dir = filepath.Join(t.TempDir(), "state") }), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runtime.GC()
+	f, _ := os.Create("/tmp/heap.prof")
+	pprof.WriteHeapProfile(f)
+	f.Close()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	fmt.Println("heap inuse MB", ms.HeapInuse/1e6, a.Snapshot().Serial)
+}
 
 func BenchmarkChangeScale(b *testing.B) {
 	path := os.Getenv("PGPLANE_SCALE_TOPOLOGY")

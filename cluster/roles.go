@@ -207,7 +207,7 @@ func (p *roleProber) promote(addr string, timeout time.Duration) error {
 	defer c.Close()
 	rows, err := c.Query(promoteQuery)
 	var pe *pgwire.Error
-	if errors.As(err, &pe) && pe.Code == "55000" {
+	if errors.As(err, &pe) && pe.Code == pgwire.CodeNotInPrerequisiteState {
 		return nil // "recovery is not in progress": promoted already (another server on the same pair, or a node before)
 	}
 	if err != nil {

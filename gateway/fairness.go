@@ -55,14 +55,14 @@ func (t *sourceTable) leave(addr netip.Addr) {
 
 // tooManyFromSource is the refusal of a connection over its address's cap.
 func (g *Gateway) tooManyFromSource(addr netip.Addr) *pgwire.Error {
-	return &pgwire.Error{Code: "53300", Message: fmt.Sprintf("too many connections from %s that have not finished authenticating", addr),
+	return &pgwire.Error{Code: pgwire.CodeTooManyConnections, Message: fmt.Sprintf("too many connections from %s that have not finished authenticating", addr),
 		Detail: fmt.Sprintf("the gateway admits at most %d such connections from one address (gateway_max_connections_per_source)", g.cfg.MaxConnectionsPerSource),
 		Hint:   "close idle connections that never logged in, or try again later"}
 }
 
 // tooManyClients is PostgreSQL's refusal when it is full (G8).
 func (g *Gateway) tooManyClients() *pgwire.Error {
-	return &pgwire.Error{Code: "53300", Message: "sorry, too many clients already",
+	return &pgwire.Error{Code: pgwire.CodeTooManyConnections, Message: "sorry, too many clients already",
 		Detail: fmt.Sprintf("the gateway serves at most %d connections at once (gateway_max_connections)", g.cfg.MaxConnections),
 		Hint:   "try again later"}
 }

@@ -210,7 +210,7 @@ func stripChannelBinding(payload []byte) ([]byte, error) {
 		rest = tail
 	}
 	if kept == 0 {
-		return nil, &pgwire.Error{Code: "08P01", Message: "the backend offers only SCRAM-SHA-256-PLUS, which cannot cross the gateway's TLS termination",
+		return nil, &pgwire.Error{Code: pgwire.CodeProtocolViolation, Message: "the backend offers only SCRAM-SHA-256-PLUS, which cannot cross the gateway's TLS termination",
 			Hint: "allow SCRAM-SHA-256 without channel binding on the backend"}
 	}
 	return append(out, 0), nil

@@ -57,6 +57,19 @@ func CutCString(b []byte) (string, []byte, bool) {
 // AppendCString appends s and its NUL terminator.
 func AppendCString(b []byte, s string) []byte { return append(append(b, s...), 0) }
 
+// SQLSTATE codes pgplane sends or looks for, named as PostgreSQL's
+// errcodes.txt names them.
+const (
+	CodeRejectedConnection     = "08004" // sqlserver_rejected_establishment_of_sqlconnection
+	CodeConnectionFailure      = "08006" // connection_failure
+	CodeProtocolViolation      = "08P01" // protocol_violation
+	CodeFeatureNotSupported    = "0A000" // feature_not_supported
+	CodeInvalidAuthorization   = "28000" // invalid_authorization_specification
+	CodeInvalidPassword        = "28P01" // invalid_password
+	CodeTooManyConnections     = "53300" // too_many_connections
+	CodeNotInPrerequisiteState = "55000" // object_not_in_prerequisite_state
+)
+
 // Error is a PostgreSQL ErrorResponse: one the gateway sends (severity
 // FATAL), or one a backend sent.
 type Error struct {

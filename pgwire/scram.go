@@ -174,7 +174,7 @@ func (s *ScramServer) Mechanisms() []string {
 
 // scramError is a malformed SCRAM message, worded as PostgreSQL words it.
 func scramError(detail string) error {
-	return &Error{Code: "08P01", Message: "malformed SCRAM message", Detail: detail}
+	return &Error{Code: CodeProtocolViolation, Message: "malformed SCRAM message", Detail: detail}
 }
 
 // ClientFirst reads the SASLInitialResponse's mechanism and data and
@@ -186,11 +186,11 @@ func (s *ScramServer) ClientFirst(mechanism string, data []byte, v Verifier, doo
 	case ScramSHA256:
 	case ScramSHA256Plus:
 		if s.EndPoint == nil {
-			return nil, &Error{Code: "08P01", Message: "client selected an invalid SASL authentication mechanism"}
+			return nil, &Error{Code: CodeProtocolViolation, Message: "client selected an invalid SASL authentication mechanism"}
 		}
 		s.plus = true
 	default:
-		return nil, &Error{Code: "08P01", Message: "client selected an invalid SASL authentication mechanism"}
+		return nil, &Error{Code: CodeProtocolViolation, Message: "client selected an invalid SASL authentication mechanism"}
 	}
 	in := string(data)
 	if in == "" {
@@ -202,7 +202,7 @@ func (s *ScramServer) ClientFirst(mechanism string, data []byte, v Verifier, doo
 			return nil, scramError("The client selected SCRAM-SHA-256-PLUS, but the SCRAM message does not include channel binding data.")
 		}
 		if in[0] == 'y' && s.EndPoint != nil {
-			return nil, &Error{Code: "08P01", Message: "SCRAM channel binding negotiation error",
+			return nil, &Error{Code: CodeProtocolViolation, Message: "SCRAM channel binding negotiation error",
 				Detail: "The client supports SCRAM channel binding but thinks the server does not.  However, this server does support channel binding."}
 		}
 		s.cbFlag = in[0]
@@ -219,14 +219,14 @@ func (s *ScramServer) ClientFirst(mechanism string, data []byte, v Verifier, doo
 			return nil, err
 		}
 		if typ != cbTypeEndPoint {
-			return nil, &Error{Code: "08P01", Message: fmt.Sprintf("unsupported SCRAM channel-binding type %q", typ)}
+			return nil, &Error{Code: CodeProtocolViolation, Message: fmt.Sprintf("unsupported SCRAM channel-binding type %q", typ)}
 		}
 		s.cbFlag, in = 'p', rest
 	default:
 		return nil, scramError(fmt.Sprintf("Unexpected channel-binding flag %q.", in[0]))
 	}
 	if strings.HasPrefix(in, "a=") {
-		return nil, &Error{Code: "0A000", Message: "client uses authorization identity, but it is not supported"}
+		return nil, &Error{Code: CodeFeatureNotSupported, Message: "client uses authorization identity, but it is not supported"}
 	}
 	if !strings.HasPrefix(in, ",") {
 		return nil, scramError("Unexpected attribute in client-first-message.")
@@ -235,7 +235,7 @@ func (s *ScramServer) ClientFirst(mechanism string, data []byte, v Verifier, doo
 	in = in[1:]
 	s.clientFirstBare = in
 	if strings.HasPrefix(in, "m=") {
-		return nil, &Error{Code: "0A000", Message: "client requires an unsupported SCRAM extension"}
+		return nil, &Error{Code: CodeFeatureNotSupported, Message: "client requires an unsupported SCRAM extension"}
 	}
 	_, in, err := attr(in, 'n') // the user name is ignored: the startup message names the role
 	if err != nil {
@@ -269,7 +269,7 @@ func (s *ScramServer) ClientFinal(data []byte) (clientKey, serverFinal []byte, e
 	}
 	if cb != base64.StdEncoding.EncodeToString([]byte(want)) {
 		if s.cbFlag == 'p' {
-			return nil, nil, &Error{Code: "08P01", Message: "SCRAM channel binding check failed"}
+			return nil, nil, &Error{Code: CodeProtocolViolation, Message: "SCRAM channel binding check failed"}
 		}
 		return nil, nil, scramError("unexpected SCRAM channel-binding attribute in client-final-message")
 	}
