@@ -50,33 +50,22 @@ type ChangeError struct {
 // meets rather than its own content: the API answers them with 409.
 var conflictRules = map[string]bool{"T2": true, "T5": true, "T10": true, "T11": true, "Z2": true, "Z3": true, "D10": true, "lock": true, "in-use": true}
 
-// routeResources registers the resource routes.
+// routeResources registers the resource routes: servers, their firewall
+// rules, VNets, their subnets and private DNS zones through the generic
+// handlers of their kind; parameters, peerings and links, which are values
+// and memberships rather than objects, through their own.
 func (s *Server) routeResources(mux *http.ServeMux) {
-	mux.HandleFunc("GET /v1/servers", s.listServers)
-	mux.HandleFunc("GET /v1/servers/{name}", s.showServer)
-	mux.HandleFunc("PUT /v1/servers/{name}", s.putServer)
-	mux.HandleFunc("DELETE /v1/servers/{name}", s.deleteServer)
-	mux.HandleFunc("GET /v1/servers/{name}/firewall-rules", s.listRules)
-	mux.HandleFunc("GET /v1/servers/{name}/firewall-rules/{rule}", s.showRule)
-	mux.HandleFunc("PUT /v1/servers/{name}/firewall-rules/{rule}", s.putRule)
-	mux.HandleFunc("DELETE /v1/servers/{name}/firewall-rules/{rule}", s.deleteRule)
+	route(mux, s, "/v1/servers/{name}", servers)
+	route(mux, s, "/v1/servers/{name}/firewall-rules/{rule}", firewallRules)
+	route(mux, s, "/v1/vnets/{name}", vnets)
+	route(mux, s, "/v1/vnets/{name}/subnets/{subnet}", subnets)
+	route(mux, s, "/v1/private-dns-zones/{zone}", zones)
 	mux.HandleFunc("GET /v1/servers/{name}/parameters", s.listParameters)
 	mux.HandleFunc("GET /v1/servers/{name}/parameters/{param}", s.showParameter)
 	mux.HandleFunc("PUT /v1/servers/{name}/parameters/{param}", s.putParameter)
 	mux.HandleFunc("DELETE /v1/servers/{name}/parameters/{param}", s.resetParameter)
-	mux.HandleFunc("GET /v1/vnets", s.listVNets)
-	mux.HandleFunc("GET /v1/vnets/{name}", s.showVNet)
-	mux.HandleFunc("PUT /v1/vnets/{name}", s.putVNet)
-	mux.HandleFunc("DELETE /v1/vnets/{name}", s.deleteVNet)
-	mux.HandleFunc("PUT /v1/vnets/{name}/subnets/{subnet}", s.putSubnet)
-	mux.HandleFunc("GET /v1/vnets/{name}/subnets/{subnet}", s.showSubnet)
-	mux.HandleFunc("DELETE /v1/vnets/{name}/subnets/{subnet}", s.deleteSubnet)
 	mux.HandleFunc("PUT /v1/vnets/{name}/peerings/{other}", s.putPeering)
 	mux.HandleFunc("DELETE /v1/vnets/{name}/peerings/{other}", s.deletePeering)
-	mux.HandleFunc("GET /v1/private-dns-zones", s.listZones)
-	mux.HandleFunc("GET /v1/private-dns-zones/{zone}", s.showZone)
-	mux.HandleFunc("PUT /v1/private-dns-zones/{zone}", s.putZone)
-	mux.HandleFunc("DELETE /v1/private-dns-zones/{zone}", s.deleteZone)
 	mux.HandleFunc("PUT /v1/private-dns-zones/{zone}/links/{vnet}", s.putLink)
 	mux.HandleFunc("DELETE /v1/private-dns-zones/{zone}/links/{vnet}", s.deleteLink)
 }
@@ -247,46 +236,6 @@ func (s *Server) server(w http.ResponseWriter, r *http.Request) (*topology.Topol
 	return t, srv
 }
 
-func (s *Server) listServers(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, nonNil(s.topo().Servers))
-}
-
-func (s *Server) showServer(w http.ResponseWriter, r *http.Request) {
-	if _, srv := s.server(w, r); srv != nil {
-		writeJSON(w, http.StatusOK, srv)
-	}
-}
-
-// putServer creates or updates a server. Rules and parameters in the body
-// are created or updated with it; those it does not name are kept.
-func (s *Server) putServer(w http.ResponseWriter, r *http.Request) {
-	name := r.PathValue("name")
-	var body topology.Server
-	if !decodeBody(w, r, &body) || !nameMatches(w, "server", name, &body.Name) {
-		return
-	}
-	existing := findServer(s.topo(), name)
-	if !mustNotExist(w, r, existing != nil, fmt.Sprintf("server %q", name)) {
-		return
-	}
-	changes := map[string]json.RawMessage{}
-	for _, rule := range body.FirewallRules {
-		changes[topology.FirewallRuleKey(name, rule.Name)] = raw(rule)
-	}
-	for p, v := range body.Parameters {
-		changes[topology.ParameterKey(name, p)] = raw(v)
-	}
-	body.FirewallRules, body.Parameters = nil, nil
-	changes[topology.ServerKey(name)] = raw(body)
-	s.commit(w, r, changes, created(existing != nil), func(t *topology.Topology) any { return findServer(t, name) })
-}
-
-func (s *Server) deleteServer(w http.ResponseWriter, r *http.Request) {
-	if t, srv := s.server(w, r); srv != nil {
-		s.commit(w, r, deleteWith(t, topology.ServerKey(srv.Name)), http.StatusNoContent, nil)
-	}
-}
-
 // nameMatches accepts a body whose name is empty or the path's.
 func nameMatches(w http.ResponseWriter, noun, name string, bodyName *string) bool {
 	if *bodyName != "" && *bodyName != name {
@@ -295,65 +244,6 @@ func nameMatches(w http.ResponseWriter, noun, name string, bodyName *string) boo
 	}
 	*bodyName = name
 	return true
-}
-
-func (s *Server) listRules(w http.ResponseWriter, r *http.Request) {
-	if _, srv := s.server(w, r); srv != nil {
-		writeJSON(w, http.StatusOK, nonNil(srv.FirewallRules))
-	}
-}
-
-func findRule(srv *topology.Server, name string) *topology.FirewallRule {
-	for i := range srv.FirewallRules {
-		if srv.FirewallRules[i].Name == name {
-			return &srv.FirewallRules[i]
-		}
-	}
-	return nil
-}
-
-func (s *Server) showRule(w http.ResponseWriter, r *http.Request) {
-	_, srv := s.server(w, r)
-	if srv == nil {
-		return
-	}
-	if rule := findRule(srv, r.PathValue("rule")); rule != nil {
-		writeJSON(w, http.StatusOK, rule)
-		return
-	}
-	writeError(w, http.StatusNotFound, "server %q has no firewall rule %q", srv.Name, r.PathValue("rule"))
-}
-
-func (s *Server) putRule(w http.ResponseWriter, r *http.Request) {
-	_, srv := s.server(w, r)
-	if srv == nil {
-		return
-	}
-	name := r.PathValue("rule")
-	var body topology.FirewallRule
-	if !decodeBody(w, r, &body) || !nameMatches(w, "firewall rule", name, &body.Name) {
-		return
-	}
-	existing := findRule(srv, name) != nil
-	if !mustNotExist(w, r, existing, fmt.Sprintf("firewall rule %q of server %q", name, srv.Name)) {
-		return
-	}
-	server := srv.Name
-	s.commit(w, r, map[string]json.RawMessage{topology.FirewallRuleKey(server, name): raw(body)}, created(existing),
-		func(t *topology.Topology) any { return findRule(findServer(t, server), name) })
-}
-
-func (s *Server) deleteRule(w http.ResponseWriter, r *http.Request) {
-	_, srv := s.server(w, r)
-	if srv == nil {
-		return
-	}
-	name := r.PathValue("rule")
-	if findRule(srv, name) == nil {
-		writeError(w, http.StatusNotFound, "server %q has no firewall rule %q", srv.Name, name)
-		return
-	}
-	s.commit(w, r, map[string]json.RawMessage{topology.FirewallRuleKey(srv.Name, name): nil}, http.StatusNoContent, nil)
 }
 
 // Parameter is a server parameter with its value in force and its default.
@@ -456,113 +346,6 @@ func (s *Server) vnet(w http.ResponseWriter, r *http.Request) (*topology.Topolog
 	return t, vn
 }
 
-func (s *Server) listVNets(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, nonNil(s.topo().VNets))
-}
-
-func (s *Server) showVNet(w http.ResponseWriter, r *http.Request) {
-	if _, vn := s.vnet(w, r); vn != nil {
-		writeJSON(w, http.StatusOK, vn)
-	}
-}
-
-// putVNet creates or updates a VNet; subnets and peerings in the body are
-// created or updated with it, and those it does not name are kept.
-func (s *Server) putVNet(w http.ResponseWriter, r *http.Request) {
-	name := r.PathValue("name")
-	var body topology.VNet
-	if !decodeBody(w, r, &body) || !nameMatches(w, "vnet", name, &body.Name) {
-		return
-	}
-	existing := findVNet(s.topo(), name)
-	if !mustNotExist(w, r, existing != nil, fmt.Sprintf("vnet %q", name)) {
-		return
-	}
-	changes := map[string]json.RawMessage{}
-	for _, sn := range body.Subnets {
-		changes[topology.SubnetKey(name, sn.Name)] = raw(sn)
-	}
-	for _, p := range body.Peerings {
-		changes[topology.PeeringKey(name, p)] = topology.Present
-	}
-	body.Subnets, body.Peerings = nil, nil
-	changes[topology.VNetKey(name)] = raw(body)
-	s.commit(w, r, changes, created(existing != nil), func(t *topology.Topology) any { return findVNet(t, name) })
-}
-
-func (s *Server) deleteVNet(w http.ResponseWriter, r *http.Request) {
-	t, vn := s.vnet(w, r)
-	if vn == nil {
-		return
-	}
-	// Peerings listed on other VNets and zone links to it go with it.
-	changes := deleteWith(t, topology.VNetKey(vn.Name))
-	for _, other := range t.VNets {
-		if slices.Contains(other.Peerings, vn.Name) {
-			changes[topology.PeeringKey(other.Name, vn.Name)] = nil
-		}
-	}
-	for _, z := range t.PrivateDNSZones {
-		if slices.Contains(z.Links, vn.Name) {
-			changes[topology.LinkKey(z.Name, vn.Name)] = nil
-		}
-	}
-	s.commit(w, r, changes, http.StatusNoContent, nil)
-}
-
-func findSubnet(vn *topology.VNet, name string) *topology.Subnet {
-	for i := range vn.Subnets {
-		if vn.Subnets[i].Name == name {
-			return &vn.Subnets[i]
-		}
-	}
-	return nil
-}
-
-func (s *Server) showSubnet(w http.ResponseWriter, r *http.Request) {
-	_, vn := s.vnet(w, r)
-	if vn == nil {
-		return
-	}
-	if sn := findSubnet(vn, r.PathValue("subnet")); sn != nil {
-		writeJSON(w, http.StatusOK, sn)
-		return
-	}
-	writeError(w, http.StatusNotFound, "vnet %q has no subnet %q", vn.Name, r.PathValue("subnet"))
-}
-
-func (s *Server) putSubnet(w http.ResponseWriter, r *http.Request) {
-	_, vn := s.vnet(w, r)
-	if vn == nil {
-		return
-	}
-	name := r.PathValue("subnet")
-	var body topology.Subnet
-	if !decodeBody(w, r, &body) || !nameMatches(w, "subnet", name, &body.Name) {
-		return
-	}
-	existing := findSubnet(vn, name) != nil
-	if !mustNotExist(w, r, existing, fmt.Sprintf("subnet %q in vnet %q", name, vn.Name)) {
-		return
-	}
-	vnet := vn.Name
-	s.commit(w, r, map[string]json.RawMessage{topology.SubnetKey(vnet, name): raw(body)}, created(existing),
-		func(t *topology.Topology) any { return findSubnet(findVNet(t, vnet), name) })
-}
-
-func (s *Server) deleteSubnet(w http.ResponseWriter, r *http.Request) {
-	_, vn := s.vnet(w, r)
-	if vn == nil {
-		return
-	}
-	name := r.PathValue("subnet")
-	if findSubnet(vn, name) == nil {
-		writeError(w, http.StatusNotFound, "vnet %q has no subnet %q", vn.Name, name)
-		return
-	}
-	s.commit(w, r, map[string]json.RawMessage{topology.SubnetKey(vn.Name, name): nil}, http.StatusNoContent, nil)
-}
-
 func (s *Server) putPeering(w http.ResponseWriter, r *http.Request) {
 	_, vn := s.vnet(w, r)
 	if vn == nil {
@@ -625,52 +408,6 @@ func zoneView(t *topology.Topology, z *topology.PrivateDNSZone) ZoneView {
 		}
 	}
 	return v
-}
-
-func (s *Server) listZones(w http.ResponseWriter, r *http.Request) {
-	t := s.topo()
-	out := []ZoneView{}
-	for i := range t.PrivateDNSZones {
-		out = append(out, zoneView(t, &t.PrivateDNSZones[i]))
-	}
-	writeJSON(w, http.StatusOK, out)
-}
-
-func (s *Server) showZone(w http.ResponseWriter, r *http.Request) {
-	if t, z := s.zone(w, r); z != nil {
-		writeJSON(w, http.StatusOK, zoneView(t, z))
-	}
-}
-
-func (s *Server) putZone(w http.ResponseWriter, r *http.Request) {
-	name := topology.CanonicalZone(r.PathValue("zone"))
-	var body topology.PrivateDNSZone
-	if !decodeBody(w, r, &body) {
-		return
-	}
-	body.Name = topology.CanonicalZone(body.Name)
-	if !nameMatches(w, "private DNS zone", name, &body.Name) {
-		return
-	}
-	existing := findZone(s.topo(), name)
-	if !mustNotExist(w, r, existing != nil, fmt.Sprintf("private DNS zone %q", name)) {
-		return
-	}
-	changes := map[string]json.RawMessage{}
-	for _, l := range body.Links {
-		changes[topology.LinkKey(name, l)] = topology.Present
-	}
-	body.Links = nil
-	changes[topology.ZoneKey(name)] = raw(body)
-	s.commit(w, r, changes, created(existing != nil), func(t *topology.Topology) any { return zoneView(t, findZone(t, name)) })
-}
-
-func (s *Server) deleteZone(w http.ResponseWriter, r *http.Request) {
-	t, z := s.zone(w, r)
-	if z == nil {
-		return
-	}
-	s.commit(w, r, deleteWith(t, topology.ZoneKey(z.Name)), http.StatusNoContent, nil)
 }
 
 func (s *Server) putLink(w http.ResponseWriter, r *http.Request) {
