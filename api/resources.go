@@ -202,7 +202,7 @@ func deleteWith(t *topology.Topology, key string) map[string]json.RawMessage {
 func findServer(t *topology.Topology, name string) *topology.Server {
 	for i := range t.Servers {
 		if t.Servers[i].Name == name {
-			return &t.Servers[i]
+			return t.Servers[i]
 		}
 	}
 	return nil

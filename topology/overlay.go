@@ -139,7 +139,7 @@ func Overlay(base *Topology, changes map[string]json.RawMessage) (*Topology, []O
 	if len(changes) == 0 {
 		return t, nil
 	}
-	o := overlay{t: t, servers: map[string]int{}, vnets: map[string]int{}, zones: map[string]int{}}
+	o := overlay{t: t, servers: map[string]int{}, vnets: map[string]int{}, zones: map[string]int{}, owned: map[int]bool{}}
 	for i, s := range t.Servers {
 		o.servers[s.Name] = i
 	}
@@ -174,6 +174,7 @@ func Overlay(base *Topology, changes map[string]json.RawMessage) (*Topology, []O
 type overlay struct {
 	t                     *Topology
 	servers, vnets, zones map[string]int
+	owned                 map[int]bool // servers copied by this overlay, free to change
 	deleted               bool
 }
 
@@ -247,7 +248,7 @@ func (o *overlay) server(name string, value json.RawMessage) error {
 	i, exists := o.servers[name]
 	if value == nil {
 		if exists {
-			o.t.Servers[i].Name = ""
+			o.t.Servers[i] = nil
 			delete(o.servers, name)
 			o.deleted = true
 		}
@@ -261,12 +262,25 @@ func (o *overlay) server(name string, value json.RawMessage) error {
 	s.FirewallRules, s.Parameters = nil, nil
 	if exists {
 		s.FirewallRules, s.Parameters = o.t.Servers[i].FirewallRules, o.t.Servers[i].Parameters
-		o.t.Servers[i] = s
+		o.t.Servers[i] = &s
+		o.owned[i] = true
 		return nil
 	}
 	o.servers[name] = len(o.t.Servers)
-	o.t.Servers = append(o.t.Servers, s)
+	o.owned[len(o.t.Servers)] = true
+	o.t.Servers = append(o.t.Servers, &s)
 	return nil
+}
+
+// own returns server i for changing: servers are shared between
+// topologies (the file's, the snapshot's), so the first change copies it.
+func (o *overlay) own(i int) *Server {
+	if !o.owned[i] {
+		cp := *o.t.Servers[i]
+		o.t.Servers[i] = &cp
+		o.owned[i] = true
+	}
+	return o.t.Servers[i]
 }
 
 func (o *overlay) firewallRule(server, rule string, value json.RawMessage) error {
@@ -274,7 +288,7 @@ func (o *overlay) firewallRule(server, rule string, value json.RawMessage) error
 	if !ok {
 		return nil
 	}
-	s := &o.t.Servers[i]
+	s := o.own(i)
 	var err error
 	s.FirewallRules, err = setChild(s.FirewallRules, rule, value, func(r *FirewallRule) *string { return &r.Name })
 	return err
@@ -310,7 +324,7 @@ func (o *overlay) parameter(server, param string, value json.RawMessage) error {
 	if !ok {
 		return nil
 	}
-	s := &o.t.Servers[i]
+	s := o.own(i)
 	params := maps.Clone(s.Parameters)
 	if params == nil {
 		params = map[string]string{}
@@ -399,7 +413,7 @@ func (o *overlay) compact() {
 	if !o.deleted {
 		return
 	}
-	o.t.Servers = slices.DeleteFunc(o.t.Servers, func(s Server) bool { return s.Name == "" })
+	o.t.Servers = slices.DeleteFunc(o.t.Servers, func(s *Server) bool { return s == nil })
 	o.t.VNets = slices.DeleteFunc(o.t.VNets, func(v VNet) bool { return v.Name == "" })
 	o.t.PrivateDNSZones = slices.DeleteFunc(o.t.PrivateDNSZones, func(z PrivateDNSZone) bool { return z.Name == "" })
 }

@@ -174,7 +174,7 @@ func NewSnapshot(t *Topology, state State, serial uint32) (*Snapshot, error) {
 		s.Zones[zi.Name] = zi
 	}
 	for i := range t.Servers {
-		srv := &t.Servers[i]
+		srv := t.Servers[i]
 		si := &ServerInfo{Server: srv, Private: srv.Access == AccessPrivate, Region: s.Regions[srv.Region], Backend: srv.Backends.Primary}
 		failed := srv.HighAvailability && state.FailedOver[srv.Name]
 		if failed {

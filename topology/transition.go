@@ -19,7 +19,7 @@ func CheckTransition(old, next *Topology) Violations {
 	out = append(out, removedInUse(old, next)...)
 	oldServers := make(map[string]*Server, len(old.Servers))
 	for i := range old.Servers {
-		oldServers[old.Servers[i].Name] = &old.Servers[i]
+		oldServers[old.Servers[i].Name] = old.Servers[i]
 	}
 	occupied := map[[2]string]string{} // vnet, subnet -> a server in it
 	for _, s := range old.Servers {

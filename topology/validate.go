@@ -339,7 +339,7 @@ func (v *validator) zones() {
 func (v *validator) servers() {
 	v.serverN = make(map[string]bool, len(v.topo.Servers))
 	for i := range v.topo.Servers {
-		s := &v.topo.Servers[i]
+		s := v.topo.Servers[i]
 		path := fmt.Sprintf("servers.%d", i)
 		obj := fmt.Sprintf("server %q", s.Name)
 		switch {
