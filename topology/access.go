@@ -67,20 +67,25 @@ func (s *Snapshot) buildAccess() {
 	}
 	s.cloud = mergeRanges(cloud)
 	for _, si := range s.Servers {
-		si.TLS = newTLSPolicy(si.Server.Parameters)
-		si.AuthRole = si.Server.Parameters[ParamAuthRole]
-		si.Failover = newFailoverPolicy(si.Server.Parameters)
-		for _, r := range si.Server.FirewallRules {
-			start, _ := parseIPv4(r.StartIPAddress)
-			end, _ := parseIPv4(r.EndIPAddress)
-			if start == netip.IPv4Unspecified() && end == netip.IPv4Unspecified() {
-				si.access.allowCloud = true
-				continue
-			}
-			si.access.rules = append(si.access.rules, ipRange{addrUint(start), addrUint(end)})
-		}
-		si.access.rules = mergeRanges(si.access.rules)
+		si.buildAccess()
 	}
+}
+
+// buildAccess derives a server's policies from its parameters and rules.
+func (si *ServerInfo) buildAccess() {
+	si.TLS = newTLSPolicy(si.Server.Parameters)
+	si.AuthRole = si.Server.Parameters[ParamAuthRole]
+	si.Failover = newFailoverPolicy(si.Server.Parameters)
+	for _, r := range si.Server.FirewallRules {
+		start, _ := parseIPv4(r.StartIPAddress)
+		end, _ := parseIPv4(r.EndIPAddress)
+		if start == netip.IPv4Unspecified() && end == netip.IPv4Unspecified() {
+			si.access.allowCloud = true
+			continue
+		}
+		si.access.rules = append(si.access.rules, ipRange{addrUint(start), addrUint(end)})
+	}
+	si.access.rules = mergeRanges(si.access.rules)
 }
 
 // Admit decides whether a client address may connect to a server: a public

@@ -29,6 +29,9 @@ type Snapshot struct {
 	State    State
 	// Serial increases with every snapshot; DNS uses it as the SOA serial.
 	Serial uint32
+	// Change, when set, says what changed since the snapshot before
+	// (WithServers); nil: anything may have.
+	Change *Change
 
 	VNets   []*VNetInfo
 	Regions map[string]*RegionInfo
@@ -173,38 +176,50 @@ func NewSnapshot(t *Topology, state State, serial uint32) (*Snapshot, error) {
 		}
 		s.Zones[zi.Name] = zi
 	}
-	for i := range t.Servers {
-		srv := t.Servers[i]
-		si := &ServerInfo{Server: srv, Private: srv.Access == AccessPrivate, Region: s.Regions[srv.Region], Backend: srv.Backends.Primary}
-		failed := srv.HighAvailability && state.FailedOver[srv.Name]
-		if failed {
-			si.Backend = srv.Backends.Standby
+	for _, srv := range t.Servers {
+		si, err := s.newServerInfo(srv)
+		if err != nil {
+			return nil, err
 		}
-		if si.Region == nil {
-			return nil, fmt.Errorf("server %q: region %q is not defined", srv.Name, srv.Region)
-		}
-		si.CNAMETarget = si.Region.GatewayName
 		if si.Private {
-			si.VNet = s.vnetByName[srv.Network.VNet]
-			si.Zone = s.Zones[CanonicalZone(srv.Network.PrivateDNSZone)]
-			if si.VNet == nil || si.Zone == nil {
-				return nil, fmt.Errorf("server %q: vnet or private DNS zone is not defined", srv.Name)
-			}
-			addr := srv.Addresses.Primary
-			switch {
-			case failed && si.Zone.Lock == LockReadOnly:
-				si.RecordBlocked = true
-			case failed:
-				addr = srv.Addresses.Standby
-			}
-			si.Address, _ = parseIPv4(addr)
-			si.CNAMETarget = srv.Name + "." + si.Zone.Name
 			si.Zone.Records[srv.Name] = si
 		}
 		s.Servers[srv.Name] = si
 	}
 	s.buildAccess()
 	return s, nil
+}
+
+// newServerInfo makes a server's hot-path view in snapshot s, whose
+// regions, VNets and zones it points at; the caller files it in
+// s.Servers and, for a private server, in its zone's records.
+func (s *Snapshot) newServerInfo(srv *Server) (*ServerInfo, error) {
+	si := &ServerInfo{Server: srv, Private: srv.Access == AccessPrivate, Region: s.Regions[srv.Region], Backend: srv.Backends.Primary}
+	failed := srv.HighAvailability && s.State.FailedOver[srv.Name]
+	if failed {
+		si.Backend = srv.Backends.Standby
+	}
+	if si.Region == nil {
+		return nil, fmt.Errorf("server %q: region %q is not defined", srv.Name, srv.Region)
+	}
+	si.CNAMETarget = si.Region.GatewayName
+	if si.Private {
+		si.VNet = s.vnetByName[srv.Network.VNet]
+		si.Zone = s.Zones[CanonicalZone(srv.Network.PrivateDNSZone)]
+		if si.VNet == nil || si.Zone == nil {
+			return nil, fmt.Errorf("server %q: vnet or private DNS zone is not defined", srv.Name)
+		}
+		addr := srv.Addresses.Primary
+		switch {
+		case failed && si.Zone.Lock == LockReadOnly:
+			si.RecordBlocked = true
+		case failed:
+			addr = srv.Addresses.Standby
+		}
+		si.Address, _ = parseIPv4(addr)
+		si.CNAMETarget = srv.Name + "." + si.Zone.Name
+	}
+	return si, nil
 }
 
 // ViewOf returns the view of a query: the VNet whose resolver address the

@@ -66,9 +66,41 @@ func Validate(t *Topology) (violations, warnings Violations) {
 	return v.out, v.warn
 }
 
+// ValidateServers is Validate for a topology that differs from a valid one
+// only in the named servers (changed, added or deleted): it returns the
+// violations Validate would. Every rule a server can break on its own or
+// with others is checked: the named servers' own rules, Z2 and T4 against
+// the zones and regions, and T7, T11 and address clashes against every
+// server of their subnets, in the file's order. Servers elsewhere break
+// nothing they did not break before, and the topology before broke nothing.
+func ValidateServers(t *Topology, names []string) Violations {
+	changed := make(map[string]bool, len(names))
+	for _, n := range names {
+		changed[n] = true
+	}
+	subnets := map[[2]string]bool{}
+	for _, s := range t.Servers {
+		if changed[s.Name] && s.Network != nil {
+			subnets[[2]string{s.Network.VNet, s.Network.Subnet}] = true
+		}
+	}
+	v := &validator{topo: t, only: func(s *Server) bool {
+		return changed[s.Name] || s.Network != nil && len(subnets) > 0 && subnets[[2]string{s.Network.VNet, s.Network.Subnet}]
+	}}
+	v.datacenterRanges()
+	v.regions()
+	v.vnets()
+	v.zones()
+	v.servers()
+	return v.out
+}
+
 // validator gathers violations and the indexes later checks need.
 type validator struct {
-	topo    *Topology
+	topo *Topology
+	// only, when set, limits the server checks to the servers it accepts
+	// (ValidateServers).
+	only    func(*Server) bool
 	out     Violations
 	warn    Violations
 	regionN map[string]bool
@@ -340,6 +372,9 @@ func (v *validator) servers() {
 	v.serverN = make(map[string]bool, len(v.topo.Servers))
 	for i := range v.topo.Servers {
 		s := v.topo.Servers[i]
+		if v.only != nil && !v.only(s) {
+			continue
+		}
 		path := fmt.Sprintf("servers.%d", i)
 		obj := fmt.Sprintf("server %q", s.Name)
 		switch {

@@ -1,0 +1,181 @@
+package topology
+
+import (
+	"encoding/json"
+	"maps"
+	"slices"
+	"sort"
+	"strings"
+)
+
+// A run-time change that touches only servers (a server, its firewall rules,
+// its parameters: the changes an operator makes most) is applied by the
+// functions here at the cost of what it touches: the changed servers are
+// laid over, checked and indexed again, and everything else is shared with
+// the snapshot before. Their results are those of Overlay, Validate,
+// CheckTransition and NewSnapshot on the whole topology
+// (FuzzServerChangesMatchFullRebuild).
+
+// ServerChanges returns the names of the servers a run-time change touches,
+// sorted, and whether it touches nothing else.
+func ServerChanges(changes map[string]json.RawMessage) ([]string, bool) {
+	seen := map[string]bool{}
+	for key := range changes {
+		parts := strings.Split(key, "/")
+		switch {
+		case len(parts) == 2 && parts[0] == KindServer && parts[1] != "":
+		case len(parts) == 4 && parts[0] == KindServer && parts[1] != "" && parts[3] != "" && (parts[2] == KindFirewallRule || parts[2] == KindParameter):
+		default:
+			return nil, false
+		}
+		seen[parts[1]] = true
+	}
+	return slices.Sorted(maps.Keys(seen)), true
+}
+
+// OverlayServers returns cur with the named servers laid over again from
+// base and the run-time values, placed where Overlay(base, values) places
+// them: a server of the file where the file has it, a server made at run
+// time after the file's, in name order. cur must be Overlay(base, values)
+// for the values before the change. It reports false when a server cannot
+// be placed without the whole overlay: a server of the file that a run-time
+// change had deleted, made again.
+func OverlayServers(base, cur *Topology, inBase func(string) *Server, values map[string]json.RawMessage, names []string) (*Topology, []OverlayProblem, bool) {
+	next := *cur
+	next.Servers = slices.Clone(cur.Servers)
+	var problems []OverlayProblem
+	for _, name := range names {
+		mine := map[string]json.RawMessage{}
+		prefix := ServerKey(name) + "/"
+		for k, v := range values {
+			if k == ServerKey(name) || strings.HasPrefix(k, prefix) {
+				mine[k] = v
+			}
+		}
+		from := &Topology{}
+		fileServer := inBase(name)
+		if fileServer != nil {
+			from.Servers = []*Server{fileServer}
+		}
+		laid, ps := Overlay(from, mine)
+		problems = append(problems, ps...)
+		var now *Server
+		if len(laid.Servers) == 1 {
+			now = laid.Servers[0]
+		}
+		at := slices.IndexFunc(next.Servers, func(s *Server) bool { return s.Name == name })
+		switch {
+		case at >= 0 && now != nil:
+			next.Servers[at] = now
+		case at >= 0:
+			next.Servers = slices.Delete(next.Servers, at, at+1)
+		case now == nil:
+		case fileServer != nil:
+			return nil, nil, false // its place among the file's servers is the whole overlay's to find
+		default:
+			// After the file's servers, among those made at run time, in
+			// name order.
+			tail := len(next.Servers)
+			for tail > 0 && inBase(next.Servers[tail-1].Name) == nil {
+				tail--
+			}
+			at := tail + sort.Search(len(next.Servers)-tail, func(i int) bool { return next.Servers[tail+i].Name >= name })
+			next.Servers = slices.Insert(next.Servers, at, now)
+		}
+	}
+	return &next, problems, true
+}
+
+// CheckServerTransition is CheckTransition for a change of the named servers
+// only: the rules that bind a change (T2, T10, Z3, D10) for each of them.
+func CheckServerTransition(old, next *Topology, names []string) Violations {
+	pick := func(t *Topology) *Topology {
+		out := &Topology{PrivateDNSZones: t.PrivateDNSZones}
+		for _, n := range names {
+			if i := slices.IndexFunc(t.Servers, func(s *Server) bool { return s.Name == n }); i >= 0 {
+				out.Servers = append(out.Servers, t.Servers[i])
+			}
+		}
+		return out
+	}
+	return CheckTransition(pick(old), pick(next))
+}
+
+// WithServers returns a snapshot of t, which differs from s's topology only
+// in the named servers, with a new serial: it shares everything with s but
+// the named servers' entries and the private zones they leave or join. The
+// zones whose records changed are listed in the snapshot's Change.
+func (s *Snapshot) WithServers(t *Topology, names []string, serial uint32) (*Snapshot, error) {
+	next := *s
+	next.Topology, next.Serial = t, serial
+	next.Servers = maps.Clone(s.Servers)
+	byName := make(map[string]*Server, len(names))
+	for _, srv := range t.Servers {
+		if slices.Contains(names, srv.Name) {
+			byName[srv.Name] = srv
+		}
+	}
+	zones := map[string]bool{} // zones whose records change
+	for _, n := range names {
+		if was := s.Servers[n]; was != nil && was.Private {
+			zones[was.Zone.Name] = true
+		}
+		if srv := byName[n]; srv != nil && srv.Access == AccessPrivate && srv.Network != nil {
+			zones[CanonicalZone(srv.Network.PrivateDNSZone)] = true
+		}
+	}
+	if len(zones) > 0 {
+		next.Zones = maps.Clone(s.Zones)
+		for name := range zones {
+			if z := next.Zones[name]; z != nil {
+				cp := *z
+				cp.Records = maps.Clone(z.Records)
+				next.Zones[name] = &cp
+			}
+		}
+		// Every private server of those zones points at its zone: they are
+		// indexed again with the zone's new record set.
+		for name := range zones {
+			z := next.Zones[name]
+			if z == nil {
+				continue
+			}
+			for label, si := range z.Records {
+				cp := *si
+				cp.Zone = z
+				z.Records[label] = &cp
+				next.Servers[label] = &cp
+			}
+		}
+	}
+	for _, n := range names {
+		if was := next.Servers[n]; was != nil && was.Private {
+			delete(was.Zone.Records, n)
+		}
+		delete(next.Servers, n)
+		srv := byName[n]
+		if srv == nil {
+			continue
+		}
+		si, err := next.newServerInfo(srv)
+		if err != nil {
+			return nil, err
+		}
+		si.buildAccess()
+		if si.Private {
+			si.Zone.Records[n] = si
+		}
+		next.Servers[n] = si
+	}
+	next.Change = &Change{From: s.Serial, Servers: names, Zones: slices.Sorted(maps.Keys(zones))}
+	return &next, nil
+}
+
+// Change says how a snapshot differs from the one before it, when it was
+// made from it by a change of servers alone (WithServers): readers that
+// index snapshots (the DNS answers) can then index only what changed.
+type Change struct {
+	From    uint32   // the serial of the snapshot before
+	Servers []string // changed, added or deleted
+	Zones   []string // private zones whose records changed
+}
