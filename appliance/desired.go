@@ -27,6 +27,8 @@ type desiredState struct {
 
 	mu   sync.Mutex         // serialises reloads and changes
 	base *topology.Topology // the file's topology, without run-time changes
+	// baseServers are base's servers by name.
+	baseServers map[string]*topology.Server
 	// conflict says why the replicated changes from peers are not served
 	// (they break a rule together), or is nil.
 	conflict error
@@ -66,11 +68,7 @@ func (f *desiredState) values() map[string]json.RawMessage {
 
 // swapLocked publishes a snapshot of next with the given run-time state.
 func (f *desiredState) swapLocked(next *topology.Topology, state topology.State) error {
-	serial := uint32(time.Now().Unix())
-	if f.current != nil && serial <= f.current.Serial {
-		serial = f.current.Serial + 1
-	}
-	snap, err := topology.NewSnapshot(next, state, serial)
+	snap, err := topology.NewSnapshot(next, state, f.nextSerialLocked())
 	if err != nil {
 		return err
 	}
@@ -80,6 +78,16 @@ func (f *desiredState) swapLocked(next *topology.Topology, state topology.State)
 	// no conflict stands.
 	f.setConflictLocked(nil)
 	return nil
+}
+
+// nextSerialLocked is the serial of the next snapshot: the time in seconds,
+// or one more than the last when that is not later.
+func (f *desiredState) nextSerialLocked() uint32 {
+	serial := uint32(time.Now().Unix())
+	if f.current != nil && serial <= f.current.Serial {
+		serial = f.current.Serial + 1
+	}
+	return serial
 }
 
 // setConflictLocked records why the run-time changes are not served (nil:
@@ -105,18 +113,22 @@ func (f *desiredState) change(changes map[string]json.RawMessage) ([]cluster.Ent
 	defer f.mu.Unlock()
 	values := f.store.Values()
 	maps.Copy(values, changes)
-	next, problems := topology.Overlay(f.base, values)
-	for _, p := range problems {
-		if _, ours := changes[p.Key]; ours {
-			return nil, p
+	if names, ok := topology.ServerChanges(changes); ok && f.conflict == nil {
+		if next, problems, placed := topology.OverlayServers(f.base, f.current.Topology, f.fileServer, values, names); placed {
+			if err := refusal(changes, problems, topology.CheckServerTransition(f.current.Topology, next, names), topology.ValidateServers(next, names)); err != nil {
+				return nil, err
+			}
+			entries, err := f.store.Commit(changes)
+			if err != nil {
+				return nil, err
+			}
+			return entries, f.swapServersLocked(next, names)
 		}
 	}
-	// The rules that bind a change come first: they say why a change that
-	// also breaks a state rule (a subnet's new CIDR leaving its server
-	// outside) is refused.
-	vs := topology.CheckTransition(f.current.Topology, next)
-	if state, _ := topology.Validate(next); len(state) > 0 || len(vs) > 0 {
-		return nil, append(vs, state...)
+	next, problems := topology.Overlay(f.base, values)
+	state, _ := topology.Validate(next)
+	if err := refusal(changes, problems, topology.CheckTransition(f.current.Topology, next), state); err != nil {
+		return nil, err
 	}
 	entries, err := f.store.Commit(changes)
 	if err != nil {
@@ -129,13 +141,63 @@ func (f *desiredState) change(changes map[string]json.RawMessage) ([]cluster.Ent
 	return entries, nil
 }
 
-// storeChanged serves the state after a peer's changes arrived. Every change
-// was checked on the node that made it; should two concurrent changes break
-// a rule together, every node refuses the combination alike and keeps
-// serving what it had until a later change mends it.
-func (f *desiredState) storeChanged() {
+// refusal says why a change is refused, or returns nil: an entry of the
+// change that cannot be applied, then the rules that bind a change, which
+// say why a change that also breaks a state rule (a subnet's new CIDR
+// leaving its server outside) is refused, then the state rules.
+func refusal(changes map[string]json.RawMessage, problems []topology.OverlayProblem, transition, state topology.Violations) error {
+	for _, p := range problems {
+		if _, ours := changes[p.Key]; ours {
+			return p
+		}
+	}
+	if len(transition)+len(state) > 0 {
+		return append(transition, state...)
+	}
+	return nil
+}
+
+// swapServersLocked publishes the snapshot of next, which differs from the
+// current topology in the named servers only, indexing only those.
+func (f *desiredState) swapServersLocked(next *topology.Topology, names []string) error {
+	snap, err := f.current.WithServers(next, names, f.nextSerialLocked())
+	if err != nil {
+		return fmt.Errorf("change written but not served: %w", err)
+	}
+	f.current = snap
+	f.publish(snap)
+	return nil
+}
+
+// fileServer returns the file's server of that name, or nil.
+func (f *desiredState) fileServer(name string) *topology.Server { return f.baseServers[name] }
+
+// storeChanged serves the state after a peer's changes arrived: keys are the
+// keys of the entries merged, or nil when anything may have changed. Every
+// change was checked on the node that made it; should two concurrent
+// changes break a rule together, every node refuses the combination alike
+// and keeps serving what it had until a later change mends it.
+func (f *desiredState) storeChanged(keys []string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	changes := make(map[string]json.RawMessage, len(keys))
+	for _, k := range keys {
+		changes[k] = nil
+	}
+	if names, ok := topology.ServerChanges(changes); ok && len(keys) > 0 && f.conflict == nil {
+		values := f.values()
+		if next, _, placed := topology.OverlayServers(f.base, f.current.Topology, f.fileServer, values, names); placed {
+			err := refusal(nil, nil, topology.CheckServerTransition(f.current.Topology, next, names), topology.ValidateServers(next, names))
+			if err == nil {
+				err = f.swapServersLocked(next, names)
+			}
+			if err == nil {
+				return
+			}
+			// Refused together with this node's state: the whole overlay
+			// says so, and records the conflict, below.
+		}
+	}
 	next, err := f.overlay(f.base, f.values())
 	if err == nil {
 		err = f.swapLocked(next, f.current.State)

@@ -219,13 +219,13 @@ func TestConflictingPeerChangesKeepTheLastGoodState(t *testing.T) {
 	zone, _ := peer.Commit(map[string]json.RawMessage{topology.ZoneKey("billing.postgres.database.azure.com"): json.RawMessage(`{}`)})
 	server, _ := peer.Commit(map[string]json.RawMessage{topology.ServerKey("billing"): json.RawMessage(`{"region":"eastus2","access":"public","backends":{"primary":"127.0.0.1:5432"}}`)})
 	a.desired.store.Merge(zone)
-	a.desired.storeChanged()
+	a.desired.storeChanged(keysOf(zone))
 	withZone := a.Snapshot()
 	if withZone.Zones["billing.postgres.database.azure.com"] == nil || a.desired.conflictErr() != nil {
 		t.Fatal("the zone alone must be served")
 	}
 	a.desired.store.Merge(server)
-	a.desired.storeChanged()
+	a.desired.storeChanged(keysOf(server)) // a change of servers alone, checked at its cost
 	if a.Snapshot() != withZone {
 		t.Fatal("a combination that breaks a rule must not be served")
 	}
@@ -284,4 +284,12 @@ func TestStartWithConflictingStateServesTheFile(t *testing.T) {
 	if a.Snapshot().Zones["billing.postgres.database.azure.com"] == nil || a.desired.conflictErr() != nil || testutil.ToFloat64(stateConflict) != 0 {
 		t.Fatal("after the mend, the run-time changes are served and no conflict stands")
 	}
+}
+
+func keysOf(entries []cluster.Entry) []string {
+	var keys []string
+	for _, e := range entries {
+		keys = append(keys, e.Key)
+	}
+	return keys
 }

@@ -113,6 +113,10 @@ func (f *desiredState) loadExpecting(settledAs *stamp) error {
 		return fmt.Errorf("topology file %s: %w", f.path, err)
 	}
 	f.sum, f.base = sum, file
+	f.baseServers = make(map[string]*topology.Server, len(file.Servers))
+	for _, srv := range file.Servers {
+		f.baseServers[srv.Name] = srv
+	}
 	if conflict != nil {
 		f.setConflictLocked(conflict)
 	}
@@ -124,11 +128,7 @@ func (f *desiredState) loadExpecting(settledAs *stamp) error {
 func (f *desiredState) setState(st topology.State) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	serial := uint32(time.Now().Unix())
-	if serial <= f.current.Serial {
-		serial = f.current.Serial + 1
-	}
-	snap, err := topology.NewSnapshot(f.current.Topology, st, serial)
+	snap, err := topology.NewSnapshot(f.current.Topology, st, f.nextSerialLocked())
 	if err != nil {
 		f.log.Error().Err(err).Msg("cluster state refused")
 		return

@@ -58,8 +58,10 @@ type Hooks struct {
 	Cancel func(pid, secret uint32)
 	// Store is the replicated state the node gossips (C5); nil for none.
 	Store *Store
-	// Changed is called after a peer's entries changed the store.
-	Changed func()
+	// Changed is called after a peer's entries changed the store, with the
+	// keys of the entries merged, or nil when anything may have changed
+	// (a full exchange).
+	Changed func(keys []string)
 }
 
 // Defaults, chosen so that a dead target is flipped on every node within

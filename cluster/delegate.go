@@ -103,7 +103,10 @@ func (d *delegate) NotifyMsg(b []byte) {
 	case msgEntries:
 		var entries []Entry
 		if json.Unmarshal(b[1:], &entries) == nil && n.hooks.Store != nil {
-			n.enqueue(func() { n.storeChanged(n.hooks.Store.Merge(entries)) })
+			n.enqueue(func() {
+				changed, err := n.hooks.Store.Merge(entries)
+				n.storeChanged(changed, err, entryKeys(entries))
+			})
 		}
 	}
 }
@@ -130,14 +133,25 @@ func (n *Node) worker() {
 	}
 }
 
-// storeChanged reports a merge's outcome to the plugin.
-func (n *Node) storeChanged(changed bool, err error) {
+// storeChanged reports a merge's outcome to the appliance: the keys merged,
+// or nil when anything may have changed.
+func (n *Node) storeChanged(changed bool, err error, keys []string) {
 	if err != nil {
 		n.cfg.Logger.Error().Err(err).Msg("cluster: replicated state not written to disk")
 	}
 	if changed && n.hooks.Changed != nil {
-		n.hooks.Changed()
+		n.hooks.Changed(keys)
 	}
+}
+
+func entryKeys(entries []Entry) []string {
+	keys := make([]string, 0, len(entries))
+	for _, e := range entries {
+		if e.Key != "" {
+			keys = append(keys, e.Key)
+		}
+	}
+	return keys
 }
 
 // Spread sends entries committed on this node to every member at once and
@@ -195,7 +209,8 @@ func (d *delegate) MergeRemoteState(buf []byte, join bool) {
 		n.takeDecision(dec)
 	}
 	if n.hooks.Store != nil && len(st.Store) > 0 {
-		n.storeChanged(n.hooks.Store.MergeFull(st.Store))
+		changed, err := n.hooks.Store.MergeFull(st.Store)
+		n.storeChanged(changed, err, nil)
 	}
 }
 

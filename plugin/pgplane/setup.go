@@ -73,8 +73,15 @@ func parse(c *caddy.Controller) (appliance.Options, error) {
 	return opts, nil
 }
 
-// publish builds the answers of a snapshot and swaps them in.
-func (p *PGPlane) publish(s *topology.Snapshot) { p.answers.Store(newAnswers(s, p.opts)) }
+// publish builds the answers of a snapshot and swaps them in: only what
+// changed when the snapshot says what changed since the one served.
+func (p *PGPlane) publish(s *topology.Snapshot) {
+	if prev := p.answers.Load(); prev != nil && s.Change != nil && prev.snap.Serial == s.Change.From {
+		p.answers.Store(prev.withServers(s, p.opts))
+		return
+	}
+	p.answers.Store(newAnswers(s, p.opts))
+}
 
 // String describes the plugin's configuration, for logs.
 func (p *PGPlane) String() string {

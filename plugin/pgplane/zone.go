@@ -1,6 +1,7 @@
 package pgplane
 
 import (
+	"maps"
 	"slices"
 	"strings"
 
@@ -88,29 +89,82 @@ func newAnswers(s *topology.Snapshot, o options) *answers {
 		a.names[name] = &entry{kind: kindAddress, rr: &dns.A{Hdr: header(name, dns.TypeA, o.ttl), A: r.Active.AsSlice()}}
 	}
 	for _, z := range s.Zones {
-		apex := z.Name + "."
-		pz := &privateZone{
-			info:    z,
-			apex:    apex,
-			soa:     newSOA(apex, "azureprivatedns.net.", "azureprivatedns-host.microsoft.com.", s.Serial, 3600, o.ttl),
-			soaNeg:  newSOA(apex, "azureprivatedns.net.", "azureprivatedns-host.microsoft.com.", s.Serial, o.ttl, o.ttl),
-			records: make(map[string]*dns.A, len(z.Records)),
-		}
-		for label, srv := range z.Records {
-			name := label + "." + apex
-			pz.records[name] = &dns.A{Hdr: header(name, dns.TypeA, o.ttl), A: srv.Address.AsSlice()}
-		}
-		a.zones[apex] = pz
-		for ent := parentName(apex); ent != apexFQDN && ent != ""; ent = parentName(ent) {
+		pz := newPrivateZone(z, s.Serial, o)
+		a.zones[pz.apex] = pz
+		for ent := parentName(pz.apex); ent != apexFQDN && ent != ""; ent = parentName(ent) {
 			a.ents[ent] = append(a.ents[ent], pz)
 		}
 	}
 	for name, srv := range s.Servers {
-		owner := name + "." + apexFQDN
-		target := srv.CNAMETarget + "."
-		a.names[owner] = &entry{kind: kindAlias, target: target, rr: &dns.CNAME{Hdr: header(owner, dns.TypeCNAME, o.ttl), Target: target}}
+		a.names[name+"."+apexFQDN] = newAlias(name, srv, o)
 	}
 	return a
+}
+
+// newPrivateZone builds the records of a private DNS zone.
+func newPrivateZone(z *topology.ZoneInfo, serial uint32, o options) *privateZone {
+	apex := z.Name + "."
+	pz := &privateZone{
+		info:    z,
+		apex:    apex,
+		soa:     newSOA(apex, "azureprivatedns.net.", "azureprivatedns-host.microsoft.com.", serial, 3600, o.ttl),
+		soaNeg:  newSOA(apex, "azureprivatedns.net.", "azureprivatedns-host.microsoft.com.", serial, o.ttl, o.ttl),
+		records: make(map[string]*dns.A, len(z.Records)),
+	}
+	for label, srv := range z.Records {
+		name := label + "." + apex
+		pz.records[name] = &dns.A{Hdr: header(name, dns.TypeA, o.ttl), A: srv.Address.AsSlice()}
+	}
+	return pz
+}
+
+// newAlias is a server's public name: a CNAME to its region's gateway name
+// or to its private zone's record.
+func newAlias(name string, srv *topology.ServerInfo, o options) *entry {
+	owner := name + "." + apexFQDN
+	target := srv.CNAMETarget + "."
+	return &entry{kind: kindAlias, target: target, rr: &dns.CNAME{Hdr: header(owner, dns.TypeCNAME, o.ttl), Target: target}}
+}
+
+// withServers returns the answers of s, which a change of servers alone
+// made from the snapshot of a (s.Change): the changed servers' names and
+// the private zones whose records changed are built again, and everything
+// else is shared. A private zone keeps its SOA serial until its records
+// change.
+func (a *answers) withServers(s *topology.Snapshot, o options) *answers {
+	next := *a
+	next.snap = s
+	next.soa = newSOA(apexFQDN, o.ns[0], "hostmaster."+apexFQDN, s.Serial, 3600, o.ttl)
+	next.soaNeg = newSOA(apexFQDN, o.ns[0], "hostmaster."+apexFQDN, s.Serial, o.ttl, o.ttl)
+	next.names = maps.Clone(a.names)
+	for _, name := range s.Change.Servers {
+		owner := name + "." + apexFQDN
+		delete(next.names, owner)
+		if srv := s.Servers[name]; srv != nil {
+			next.names[owner] = newAlias(name, srv, o)
+		}
+	}
+	if len(s.Change.Zones) == 0 {
+		return &next
+	}
+	next.zones, next.ents = maps.Clone(a.zones), maps.Clone(a.ents)
+	for _, zone := range s.Change.Zones {
+		z := s.Zones[zone]
+		if z == nil {
+			continue
+		}
+		pz := newPrivateZone(z, s.Serial, o)
+		was := next.zones[pz.apex]
+		next.zones[pz.apex] = pz
+		for ent := parentName(pz.apex); ent != apexFQDN && ent != ""; ent = parentName(ent) {
+			list := slices.Clone(next.ents[ent])
+			if i := slices.Index(list, was); i >= 0 {
+				list[i] = pz
+			}
+			next.ents[ent] = list
+		}
+	}
+	return &next
 }
 
 // lookup answers qname (a lowercase FQDN inside the apex) of type qtype in a
