@@ -29,6 +29,7 @@ type desiredState struct {
 	base *topology.Topology // the file's topology, without run-time changes
 	// baseServers are base's servers by name.
 	baseServers map[string]*topology.Server
+	checker     topology.Checker // checks changes of servers alone
 	// conflict says why the replicated changes from peers are not served
 	// (they break a rule together), or is nil.
 	conflict error
@@ -115,7 +116,7 @@ func (f *desiredState) change(changes map[string]json.RawMessage) ([]cluster.Ent
 	maps.Copy(values, changes)
 	if names, ok := topology.ServerChanges(changes); ok && f.conflict == nil {
 		if next, problems, placed := topology.OverlayServers(f.base, f.current.Topology, f.fileServer, values, names); placed {
-			if err := refusal(changes, problems, topology.CheckServerTransition(f.current.Topology, next, names), topology.ValidateServers(next, names)); err != nil {
+			if err := refusal(changes, problems, topology.CheckServerTransition(f.current.Topology, next, names), f.checker.ValidateServers(next, names)); err != nil {
 				return nil, err
 			}
 			entries, err := f.store.Commit(changes)
@@ -187,7 +188,7 @@ func (f *desiredState) storeChanged(keys []string) {
 	if names, ok := topology.ServerChanges(changes); ok && len(keys) > 0 && f.conflict == nil {
 		values := f.values()
 		if next, _, placed := topology.OverlayServers(f.base, f.current.Topology, f.fileServer, values, names); placed {
-			err := refusal(nil, nil, topology.CheckServerTransition(f.current.Topology, next, names), topology.ValidateServers(next, names))
+			err := refusal(nil, nil, topology.CheckServerTransition(f.current.Topology, next, names), f.checker.ValidateServers(next, names))
 			if err == nil {
 				err = f.swapServersLocked(next, names)
 			}

@@ -87,18 +87,32 @@ func OverlayServers(base, cur *Topology, inBase func(string) *Server, values map
 }
 
 // CheckServerTransition is CheckTransition for a change of the named servers
-// only: the rules that bind a change (T2, T10, Z3, D10) for each of them.
+// only: the rules that bind a change (T2, T10, Z3, D10) for each of them,
+// against the zones they leave or join and nothing else.
 func CheckServerTransition(old, next *Topology, names []string) Violations {
-	pick := func(t *Topology) *Topology {
-		out := &Topology{PrivateDNSZones: t.PrivateDNSZones}
+	pick := func(t *Topology) []*Server {
+		var out []*Server
 		for _, n := range names {
 			if i := slices.IndexFunc(t.Servers, func(s *Server) bool { return s.Name == n }); i >= 0 {
-				out.Servers = append(out.Servers, t.Servers[i])
+				out = append(out, t.Servers[i])
 			}
 		}
 		return out
 	}
-	return CheckTransition(pick(old), pick(next))
+	was, now := pick(old), pick(next)
+	used := map[string]bool{}
+	for _, s := range append(slices.Clone(was), now...) {
+		if s.Network != nil {
+			used[CanonicalZone(s.Network.PrivateDNSZone)] = true
+		}
+	}
+	var zones []PrivateDNSZone
+	for _, z := range old.PrivateDNSZones {
+		if used[CanonicalZone(z.Name)] {
+			zones = append(zones, z)
+		}
+	}
+	return CheckTransition(&Topology{PrivateDNSZones: zones, Servers: was}, &Topology{PrivateDNSZones: zones, Servers: now})
 }
 
 // WithServers returns a snapshot of t, which differs from s's topology only

@@ -75,6 +75,7 @@ func FuzzServerChangesMatchFullRebuild(f *testing.F) {
 		}
 		state := State{FailedOver: map[string]bool{"orders-db": len(script)%2 == 1}}
 		values := map[string]json.RawMessage{}
+		var checker Checker
 		cur := base
 		snap, err := NewSnapshot(cur, state, 1)
 		if err != nil {
@@ -99,7 +100,7 @@ func FuzzServerChangesMatchFullRebuild(f *testing.F) {
 				if a, b := encode(t, full), encode(t, delta); a != b {
 					t.Fatalf("step %d %v: topologies differ:\nfull:  %s\ndelta: %s", i/3, change, a, b)
 				}
-				deltaVs := append(CheckServerTransition(cur, delta, names), ValidateServers(delta, names)...)
+				deltaVs := append(CheckServerTransition(cur, delta, names), checker.ValidateServers(delta, names)...)
 				if a, b := said(fullVs), said(deltaVs); a != b {
 					t.Fatalf("step %d %v: violations differ:\nfull:\n%s\ndelta:\n%s", i/3, change, a, b)
 				}

@@ -2,6 +2,7 @@ package topology
 
 import (
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -66,6 +67,19 @@ func Validate(t *Topology) (violations, warnings Violations) {
 	return v.out, v.warn
 }
 
+// Checker checks changes of servers alone (ValidateServers) at the cost of
+// what they touch: it keeps what validation learned of the regions, VNets
+// and private DNS zones, which such changes share with the topology before
+// them, and learns it again only when those change. A Checker is not safe
+// for concurrent use.
+type Checker struct {
+	regions []Region
+	vnets   []VNet
+	zones   []PrivateDNSZone
+	ranges  []string
+	facts   *validator // facts of the above; its violations are the topology's own
+}
+
 // ValidateServers is Validate for a topology that differs from a valid one
 // only in the named servers (changed, added or deleted): it returns the
 // violations Validate would. Every rule a server can break on its own or
@@ -73,34 +87,59 @@ func Validate(t *Topology) (violations, warnings Violations) {
 // the zones and regions, and T7, T11 and address clashes against every
 // server of their subnets, in the file's order. Servers elsewhere break
 // nothing they did not break before, and the topology before broke nothing.
-func ValidateServers(t *Topology, names []string) Violations {
-	changed := make(map[string]bool, len(names))
-	for _, n := range names {
-		changed[n] = true
+func (c *Checker) ValidateServers(t *Topology, names []string) Violations {
+	if c.facts == nil || !sameSlice(c.regions, t.Regions) || !sameSlice(c.vnets, t.VNets) || !sameSlice(c.zones, t.PrivateDNSZones) || !sameSlice(c.ranges, t.DatacenterRanges) {
+		v := &validator{topo: t}
+		v.datacenterRanges()
+		v.regions()
+		v.vnets()
+		v.zones()
+		c.regions, c.vnets, c.zones, c.ranges, c.facts = t.Regions, t.VNets, t.PrivateDNSZones, t.DatacenterRanges, v
 	}
-	subnets := map[[2]string]bool{}
+	type subnetKey struct{ vnet, subnet string }
+	var subnets []subnetKey
 	for _, s := range t.Servers {
-		if changed[s.Name] && s.Network != nil {
-			subnets[[2]string{s.Network.VNet, s.Network.Subnet}] = true
+		if s.Network != nil && slices.Contains(names, s.Name) && !slices.Contains(subnets, subnetKey{s.Network.VNet, s.Network.Subnet}) {
+			subnets = append(subnets, subnetKey{s.Network.VNet, s.Network.Subnet})
 		}
 	}
-	v := &validator{topo: t, only: func(s *Server) bool {
-		return changed[s.Name] || s.Network != nil && len(subnets) > 0 && subnets[[2]string{s.Network.VNet, s.Network.Subnet}]
-	}}
-	v.datacenterRanges()
-	v.regions()
-	v.vnets()
-	v.zones()
-	v.servers()
-	return v.out
+	// The servers to check, in the file's order: the changed ones and
+	// every server of their subnets. A change names a few servers: plain
+	// comparisons find them faster than hashing every name.
+	var check []int
+	for i, s := range t.Servers {
+		if slices.Contains(names, s.Name) || s.Network != nil && slices.Contains(subnets, subnetKey{s.Network.VNet, s.Network.Subnet}) {
+			check = append(check, i)
+		}
+	}
+	// A validator over the cached facts, with fresh tallies for the
+	// subnets its servers fill (the cache's own are left untouched).
+	v := &validator{topo: t, regionN: c.facts.regionN, zoneN: c.facts.zoneN, vnetN: maps.Clone(c.facts.vnetN)}
+	for _, k := range subnets {
+		f := v.vnetN[k.vnet]
+		if f == nil {
+			continue
+		}
+		cp := *f
+		cp.subnets = maps.Clone(f.subnets)
+		if sf := cp.subnets[k.subnet]; sf != nil {
+			cp.subnets[k.subnet] = &subnetFacts{prefix: sf.prefix, valid: sf.valid, addresses: map[netip.Addr]string{}}
+		}
+		v.vnetN[k.vnet] = &cp
+	}
+	v.checkServers(check)
+	return append(slices.Clone(c.facts.out), v.out...)
+}
+
+// sameSlice reports whether two slices are the same memory: topologies
+// never change a slice in place, so the same memory holds the same objects.
+func sameSlice[T any](a, b []T) bool {
+	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
 }
 
 // validator gathers violations and the indexes later checks need.
 type validator struct {
-	topo *Topology
-	// only, when set, limits the server checks to the servers it accepts
-	// (ValidateServers).
-	only    func(*Server) bool
+	topo    *Topology
 	out     Violations
 	warn    Violations
 	regionN map[string]bool
@@ -369,12 +408,18 @@ func (v *validator) zones() {
 }
 
 func (v *validator) servers() {
-	v.serverN = make(map[string]bool, len(v.topo.Servers))
-	for i := range v.topo.Servers {
+	all := make([]int, len(v.topo.Servers))
+	for i := range all {
+		all[i] = i
+	}
+	v.checkServers(all)
+}
+
+// checkServers checks the servers at the given indexes, in that order.
+func (v *validator) checkServers(indexes []int) {
+	v.serverN = make(map[string]bool, len(indexes))
+	for _, i := range indexes {
 		s := v.topo.Servers[i]
-		if v.only != nil && !v.only(s) {
-			continue
-		}
 		path := fmt.Sprintf("servers.%d", i)
 		obj := fmt.Sprintf("server %q", s.Name)
 		switch {

@@ -33,6 +33,7 @@ func TestIncrementalAnswersMatchFull(t *testing.T) {
 		return nil
 	}
 	values := map[string]json.RawMessage{}
+	var checker topology.Checker
 	steps := []map[string]json.RawMessage{
 		{topology.ServerKey("new-db"): json.RawMessage(`{"region":"eastus2","access":"private","network":{"vnet":"app-vnet","subnet":"db","privateDnsZone":"contoso.private.postgres.database.azure.com"},"addresses":{"primary":"127.0.1.6"},"backends":{"primary":"127.0.0.1:5432"}}`)},
 		{topology.ServerKey("pub-db"): json.RawMessage(`{"region":"eastus2","access":"public","backends":{"primary":"127.0.0.1:5432"}}`)},
@@ -48,7 +49,7 @@ func TestIncrementalAnswersMatchFull(t *testing.T) {
 		if !ok {
 			t.Fatalf("step %d: not placed", i)
 		}
-		if vs := topology.ValidateServers(next, names); len(vs) > 0 {
+		if vs := checker.ValidateServers(next, names); len(vs) > 0 {
 			t.Fatalf("step %d: %v", i, vs)
 		}
 		snap, err := prev.snap.WithServers(next, names, prev.snap.Serial+1)
