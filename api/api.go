@@ -185,8 +185,8 @@ func (s *Server) clusterShow(w http.ResponseWriter, r *http.Request) {
 		}
 		v.Regions = append(v.Regions, rv)
 	}
-	for _, name := range sortedKeys(snap.Servers) {
-		si := snap.Servers[name]
+	for _, name := range snap.ServerNames() {
+		si := snap.Server(name)
 		if !si.Server.HighAvailability {
 			continue
 		}
@@ -225,7 +225,7 @@ func (s *Server) serverMove(w http.ResponseWriter, r *http.Request, toStandby bo
 			return
 		}
 	}
-	si := s.cfg.Snapshot().Servers[name]
+	si := s.cfg.Snapshot().Server(name)
 	switch {
 	case si == nil:
 		writeError(w, http.StatusNotFound, "server %q does not exist", name)

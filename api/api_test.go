@@ -124,7 +124,7 @@ func TestFailoverAndFailback(t *testing.T) {
 	var view ClusterView
 	_, body = call(t, "GET", e.url+"/v1/cluster", "", "")
 	json.Unmarshal([]byte(body), &view)
-	if len(view.Servers) != 1 || !view.Servers[0].OnStandby || view.Servers[0].Backend != e.snapshot().Servers["sales-db"].Server.Backends.Standby {
+	if len(view.Servers) != 1 || !view.Servers[0].OnStandby || view.Servers[0].Backend != e.snapshot().Server("sales-db").Server.Backends.Standby {
 		t.Fatalf("cluster show after failover: %s", body)
 	}
 	if code, body = call(t, "POST", e.url+"/v1/servers/sales-db/failback", "", ""); code != 200 || e.snapshot().State.FailedOver["sales-db"] {

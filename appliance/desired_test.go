@@ -156,7 +156,7 @@ func TestBlockedFlipReportedOnce(t *testing.T) {
 	before := count()
 	failed := topology.State{FailedOver: map[string]bool{"orders-db": true}}
 	a.desired.setState(failed)
-	if !a.Snapshot().Servers["orders-db"].RecordBlocked {
+	if !a.Snapshot().Server("orders-db").RecordBlocked {
 		t.Fatal("the ReadOnly lock must block the record flip")
 	}
 	// Later changes of state (another region's flip, a peer re-applying the
@@ -272,7 +272,7 @@ func TestStartWithConflictingStateServesTheFile(t *testing.T) {
 		t.Fatalf("a node must start despite conflicting run-time changes: %v", err)
 	}
 	snap := a.Snapshot()
-	if snap.Servers["billing"] != nil || snap.Zones["billing.postgres.database.azure.com"] != nil || snap.Servers["reports-db"] == nil {
+	if snap.Server("billing") != nil || snap.Zones["billing.postgres.database.azure.com"] != nil || snap.Server("reports-db") == nil {
 		t.Fatal("the file alone must be served")
 	}
 	if err := a.desired.conflictErr(); err == nil || !strings.Contains(err.Error(), "Z2") || testutil.ToFloat64(stateConflict) != 1 {

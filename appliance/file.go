@@ -133,10 +133,10 @@ func (f *desiredState) setState(st topology.State) {
 		f.log.Error().Err(err).Msg("cluster state refused")
 		return
 	}
-	for name, si := range snap.Servers {
+	for name, si := range snap.Servers() {
 		// Report a blocked flip once, when it happens, not on every later
 		// change of state.
-		if was := f.current.Servers[name]; si.RecordBlocked && (was == nil || !was.RecordBlocked) {
+		if was := f.current.Server(name); si.RecordBlocked && (was == nil || !was.RecordBlocked) {
 			f.log.Error().Msgf("FAILOVER BLOCKED: server %s failed over to its standby, but private DNS zone %s is locked ReadOnly: its record still gives the old address %s (D10)", name, si.Zone.Name, si.Address)
 			recordBlocked.WithLabelValues(name).Inc()
 		}

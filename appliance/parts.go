@@ -117,7 +117,7 @@ func (a *Appliance) newCluster() error {
 }
 
 func hasHAServers(s *topology.Snapshot) bool {
-	for _, si := range s.Servers {
+	for _, si := range s.Servers() {
 		if si.Server.HighAvailability {
 			return true
 		}

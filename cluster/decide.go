@@ -343,15 +343,15 @@ func Decide(sit Situation) []Decision {
 			}
 		}
 	}
-	servers := make([]string, 0, len(s.Servers))
-	for name, si := range s.Servers {
+	servers := make([]string, 0, s.ServerCount())
+	for name, si := range s.Servers() {
 		if si.Server.HighAvailability {
 			servers = append(servers, name)
 		}
 	}
 	sort.Strings(servers)
 	for _, name := range servers {
-		si := s.Servers[name]
+		si := s.Server(name)
 		if rolesDecide(si, sit.Roles, b, now) {
 			out = append(out, decideByRole(sit, si, state.FailedOver[name])...)
 			continue
@@ -492,8 +492,8 @@ func Alarms(s *topology.Snapshot, decisions map[string]Decision, b *Ballot, now 
 				"region %s: its only gateway address %s is seen down by a quorum, and it has no secondary address to fail over to", name, r.Gateways[0])})
 		}
 	}
-	for _, name := range slices.Sorted(maps.Keys(s.Servers)) {
-		si := s.Servers[name]
+	for _, name := range s.ServerNames() {
+		si := s.Server(name)
 		if !si.Server.HighAvailability {
 			continue
 		}
@@ -535,7 +535,7 @@ func Apply(s *topology.Snapshot, decisions map[string]Decision) topology.State {
 				st.ActiveGateway[name] = d.Value
 			}
 		case "server":
-			if si := s.Servers[name]; si != nil && si.Server.HighAvailability && d.Value == 1 {
+			if si := s.Server(name); si != nil && si.Server.HighAvailability && d.Value == 1 {
 				st.FailedOver[name] = true
 			}
 		}

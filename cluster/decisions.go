@@ -41,7 +41,7 @@ func (n *Node) decide() {
 		switch kind {
 		case "promote":
 			n.cfg.Logger.Warn().Str("decision", d.Key).Str("reason", d.Reason).Msg("cluster: promoting the standby")
-			go n.promote(snap.Servers[name], d.Value == 1)
+			go n.promote(snap.Server(name), d.Value == 1)
 		case "fence":
 			n.cfg.Logger.Warn().Str("decision", d.Key).Int("value", d.Value).Str("reason", d.Reason).Msg("cluster: fence")
 		default:
@@ -64,7 +64,7 @@ func (n *Node) trackDownSinceLocked(snap *topology.Snapshot, now time.Time) {
 			delete(n.downSince, t)
 		}
 	}
-	for name, si := range snap.Servers {
+	for name, si := range snap.Servers() {
 		if !si.Server.HighAvailability {
 			continue
 		}
@@ -190,7 +190,7 @@ func (n *Node) Operate(key string, value int, reason string, acceptSplitBrain bo
 			return Decision{}, fmt.Errorf("%w: no live node holds gateway address %s", ErrTargetDown, r.Gateways[value])
 		}
 	case "server":
-		si := snap.Servers[name]
+		si := snap.Server(name)
 		if si == nil || !si.Server.HighAvailability {
 			n.mu.Unlock()
 			return Decision{}, fmt.Errorf("server %q is not a high-availability server", name)

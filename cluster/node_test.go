@@ -152,7 +152,7 @@ func TestDecisionsSurviveARestart(t *testing.T) {
 	}
 	n := start()
 	var server string
-	for name, si := range snap.Servers {
+	for name, si := range snap.Servers() {
 		if si.Server.HighAvailability {
 			server = name
 		}

@@ -140,7 +140,7 @@ type probeTarget struct {
 // listen before it is activated; its holder's liveness stands for it.
 func (n *Node) targets(s *topology.Snapshot) []probeTarget {
 	var out []probeTarget
-	for name, si := range s.Servers {
+	for name, si := range s.Servers() {
 		if !si.Server.HighAvailability {
 			continue
 		}

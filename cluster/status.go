@@ -57,7 +57,7 @@ func (n *Node) Status() Status {
 		}
 	}
 	st.Roles = map[Target]map[string]Role{}
-	for name, si := range n.hooks.Snapshot().Servers {
+	for name, si := range n.hooks.Snapshot().Servers() {
 		if !si.Server.HighAvailability {
 			continue
 		}

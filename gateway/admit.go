@@ -30,7 +30,7 @@ func (s *session) route(snap *topology.Snapshot, p *startupPacket) (*topology.Se
 		}
 	}
 	if suffix != "" {
-		if si := snap.Servers[strings.ToLower(suffix)]; si != nil {
+		if si := snap.Server(strings.ToLower(suffix)); si != nil {
 			p.set("user", name)
 			s.user = name
 			return si, nil

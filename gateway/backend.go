@@ -95,7 +95,7 @@ func (s *session) passThrough(si *topology.ServerInfo, pc *pooledConn, out []byt
 	s.backend, s.backendAddr = pc.conn, si.Backend
 	s.g.sessions.startProxy(s)
 	defer s.g.sessions.endProxy(s)
-	if cur := s.g.snapshot.Load().Servers[si.Server.Name]; cur == nil || cur.Backend != si.Backend {
+	if cur := s.g.snapshot.Load().Server(si.Server.Name); cur == nil || cur.Backend != si.Backend {
 		// The server moved while this session logged in.
 		s.reason = "closed: the server's backend changed (failover) while it logged in"
 		pc.conn.Close()

@@ -241,7 +241,7 @@ func (g *Gateway) Start() error { return g.reconcile() }
 func (g *Gateway) Update(s *topology.Snapshot) error {
 	g.snapshot.Store(s)
 	if g.pool != nil {
-		g.pool.drop(func(k poolKey) bool { si := s.Servers[k.server]; return si != nil && si.Backend == k.backend })
+		g.pool.drop(func(k poolKey) bool { si := s.Server(k.server); return si != nil && si.Backend == k.backend })
 	}
 	if n := g.sessions.closeMoved(s); n > 0 {
 		g.cfg.Logger.Warn().Int("connections", n).Msg("gateway: closed the connections to backends their servers moved away from")
@@ -440,7 +440,7 @@ func (t *sessionTable) closeMoved(snap *topology.Snapshot) int {
 	defer t.mu.Unlock()
 	n := 0
 	for s := range t.proxied {
-		si := snap.Servers[s.server]
+		si := snap.Server(s.server)
 		if si != nil && si.Backend == s.backendAddr {
 			continue
 		}

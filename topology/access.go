@@ -66,9 +66,6 @@ func (s *Snapshot) buildAccess() {
 		}
 	}
 	s.cloud = mergeRanges(cloud)
-	for _, si := range s.Servers {
-		si.buildAccess()
-	}
 }
 
 // buildAccess derives a server's policies from its parameters and rules.
@@ -123,7 +120,7 @@ func (s *Snapshot) ServerForHost(host string) *ServerInfo {
 	if !ok {
 		return nil
 	}
-	si := s.Servers[label]
+	si := s.Server(label)
 	switch {
 	case si == nil:
 		return nil

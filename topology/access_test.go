@@ -9,7 +9,7 @@ import (
 func TestAdmit(t *testing.T) {
 	tp := base(t)
 	s := snapshot(t, tp, State{})
-	reports, orders := s.Servers["reports-db"], s.Servers["orders-db"]
+	reports, orders := s.Server("reports-db"), s.Server("orders-db")
 	cases := []struct {
 		server *ServerInfo
 		client string
@@ -38,7 +38,7 @@ func TestAdmit(t *testing.T) {
 	// Without the 0.0.0.0 rule a VNet address is not admitted.
 	server(tp, "reports-db").FirewallRules = server(tp, "reports-db").FirewallRules[:1]
 	s = snapshot(t, tp, State{})
-	if got := s.Admit(s.Servers["reports-db"], netip.MustParseAddr("10.0.7.7")); got != DeniedFirewall {
+	if got := s.Admit(s.Server("reports-db"), netip.MustParseAddr("10.0.7.7")); got != DeniedFirewall {
 		t.Fatalf("without the 0.0.0.0 rule: %s", got)
 	}
 }
@@ -50,7 +50,7 @@ func TestPeeringIsNotTransitive(t *testing.T) {
 	tp.VNets[2].Peerings = []string{"hub-vnet"}
 	tp.VNets[2].Region = "eastus2"
 	s := snapshot(t, tp, State{})
-	if got := s.Admit(s.Servers["orders-db"], netip.MustParseAddr("10.2.0.9")); got != DeniedPrivate {
+	if got := s.Admit(s.Server("orders-db"), netip.MustParseAddr("10.2.0.9")); got != DeniedPrivate {
 		t.Fatalf("a peer of a peer must be refused, got %s", got)
 	}
 }
@@ -82,7 +82,7 @@ func TestServerForHost(t *testing.T) {
 // SPEC: G4
 func TestTLSPolicyDefaults(t *testing.T) {
 	s := snapshot(t, base(t), State{})
-	if p := s.Servers["reports-db"].TLS; !p.RequireSecureTransport || p.MinVersion != "TLSv1.2" || p.MaxVersion != "" {
+	if p := s.Server("reports-db").TLS; !p.RequireSecureTransport || p.MinVersion != "TLSv1.2" || p.MaxVersion != "" {
 		t.Fatalf("defaults: %+v", p)
 	}
 }

@@ -122,7 +122,6 @@ func CheckServerTransition(old, next *Topology, names []string) Violations {
 func (s *Snapshot) WithServers(t *Topology, names []string, serial uint32) (*Snapshot, error) {
 	next := *s
 	next.Topology, next.Serial = t, serial
-	next.Servers = maps.Clone(s.Servers)
 	byName := make(map[string]*Server, len(names))
 	for _, srv := range t.Servers {
 		if slices.Contains(names, srv.Name) {
@@ -131,44 +130,42 @@ func (s *Snapshot) WithServers(t *Topology, names []string, serial uint32) (*Sna
 	}
 	zones := map[string]bool{} // zones whose records change
 	for _, n := range names {
-		if was := s.Servers[n]; was != nil && was.Private {
+		if was := s.Server(n); was != nil && was.Private {
 			zones[was.Zone.Name] = true
 		}
 		if srv := byName[n]; srv != nil && srv.Access == AccessPrivate && srv.Network != nil {
 			zones[CanonicalZone(srv.Network.PrivateDNSZone)] = true
 		}
 	}
+	set := map[string]*ServerInfo{} // the servers indexed again
 	if len(zones) > 0 {
 		next.Zones = maps.Clone(s.Zones)
-		for name := range zones {
-			if z := next.Zones[name]; z != nil {
-				cp := *z
-				cp.Records = maps.Clone(z.Records)
-				next.Zones[name] = &cp
-			}
-		}
-		// Every private server of those zones points at its zone: they are
-		// indexed again with the zone's new record set.
 		for name := range zones {
 			z := next.Zones[name]
 			if z == nil {
 				continue
 			}
+			cp := *z
+			cp.Records = make(map[string]*ServerInfo, len(z.Records))
+			next.Zones[name] = &cp
+			// Every private server of the zone points at it: it is
+			// indexed again with the zone's new record set.
 			for label, si := range z.Records {
-				cp := *si
-				cp.Zone = z
-				z.Records[label] = &cp
-				next.Servers[label] = &cp
+				if slices.Contains(names, label) {
+					continue
+				}
+				member := *si
+				member.Zone = &cp
+				cp.Records[label] = &member
+				set[label] = &member
 			}
 		}
 	}
+	var deleted []string
 	for _, n := range names {
-		if was := next.Servers[n]; was != nil && was.Private {
-			delete(was.Zone.Records, n)
-		}
-		delete(next.Servers, n)
 		srv := byName[n]
 		if srv == nil {
+			deleted = append(deleted, n)
 			continue
 		}
 		si, err := next.newServerInfo(srv)
@@ -179,8 +176,9 @@ func (s *Snapshot) WithServers(t *Topology, names []string, serial uint32) (*Sna
 		if si.Private {
 			si.Zone.Records[n] = si
 		}
-		next.Servers[n] = si
+		set[n] = si
 	}
+	next.servers = s.servers.With(set, deleted)
 	next.Change = &Change{From: s.Serial, Servers: names, Zones: slices.Sorted(maps.Keys(zones))}
 	return &next, nil
 }

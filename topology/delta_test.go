@@ -160,7 +160,7 @@ func said(vs Violations) string {
 // indexed is what a snapshot says of its servers and zones, as text.
 func indexed(s *Snapshot) string {
 	var lines []string
-	for name, si := range s.Servers {
+	for name, si := range s.Servers() {
 		if si.Server.Name != name {
 			lines = append(lines, "MISFILED "+name)
 		}

@@ -2,8 +2,12 @@ package topology
 
 import (
 	"fmt"
+	"iter"
 	"net/netip"
+	"slices"
 	"sort"
+
+	"github.com/pgplane/pgplane/internal/layermap"
 )
 
 // PublicView is the view of a client in no VNet.
@@ -35,7 +39,7 @@ type Snapshot struct {
 
 	VNets   []*VNetInfo
 	Regions map[string]*RegionInfo
-	Servers map[string]*ServerInfo
+	servers layermap.Map[*ServerInfo] // by name; Server and Servers read it
 	Zones   map[string]*ZoneInfo
 
 	vnetByName map[string]*VNetInfo
@@ -119,7 +123,6 @@ func NewSnapshot(t *Topology, state State, serial uint32) (*Snapshot, error) {
 		State:      state,
 		Serial:     serial,
 		Regions:    make(map[string]*RegionInfo, len(t.Regions)),
-		Servers:    make(map[string]*ServerInfo, len(t.Servers)),
 		Zones:      make(map[string]*ZoneInfo, len(t.PrivateDNSZones)),
 		vnetByName: make(map[string]*VNetInfo, len(t.VNets)),
 		resolvers:  map[netip.Addr]int{},
@@ -176,6 +179,7 @@ func NewSnapshot(t *Topology, state State, serial uint32) (*Snapshot, error) {
 		}
 		s.Zones[zi.Name] = zi
 	}
+	servers := make(map[string]*ServerInfo, len(t.Servers))
 	for _, srv := range t.Servers {
 		si, err := s.newServerInfo(srv)
 		if err != nil {
@@ -184,15 +188,39 @@ func NewSnapshot(t *Topology, state State, serial uint32) (*Snapshot, error) {
 		if si.Private {
 			si.Zone.Records[srv.Name] = si
 		}
-		s.Servers[srv.Name] = si
+		si.buildAccess()
+		servers[srv.Name] = si
 	}
+	s.servers = layermap.Of(servers)
 	s.buildAccess()
 	return s, nil
 }
 
+// Server returns the server of that name, or nil.
+func (s *Snapshot) Server(name string) *ServerInfo {
+	si, _ := s.servers.Get(name)
+	return si
+}
+
+// Servers returns every server by name, in no particular order.
+func (s *Snapshot) Servers() iter.Seq2[string, *ServerInfo] { return s.servers.All() }
+
+// ServerNames returns the names of the servers, sorted.
+func (s *Snapshot) ServerNames() []string {
+	names := make([]string, 0, s.servers.Len())
+	for name := range s.servers.All() {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// ServerCount returns the number of servers.
+func (s *Snapshot) ServerCount() int { return s.servers.Len() }
+
 // newServerInfo makes a server's hot-path view in snapshot s, whose
 // regions, VNets and zones it points at; the caller files it in
-// s.Servers and, for a private server, in its zone's records.
+// s's servers and, for a private server, in its zone's records.
 func (s *Snapshot) newServerInfo(srv *Server) (*ServerInfo, error) {
 	si := &ServerInfo{Server: srv, Private: srv.Access == AccessPrivate, Region: s.Regions[srv.Region], Backend: srv.Backends.Primary}
 	failed := srv.HighAvailability && s.State.FailedOver[srv.Name]

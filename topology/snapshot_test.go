@@ -71,7 +71,7 @@ func TestViewOfLongestPrefixAndAmbiguousOverlap(t *testing.T) {
 func TestSnapshotState(t *testing.T) {
 	tp := base(t)
 	s := snapshot(t, tp, State{})
-	orders := s.Servers["orders-db"]
+	orders := s.Server("orders-db")
 	if orders.Address.String() != "10.0.1.4" || orders.Backend != "10.0.1.4:5432" {
 		t.Fatalf("primary: got %s %s", orders.Address, orders.Backend)
 	}
@@ -82,7 +82,7 @@ func TestSnapshotState(t *testing.T) {
 		t.Fatalf("active gateway %s", s.Regions["eastus2"].Active)
 	}
 	s = snapshot(t, tp, State{ActiveGateway: map[string]int{"eastus2": 1}, FailedOver: map[string]bool{"orders-db": true}})
-	if got := s.Servers["orders-db"].Address.String(); got != "10.0.1.5" {
+	if got := s.Server("orders-db").Address.String(); got != "10.0.1.5" {
 		t.Fatalf("after failover the record is the standby's, got %s", got)
 	}
 	if got := s.Regions["eastus2"].Active.String(); got != "192.0.2.11" {
@@ -102,7 +102,7 @@ func TestReadOnlyLockBlocksRecordFlip(t *testing.T) {
 	tp := base(t)
 	tp.PrivateDNSZones[0].Lock = LockReadOnly
 	s := snapshot(t, tp, State{FailedOver: map[string]bool{"orders-db": true}})
-	si := s.Servers["orders-db"]
+	si := s.Server("orders-db")
 	if !si.RecordBlocked || si.Address.String() != "10.0.1.4" {
 		t.Fatalf("the lock must keep the record on the primary: blocked=%v address=%s", si.RecordBlocked, si.Address)
 	}

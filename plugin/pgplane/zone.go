@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/pgplane/pgplane/internal/layermap"
 	"github.com/pgplane/pgplane/topology"
 
 	"github.com/miekg/dns"
@@ -23,7 +24,7 @@ type answers struct {
 	ns     []dns.RR
 	// names are the public names: apex, servers, gateway names and the
 	// control empty non-terminal. Keys are lowercase FQDNs.
-	names map[string]*entry
+	names layermap.Map[*entry]
 	// zones are the private zones by lowercase FQDN of their apex.
 	zones map[string]*privateZone
 	// ents are the names between the apex and a private zone; they exist
@@ -68,7 +69,6 @@ type options struct {
 func newAnswers(s *topology.Snapshot, o options) *answers {
 	a := &answers{
 		snap:  s,
-		names: make(map[string]*entry, len(s.Servers)+len(s.Regions)+2),
 		zones: make(map[string]*privateZone, len(s.Zones)),
 		ents:  map[string][]*privateZone{},
 	}
@@ -82,11 +82,12 @@ func newAnswers(s *topology.Snapshot, o options) *answers {
 	for _, n := range o.ns {
 		a.ns = append(a.ns, &dns.NS{Hdr: header(apexFQDN, dns.TypeNS, 3600), Ns: n})
 	}
-	a.names[apexFQDN] = &entry{kind: kindApex}
-	a.names[topology.ControlLabel+"."+apexFQDN] = &entry{kind: kindEmpty}
+	public := make(map[string]*entry, s.ServerCount()+len(s.Regions)+2)
+	public[apexFQDN] = &entry{kind: kindApex}
+	public[topology.ControlLabel+"."+apexFQDN] = &entry{kind: kindEmpty}
 	for _, r := range s.Regions {
 		name := r.GatewayName + "."
-		a.names[name] = &entry{kind: kindAddress, rr: &dns.A{Hdr: header(name, dns.TypeA, o.ttl), A: r.Active.AsSlice()}}
+		public[name] = &entry{kind: kindAddress, rr: &dns.A{Hdr: header(name, dns.TypeA, o.ttl), A: r.Active.AsSlice()}}
 	}
 	for _, z := range s.Zones {
 		pz := newPrivateZone(z, s.Serial, o)
@@ -95,9 +96,10 @@ func newAnswers(s *topology.Snapshot, o options) *answers {
 			a.ents[ent] = append(a.ents[ent], pz)
 		}
 	}
-	for name, srv := range s.Servers {
-		a.names[name+"."+apexFQDN] = newAlias(name, srv, o)
+	for name, srv := range s.Servers() {
+		public[name+"."+apexFQDN] = newAlias(name, srv, o)
 	}
+	a.names = layermap.Of(public)
 	return a
 }
 
@@ -136,14 +138,17 @@ func (a *answers) withServers(s *topology.Snapshot, o options) *answers {
 	next.snap = s
 	next.soa = newSOA(apexFQDN, o.ns[0], "hostmaster."+apexFQDN, s.Serial, 3600, o.ttl)
 	next.soaNeg = newSOA(apexFQDN, o.ns[0], "hostmaster."+apexFQDN, s.Serial, o.ttl, o.ttl)
-	next.names = maps.Clone(a.names)
+	set := map[string]*entry{}
+	var deleted []string
 	for _, name := range s.Change.Servers {
 		owner := name + "." + apexFQDN
-		delete(next.names, owner)
-		if srv := s.Servers[name]; srv != nil {
-			next.names[owner] = newAlias(name, srv, o)
+		if srv := s.Server(name); srv != nil {
+			set[owner] = newAlias(name, srv, o)
+		} else {
+			deleted = append(deleted, owner)
 		}
 	}
+	next.names = a.names.With(set, deleted)
 	if len(s.Change.Zones) == 0 {
 		return &next
 	}
@@ -171,7 +176,7 @@ func (a *answers) withServers(s *topology.Snapshot, o options) *answers {
 // view. It follows a CNAME to its target inside the apex (D2, D3) and sets the
 // response code of the last name in the chain (RFC 6604).
 func (a *answers) lookup(qname string, qtype uint16, view int) (answer, authority []dns.RR, rcode int) {
-	if e, ok := a.names[qname]; ok {
+	if e, ok := a.names.Get(qname); ok {
 		switch e.kind {
 		case kindApex:
 			switch qtype {
