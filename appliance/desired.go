@@ -115,15 +115,15 @@ func (f *desiredState) change(changes map[string]json.RawMessage) ([]cluster.Ent
 	values := f.store.Values()
 	maps.Copy(values, changes)
 	if names, ok := topology.ServerChanges(changes); ok && f.conflict == nil {
-		if next, problems, placed := topology.OverlayServers(f.base, f.current.Topology, f.fileServer, values, names); placed {
-			if err := refusal(changes, problems, topology.CheckServerTransition(f.current.Topology, next, names), f.checker.ValidateServers(next, names)); err != nil {
+		if d, problems, placed := topology.OverlayServers(f.base, f.current.Topology, f.fileServer, values, names); placed {
+			if err := refusal(changes, problems, f.current.CheckServers(d), f.checker.ValidateServers(d)); err != nil {
 				return nil, err
 			}
 			entries, err := f.store.Commit(changes)
 			if err != nil {
 				return nil, err
 			}
-			return entries, f.swapServersLocked(next, names)
+			return entries, f.swapServersLocked(d)
 		}
 	}
 	next, problems := topology.Overlay(f.base, values)
@@ -158,10 +158,10 @@ func refusal(changes map[string]json.RawMessage, problems []topology.OverlayProb
 	return nil
 }
 
-// swapServersLocked publishes the snapshot of next, which differs from the
-// current topology in the named servers only, indexing only those.
-func (f *desiredState) swapServersLocked(next *topology.Topology, names []string) error {
-	snap, err := f.current.WithServers(next, names, f.nextSerialLocked())
+// swapServersLocked publishes the snapshot of a change of servers alone,
+// indexing only those.
+func (f *desiredState) swapServersLocked(d *topology.ServerDelta) error {
+	snap, err := f.current.WithServers(d, f.nextSerialLocked())
 	if err != nil {
 		return fmt.Errorf("change written but not served: %w", err)
 	}
@@ -187,10 +187,10 @@ func (f *desiredState) storeChanged(keys []string) {
 	}
 	if names, ok := topology.ServerChanges(changes); ok && len(keys) > 0 && f.conflict == nil {
 		values := f.values()
-		if next, _, placed := topology.OverlayServers(f.base, f.current.Topology, f.fileServer, values, names); placed {
-			err := refusal(nil, nil, topology.CheckServerTransition(f.current.Topology, next, names), f.checker.ValidateServers(next, names))
+		if d, _, placed := topology.OverlayServers(f.base, f.current.Topology, f.fileServer, values, names); placed {
+			err := refusal(nil, nil, f.current.CheckServers(d), f.checker.ValidateServers(d))
 			if err == nil {
-				err = f.swapServersLocked(next, names)
+				err = f.swapServersLocked(d)
 			}
 			if err == nil {
 				return

@@ -40,9 +40,10 @@ func ServerChanges(changes map[string]json.RawMessage) ([]string, bool) {
 // for the values before the change. It reports false when a server cannot
 // be placed without the whole overlay: a server of the file that a run-time
 // change had deleted, made again.
-func OverlayServers(base, cur *Topology, inBase func(string) *Server, values map[string]json.RawMessage, names []string) (*Topology, []OverlayProblem, bool) {
+func OverlayServers(base, cur *Topology, inBase func(string) *Server, values map[string]json.RawMessage, names []string) (*ServerDelta, []OverlayProblem, bool) {
 	next := *cur
 	next.Servers = slices.Clone(cur.Servers)
+	d := &ServerDelta{Topology: &next, Names: names, Before: map[string]*Server{}, After: map[string]*Server{}}
 	var problems []OverlayProblem
 	for _, name := range names {
 		mine := map[string]json.RawMessage{}
@@ -64,6 +65,10 @@ func OverlayServers(base, cur *Topology, inBase func(string) *Server, values map
 			now = laid.Servers[0]
 		}
 		at := slices.IndexFunc(next.Servers, func(s *Server) bool { return s.Name == name })
+		if at >= 0 {
+			d.Before[name] = next.Servers[at]
+		}
+		d.After[name] = now
 		switch {
 		case at >= 0 && now != nil:
 			next.Servers[at] = now
@@ -83,51 +88,53 @@ func OverlayServers(base, cur *Topology, inBase func(string) *Server, values map
 			next.Servers = slices.Insert(next.Servers, at, now)
 		}
 	}
-	return &next, problems, true
+	return d, problems, true
 }
 
-// CheckServerTransition is CheckTransition for a change of the named servers
-// only: the rules that bind a change (T2, T10, Z3, D10) for each of them,
-// against the zones they leave or join and nothing else.
-func CheckServerTransition(old, next *Topology, names []string) Violations {
-	pick := func(t *Topology) []*Server {
-		var out []*Server
-		for _, n := range names {
-			if i := slices.IndexFunc(t.Servers, func(s *Server) bool { return s.Name == n }); i >= 0 {
-				out = append(out, t.Servers[i])
+// ServerDelta is a change of servers alone, laid over a topology: the
+// topology after it, and each named server before and after (nil: absent).
+type ServerDelta struct {
+	Topology      *Topology
+	Names         []string
+	Before, After map[string]*Server
+}
+
+// CheckServers is CheckTransition for a change of servers alone made from
+// s's topology: the rules that bind a change (T2, T10, Z3, D10) for each
+// changed server, against the zones it leaves or joins and nothing else.
+func (s *Snapshot) CheckServers(d *ServerDelta) Violations {
+	var was, now []*Server
+	var zones []PrivateDNSZone
+	seen := map[string]bool{}
+	for _, n := range d.Names {
+		for _, srv := range []*Server{d.Before[n], d.After[n]} {
+			if srv == nil || srv.Network == nil {
+				continue
+			}
+			name := CanonicalZone(srv.Network.PrivateDNSZone)
+			if z := s.Zones[name]; z != nil && !seen[name] {
+				seen[name] = true
+				zones = append(zones, PrivateDNSZone{Name: z.Name, Lock: z.Lock})
 			}
 		}
-		return out
-	}
-	was, now := pick(old), pick(next)
-	used := map[string]bool{}
-	for _, s := range append(slices.Clone(was), now...) {
-		if s.Network != nil {
-			used[CanonicalZone(s.Network.PrivateDNSZone)] = true
+		if b := d.Before[n]; b != nil {
+			was = append(was, b)
 		}
-	}
-	var zones []PrivateDNSZone
-	for _, z := range old.PrivateDNSZones {
-		if used[CanonicalZone(z.Name)] {
-			zones = append(zones, z)
+		if a := d.After[n]; a != nil {
+			now = append(now, a)
 		}
 	}
 	return CheckTransition(&Topology{PrivateDNSZones: zones, Servers: was}, &Topology{PrivateDNSZones: zones, Servers: now})
 }
 
-// WithServers returns a snapshot of t, which differs from s's topology only
-// in the named servers, with a new serial: it shares everything with s but
+// WithServers returns the snapshot of a change of servers alone made from
+// s's topology, with a new serial: it shares everything with s but
 // the named servers' entries and the private zones they leave or join. The
 // zones whose records changed are listed in the snapshot's Change.
-func (s *Snapshot) WithServers(t *Topology, names []string, serial uint32) (*Snapshot, error) {
+func (s *Snapshot) WithServers(d *ServerDelta, serial uint32) (*Snapshot, error) {
 	next := *s
-	next.Topology, next.Serial = t, serial
-	byName := make(map[string]*Server, len(names))
-	for _, srv := range t.Servers {
-		if slices.Contains(names, srv.Name) {
-			byName[srv.Name] = srv
-		}
-	}
+	next.Topology, next.Serial = d.Topology, serial
+	names, byName := d.Names, d.After
 	zones := map[string]bool{} // zones whose records change
 	for _, n := range names {
 		if was := s.Server(n); was != nil && was.Private {

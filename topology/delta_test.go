@@ -91,16 +91,16 @@ func FuzzServerChangesMatchFullRebuild(f *testing.F) {
 			maps.Copy(after, change)
 			full, _ := Overlay(base, after)
 			fullVs := append(CheckTransition(cur, full), firstOf(Validate(full))...)
-			delta, _, placed := OverlayServers(base, cur, inBase, after, names)
+			d, _, placed := OverlayServers(base, cur, inBase, after, names)
 			if !placed {
 				if inBase(names[0]) == nil {
 					t.Fatalf("only a file's server made again may need the whole overlay: %v", names)
 				}
 			} else {
-				if a, b := encode(t, full), encode(t, delta); a != b {
+				if a, b := encode(t, full), encode(t, d.Topology); a != b {
 					t.Fatalf("step %d %v: topologies differ:\nfull:  %s\ndelta: %s", i/3, change, a, b)
 				}
-				deltaVs := append(CheckServerTransition(cur, delta, names), checker.ValidateServers(delta, names)...)
+				deltaVs := append(snap.CheckServers(d), checker.ValidateServers(d)...)
 				if a, b := said(fullVs), said(deltaVs); a != b {
 					t.Fatalf("step %d %v: violations differ:\nfull:\n%s\ndelta:\n%s", i/3, change, a, b)
 				}
@@ -114,7 +114,7 @@ func FuzzServerChangesMatchFullRebuild(f *testing.F) {
 				t.Fatal(err)
 			}
 			if placed {
-				deltaSnap, err := snap.WithServers(delta, names, serial)
+				deltaSnap, err := snap.WithServers(d, serial)
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -87,7 +87,8 @@ type Checker struct {
 // the zones and regions, and T7, T11 and address clashes against every
 // server of their subnets, in the file's order. Servers elsewhere break
 // nothing they did not break before, and the topology before broke nothing.
-func (c *Checker) ValidateServers(t *Topology, names []string) Violations {
+func (c *Checker) ValidateServers(d *ServerDelta) Violations {
+	t := d.Topology
 	if c.facts == nil || !sameSlice(c.regions, t.Regions) || !sameSlice(c.vnets, t.VNets) || !sameSlice(c.zones, t.PrivateDNSZones) || !sameSlice(c.ranges, t.DatacenterRanges) {
 		v := &validator{topo: t}
 		v.datacenterRanges()
@@ -98,17 +99,18 @@ func (c *Checker) ValidateServers(t *Topology, names []string) Violations {
 	}
 	type subnetKey struct{ vnet, subnet string }
 	var subnets []subnetKey
-	for _, s := range t.Servers {
-		if s.Network != nil && slices.Contains(names, s.Name) && !slices.Contains(subnets, subnetKey{s.Network.VNet, s.Network.Subnet}) {
+	for _, s := range d.After {
+		if s != nil && s.Network != nil && !slices.Contains(subnets, subnetKey{s.Network.VNet, s.Network.Subnet}) {
 			subnets = append(subnets, subnetKey{s.Network.VNet, s.Network.Subnet})
 		}
 	}
 	// The servers to check, in the file's order: the changed ones and
 	// every server of their subnets. A change names a few servers: plain
 	// comparisons find them faster than hashing every name.
+	names := d.Names
 	var check []int
 	for i, s := range t.Servers {
-		if slices.Contains(names, s.Name) || s.Network != nil && slices.Contains(subnets, subnetKey{s.Network.VNet, s.Network.Subnet}) {
+		if s.Network != nil && slices.Contains(subnets, subnetKey{s.Network.VNet, s.Network.Subnet}) || slices.Contains(names, s.Name) {
 			check = append(check, i)
 		}
 	}

@@ -45,14 +45,14 @@ func TestIncrementalAnswersMatchFull(t *testing.T) {
 		names, _ := topology.ServerChanges(change)
 		maps.Copy(values, change)
 		prev := p.answers.Load()
-		next, _, ok := topology.OverlayServers(base, prev.snap.Topology, inBase, values, names)
+		d, _, ok := topology.OverlayServers(base, prev.snap.Topology, inBase, values, names)
 		if !ok {
 			t.Fatalf("step %d: not placed", i)
 		}
-		if vs := checker.ValidateServers(next, names); len(vs) > 0 {
+		if vs := checker.ValidateServers(d); len(vs) > 0 {
 			t.Fatalf("step %d: %v", i, vs)
 		}
-		snap, err := prev.snap.WithServers(next, names, prev.snap.Serial+1)
+		snap, err := prev.snap.WithServers(d, prev.snap.Serial+1)
 		if err != nil {
 			t.Fatal(err)
 		}
