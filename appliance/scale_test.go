@@ -1,0 +1,44 @@
+package appliance
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/pgplane/pgplane/topology"
+)
+
+// BenchmarkChangeScale measures a run-time change (one firewall rule of one
+// server, set and deleted in turn) on the topology named by
+// PGPLANE_SCALE_TOPOLOGY, in-process: check, write, index. Generate one with
+// make bench-scale (benchmarks/scale keeps its files under -out while it
+// runs) and profile with -cpuprofile.
+func BenchmarkChangeScale(b *testing.B) {
+	path := os.Getenv("PGPLANE_SCALE_TOPOLOGY")
+	if path == "" {
+		b.Skip("PGPLANE_SCALE_TOPOLOGY is not set")
+	}
+	a, err := New(testOptions(path, func(o *Options) { o.State.Dir = filepath.Join(b.TempDir(), "state") }), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var server string // a public server: firewall rules are theirs
+	for _, name := range a.Snapshot().ServerNames() {
+		if !a.Snapshot().Server(name).Private {
+			server = name
+			break
+		}
+	}
+	i := 0
+	for b.Loop() {
+		i++
+		value := json.RawMessage(`{"startIpAddress":"10.0.0.1","endIpAddress":"10.0.0.1"}`)
+		if i%2 == 0 {
+			value = nil
+		}
+		if err := a.Change(map[string]json.RawMessage{topology.FirewallRuleKey(server, "bench"): value}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
