@@ -273,3 +273,41 @@ func decisionsOf(state topology.State) map[string]Decision {
 	}
 	return out
 }
+
+// East US 2 with the addresses Azure published for it fails over from its
+// primary to its secondary, then to its tertiary.
+//
+// SPEC: T1 C3 C4
+func TestPublishedEastUS2FailsOverThroughItsThreeAddresses(t *testing.T) {
+	topo, _, err := topology.Parse("t.yaml", []byte("regions: [{name: eastus2, gateways: published}]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := topology.NewSnapshot(topo, topology.State{}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addrs := topology.PublishedGateways("eastus2")
+	target := func(i int) Target { return GatewayTarget("eastus2", netip.MustParseAddr(addrs[i])) }
+	b := NewBallot([]string{"a", "b", "c"}, 3*time.Second)
+	hold := map[string][]string{"b": {addrs[1] + ":5432"}, "c": {addrs[2] + ":5432"}}
+	down := map[string][]Target{}
+	seq := uint64(0)
+	voteDown := func(i int, nodes ...string) {
+		seq++
+		for _, n := range nodes {
+			down[n] = append(down[n], target(i))
+			b.Record(VoteSet{Node: n, Seq: seq, Holds: hold[n], Down: down[n]}, t0)
+		}
+	}
+	voteDown(0, "a", "b", "c")
+	d := decideState(s, topology.State{}, b, t0)
+	if len(d) != 1 || d[0].Key != "region/eastus2" || d[0].Value != 1 {
+		t.Fatalf("primary %s down: want the secondary, got %v", addrs[0], d)
+	}
+	voteDown(1, "a", "c")
+	d = decideState(s, topology.State{ActiveGateway: map[string]int{"eastus2": 1}}, b, t0)
+	if len(d) != 1 || d[0].Value != 2 {
+		t.Fatalf("secondary %s down too: want the tertiary %s, got %v", addrs[1], addrs[2], d)
+	}
+}

@@ -129,7 +129,7 @@ func NewSnapshot(t *Topology, state State, serial uint32) (*Snapshot, error) {
 	}
 	for _, r := range t.Regions {
 		ri := &RegionInfo{Name: r.Name, GatewayName: GatewayName(r.Name)}
-		for _, g := range r.Gateways {
+		for _, g := range r.Addresses() {
 			a, problem := parseIPv4(g)
 			if problem != "" {
 				return nil, fmt.Errorf("region %q: %s", r.Name, problem)

@@ -25,8 +25,8 @@ type Topology struct {
 // Region is a cloud region with its gateway addresses: primary, secondary and
 // an optional tertiary. Exactly one of them is active at a time (T1).
 type Region struct {
-	Name     string   `yaml:"name" json:"name"`
-	Gateways []string `yaml:"gateways" json:"gateways"`
+	Name     string      `yaml:"name" json:"name"`
+	Gateways GatewayList `yaml:"gateways" json:"gateways"`
 }
 
 // VNet is a virtual network: the clients inside its address spaces share one

@@ -195,11 +195,15 @@ func (v *validator) regions() {
 			v.fail("schema", path+".name", obj, "name", "region %q is defined twice", r.Name)
 		}
 		v.regionN[r.Name] = true
-		if n := len(r.Gateways); n < 1 || n > 3 {
+		if r.Gateways.IsPublished() && len(r.Addresses()) == 0 {
+			v.fail("T1", path+".gateways", obj, "gateways", "Azure published no gateway addresses for region %q; the published regions are %s; or list the region's addresses", r.Name, strings.Join(PublishedRegions(), ", "))
+			continue
+		}
+		if n := len(r.Addresses()); n < 1 || n > 3 {
 			v.fail("T1", path+".gateways", obj, "gateways", "a region has a primary gateway address and an optional secondary and tertiary one; %d given", n)
 		}
 		seen := map[netip.Addr]bool{}
-		for j, g := range r.Gateways {
+		for j, g := range r.Addresses() {
 			a, problem := parseIPv4(g)
 			if problem != "" {
 				v.fail("T1", fmt.Sprintf("%s.gateways.%d", path, j), obj, "gateways", "%s", problem)
