@@ -12,7 +12,7 @@ DEB_CMDS  := dig:dnsutils nslookup:dnsutils dnsperf:dnsperf ip:iproute2 setpriv:
              psql:postgresql-client pgbench:postgresql-client systemd-analyze:systemd curl:curl \
              javac:default-jdk-headless /usr/share/java/postgresql.jar:libpostgresql-jdbc-java \
              /usr/lib/python3/dist-packages/asyncpg:python3-asyncpg /usr/lib/python3/dist-packages/psycopg:python3-psycopg \
-             node:nodejs npm:npm patroni:patroni etcd:etcd-server \
+             node:nodejs npm:npm patroni:patroni etcd:etcd-server dnsviz:dnsviz kdig:knot-dnsutils \
              $(firstword $(wildcard /usr/lib/postgresql/*/bin/postgres) postgres-server):postgresql
 GO_SRC    := $(shell find . -name '*.go' -not -path './bin/*') go.mod go.sum
 

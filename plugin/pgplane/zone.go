@@ -56,6 +56,7 @@ type privateZone struct {
 	info        *topology.ZoneInfo
 	apex        string
 	soa, soaNeg *dns.SOA
+	ns          []dns.RR // the apex's NS: in the views that see it, it is a zone of its own
 	records     map[string]*dns.A
 }
 
@@ -112,6 +113,9 @@ func newPrivateZone(z *topology.ZoneInfo, serial uint32, o options) *privateZone
 		soa:     newSOA(apex, "azureprivatedns.net.", "azureprivatedns-host.microsoft.com.", serial, 3600, o.ttl),
 		soaNeg:  newSOA(apex, "azureprivatedns.net.", "azureprivatedns-host.microsoft.com.", serial, o.ttl, o.ttl),
 		records: make(map[string]*dns.A, len(z.Records)),
+	}
+	for _, n := range o.ns {
+		pz.ns = append(pz.ns, &dns.NS{Hdr: header(apex, dns.TypeNS, 3600), Ns: n})
 	}
 	for label, srv := range z.Records {
 		name := label + "." + apex
@@ -201,6 +205,11 @@ func (a *answers) lookup(qname string, qtype uint16, view int) (answer, authorit
 		return nil, []dns.RR{a.soaNeg}, dns.RcodeSuccess // NODATA (D7)
 	}
 	if pz := a.privateZone(qname, view); pz != nil {
+		if qname == pz.apex && qtype == dns.TypeDS {
+			// DS belongs to the parent side of a zone cut: no DS, and
+			// the parent's SOA says so (RFC 4035 3.1.4.1).
+			return nil, []dns.RR{a.soaNeg}, dns.RcodeSuccess
+		}
 		return pz.lookup(qname, qtype)
 	}
 	for _, pz := range a.ents[qname] {
@@ -227,8 +236,12 @@ func (a *answers) privateZone(qname string, view int) *privateZone {
 
 func (pz *privateZone) lookup(qname string, qtype uint16) (answer, authority []dns.RR, rcode int) {
 	if qname == pz.apex {
-		if qtype == dns.TypeSOA {
+		switch qtype {
+		case dns.TypeSOA:
 			return []dns.RR{pz.soa}, nil, dns.RcodeSuccess
+		case dns.TypeNS:
+			// A copy: later plugins (loadbalance) reorder answers in place.
+			return slices.Clone(pz.ns), nil, dns.RcodeSuccess
 		}
 		return nil, []dns.RR{pz.soaNeg}, dns.RcodeSuccess
 	}
