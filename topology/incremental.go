@@ -32,12 +32,9 @@ type Parser struct {
 // seeds, not itself: a large file's text would stay in memory twice over
 // (the decoded value holds what matters of it), and a parser reads only
 // what its operator wrote, so 128 bits keep collisions out of reach.
-type chunkKey struct {
-	section string // the top-level key
-	item    bool   // one item of a block sequence, or the section's whole value
-	size    int
-	sum     [2]uint64
-}
+// The section (the top-level key) and whether the part is one item of a
+// block sequence or the section's whole value are hashed with the text.
+type chunkKey [2]uint64
 
 // key returns the key of a span.
 func (p *Parser) key(s span) chunkKey {
@@ -45,7 +42,20 @@ func (p *Parser) key(s span) chunkKey {
 		p.seeds = [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()}
 		p.seeded = true
 	}
-	return chunkKey{s.section, s.item, len(s.text), [2]uint64{maphash.String(p.seeds[0], s.text), maphash.String(p.seeds[1], s.text)}}
+	var k chunkKey
+	for i, seed := range p.seeds {
+		var h maphash.Hash
+		h.SetSeed(seed)
+		h.WriteString(s.section)
+		if s.item {
+			h.WriteByte(1)
+		} else {
+			h.WriteByte(0)
+		}
+		h.WriteString(s.text)
+		k[i] = h.Sum64()
+	}
+	return k
 }
 
 // chunk is a decoded part of a file.

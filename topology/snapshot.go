@@ -105,11 +105,17 @@ type ZoneInfo struct {
 	Lock  string
 	// Records maps a label in the zone to its server.
 	Records map[string]*ServerInfo
-	links   bitset
+	links   []int32 // the linked VNets' indexes, sorted: a zone links a few of them
 }
 
 // LinkedTo reports whether clients in the given view see the zone.
-func (z *ZoneInfo) LinkedTo(view int) bool { return view >= 0 && z.links.has(view) }
+func (z *ZoneInfo) LinkedTo(view int) bool {
+	if view < 0 {
+		return false
+	}
+	_, found := slices.BinarySearch(z.links, int32(view))
+	return found
+}
 
 // GatewayName returns the DNS name of a region's gateway.
 func GatewayName(region string) string {
@@ -171,12 +177,13 @@ func NewSnapshot(t *Topology, state State, serial uint32) (*Snapshot, error) {
 	}
 	s.sources = newPrefixTable(entries)
 	for i, z := range t.PrivateDNSZones {
-		zi := &ZoneInfo{Name: CanonicalZone(z.Name), Index: i, Lock: z.Lock, Records: map[string]*ServerInfo{}, links: newBitset(len(t.VNets))}
+		zi := &ZoneInfo{Name: CanonicalZone(z.Name), Index: i, Lock: z.Lock, Records: map[string]*ServerInfo{}}
 		for _, l := range z.Links {
 			if vi := s.vnetByName[l]; vi != nil {
-				zi.links.set(vi.Index)
+				zi.links = append(zi.links, int32(vi.Index))
 			}
 		}
+		slices.Sort(zi.links)
 		s.Zones[zi.Name] = zi
 	}
 	servers := make(map[string]*ServerInfo, len(t.Servers))
@@ -346,10 +353,3 @@ func (t prefixTable) lookup(a netip.Addr) int {
 	}
 	return PublicView
 }
-
-// bitset is a fixed-size set of small integers.
-type bitset []uint64
-
-func newBitset(n int) bitset    { return make(bitset, (n+63)/64) }
-func (b bitset) set(i int)      { b[i/64] |= 1 << (i % 64) }
-func (b bitset) has(i int) bool { return i/64 < len(b) && b[i/64]&(1<<(i%64)) != 0 }

@@ -97,8 +97,9 @@ func newAnswers(s *topology.Snapshot, o options) *answers {
 			a.ents[ent] = append(a.ents[ent], pz)
 		}
 	}
+	targets := map[string]string{} // shared CNAME targets: the regions' gateway names
 	for name, srv := range s.Servers() {
-		public[name+"."+apexFQDN] = newAlias(name, srv, o)
+		public[name+"."+apexFQDN] = newAlias(name, srv, o, targets)
 	}
 	a.names = layermap.Of(public)
 	return a
@@ -125,10 +126,17 @@ func newPrivateZone(z *topology.ZoneInfo, serial uint32, o options) *privateZone
 }
 
 // newAlias is a server's public name: a CNAME to its region's gateway name
-// or to its private zone's record.
-func newAlias(name string, srv *topology.ServerInfo, o options) *entry {
+// or to its private zone's record. targets holds the gateway names already
+// made, which every public server of a region shares.
+func newAlias(name string, srv *topology.ServerInfo, o options, targets map[string]string) *entry {
 	owner := name + "." + apexFQDN
-	target := srv.CNAMETarget + "."
+	target, ok := targets[srv.CNAMETarget]
+	if !ok {
+		target = srv.CNAMETarget + "."
+		if !srv.Private {
+			targets[srv.CNAMETarget] = target
+		}
+	}
 	return &entry{kind: kindAlias, target: target, rr: &dns.CNAME{Hdr: header(owner, dns.TypeCNAME, o.ttl), Target: target}}
 }
 
@@ -147,7 +155,7 @@ func (a *answers) withServers(s *topology.Snapshot, o options) *answers {
 	for _, name := range s.Change.Servers {
 		owner := name + "." + apexFQDN
 		if srv := s.Server(name); srv != nil {
-			set[owner] = newAlias(name, srv, o)
+			set[owner] = newAlias(name, srv, o, map[string]string{})
 		} else {
 			deleted = append(deleted, owner)
 		}
