@@ -18,9 +18,11 @@ import (
 	"net/http"
 	"net/netip"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/pgplane/pgplane/cluster"
+	"github.com/pgplane/pgplane/internal/throttle"
 	"github.com/pgplane/pgplane/topology"
 
 	"github.com/rs/zerolog"
@@ -58,9 +60,10 @@ const DefaultListen = "127.0.0.1:8530"
 
 // Server is the admin API server.
 type Server struct {
-	cfg  Config
-	http *http.Server
-	ln   net.Listener
+	cfg     Config
+	http    *http.Server
+	ln      net.Listener
+	guesses *throttle.Failures // wrong tokens by client address
 }
 
 // New checks the configuration and makes a server.
@@ -75,7 +78,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Token == "" && !ap.Addr().IsLoopback() {
 		return nil, fmt.Errorf("admin: refusing to listen on %s without a token (admin_token_file); only loopback may go without", cfg.Listen)
 	}
-	s := &Server{cfg: cfg}
+	s := &Server{cfg: cfg, guesses: throttle.New()}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/cluster", s.clusterShow)
 	mux.HandleFunc("GET /v1/health", s.health)
@@ -121,15 +124,32 @@ type Error struct {
 	Error string `json:"error"`
 }
 
+// authenticate checks the bearer token. Wrong tokens from one address are
+// logged, and past a few in a row that address is refused with 429 for a
+// while, doubling up to a few seconds: a guesser gets a handful of tries a
+// minute, and other addresses are not slowed (A1).
 func (s *Server) authenticate(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if s.cfg.Token != "" {
+			client, _, _ := net.SplitHostPort(r.RemoteAddr)
+			if wait := s.guesses.Waiting(client); wait > 0 {
+				w.Header().Set("Retry-After", strconv.Itoa(int(wait.Round(time.Second)/time.Second)+1))
+				writeError(w, http.StatusTooManyRequests, "too many wrong tokens from %s; try again in %s", client, wait.Round(100*time.Millisecond))
+				return
+			}
 			want := "Bearer " + s.cfg.Token
 			if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), []byte(want)) != 1 {
+				delay, n := s.guesses.Failed(client)
+				ev := s.cfg.Logger.Warn()
+				if n > throttle.Free && n&(n-1) != 0 {
+					ev = s.cfg.Logger.Debug() // a guesser: every power of two is enough in the log
+				}
+				ev.Str("client", client).Str("request", r.Method+" "+r.URL.Path).Int("failures", n).Dur("refused_for", delay).Msg("admin: wrong or missing token")
 				w.Header().Set("WWW-Authenticate", `Bearer realm="pgplane"`)
 				writeError(w, http.StatusUnauthorized, "a valid bearer token is required (pgplanectl --token, or PGPLANE_TOKEN)")
 				return
 			}
+			s.guesses.Succeeded(client)
 		}
 		next.ServeHTTP(w, r)
 	})

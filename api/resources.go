@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"maps"
 	"net/http"
 	"slices"
@@ -152,12 +151,20 @@ func (s *Server) commit(w http.ResponseWriter, r *http.Request, changes map[stri
 	writeJSON(w, status, result(s.topo()))
 }
 
+// maxBody is the largest request body the API reads.
+const maxBody = 1 << 20
+
 // decodeBody reads a JSON body strictly: an unknown field is an error that
-// names it.
+// names it; a body over maxBody is refused with 413.
 func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
-	dec := json.NewDecoder(io.LimitReader(r.Body, 1<<20))
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			writeError(w, http.StatusRequestEntityTooLarge, "request body: larger than %d bytes", maxBody)
+			return false
+		}
 		writeError(w, http.StatusBadRequest, "request body: %v", err)
 		return false
 	}

@@ -63,7 +63,7 @@ func (s *session) authenticateThenBackend(si *topology.ServerInfo, p *startupPac
 	if err != nil {
 		return nil, nil, err
 	}
-	s.g.throttle.succeeded(s.client.String())
+	s.g.throttle.Succeeded(s.client.String())
 	var out []byte
 	if final != nil {
 		out = pgwire.AuthMessage(pgwire.AuthSASLFinal, final)
@@ -110,7 +110,7 @@ func (s *session) authFailed(si *topology.ServerInfo, authRole string, sec secre
 	if sec.mock {
 		reason = "mock authentication: " + sec.why
 	}
-	if d := s.g.throttle.failed(s.client.String()); d > 0 {
+	if d, _ := s.g.throttle.Failed(s.client.String()); d > 0 {
 		reason += fmt.Sprintf("; answered after %v (repeated failures from this address)", d)
 		time.Sleep(d)
 	}

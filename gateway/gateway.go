@@ -21,6 +21,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pgplane/pgplane/internal/throttle"
 	"github.com/pgplane/pgplane/pgwire"
 
 	"github.com/pgplane/pgplane/topology"
@@ -118,7 +119,7 @@ type Gateway struct {
 	pool      *backendPool // nil: no session pooling
 	sessions  *sessionTable
 	verifiers *verifierCache
-	throttle  *authThrottle
+	throttle  *throttle.Failures
 	// mockSecret makes the salts of mock authentication: derived from the
 	// TLS key, so every node of a cluster shows an unknown role the same
 	// salt, across restarts.
@@ -194,7 +195,7 @@ func New(cfg Config, s *topology.Snapshot) (*Gateway, error) {
 		refusing:  make(chan struct{}, max(64, cfg.MaxConnections/50)),
 		sources:   newSourceTable(cfg.MaxConnectionsPerSource),
 		sessions:  newSessionTable(cfg.NodeID),
-		throttle:  newAuthThrottle(),
+		throttle:  throttle.New(),
 		listeners: map[string]*listener{},
 	}
 	g.verifiers = newVerifierCache(g)
