@@ -84,9 +84,20 @@ servers:
 
 func call(t *testing.T, method, url, token, body string) (int, string) {
 	t.Helper()
+	code, _, text := request(t, method, url, token, body, nil)
+	return code, text
+}
+
+// request sends one request with a bearer token (unless empty) and extra
+// headers, and returns the status, the headers and the body.
+func request(t *testing.T, method, url, token, body string, header map[string]string) (int, http.Header, string) {
+	t.Helper()
 	req, _ := http.NewRequest(method, url, bytes.NewBufferString(body))
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	for k, v := range header {
+		req.Header.Set(k, v)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -94,7 +105,7 @@ func call(t *testing.T, method, url, token, body string) (int, string) {
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
+	return resp.StatusCode, resp.Header, string(b)
 }
 
 // SPEC: A1

@@ -1,7 +1,6 @@
 package api
 
 import (
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -35,17 +34,7 @@ func guardedServer(t *testing.T) (*httptest.Server, *syncbuf.Buffer) {
 
 func get(t *testing.T, url, token string) (int, http.Header, string) {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, url, nil)
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, resp.Header, string(b)
+	return request(t, http.MethodGet, url, token, "", nil)
 }
 
 // Wrong tokens from one address are logged; past a few, that address is
@@ -81,15 +70,7 @@ func TestTokenGuessingRefusedForAWhile(t *testing.T) {
 func TestBodiesOverTheLimitAndBadJSON(t *testing.T) {
 	h, _ := guardedServer(t)
 	put := func(body string) (int, string) {
-		req, _ := http.NewRequest(http.MethodPut, h.URL+"/v1/servers/db1", strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer s3cret")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
+		return call(t, http.MethodPut, h.URL+"/v1/servers/db1", "s3cret", body)
 	}
 	big := `{"region":"eastus2","access":"public","backends":{"primary":"127.0.0.1:5432"},"firewallRules":[` +
 		strings.Repeat(`{"name":"r","startIpAddress":"10.0.0.1","endIpAddress":"10.0.0.1"},`, 20000) + `{"name":"last","startIpAddress":"10.0.0.1","endIpAddress":"10.0.0.1"}]}`

@@ -3,7 +3,6 @@ package api
 import (
 	"encoding/json"
 	"io"
-	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
@@ -121,19 +120,12 @@ func TestKindsAnswerAlike(t *testing.T) {
 		}
 	}
 }
-
 func do(t *testing.T, base, method, path, body, ifNoneMatch string) (int, string) {
 	t.Helper()
-	req := httptest.NewRequest(method, base+path, strings.NewReader(body))
-	req.RequestURI = ""
+	header := map[string]string{}
 	if ifNoneMatch != "" {
-		req.Header.Set("If-None-Match", ifNoneMatch)
+		header["If-None-Match"] = ifNoneMatch
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
+	code, _, text := request(t, method, base+path, "", body, header)
+	return code, text
 }
