@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"encoding/binary"
 	"fmt"
-	"io"
 	"net"
 	"sync"
 	"time"
@@ -147,6 +146,44 @@ func (s *session) countBytes() {
 // copyBuffers hold the 16 KiB buffers (one TLS record) of the copy phase.
 var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
 
+// copyBuffer is one direction's read buffer in the copy phase: a small one
+// of its own while the traffic is a message now and then, and a pooled
+// 16 KiB one while a read fills the small one (a burst: a large result, a
+// COPY). A session that waits for its next message, as most pooled
+// application connections do most of the time, holds 512 bytes per
+// direction rather than 16 KiB.
+type copyBuffer struct {
+	small [512]byte
+	big   *[]byte
+}
+
+// next returns the buffer for the next read.
+func (b *copyBuffer) next() []byte {
+	if b.big != nil {
+		return *b.big
+	}
+	return b.small[:]
+}
+
+// read records how much a read returned: a full small buffer takes a big
+// one, a big one not filled goes back to the pool.
+func (b *copyBuffer) read(n int) {
+	switch {
+	case b.big == nil && n == len(b.small):
+		b.big = copyBuffers.Get().(*[]byte)
+	case b.big != nil && n < len(*b.big):
+		b.release()
+	}
+}
+
+// release gives the big buffer back, if any.
+func (b *copyBuffer) release() {
+	if b.big != nil {
+		copyBuffers.Put(b.big)
+		b.big = nil
+	}
+}
+
 // drainAndCopy writes what the reader has buffered, then copies from the
 // connection itself with a plain read and write per chunk. It does not let
 // io.Copy splice plain TCP legs: PostgreSQL traffic is many small messages,
@@ -163,10 +200,22 @@ func drainAndCopy(dst net.Conn, src net.Conn, buffered *bufio.Reader) int64 {
 			return n
 		}
 	}
-	buf := copyBuffers.Get().(*[]byte)
-	defer copyBuffers.Put(buf)
-	m, _ := io.CopyBuffer(struct{ io.Writer }{dst}, struct{ io.Reader }{src}, *buf)
-	return n + m
+	var buf copyBuffer
+	defer buf.release()
+	for {
+		k, err := src.Read(buf.next())
+		if k > 0 {
+			w, werr := dst.Write(buf.next()[:k])
+			n += int64(w)
+			if werr != nil {
+				return n
+			}
+		}
+		if err != nil {
+			return n
+		}
+		buf.read(k)
+	}
 }
 
 func closeWrite(c net.Conn) {

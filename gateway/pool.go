@@ -324,13 +324,13 @@ func (s *session) copyPooled(backend net.Conn, br *bufio.Reader) bool {
 // ends or a message of type stop begins (not copied); it reports the bytes
 // copied and whether stop was seen.
 func copyFramesUntil(dst io.Writer, r *bufio.Reader, f *frames, stop byte) (int64, bool) {
-	buf := copyBuffers.Get().(*[]byte)
-	defer copyBuffers.Put(buf)
+	var buf copyBuffer
+	defer buf.release()
 	var n int64
 	for {
-		k, err := r.Read(*buf)
+		k, err := r.Read(buf.next())
 		if k > 0 {
-			b := (*buf)[:k]
+			b := buf.next()[:k]
 			at := f.scan(b, stop)
 			if at >= 0 {
 				b = b[:at]
@@ -347,6 +347,7 @@ func copyFramesUntil(dst io.Writer, r *bufio.Reader, f *frames, stop byte) (int6
 		if err != nil {
 			return n, false
 		}
+		buf.read(k)
 	}
 }
 

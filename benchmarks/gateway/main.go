@@ -8,6 +8,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"errors"
 	"flag"
@@ -30,6 +31,8 @@ import (
 	"github.com/pgplane/pgplane/internal/benchkit"
 	"github.com/pgplane/pgplane/internal/pgtest"
 	"github.com/pgplane/pgplane/pgwire"
+
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 func main() {
@@ -294,9 +297,26 @@ listen pg
 		}
 	}
 	if idleSessions > 0 {
-		fmt.Fprintf(&report, "\nMemory: %d idle client sessions, TLS done, startup packet not sent (the backend holds none)\n", idleSessions)
+		// Sessions logged in (each holds a backend connection: as many as
+		// PgBouncer's pool), one query run, then idle.
+		const proxied = 90
+		fmt.Fprintf(&report, "\nMemory: %d idle client sessions, logged in with client TLS, one query run, backend connected\n", proxied)
 		fmt.Fprintf(&report, "  %-16s %12s %12s %14s\n", "target", "RSS before", "RSS after", "per session")
 		var perSession []float64
+		for _, t := range []target{targets[1], targets[4]} {
+			before, after, err := loggedInMemory(t.pid, t.conn(true)+" password="+pgtest.Password, proxied)
+			if err != nil {
+				return fmt.Errorf("%s logged-in sessions: %w", t.name, err)
+			}
+			per := float64(after-before) / proxied
+			perSession = append(perSession, per)
+			fmt.Fprintf(&report, "  %-16s %9d KiB %9d KiB %10.1f KiB\n", t.name, before, after, per)
+		}
+		fmt.Fprintf(&report, "  ratio pgplane/pgbouncer per session: %.2fx\n", perSession[0]/perSession[1])
+
+		fmt.Fprintf(&report, "\nMemory: %d idle client sessions, TLS done, startup packet not sent (the backend holds none)\n", idleSessions)
+		fmt.Fprintf(&report, "  %-16s %12s %12s %14s\n", "target", "RSS before", "RSS after", "per session")
+		perSession = perSession[:0]
 		for _, t := range []struct {
 			name string
 			pid  int
@@ -355,6 +375,45 @@ func idleMemory(pid int, addr string, n int) (before, after int, err error) {
 			return 0, 0, fmt.Errorf("session %d: TLS: %w", i, err)
 		}
 		conns[len(conns)-1] = tc
+	}
+	time.Sleep(2 * time.Second)
+	after, err = rssKiB(pid)
+	return before, after, err
+}
+
+// loggedInMemory opens n sessions with conninfo (a full login), runs one
+// query on each and leaves them idle, and returns the process's RSS in KiB
+// before and once all are open.
+func loggedInMemory(pid int, conninfo string, n int) (before, after int, err error) {
+	time.Sleep(time.Second)
+	if before, err = rssKiB(pid); err != nil {
+		return 0, 0, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var conns []*pgconn.PgConn
+	defer func() {
+		for _, c := range conns {
+			c.Close(context.Background())
+		}
+	}()
+	// pgconn does not take libpq's hostaddr (it would send it as a run-time
+	// parameter): the name is kept for TLS, and never looked up anywhere:
+	// the address is loopback's.
+	cfg, err := pgconn.ParseConfig(strings.Replace(conninfo, "hostaddr=127.0.0.1 ", "", 1))
+	if err != nil {
+		return 0, 0, err
+	}
+	cfg.LookupFunc = func(context.Context, string) ([]string, error) { return []string{"127.0.0.1"}, nil }
+	for i := 0; i < n; i++ {
+		c, err := pgconn.ConnectConfig(ctx, cfg)
+		if err != nil {
+			return 0, 0, fmt.Errorf("session %d: %w", i, err)
+		}
+		conns = append(conns, c)
+		if _, err := c.Exec(ctx, "SELECT 1").ReadAll(); err != nil {
+			return 0, 0, fmt.Errorf("session %d: %w", i, err)
+		}
 	}
 	time.Sleep(2 * time.Second)
 	after, err = rssKiB(pid)
