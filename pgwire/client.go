@@ -24,6 +24,11 @@ func SSLRequest() []byte {
 // MaxAuthMessage bounds a message of the authentication exchange.
 const MaxAuthMessage = 64 << 10
 
+// readBuffer is the size of a connection's read buffer. It lives as long as
+// the connection (a pooled one: for its whole life), so it is small; reads
+// larger than it go around it.
+const readBuffer = 512
+
 // Dial connects to a PostgreSQL server. With a TLS configuration it sends
 // an SSLRequest and runs the TLS handshake, and fails when the server does
 // not take TLS. The timeout bounds the dial and the handshake.
@@ -33,7 +38,7 @@ func Dial(addr string, tlsConfig *tls.Config, timeout time.Duration) (net.Conn, 
 		return nil, nil, err
 	}
 	if tlsConfig == nil {
-		return c, bufio.NewReaderSize(c, 4096), nil
+		return c, bufio.NewReaderSize(c, readBuffer), nil
 	}
 	c.SetDeadline(time.Now().Add(timeout))
 	if _, err := c.Write(SSLRequest()); err != nil {
@@ -51,7 +56,7 @@ func Dial(addr string, tlsConfig *tls.Config, timeout time.Duration) (net.Conn, 
 		return nil, nil, fmt.Errorf("TLS to %s: %w", addr, err)
 	}
 	c.SetDeadline(time.Time{})
-	return tc, bufio.NewReaderSize(tc, 4096), nil
+	return tc, bufio.NewReaderSize(tc, readBuffer), nil
 }
 
 // Credentials answer a server's authentication requests.
