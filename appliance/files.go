@@ -29,6 +29,7 @@ type Problem struct {
 	Err      error
 }
 
+// Error is the problem's message.
 func (p Problem) Error() string { return p.Err.Error() }
 
 // Check reads every file the options name, as a starting node would, without

@@ -40,6 +40,7 @@ func (r *refusal) wrapping(err error) *refusal {
 	return r
 }
 
+// Error names the decision and the reason.
 func (r *refusal) Error() string {
 	switch {
 	case r.reason != "":
@@ -50,6 +51,7 @@ func (r *refusal) Error() string {
 	return r.decision
 }
 
+// Unwrap returns the error that caused the refusal, if any.
 func (r *refusal) Unwrap() error { return r.cause }
 
 // classify makes a refusal of any error a session step returned: a refusal
