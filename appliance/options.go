@@ -287,6 +287,9 @@ func (o *Options) set(name string, args []string) error {
 func (o *Options) Validate() error {
 	g, c, a := o.Gateway, o.Cluster, o.Admin
 	problem := func(property, msg string) error { return Problem{property, errors.New(msg)} }
+	if o.Topology == "" {
+		return problem("pgplane", "pgplane takes one argument, the topology file")
+	}
 	if len(g.Listen) > 0 && g.DevDir == "" && g.CertFile == "" {
 		return problem("gateway", "gateway needs gateway_tls CERT_FILE KEY_FILE (or gateway_tls dev DIR for development)")
 	}

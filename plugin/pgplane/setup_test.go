@@ -41,6 +41,7 @@ func TestParseOptions(t *testing.T) {
 		{"pgplane " + topo + " {\n ttl 30\n reload 0\n ns a.example.net b.example.net\n}", ""},
 		{"pgplane", "Wrong argument count"},
 		{"pgplane a b", "Wrong argument count"},
+		{`pgplane ""`, "pgplane takes one argument, the topology file"},
 		{"pgplane " + topo + " {\n ttl 0\n}", "ttl"},
 		{"pgplane " + topo + " {\n ttl five\n}", "ttl"},
 		{"pgplane " + topo + " {\n reload soon\n}", "reload"},
