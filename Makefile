@@ -114,6 +114,7 @@ fuzz:
 	$(GO) test ./pgwire -run '^$$' -fuzz FuzzScramClient -fuzztime $(FUZZTIME)
 	$(GO) test ./topology -run '^$$' -fuzz FuzzOverlay -fuzztime $(FUZZTIME)
 	$(GO) test ./topology -run '^$$' -fuzz FuzzServerChangesMatchFullRebuild -fuzztime $(FUZZTIME)
+	$(GO) test ./topology -run '^$$' -fuzz FuzzStateChangesMatchFullRebuild -fuzztime $(FUZZTIME)
 	$(GO) test ./cluster -run '^$$' -fuzz FuzzStoreMergeFull -fuzztime $(FUZZTIME)
 	$(GO) test ./cmd/pgplanectl -run '^$$' -fuzz FuzzCorefileReader -fuzztime $(FUZZTIME)
 

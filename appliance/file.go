@@ -128,15 +128,20 @@ func (f *desiredState) loadExpecting(settledAs *stamp) error {
 func (f *desiredState) setState(st topology.State) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	snap, err := topology.NewSnapshot(f.current.Topology, st, f.nextSerialLocked())
+	snap, err := f.current.WithState(st, f.nextSerialLocked())
 	if err != nil {
 		f.log.Error().Err(err).Msg("cluster state refused")
 		return
 	}
-	for name, si := range snap.Servers() {
+	changed := snap.ServerNames // a region's flip: every server may have changed
+	if snap.Change != nil {
+		changed = func() []string { return snap.Change.Servers }
+	}
+	for _, name := range changed() {
 		// Report a blocked flip once, when it happens, not on every later
 		// change of state.
-		if was := f.current.Server(name); si.RecordBlocked && (was == nil || !was.RecordBlocked) {
+		si := snap.Server(name)
+		if was := f.current.Server(name); si != nil && si.RecordBlocked && (was == nil || !was.RecordBlocked) {
 			f.log.Error().Msgf("FAILOVER BLOCKED: server %s failed over to its standby, but private DNS zone %s is locked ReadOnly: its record still gives the old address %s (D10)", name, si.Zone.Name, si.Address)
 			recordBlocked.WithLabelValues(name).Inc()
 		}

@@ -132,8 +132,37 @@ func (s *Snapshot) CheckServers(d *ServerDelta) Violations {
 // the named servers' entries and the private zones they leave or join. The
 // zones whose records changed are listed in the snapshot's Change.
 func (s *Snapshot) WithServers(d *ServerDelta, serial uint32) (*Snapshot, error) {
+	return s.withServers(d, s.State, serial)
+}
+
+// WithState returns the snapshot of s's topology in a new run-time state: a
+// failover decision. When only servers' failovers changed, only those
+// servers (and their private zones' records) are indexed again; a region's
+// gateway flip indexes everything, as NewSnapshot does.
+func (s *Snapshot) WithState(st State, serial uint32) (*Snapshot, error) {
+	for name := range s.Regions {
+		if s.State.ActiveGateway[name] != st.ActiveGateway[name] {
+			return NewSnapshot(s.Topology, st, serial)
+		}
+	}
+	d := &ServerDelta{Topology: s.Topology, Before: map[string]*Server{}, After: map[string]*Server{}}
+	for _, failed := range []map[string]bool{s.State.FailedOver, st.FailedOver} {
+		for name := range failed {
+			si := s.Server(name)
+			if si == nil || s.State.FailedOver[name] == st.FailedOver[name] || slices.Contains(d.Names, name) {
+				continue
+			}
+			d.Names = append(d.Names, name)
+			d.Before[name], d.After[name] = si.Server, si.Server
+		}
+	}
+	slices.Sort(d.Names)
+	return s.withServers(d, st, serial)
+}
+
+func (s *Snapshot) withServers(d *ServerDelta, st State, serial uint32) (*Snapshot, error) {
 	next := *s
-	next.Topology, next.Serial = d.Topology, serial
+	next.Topology, next.Serial, next.State = d.Topology, serial, st
 	names, byName := d.Names, d.After
 	zones := map[string]bool{} // zones whose records change
 	for _, n := range names {

@@ -180,3 +180,78 @@ func indexed(s *Snapshot) string {
 	slices.Sort(lines)
 	return strings.Join(lines, "\n")
 }
+
+// A failover decision indexed at the cost of the servers it flips gives the
+// snapshot NewSnapshot gives for the same state: servers, their backends
+// and addresses, zone records and the regions' active addresses.
+//
+// SPEC: C4 D10
+func FuzzStateChangesMatchFullRebuild(f *testing.F) {
+	data, err := os.ReadFile("testdata/valid.yaml")
+	if err != nil {
+		f.Fatal(err)
+	}
+	// A second HA server in the locked zone's subnet, so that a flip can be
+	// blocked (D10) while another is not.
+	text := strings.Replace(string(data), "servers:\n", `servers:
+  - name: ledger-db
+    region: eastus2
+    access: private
+    network: {vnet: app-vnet, subnet: db, privateDnsZone: contoso.private.postgres.database.azure.com}
+    highAvailability: true
+    addresses: {primary: 10.0.1.8, standby: 10.0.1.9}
+    backends: {primary: "10.0.1.8:5432", standby: "10.0.1.9:5432"}
+`, 1)
+	f.Add([]byte{0, 1, 0, 2, 1, 1}, false)
+	f.Add([]byte{3, 0, 0, 1, 3, 0}, true)
+	f.Fuzz(func(t *testing.T, script []byte, readOnly bool) {
+		lock := "none"
+		if readOnly {
+			lock = "ReadOnly"
+		}
+		topo, _, err := Parse("valid.yaml", []byte(strings.Replace(text, "lock: none", "lock: "+lock, 1)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		names := []string{"orders-db", "ledger-db", "reports-db", "nope-db"}
+		st := State{ActiveGateway: map[string]int{}, FailedOver: map[string]bool{}}
+		snap, err := NewSnapshot(topo, st, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i+1 < len(script) && i < 40; i += 2 {
+			next := State{ActiveGateway: maps.Clone(st.ActiveGateway), FailedOver: maps.Clone(st.FailedOver)}
+			switch op, who := script[i]%4, int(script[i+1]); op {
+			case 0, 1:
+				name := names[who%len(names)]
+				if next.FailedOver == nil {
+					next.FailedOver = map[string]bool{}
+				}
+				next.FailedOver[name] = !next.FailedOver[name]
+			case 2:
+				region := []string{"eastus2", "westus"}[who%2]
+				next.ActiveGateway[region] = (next.ActiveGateway[region] + 1) % 2
+			default:
+				next.FailedOver = nil // every server back on its primary
+			}
+			serial := snap.Serial + 1
+			full, err := NewSnapshot(topo, next, serial)
+			if err != nil {
+				t.Fatal(err)
+			}
+			delta, err := snap.WithState(next, serial)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if a, b := indexed(full), indexed(delta); a != b {
+				t.Fatalf("step %d: snapshots differ:\nfull:\n%s\ndelta:\n%s", i/2, a, b)
+			}
+			for name, r := range full.Regions {
+				if delta.Regions[name].Active != r.Active {
+					t.Fatalf("step %d: region %s active %s, want %s", i/2, name, delta.Regions[name].Active, r.Active)
+				}
+			}
+			snap, st = delta, next
+		}
+	})
+}
