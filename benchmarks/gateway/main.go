@@ -345,7 +345,7 @@ var idleSessions int
 func idleMemory(pid int, addr string, n int) (before, after int, err error) {
 	runtime.GC()
 	time.Sleep(time.Second)
-	if before, err = rssKiB(pid); err != nil {
+	if before, err = benchkit.RSSKiB(pid); err != nil {
 		return 0, 0, err
 	}
 	var conns []net.Conn
@@ -377,7 +377,7 @@ func idleMemory(pid int, addr string, n int) (before, after int, err error) {
 		conns[len(conns)-1] = tc
 	}
 	time.Sleep(2 * time.Second)
-	after, err = rssKiB(pid)
+	after, err = benchkit.RSSKiB(pid)
 	return before, after, err
 }
 
@@ -386,7 +386,7 @@ func idleMemory(pid int, addr string, n int) (before, after int, err error) {
 // before and once all are open.
 func loggedInMemory(pid int, conninfo string, n int) (before, after int, err error) {
 	time.Sleep(time.Second)
-	if before, err = rssKiB(pid); err != nil {
+	if before, err = benchkit.RSSKiB(pid); err != nil {
 		return 0, 0, err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -416,22 +416,8 @@ func loggedInMemory(pid int, conninfo string, n int) (before, after int, err err
 		}
 	}
 	time.Sleep(2 * time.Second)
-	after, err = rssKiB(pid)
+	after, err = benchkit.RSSKiB(pid)
 	return before, after, err
-}
-
-// rssKiB reads a process's resident set size.
-func rssKiB(pid int) (int, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
-			return strconv.Atoi(f[1])
-		}
-	}
-	return 0, fmt.Errorf("no VmRSS for %d", pid)
 }
 
 func onOff(b bool) string {

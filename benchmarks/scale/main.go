@@ -125,7 +125,7 @@ func measure(bin, dir, directive string, g benchkit.DNSTopology, changes int, pe
 	}
 	r.start = time.Since(began)
 	time.Sleep(2 * time.Second) // let start-up garbage be collected
-	if r.rssKiB, err = rss(proc.Cmd.Process.Pid); err != nil {
+	if r.rssKiB, err = benchkit.RSSKiB(proc.Cmd.Process.Pid); err != nil {
 		return r, err
 	}
 	var times []time.Duration
@@ -149,7 +149,7 @@ func measure(bin, dir, directive string, g benchkit.DNSTopology, changes int, pe
 		times = append(times, time.Since(t0))
 	}
 	r.change = benchkit.Median(times)
-	if r.after, err = rss(proc.Cmd.Process.Pid); err != nil {
+	if r.after, err = benchkit.RSSKiB(proc.Cmd.Process.Pid); err != nil {
 		return r, err
 	}
 	if perfTime <= 0 {
@@ -187,20 +187,6 @@ func emptyRSS(bin, out string) (int, error) {
 	os.WriteFile(zone, []byte("$ORIGIN postgres.database.azure.com.\n@ 3600 IN SOA ns1.pgplane.invalid. hostmaster.postgres.database.azure.com. 1 3600 600 86400 5\n@ 3600 IN NS ns1.pgplane.invalid.\n"), 0o644)
 	r, err := measure(bin, dir, "file "+zone, benchkit.DNSTopology{}, 0, 0)
 	return r.rssKiB, err
-}
-
-// rss reads a process's resident set size in KiB.
-func rss(pid int) (int, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			return strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
-		}
-	}
-	return 0, fmt.Errorf("no VmRSS for PID %d", pid)
 }
 
 func tail(s string) string {
