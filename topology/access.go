@@ -50,10 +50,10 @@ func newTLSPolicy(params map[string]string) TLSPolicy {
 	return p
 }
 
-// buildAccess computes the firewall ranges of every public server and the
-// ranges the 0.0.0.0 rule admits: every VNet address space and the
-// datacenter ranges (F3).
-func (s *Snapshot) buildAccess() {
+// buildCloud computes the ranges the 0.0.0.0 rule admits: every VNet address
+// space and the datacenter ranges (F3). Each server's own ranges are its
+// ServerInfo's (buildAccess).
+func (s *Snapshot) buildCloud() {
 	var cloud []ipRange
 	for _, v := range s.VNets {
 		for _, p := range v.Spaces {

@@ -199,7 +199,7 @@ func NewSnapshot(t *Topology, state State, serial uint32) (*Snapshot, error) {
 		servers[srv.Name] = si
 	}
 	s.servers = layermap.Of(servers)
-	s.buildAccess()
+	s.buildCloud()
 	return s, nil
 }
 

@@ -58,13 +58,20 @@ var tlsVersions = []string{"TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"}
 // returns the violations and, separately, the warnings (D10's lock warning),
 // both in the order of the file.
 func Validate(t *Topology) (violations, warnings Violations) {
+	v := learnFacts(t)
+	v.servers()
+	return v.out, v.warn
+}
+
+// learnFacts checks everything but the servers and returns the validator
+// with what it learned of the regions, VNets and zones.
+func learnFacts(t *Topology) *validator {
 	v := &validator{topo: t}
 	v.datacenterRanges()
 	v.regions()
 	v.vnets()
 	v.zones()
-	v.servers()
-	return v.out, v.warn
+	return v
 }
 
 // Checker checks changes of servers alone (ValidateServers) at the cost of
@@ -90,12 +97,7 @@ type Checker struct {
 func (c *Checker) ValidateServers(d *ServerDelta) Violations {
 	t := d.Topology
 	if c.facts == nil || !sameSlice(c.regions, t.Regions) || !sameSlice(c.vnets, t.VNets) || !sameSlice(c.zones, t.PrivateDNSZones) || !sameSlice(c.ranges, t.DatacenterRanges) {
-		v := &validator{topo: t}
-		v.datacenterRanges()
-		v.regions()
-		v.vnets()
-		v.zones()
-		c.regions, c.vnets, c.zones, c.ranges, c.facts = t.Regions, t.VNets, t.PrivateDNSZones, t.DatacenterRanges, v
+		c.regions, c.vnets, c.zones, c.ranges, c.facts = t.Regions, t.VNets, t.PrivateDNSZones, t.DatacenterRanges, learnFacts(t)
 	}
 	type subnetKey struct{ vnet, subnet string }
 	var subnets []subnetKey
