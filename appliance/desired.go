@@ -114,21 +114,22 @@ func (f *desiredState) change(changes map[string]json.RawMessage) ([]cluster.Ent
 	defer f.mu.Unlock()
 	values := f.store.Values()
 	maps.Copy(values, changes)
-	if names, ok := topology.ServerChanges(changes); ok && f.conflict == nil {
-		if d, problems, placed := topology.OverlayServers(f.base, f.current.Topology, f.fileServer, values, names); placed {
-			if err := refusal(changes, problems, f.current.CheckServers(d), f.checker.ValidateServers(d)); err != nil {
-				return nil, err
-			}
-			entries, err := f.store.Commit(changes)
-			if err != nil {
-				return nil, err
-			}
-			return entries, f.swapServersLocked(d)
+	if d, problems, vs, ok := f.layServersLocked(changes, values); ok {
+		if err := refusal(changes, problems, vs); err != nil {
+			return nil, err
 		}
+		entries, err := f.store.Commit(changes)
+		if err != nil {
+			return nil, err
+		}
+		return entries, f.swapServersLocked(d)
 	}
 	next, problems := topology.Overlay(f.base, values)
 	state, _ := topology.Validate(next)
-	if err := refusal(changes, problems, topology.CheckTransition(f.current.Topology, next), state); err != nil {
+	// The rules that bind a change come first: they say why a change that
+	// also breaks a state rule (a subnet's new CIDR leaving its server
+	// outside) is refused.
+	if err := refusal(changes, problems, append(topology.CheckTransition(f.current.Topology, next), state...)); err != nil {
 		return nil, err
 	}
 	entries, err := f.store.Commit(changes)
@@ -143,19 +144,34 @@ func (f *desiredState) change(changes map[string]json.RawMessage) ([]cluster.Ent
 }
 
 // refusal says why a change is refused, or returns nil: an entry of the
-// change that cannot be applied, then the rules that bind a change, which
-// say why a change that also breaks a state rule (a subnet's new CIDR
-// leaving its server outside) is refused, then the state rules.
-func refusal(changes map[string]json.RawMessage, problems []topology.OverlayProblem, transition, state topology.Violations) error {
+// change that cannot be applied, else the rules it breaks.
+func refusal(changes map[string]json.RawMessage, problems []topology.OverlayProblem, vs topology.Violations) error {
 	for _, p := range problems {
 		if _, ours := changes[p.Key]; ours {
 			return p
 		}
 	}
-	if len(transition)+len(state) > 0 {
-		return append(transition, state...)
+	if len(vs) > 0 {
+		return vs
 	}
 	return nil
+}
+
+// layServersLocked lays a change of servers alone over the topology served,
+// at the cost of what it touches: the delta, the entries that could not be
+// applied, and the rules it breaks (those that bind a change first). ok is
+// false when the change is not one of servers alone, a conflict stands, or
+// the servers cannot be placed without the whole overlay.
+func (f *desiredState) layServersLocked(changed, values map[string]json.RawMessage) (d *topology.ServerDelta, problems []topology.OverlayProblem, vs topology.Violations, ok bool) {
+	names, ok := topology.ServerChanges(changed)
+	if !ok || len(names) == 0 || f.conflict != nil {
+		return nil, nil, nil, false
+	}
+	d, problems, ok = topology.OverlayServers(f.base, f.current.Topology, f.fileServer, values, names)
+	if !ok {
+		return nil, nil, nil, false
+	}
+	return d, problems, append(f.current.CheckServers(d), f.checker.ValidateServers(d)...), true
 }
 
 // swapServersLocked publishes the snapshot of a change of servers alone,
@@ -185,20 +201,14 @@ func (f *desiredState) storeChanged(keys []string) {
 	for _, k := range keys {
 		changes[k] = nil
 	}
-	if names, ok := topology.ServerChanges(changes); ok && len(keys) > 0 && f.conflict == nil {
-		values := f.values()
-		if d, _, placed := topology.OverlayServers(f.base, f.current.Topology, f.fileServer, values, names); placed {
-			err := refusal(nil, nil, f.current.CheckServers(d), f.checker.ValidateServers(d))
-			if err == nil {
-				err = f.swapServersLocked(d)
-			}
-			if err == nil {
-				return
-			}
-			// Refused together with this node's state: the whole overlay
-			// says so, and records the conflict, below.
+	if d, _, vs, ok := f.layServersLocked(changes, f.values()); ok && len(vs) == 0 {
+		if err := f.swapServersLocked(d); err == nil {
+			return
 		}
 	}
+	// Anything else, a combination refused with this node's state
+	// included: the whole overlay serves it, or says why and records the
+	// conflict.
 	next, err := f.overlay(f.base, f.values())
 	if err == nil {
 		err = f.swapLocked(next, f.current.State)
