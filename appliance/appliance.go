@@ -57,9 +57,6 @@ func New(opts Options, publish func(*topology.Snapshot)) (*Appliance, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, err
 	}
-	if len(opts.NS) == 0 {
-		opts.NS = []string{DefaultNS}
-	}
 	a := &Appliance{opts: opts, publish: publish, logs: NewLogger("pgplane")}
 	store, err := a.openStore()
 	if err != nil {

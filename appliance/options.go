@@ -32,7 +32,7 @@ type Options struct {
 	Topology, Base string
 	TTL            uint32
 	Reload         time.Duration // 0: the file is not watched
-	NS             []string      // fully qualified
+	NS             []string      // fully qualified; Nameservers applies the default
 	State          StateOptions
 	Gateway        GatewayOptions
 	Cluster        ClusterOptions
@@ -96,6 +96,15 @@ type AdminOptions struct {
 // NewOptions returns the defaults for a topology file.
 func NewOptions(topologyFile, base string) Options {
 	return Options{Topology: topologyFile, Base: base, TTL: DefaultTTL, Reload: DefaultReload}
+}
+
+// Nameservers are the NS names of the apex: the ns property's, or
+// DefaultNS.
+func (o *Options) Nameservers() []string {
+	if len(o.NS) == 0 {
+		return []string{DefaultNS}
+	}
+	return o.NS
 }
 
 // Properties are the names Set knows, in the order the README lists them.

@@ -19,10 +19,7 @@ func setup(c *caddy.Controller) error {
 	if err != nil {
 		return plugin.Error("pgplane", err)
 	}
-	p := &PGPlane{opts: options{ttl: opts.TTL, ns: opts.NS}}
-	if len(p.opts.ns) == 0 {
-		p.opts.ns = []string{appliance.DefaultNS}
-	}
+	p := &PGPlane{opts: options{ttl: opts.TTL, ns: opts.Nameservers()}}
 	if p.app, err = appliance.New(opts, p.publish); err != nil {
 		return plugin.Error("pgplane", err)
 	}
