@@ -78,8 +78,7 @@ func newAnswers(s *topology.Snapshot, o options) *answers {
 		names[i] = v.Name
 	}
 	a.counters = newViewCounters(names)
-	a.soa = newSOA(apexFQDN, o.ns[0], "hostmaster."+apexFQDN, s.Serial, 3600, o.ttl)
-	a.soaNeg = newSOA(apexFQDN, o.ns[0], "hostmaster."+apexFQDN, s.Serial, o.ttl, o.ttl)
+	a.soa, a.soaNeg = apexSOAs(s.Serial, o)
 	for _, n := range o.ns {
 		a.ns = append(a.ns, &dns.NS{Hdr: header(apexFQDN, dns.TypeNS, 3600), Ns: n})
 	}
@@ -111,10 +110,9 @@ func newPrivateZone(z *topology.ZoneInfo, serial uint32, o options) *privateZone
 	pz := &privateZone{
 		info:    z,
 		apex:    apex,
-		soa:     newSOA(apex, "azureprivatedns.net.", "azureprivatedns-host.microsoft.com.", serial, 3600, o.ttl),
-		soaNeg:  newSOA(apex, "azureprivatedns.net.", "azureprivatedns-host.microsoft.com.", serial, o.ttl, o.ttl),
 		records: make(map[string]*dns.A, len(z.Records)),
 	}
+	pz.soa, pz.soaNeg = soaPair(apex, "azureprivatedns.net.", "azureprivatedns-host.microsoft.com.", serial, o)
 	for _, n := range o.ns {
 		pz.ns = append(pz.ns, &dns.NS{Hdr: header(apex, dns.TypeNS, 3600), Ns: n})
 	}
@@ -148,8 +146,7 @@ func newAlias(name string, srv *topology.ServerInfo, o options, targets map[stri
 func (a *answers) withServers(s *topology.Snapshot, o options) *answers {
 	next := *a
 	next.snap = s
-	next.soa = newSOA(apexFQDN, o.ns[0], "hostmaster."+apexFQDN, s.Serial, 3600, o.ttl)
-	next.soaNeg = newSOA(apexFQDN, o.ns[0], "hostmaster."+apexFQDN, s.Serial, o.ttl, o.ttl)
+	next.soa, next.soaNeg = apexSOAs(s.Serial, o)
 	set := map[string]*entry{}
 	var deleted []string
 	for _, name := range s.Change.Servers {
@@ -279,6 +276,18 @@ func parentName(name string) string {
 
 func header(name string, rrtype uint16, ttl uint32) dns.RR_Header {
 	return dns.RR_Header{Name: name, Rrtype: rrtype, Class: dns.ClassINET, Ttl: ttl}
+}
+
+// apexSOAs are the apex's SOA records of a serial (soaPair).
+func apexSOAs(serial uint32, o options) (soa, soaNeg *dns.SOA) {
+	return soaPair(apexFQDN, o.ns[0], "hostmaster."+apexFQDN, serial, o)
+}
+
+// soaPair is a zone's SOA as answered to an SOA query (TTL 3600) and as
+// carried by negative answers (TTL the negative-caching time, D7); both
+// have the negative-caching time as their minimum.
+func soaPair(zone, mname, rname string, serial uint32, o options) (soa, soaNeg *dns.SOA) {
+	return newSOA(zone, mname, rname, serial, 3600, o.ttl), newSOA(zone, mname, rname, serial, o.ttl, o.ttl)
 }
 
 func newSOA(zone, mname, rname string, serial, ttl, minttl uint32) *dns.SOA {
