@@ -57,10 +57,15 @@ func (t *Failures) Failed(addr string) (time.Duration, int) {
 	}
 	f.n++
 	f.last = now
-	if f.n <= Free {
-		return 0, f.n
+	return delay(f.n), f.n
+}
+
+// delay is how long the n-th failure in a row waits.
+func delay(n int) time.Duration {
+	if n <= Free {
+		return 0
 	}
-	return min(base<<min(f.n-Free-1, 8), Max), f.n
+	return min(base<<min(n-Free-1, 8), Max)
 }
 
 // Waiting returns how long addr must still wait before its next attempt
@@ -69,11 +74,10 @@ func (t *Failures) Waiting(addr string) time.Duration {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	f := t.m[addr]
-	if f == nil || f.n <= Free {
+	if f == nil {
 		return 0
 	}
-	due := f.last.Add(min(base<<min(f.n-Free-1, 8), Max))
-	return max(time.Until(due), 0)
+	return max(time.Until(f.last.Add(delay(f.n))), 0)
 }
 
 // Succeeded clears addr's failures.
