@@ -3,7 +3,6 @@ package gateway
 import (
 	"bufio"
 	"crypto/tls"
-	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -288,7 +287,7 @@ func (s *session) copyPooled(backend net.Conn, br *bufio.Reader) bool {
 	var stopping atomic.Bool // the gateway stops the backend's reader itself
 	go func() {
 		defer close(backendDone)
-		s.bytesOut, _ = copyFramesUntil(s.conn, br, &toClient, 0)
+		s.bytesOut, _ = copyUntil(s.conn, br, &toClient, 0)
 		if !stopping.Load() {
 			// The backend ended the session (it shut down, or closed the
 			// connection): the client must see the end too, or it waits on
@@ -298,7 +297,7 @@ func (s *session) copyPooled(backend net.Conn, br *bufio.Reader) bool {
 	}()
 	// The client's Terminate, or its closing the connection, ends it; either
 	// way an idle backend can serve the next client.
-	s.bytesIn, _ = copyFramesUntil(backend, s.r, &toBackend, 'X')
+	s.bytesIn, _ = copyUntil(backend, s.r, &toBackend, 'X')
 	mu.Lock()
 	idle := asked == answered && status == 'I' && toBackend.atBoundary()
 	mu.Unlock()
@@ -318,37 +317,6 @@ func (s *session) copyPooled(backend net.Conn, br *bufio.Reader) bool {
 	closeWrite(s.conn)
 	s.countBytes()
 	return idle
-}
-
-// copyFramesUntil copies r's source to dst, following frames, until it
-// ends or a message of type stop begins (not copied); it reports the bytes
-// copied and whether stop was seen.
-func copyFramesUntil(dst io.Writer, r *bufio.Reader, f *frames, stop byte) (int64, bool) {
-	var buf copyBuffer
-	defer buf.release()
-	var n int64
-	for {
-		k, err := r.Read(buf.next())
-		if k > 0 {
-			b := buf.next()[:k]
-			at := f.scan(b, stop)
-			if at >= 0 {
-				b = b[:at]
-			}
-			w, werr := dst.Write(b)
-			n += int64(w)
-			if at >= 0 {
-				return n, true
-			}
-			if werr != nil {
-				return n, false
-			}
-		}
-		if err != nil {
-			return n, false
-		}
-		buf.read(k)
-	}
 }
 
 // resetForPool runs DISCARD ALL on an idle backend connection, keeping the
