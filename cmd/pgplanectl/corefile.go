@@ -62,12 +62,11 @@ func readBlock(d *caddyfile.Dispenser, base string) []pgplaneBlock {
 	for d.Next() {
 		b := pgplaneBlock{line: d.Line(), propLine: map[string]int{}}
 		at := func(line int) string { return fmt.Sprintf("%s:%d: ", d.File(), line) }
-		args := d.RemainingArgs()
-		if len(args) != 1 {
-			b.problems = append(b.problems, at(b.line)+"pgplane takes one argument, the topology file")
-			args = []string{""}
+		topologyFile := ""
+		if args := d.RemainingArgs(); len(args) == 1 {
+			topologyFile = args[0]
 		}
-		b.opts = appliance.NewOptions(args[0], base)
+		b.opts = appliance.NewOptions(topologyFile, base) // without one, Validate says so
 		for d.NextBlock() {
 			name, line := d.Val(), d.Line()
 			b.propLine[name] = line

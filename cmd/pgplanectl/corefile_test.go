@@ -102,3 +102,18 @@ func TestPropertiesMatchThePluginSyntax(t *testing.T) {
 		t.Fatalf("the plugin documents %v\nthe appliance knows %v", documented, known)
 	}
 }
+
+// A pgplane line without exactly one topology file is one problem, said
+// once.
+func TestCorefileTopologyArgumentSaidOnce(t *testing.T) {
+	for _, text := range []string{".:53 {\n pgplane a b\n}\n", ".:53 {\n pgplane\n}\n", ".:53 {\n pgplane \"\"\n}\n"} {
+		blocks, err := readCorefile("/etc/pgplane/Corefile", text)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := "/etc/pgplane/Corefile:2: pgplane takes one argument, the topology file"
+		if p := blocks[0].problems; len(p) != 1 || p[0] != want {
+			t.Errorf("%q: problems %q, want just %q", text, p, want)
+		}
+	}
+}
