@@ -70,14 +70,21 @@ func (k kind[T]) serveList(s *Server, w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, k.list(t, r))
 }
 
-func (k kind[T]) serveShow(s *Server, w http.ResponseWriter, r *http.Request) {
+// lookup returns the object a request names in the topology served, or
+// answers 404 with why it is not there.
+func (k kind[T]) lookup(s *Server, w http.ResponseWriter, r *http.Request) (*topology.Topology, *T) {
 	t := s.topo()
 	obj, missing := k.find(t, r)
 	if obj == nil {
 		writeError(w, http.StatusNotFound, "%s", missing)
-		return
 	}
-	writeJSON(w, http.StatusOK, k.show(t, obj))
+	return t, obj
+}
+
+func (k kind[T]) serveShow(s *Server, w http.ResponseWriter, r *http.Request) {
+	if t, obj := k.lookup(s, w, r); obj != nil {
+		writeJSON(w, http.StatusOK, k.show(t, obj))
+	}
 }
 
 func (k kind[T]) servePut(s *Server, w http.ResponseWriter, r *http.Request) {
@@ -111,13 +118,9 @@ func (k kind[T]) servePut(s *Server, w http.ResponseWriter, r *http.Request) {
 }
 
 func (k kind[T]) serveDelete(s *Server, w http.ResponseWriter, r *http.Request) {
-	t := s.topo()
-	obj, missing := k.find(t, r)
-	if obj == nil {
-		writeError(w, http.StatusNotFound, "%s", missing)
-		return
+	if t, obj := k.lookup(s, w, r); obj != nil {
+		s.commit(w, r, k.remove(t, r, obj), http.StatusNoContent, nil)
 	}
-	s.commit(w, r, k.remove(t, r, obj), http.StatusNoContent, nil)
 }
 
 // topLevel is the parent of a top-level kind: always there.
@@ -156,14 +159,14 @@ var (
 	firewallRules = kind[topology.FirewallRule]{
 		noun: "firewall rule", name: "rule",
 		find: func(t *topology.Topology, r *http.Request) (*topology.FirewallRule, string) {
-			srv := findServer(t, r.PathValue("name"))
+			srv, missing := servers.find(t, r)
 			if srv == nil {
-				return nil, fmt.Sprintf("server %q does not exist", r.PathValue("name"))
+				return nil, missing
 			}
 			return child(srv.FirewallRules, r.PathValue("rule"), func(f *topology.FirewallRule) string { return f.Name }),
 				fmt.Sprintf("server %q has no firewall rule %q", srv.Name, r.PathValue("rule"))
 		},
-		parent: serverMissing,
+		parent: parentOf(servers),
 		list: func(t *topology.Topology, r *http.Request) any {
 			return nonNil(findServer(t, r.PathValue("name")).FirewallRules)
 		},
@@ -222,14 +225,14 @@ var (
 	subnets = kind[topology.Subnet]{
 		noun: "subnet", name: "subnet",
 		find: func(t *topology.Topology, r *http.Request) (*topology.Subnet, string) {
-			vn := findVNet(t, r.PathValue("name"))
+			vn, missing := vnets.find(t, r)
 			if vn == nil {
-				return nil, fmt.Sprintf("vnet %q does not exist", r.PathValue("name"))
+				return nil, missing
 			}
 			return child(vn.Subnets, r.PathValue("subnet"), func(s *topology.Subnet) string { return s.Name }),
 				fmt.Sprintf("vnet %q has no subnet %q", vn.Name, r.PathValue("subnet"))
 		},
-		parent: vnetMissing,
+		parent: parentOf(vnets),
 		list: func(t *topology.Topology, r *http.Request) any {
 			return nonNil(findVNet(t, r.PathValue("name")).Subnets)
 		},
@@ -288,16 +291,12 @@ func child[T any](list []T, name string, nameOf func(*T) string) *T {
 	return nil
 }
 
-func serverMissing(t *topology.Topology, r *http.Request) string {
-	if findServer(t, r.PathValue("name")) == nil {
-		return fmt.Sprintf("server %q does not exist", r.PathValue("name"))
+// parentOf is a child kind's parent check: the parent kind's lookup.
+func parentOf[T any](parent kind[T]) func(*topology.Topology, *http.Request) string {
+	return func(t *topology.Topology, r *http.Request) string {
+		if obj, missing := parent.find(t, r); obj == nil {
+			return missing
+		}
+		return ""
 	}
-	return ""
-}
-
-func vnetMissing(t *topology.Topology, r *http.Request) string {
-	if findVNet(t, r.PathValue("name")) == nil {
-		return fmt.Sprintf("vnet %q does not exist", r.PathValue("name"))
-	}
-	return ""
 }

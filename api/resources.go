@@ -233,16 +233,6 @@ func findZone(t *topology.Topology, name string) *topology.PrivateDNSZone {
 	return nil
 }
 
-// server returns the server of the request's {name}, or answers 404.
-func (s *Server) server(w http.ResponseWriter, r *http.Request) (*topology.Topology, *topology.Server) {
-	t := s.topo()
-	srv := findServer(t, r.PathValue("name"))
-	if srv == nil {
-		writeError(w, http.StatusNotFound, "server %q does not exist", r.PathValue("name"))
-	}
-	return t, srv
-}
-
 // nameMatches accepts a body whose name is empty or the path's.
 func nameMatches(w http.ResponseWriter, noun, name string, bodyName *string) bool {
 	if *bodyName != "" && *bodyName != name {
@@ -283,7 +273,7 @@ func parameterOf(srv *topology.Server, name string) Parameter {
 }
 
 func (s *Server) listParameters(w http.ResponseWriter, r *http.Request) {
-	_, srv := s.server(w, r)
+	_, srv := servers.lookup(s, w, r)
 	if srv == nil {
 		return
 	}
@@ -304,7 +294,7 @@ func knownParameter(w http.ResponseWriter, name string) bool {
 }
 
 func (s *Server) showParameter(w http.ResponseWriter, r *http.Request) {
-	_, srv := s.server(w, r)
+	_, srv := servers.lookup(s, w, r)
 	if srv == nil || !knownParameter(w, r.PathValue("param")) {
 		return
 	}
@@ -317,7 +307,7 @@ type ParameterValue struct {
 }
 
 func (s *Server) putParameter(w http.ResponseWriter, r *http.Request) {
-	_, srv := s.server(w, r)
+	_, srv := servers.lookup(s, w, r)
 	name := r.PathValue("param")
 	if srv == nil || !knownParameter(w, name) {
 		return
@@ -333,7 +323,7 @@ func (s *Server) putParameter(w http.ResponseWriter, r *http.Request) {
 
 // resetParameter puts a parameter back to its default.
 func (s *Server) resetParameter(w http.ResponseWriter, r *http.Request) {
-	_, srv := s.server(w, r)
+	_, srv := servers.lookup(s, w, r)
 	name := r.PathValue("param")
 	if srv == nil || !knownParameter(w, name) {
 		return
@@ -343,18 +333,8 @@ func (s *Server) resetParameter(w http.ResponseWriter, r *http.Request) {
 		func(t *topology.Topology) any { return parameterOf(findServer(t, server), name) })
 }
 
-// vnet returns the VNet of the request's {name}, or answers 404.
-func (s *Server) vnet(w http.ResponseWriter, r *http.Request) (*topology.Topology, *topology.VNet) {
-	t := s.topo()
-	vn := findVNet(t, r.PathValue("name"))
-	if vn == nil {
-		writeError(w, http.StatusNotFound, "vnet %q does not exist", r.PathValue("name"))
-	}
-	return t, vn
-}
-
 func (s *Server) putPeering(w http.ResponseWriter, r *http.Request) {
-	_, vn := s.vnet(w, r)
+	_, vn := vnets.lookup(s, w, r)
 	if vn == nil {
 		return
 	}
@@ -366,7 +346,7 @@ func (s *Server) putPeering(w http.ResponseWriter, r *http.Request) {
 // deletePeering removes a peering from both VNets: listed on either side, it
 // connects both.
 func (s *Server) deletePeering(w http.ResponseWriter, r *http.Request) {
-	t, vn := s.vnet(w, r)
+	t, vn := vnets.lookup(s, w, r)
 	if vn == nil {
 		return
 	}
@@ -383,16 +363,6 @@ func (s *Server) deletePeering(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.commit(w, r, changes, http.StatusNoContent, nil)
-}
-
-// zone returns the zone of the request's {zone}, or answers 404.
-func (s *Server) zone(w http.ResponseWriter, r *http.Request) (*topology.Topology, *topology.PrivateDNSZone) {
-	t := s.topo()
-	z := findZone(t, r.PathValue("zone"))
-	if z == nil {
-		writeError(w, http.StatusNotFound, "private DNS zone %q does not exist", r.PathValue("zone"))
-	}
-	return t, z
 }
 
 // ZoneView is a private DNS zone with the records it holds.
@@ -418,7 +388,7 @@ func zoneView(t *topology.Topology, z *topology.PrivateDNSZone) ZoneView {
 }
 
 func (s *Server) putLink(w http.ResponseWriter, r *http.Request) {
-	_, z := s.zone(w, r)
+	_, z := zones.lookup(s, w, r)
 	if z == nil {
 		return
 	}
@@ -428,7 +398,7 @@ func (s *Server) putLink(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) deleteLink(w http.ResponseWriter, r *http.Request) {
-	_, z := s.zone(w, r)
+	_, z := zones.lookup(s, w, r)
 	if z == nil {
 		return
 	}
