@@ -62,7 +62,13 @@ func (g *Gateway) tlsConfig() *tls.Config {
 			policy = [2]uint16{tlsVersion(si.TLS.MinVersion), tlsVersion(si.TLS.MaxVersion)}
 		}
 		if bc, ok := hello.Conn.(*bufferedConn); ok {
-			bc.noCommonVersion = !offersVersion(hello.SupportedVersions, max(policy[0], cfg.MinVersion), policy[1])
+			// The floor the chosen configuration enforces: the server's own
+			// (which may allow TLS 1.0), or crypto/tls's default, TLS 1.2.
+			lo := policy[0]
+			if lo == 0 {
+				lo = tls.VersionTLS12
+			}
+			bc.noCommonVersion = !offersVersion(hello.SupportedVersions, lo, policy[1])
 		}
 		if si == nil {
 			return nil, nil
