@@ -115,7 +115,8 @@ fuzz:
 	$(GO) test ./topology -run '^$$' -fuzz FuzzOverlay -fuzztime $(FUZZTIME)
 	$(GO) test ./topology -run '^$$' -fuzz FuzzServerChangesMatchFullRebuild -fuzztime $(FUZZTIME)
 	$(GO) test ./topology -run '^$$' -fuzz FuzzStateChangesMatchFullRebuild -fuzztime $(FUZZTIME)
-	$(GO) test ./cluster -run '^$$' -fuzz FuzzStoreMergeFull -fuzztime $(FUZZTIME)
+	$(GO) test ./raftstate -run '^$$' -fuzz FuzzApplyEntry -fuzztime $(FUZZTIME)
+	$(GO) test ./raftstate -run '^$$' -fuzz FuzzForwardResponse -fuzztime $(FUZZTIME)
 	$(GO) test ./cmd/pgplanectl -run '^$$' -fuzz FuzzCorefileReader -fuzztime $(FUZZTIME)
 
 clean:

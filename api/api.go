@@ -368,13 +368,24 @@ type ClusterHealth struct {
 	Of     int  `json:"members"`
 }
 
-// StateHealth is the replicated state of run-time changes.
+// StateHealth is the node's share of the run-time changes, committed
+// through Raft (C5).
 type StateHealth struct {
-	Dir        string `json:"dir,omitempty"`
-	Entries    int    `json:"entries"`
-	Tombstones int    `json:"tombstones"`
-	// Conflict says why the changes received from peers break a rule
-	// together, while an older state is served; empty when none.
+	Dir string `json:"dir,omitempty"`
+	// Entries are the run-time changes in force.
+	Entries int `json:"entries"`
+	// Raft is this member's Raft state (Leader, Follower, Candidate), or
+	// "none" without a state directory.
+	Raft   string `json:"raft"`
+	Leader string `json:"leader,omitempty"`
+	Term   uint64 `json:"term,omitempty"`
+	// Applied is the Raft index of the last change applied here.
+	Applied uint64 `json:"applied_index"`
+	// LastContact is how long ago a follower last heard from its leader.
+	LastContact string `json:"last_contact,omitempty"`
+	// Conflict says why the committed changes break a rule with this
+	// node's topology file, while an older state is served; empty when
+	// none.
 	Conflict string `json:"conflict,omitempty"`
 }
 

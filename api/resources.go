@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/pgplane/pgplane/cluster"
 	"github.com/pgplane/pgplane/topology"
 )
 
@@ -18,10 +17,18 @@ import (
 // run-time changes laid over it, replicated to every node (C5).
 type Desired interface {
 	// Change checks a change of overlay keys (nil deletes) against every
-	// rule, writes it to disk and serves it. It returns
-	// topology.Violations when a rule refuses the change, which then
-	// changes nothing.
+	// rule, commits it and serves it. It returns topology.Violations when
+	// a rule refuses the change, and an error with an Unavailable method
+	// when it cannot be made now (503); a refused change changes nothing.
 	Change(changes map[string]json.RawMessage) error
+}
+
+// isUnavailable reports an error that says the change cannot be made now
+// (no majority, no state directory): one with an Unavailable method that
+// returns true, answered with 503.
+func isUnavailable(err error) bool {
+	var u interface{ Unavailable() bool }
+	return errors.As(err, &u) && u.Unavailable()
 }
 
 // DesiredFunc makes a function a Desired.
@@ -134,7 +141,8 @@ func (s *Server) commit(w http.ResponseWriter, r *http.Request, changes map[stri
 		}
 		writeJSON(w, code, body)
 		return
-	case errors.Is(err, cluster.ErrNoStateDir):
+	case isUnavailable(err):
+		s.cfg.Logger.Warn().Str("client", r.RemoteAddr).Str("request", r.Method+" "+r.URL.Path).Err(err).Msg("admin: change refused")
 		writeError(w, http.StatusServiceUnavailable, "%v", err)
 		return
 	case err != nil:

@@ -1,7 +1,8 @@
 // Package appliance is pgplane's engine: one node's desired state and the
 // parts that serve it, without CoreDNS. It reads the topology file and
-// watches it, lays the admin API's run-time changes over it, keeps them in
-// the replicated store, applies the cluster's failover decisions, and
+// watches it, lays the admin API's run-time changes over it, commits them
+// through Raft (package raftstate), applies the cluster's failover
+// decisions, and
 // publishes each result as an immutable topology.Snapshot. It starts and
 // stops the gateway, the cluster node and the admin API.
 //
@@ -20,6 +21,7 @@ import (
 	"github.com/pgplane/pgplane/api"
 	"github.com/pgplane/pgplane/cluster"
 	"github.com/pgplane/pgplane/gateway"
+	"github.com/pgplane/pgplane/raftstate"
 	"github.com/pgplane/pgplane/topology"
 
 	"github.com/rs/zerolog"
@@ -33,6 +35,7 @@ type Appliance struct {
 	current atomic.Pointer[topology.Snapshot]
 	publish func(*topology.Snapshot)
 
+	store   *raftstate.Store // the run-time changes
 	gateway *gateway.Gateway // nil without a gateway line
 	cluster *cluster.Node    // nil without cluster_bind
 	admin   *api.Server      // nil without an admin line
@@ -58,11 +61,10 @@ func New(opts Options, publish func(*topology.Snapshot)) (*Appliance, error) {
 		return nil, err
 	}
 	a := &Appliance{opts: opts, publish: publish, logs: NewLogger("pgplane")}
-	store, err := a.openStore()
-	if err != nil {
+	a.desired = &desiredState{path: opts.Path(opts.Topology), interval: opts.Reload, publish: a.swap, log: NewLogger("pgplane/topology")}
+	if err := a.openStore(); err != nil {
 		return nil, err
 	}
-	a.desired = &desiredState{path: opts.Path(opts.Topology), interval: opts.Reload, publish: a.swap, store: store, log: NewLogger("pgplane/topology")}
 	if err := a.desired.load(); err != nil {
 		return nil, err
 	}
@@ -79,7 +81,7 @@ func (a *Appliance) Options() Options { return a.opts }
 func (a *Appliance) Snapshot() *topology.Snapshot { return a.current.Load() }
 
 // Start begins watching the topology file and starts the gateway, the
-// cluster node and the admin API.
+// cluster node, the Raft log of run-time changes and the admin API.
 func (a *Appliance) Start() error {
 	a.desired.start()
 	if a.gateway != nil {
@@ -88,6 +90,13 @@ func (a *Appliance) Start() error {
 		}
 	}
 	if err := a.newCluster(); err != nil {
+		return err
+	}
+	var peers raftstate.Peers
+	if a.cluster != nil {
+		peers = a.cluster
+	}
+	if err := a.store.Start(peers); err != nil {
 		return err
 	}
 	if err := a.newAdmin(); err != nil {
@@ -102,6 +111,7 @@ func (a *Appliance) Stop() {
 	if a.admin != nil {
 		a.admin.Stop()
 	}
+	a.store.Stop()
 	if a.cluster != nil {
 		a.cluster.Stop()
 	}
@@ -126,15 +136,13 @@ func (a *Appliance) Ready() bool {
 // force.
 func (a *Appliance) Reload() error { return a.desired.load() }
 
-// Change checks a run-time change against every rule (A2), writes it to
-// disk, serves it and spreads it to the other nodes. A refused change
-// changes nothing; the error is topology.Violations when a rule refuses it.
+// Change commits a run-time change through Raft: the leader checks it
+// against every rule (A2) with the state every earlier change made, and it
+// returns once the change is committed and served here. A refused change
+// changes nothing; the error is topology.Violations when a rule refuses it,
+// *raftstate.NoQuorumError without a majority.
 func (a *Appliance) Change(changes map[string]json.RawMessage) error {
-	entries, err := a.desired.change(changes)
-	if a.cluster != nil {
-		a.cluster.Spread(entries)
-	}
-	return err
+	return a.store.Change(changes)
 }
 
 // swap makes s the snapshot in force: the plugin's answers, the gateway's
@@ -166,9 +174,10 @@ func (a *Appliance) swap(s *topology.Snapshot) {
 	}
 }
 
-// openStore opens the replicated state of run-time changes: in the state
-// directory (by default systemd's $STATE_DIRECTORY), or in memory without one.
-func (a *Appliance) openStore() (*cluster.Store, error) {
+// openStore opens the run-time changes' store: in the state directory (by
+// default systemd's $STATE_DIRECTORY), or none, refusing every change,
+// without one.
+func (a *Appliance) openStore() error {
 	dir := a.opts.State.Dir
 	if dir == "" {
 		dir = os.Getenv("STATE_DIRECTORY")
@@ -176,19 +185,32 @@ func (a *Appliance) openStore() (*cluster.Store, error) {
 		dir = a.opts.Path(dir)
 	}
 	c := a.opts.Cluster
-	node := c.Name
-	if node == "" {
-		node = "local"
+	node, members := c.Name, c.Members
+	if c.Bind == "" {
+		node, members = "local", []string{"local"}
 	}
-	solo := c.Bind == "" || slices.Equal(c.Members, []string{node})
-	st, err := cluster.OpenStore(cluster.StoreConfig{Node: node, Dir: dir, TombstoneTTL: a.opts.State.TombstoneTTL, Solo: solo})
+	bind, advertise := c.RaftAddresses()
+	key, err := a.opts.gossipKey()
 	if err != nil {
-		return nil, err
+		return err
+	}
+	st, err := raftstate.Open(raftstate.Config{
+		Node: node, Members: members, Dir: dir, Bind: bind, Advertise: advertise, Key: key,
+		Check: a.desired.check, Defined: a.desired.defined, Applied: a.desired.applied,
+		Logger: NewLogger("pgplane/state").With().Str("node", node).Logger(),
+	})
+	if err != nil {
+		return err
 	}
 	if dir == "" && a.opts.Admin.Listen != "" {
 		a.logs.Warn().Msg("no state directory (state DIR): the admin API refuses changes, which must be written to disk before they are acknowledged")
 	}
-	return st, nil
+	if a.opts.State.TombstoneTTL != 0 {
+		a.logs.Warn().Msg("state_tombstone_ttl has no effect: run-time changes are committed through Raft, whose snapshots replaced tombstones; remove the line")
+	}
+	a.store = st
+	a.desired.store = st
+	return nil
 }
 
 // Health reports the node's own state for the admin API's GET /v1/health.
@@ -211,16 +233,14 @@ func (a *Appliance) Health() api.HealthView {
 		}
 		h.Cluster = c
 	}
-	if st := a.desired.store; st != nil {
-		h.State.Dir = st.Dir()
-		if err := a.desired.conflictErr(); err != nil {
-			h.State.Conflict = err.Error()
-		}
-		h.State.Entries, h.State.Tombstones = st.Counts()
+	st := a.store.Status()
+	h.State = api.StateHealth{Dir: a.store.Dir(), Entries: st.Entries, Raft: st.State, Leader: st.Leader, Term: st.Term, Applied: st.Applied, LastContact: st.LastSeen}
+	if err := a.desired.conflictErr(); err != nil {
+		h.State.Conflict = err.Error()
 	}
 	return h
 }
 
-// Conflict returns why the replicated run-time changes are not served (they
-// break a rule together), or nil.
+// Conflict returns why the committed run-time changes are not served (they
+// break a rule with this node's topology file), or nil.
 func (a *Appliance) Conflict() error { return a.desired.conflictErr() }

@@ -3,12 +3,14 @@ package appliance
 import (
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
+	"strings"
 	"sync"
 	"time"
 
-	"github.com/pgplane/pgplane/cluster"
+	"github.com/pgplane/pgplane/raftstate"
 	"github.com/pgplane/pgplane/topology"
 	"github.com/rs/zerolog"
 )
@@ -21,17 +23,20 @@ type desiredState struct {
 	path     string
 	interval time.Duration
 	publish  func(*topology.Snapshot)
-	parser   topology.Parser // re-decodes only the parts of the file that changed
-	store    *cluster.Store  // the run-time changes (C5)
+	parser   topology.Parser  // re-decodes only the parts of the file that changed
+	store    *raftstate.Store // the run-time changes (C5)
 	log      zerolog.Logger
 
 	mu   sync.Mutex         // serialises reloads and changes
 	base *topology.Topology // the file's topology, without run-time changes
 	// baseServers are base's servers by name.
 	baseServers map[string]*topology.Server
-	checker     topology.Checker // checks changes of servers alone
-	// conflict says why the replicated changes from peers are not served
-	// (they break a rule together), or is nil.
+	// baseKeys are the overlay keys of base's objects, made when first
+	// asked for.
+	baseKeys map[string]bool
+	checker  topology.Checker // checks changes of servers alone
+	// conflict says why the committed run-time changes are not served (they
+	// break a rule with this node's topology file), or is nil.
 	conflict error
 	current  *topology.Snapshot
 	sum      [sha256.Size]byte
@@ -59,7 +64,7 @@ func (f *desiredState) overlay(file *topology.Topology, values map[string]json.R
 	return next, nil
 }
 
-// values returns the run-time changes; none without a store.
+// values returns a copy of the run-time changes; none without a store.
 func (f *desiredState) values() map[string]json.RawMessage {
 	if f.store == nil {
 		return nil
@@ -102,45 +107,73 @@ func (f *desiredState) setConflictLocked(err error) {
 	}
 }
 
-// change checks a run-time change against every rule (A2), writes it to disk
-// and serves it; it returns the entries to spread to the other nodes. A
-// refused change changes nothing; the error is topology.Violations when a
-// rule refuses it.
-func (f *desiredState) change(changes map[string]json.RawMessage) ([]cluster.Entry, error) {
-	if f.store == nil {
-		return nil, cluster.ErrNoStateDir
-	}
+// check checks a run-time change against every rule (A2) with the state
+// served: the leader's check of a write before it is committed. It returns
+// the rules the change breaks (topology.Violations), or the entry of it that
+// cannot be applied (topology.OverlayProblem); it changes nothing.
+func (f *desiredState) check(changes map[string]json.RawMessage) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	values := f.store.Values()
+	values := f.values()
 	maps.Copy(values, changes)
 	if d, problems, vs, ok := f.layServersLocked(changes, values); ok {
-		if err := refusal(changes, problems, vs); err != nil {
-			return nil, err
-		}
-		entries, err := f.store.Commit(changes)
-		if err != nil {
-			return nil, err
-		}
-		return entries, f.swapServersLocked(d)
+		return f.attributedLocked(refusal(changes, problems, vs), d.Topology, changes)
 	}
 	next, problems := topology.Overlay(f.base, values)
 	state, _ := topology.Validate(next)
 	// The rules that bind a change come first: they say why a change that
 	// also breaks a state rule (a subnet's new CIDR leaving its server
 	// outside) is refused.
-	if err := refusal(changes, problems, append(topology.CheckTransition(f.current.Topology, next), state...)); err != nil {
-		return nil, err
+	return f.attributedLocked(refusal(changes, problems, append(topology.CheckTransition(f.current.Topology, next), state...)), next, changes)
+}
+
+// attributedLocked validates a refused change's topology again with the
+// servers the change touches checked last, so that a rule two servers break
+// together (T11: a subnet's last addresses; an address both claim) is
+// reported against the server this change makes, not against one an
+// earlier change made that happens to come later in the file's order.
+func (f *desiredState) attributedLocked(err error, next *topology.Topology, changes map[string]json.RawMessage) error {
+	var vs topology.Violations
+	if !errors.As(err, &vs) {
+		return err
 	}
-	entries, err := f.store.Commit(changes)
-	if err != nil {
-		return nil, err
+	touched := map[string]bool{}
+	for key := range changes {
+		if rest, ok := strings.CutPrefix(key, topology.KindServer+"/"); ok {
+			name, _, _ := strings.Cut(rest, "/")
+			touched[name] = true
+		}
 	}
-	if err := f.swapLocked(next, f.current.State); err != nil {
-		// Valid topologies always make a snapshot; this is a bug, not a refusal.
-		return entries, fmt.Errorf("change written but not served: %w", err)
+	if len(touched) == 0 {
+		return err
 	}
-	return entries, nil
+	reordered := *next
+	reordered.Servers = make([]*topology.Server, 0, len(next.Servers))
+	var last []*topology.Server
+	for _, s := range next.Servers {
+		if touched[s.Name] {
+			last = append(last, s)
+		} else {
+			reordered.Servers = append(reordered.Servers, s)
+		}
+	}
+	reordered.Servers = append(reordered.Servers, last...)
+	again, _ := topology.Validate(&reordered)
+	if len(again) == 0 {
+		return err
+	}
+	return append(topology.CheckTransition(f.current.Topology, next), again...)
+}
+
+// defined reports whether the topology file defines the object at an
+// overlay key: a deletion of it must stay in the state.
+func (f *desiredState) defined(key string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.baseKeys == nil {
+		f.baseKeys = topology.Keys(f.base)
+	}
+	return f.baseKeys[key]
 }
 
 // refusal says why a change is refused, or returns nil: an entry of the
@@ -189,12 +222,13 @@ func (f *desiredState) swapServersLocked(d *topology.ServerDelta) error {
 // fileServer returns the file's server of that name, or nil.
 func (f *desiredState) fileServer(name string) *topology.Server { return f.baseServers[name] }
 
-// storeChanged serves the state after a peer's changes arrived: keys are the
-// keys of the entries merged, or nil when anything may have changed. Every
-// change was checked on the node that made it; should two concurrent
-// changes break a rule together, every node refuses the combination alike
-// and keeps serving what it had until a later change mends it.
-func (f *desiredState) storeChanged(keys []string) {
+// applied serves the state after committed changes were applied: keys are
+// the keys they touched, or nil when anything may have changed (a
+// snapshot). Every change was checked by the leader against the state
+// before it; should this node's topology file differ from the leader's so
+// that the changes break a rule here, this node keeps serving what it had,
+// says why, and takes the changes once a later one or its file mends them.
+func (f *desiredState) applied(keys []string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	changes := make(map[string]json.RawMessage, len(keys))
@@ -215,7 +249,7 @@ func (f *desiredState) storeChanged(keys []string) {
 	}
 	if err != nil {
 		f.setConflictLocked(err)
-		f.log.Error().Msgf("run-time changes from a peer refused, still serving serial %d:\n%v", f.current.Serial, err)
+		f.log.Error().Msgf("committed run-time changes break a rule with this node's topology file, still serving serial %d:\n%v", f.current.Serial, err)
 	}
 }
 
@@ -224,15 +258,4 @@ func (f *desiredState) conflictErr() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.conflict
-}
-
-// collect forgets old tombstones, except the deletions of objects the file
-// defines.
-func (f *desiredState) collect() {
-	f.mu.Lock()
-	keep := topology.Keys(f.base)
-	f.mu.Unlock()
-	if err := f.store.Collect(func(k string) bool { return keep[k] }); err != nil {
-		f.log.Error().Err(err).Msg("state: collecting tombstones")
-	}
 }

@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pgplane/pgplane/cluster"
 	"github.com/pgplane/pgplane/gateway"
 	"github.com/pgplane/pgplane/topology"
 
@@ -205,91 +204,62 @@ func pemDecode(b []byte) ([]byte, []byte) {
 	return block.Bytes, rest
 }
 
-// Two changes made at once on two nodes can each pass alone and break a
-// rule together. Every node then refuses the combination alike, keeps
-// serving what it had, says so, and takes the change that mends it (C5).
+// A node restarting with a topology file edited while it was down, which
+// the committed run-time changes break a rule with, still starts: it serves
+// the file alone, reports the conflict, refuses changes on top of it, and
+// serves everything again once a change mends it.
 //
 // SPEC: C5 Z2
-func TestConflictingPeerChangesKeepTheLastGoodState(t *testing.T) {
+func TestStartWithConflictingStateServesTheFile(t *testing.T) {
 	dir, path := topologyFileIn(t, nil)
-	a := newTestAppliance(t, path, func(o *Options) { o.State.Dir = filepath.Join(dir, "state") })
-	// Node a made a zone billing.postgres.database.azure.com; node b, at
-	// the same time, a server called billing (Z2).
-	peer, _ := cluster.OpenStore(cluster.StoreConfig{Node: "n2", Dir: filepath.Join(dir, "peer")})
-	zone, _ := peer.Commit(map[string]json.RawMessage{topology.ZoneKey("billing.postgres.database.azure.com"): json.RawMessage(`{}`)})
-	server, _ := peer.Commit(map[string]json.RawMessage{topology.ServerKey("billing"): json.RawMessage(`{"region":"eastus2","access":"public","backends":{"primary":"127.0.0.1:5432"}}`)})
-	a.desired.store.Merge(zone)
-	a.desired.storeChanged(keysOf(zone))
-	withZone := a.Snapshot()
-	if withZone.Zones["billing.postgres.database.azure.com"] == nil || a.desired.conflictErr() != nil {
-		t.Fatal("the zone alone must be served")
+	stateDir := filepath.Join(dir, "state")
+	withState := func(o *Options) { o.State.Dir = stateDir }
+	a := startTestAppliance(t, path, withState)
+	zone := topology.ZoneKey("billing.postgres.database.azure.com")
+	if err := a.Change(map[string]json.RawMessage{zone: json.RawMessage(`{}`)}); err != nil {
+		t.Fatalf("creating the zone: %v", err)
 	}
-	a.desired.store.Merge(server)
-	a.desired.storeChanged(keysOf(server)) // a change of servers alone, checked at its cost
-	if a.Snapshot() != withZone {
-		t.Fatal("a combination that breaks a rule must not be served")
+	if a.Snapshot().Zones["billing.postgres.database.azure.com"] == nil {
+		t.Fatal("an acknowledged change must be served at once")
 	}
-	if err := a.desired.conflictErr(); err == nil || !strings.Contains(err.Error(), "Z2") {
-		t.Fatalf("the conflict must be reported with its rule: %v", err)
+	a.Stop()
+	// While the node is down, its file gains a server called billing: with
+	// the zone it breaks Z2.
+	data, _ := os.ReadFile(path)
+	os.WriteFile(path, append(data, []byte("  - {name: billing, region: eastus2, access: public, backends: {primary: \"127.0.0.1:5432\"}}\n")...), 0o644)
+
+	a = startTestAppliance(t, path, withState)
+	defer a.Stop()
+	snap := a.Snapshot()
+	if snap.Server("billing") == nil || snap.Zones["billing.postgres.database.azure.com"] != nil || snap.Server("reports-db") == nil {
+		t.Fatal("the file alone must be served")
 	}
-	if testutil.ToFloat64(stateConflict) != 1 {
-		t.Fatal("coredns_pgplane_state_conflict must be 1 during a conflict")
+	if err := a.desired.conflictErr(); err == nil || !strings.Contains(err.Error(), "Z2") || testutil.ToFloat64(stateConflict) != 1 {
+		t.Fatalf("the conflict must be reported: %v", err)
 	}
 	if h := a.Health(); !strings.Contains(h.State.Conflict, "Z2") {
 		t.Fatalf("health must show the conflict: %+v", h.State)
 	}
 	// Any change is checked against the combination, so the one that
 	// mends it is the one that goes through.
-	if _, err := a.desired.change(map[string]json.RawMessage{topology.FirewallRuleKey("reports-db", "x"): json.RawMessage(`{"startIpAddress":"10.0.0.1","endIpAddress":"10.0.0.1"}`)}); err == nil {
+	if err := a.Change(map[string]json.RawMessage{topology.FirewallRuleKey("reports-db", "x"): json.RawMessage(`{"startIpAddress":"10.0.0.1","endIpAddress":"10.0.0.1"}`)}); err == nil {
 		t.Fatal("a change on top of a conflict must be refused with the conflict's rule")
 	}
-	if _, err := a.desired.change(map[string]json.RawMessage{topology.ServerKey("billing"): nil}); err != nil {
-		t.Fatalf("deleting one side must mend it: %v", err)
-	}
-	if a.desired.conflictErr() != nil || testutil.ToFloat64(stateConflict) != 0 || a.Snapshot().Zones["billing.postgres.database.azure.com"] == nil {
-		t.Fatal("after the mend the zone is served and no conflict remains")
-	}
-}
-
-// A node restarting with conflicting run-time changes on disk (kept from two
-// concurrent changes) still starts: it serves the file alone, reports the
-// conflict, and serves everything again once a change mends it.
-//
-// SPEC: C5 Z2
-func TestStartWithConflictingStateServesTheFile(t *testing.T) {
-	dir, path := topologyFileIn(t, nil)
-	stateDir := filepath.Join(dir, "state")
-	st, _ := cluster.OpenStore(cluster.StoreConfig{Node: "n2", Dir: filepath.Join(dir, "peer")})
-	entries, _ := st.Commit(map[string]json.RawMessage{
-		topology.ZoneKey("billing.postgres.database.azure.com"): json.RawMessage(`{}`),
-		topology.ServerKey("billing"):                           json.RawMessage(`{"region":"eastus2","access":"public","backends":{"primary":"127.0.0.1:5432"}}`),
-	})
-	disk, _ := cluster.OpenStore(cluster.StoreConfig{Node: "n1", Dir: stateDir})
-	disk.Merge(entries)
-
-	a, err := New(testOptions(path, func(o *Options) { o.State.Dir = stateDir }), nil)
-	if err != nil {
-		t.Fatalf("a node must start despite conflicting run-time changes: %v", err)
-	}
-	snap := a.Snapshot()
-	if snap.Server("billing") != nil || snap.Zones["billing.postgres.database.azure.com"] != nil || snap.Server("reports-db") == nil {
-		t.Fatal("the file alone must be served")
-	}
-	if err := a.desired.conflictErr(); err == nil || !strings.Contains(err.Error(), "Z2") || testutil.ToFloat64(stateConflict) != 1 {
-		t.Fatalf("the conflict must be reported: %v", err)
-	}
-	if _, err := a.desired.change(map[string]json.RawMessage{topology.ServerKey("billing"): nil}); err != nil {
+	if err := a.Change(map[string]json.RawMessage{topology.ServerKey("billing"): nil}); err != nil {
 		t.Fatalf("the mending change: %v", err)
 	}
 	if a.Snapshot().Zones["billing.postgres.database.azure.com"] == nil || a.desired.conflictErr() != nil || testutil.ToFloat64(stateConflict) != 0 {
-		t.Fatal("after the mend, the run-time changes are served and no conflict stands")
+		t.Fatalf("after the mend, the run-time changes are served and no conflict stands: zone %v, conflict %v, metric %v", a.Snapshot().Zones["billing.postgres.database.azure.com"] != nil, a.desired.conflictErr(), testutil.ToFloat64(stateConflict))
 	}
 }
 
-func keysOf(entries []cluster.Entry) []string {
-	var keys []string
-	for _, e := range entries {
-		keys = append(keys, e.Key)
+// startTestAppliance makes and starts an appliance over path; the test
+// stops it.
+func startTestAppliance(t *testing.T, path string, edit func(*Options)) *Appliance {
+	t.Helper()
+	a := newTestAppliance(t, path, edit)
+	if err := a.Start(); err != nil {
+		t.Fatal(err)
 	}
-	return keys
+	return a
 }

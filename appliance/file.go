@@ -19,9 +19,6 @@ var errWriting = errors.New("topology file changed while being read")
 // that a file rewritten in place is not read half-written.
 const settle = 50 * time.Millisecond
 
-// collectInterval is how often old tombstones are looked for.
-const collectInterval = 10 * time.Minute
-
 // stamp is what a file's metadata says of its content.
 type stamp struct {
 	mtime time.Time
@@ -93,9 +90,9 @@ func (f *desiredState) loadExpecting(settledAs *stamp) error {
 			return fmt.Errorf("topology file %s with the run-time changes laid over it:\n%w", f.path, conflict)
 		}
 		// At start-up nothing is served yet. Run-time changes that break a
-		// rule together (kept from two concurrent changes) must not keep
-		// the node from starting: it serves the file alone and reports
-		// the conflict until a change mends it.
+		// rule with this file (a file edited while the node was down) must
+		// not keep the node from starting: it serves the file alone and
+		// reports the conflict until a change or the file mends it.
 		f.log.Error().Msgf("run-time changes break a rule with topology %s; serving the file alone until a change mends them:\n%v", f.path, conflict)
 		next = file
 	}
@@ -112,7 +109,7 @@ func (f *desiredState) loadExpecting(settledAs *stamp) error {
 	if err := f.swapLocked(next, state); err != nil {
 		return fmt.Errorf("topology file %s: %w", f.path, err)
 	}
-	f.sum, f.base = sum, file
+	f.sum, f.base, f.baseKeys = sum, file, nil
 	f.baseServers = make(map[string]*topology.Server, len(file.Servers))
 	for _, srv := range file.Servers {
 		f.baseServers[srv.Name] = srv
@@ -186,14 +183,10 @@ func (f *desiredState) watch() {
 		defer tick.Stop()
 		reload = tick.C
 	}
-	gc := time.NewTicker(collectInterval)
-	defer gc.Stop()
 	for {
 		select {
 		case <-f.stop:
 			return
-		case <-gc.C:
-			f.collect()
 		case <-reload:
 			if !f.changed() {
 				continue

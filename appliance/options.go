@@ -41,8 +41,10 @@ type Options struct {
 
 // StateOptions say where the run-time changes are kept.
 type StateOptions struct {
-	Dir          string        // empty: $STATE_DIRECTORY, else memory only
-	TombstoneTTL time.Duration // 0: the store's default
+	Dir string // empty: $STATE_DIRECTORY, else memory only
+	// TombstoneTTL is read and ignored: Raft's snapshots replaced the
+	// tombstones it bounded.
+	TombstoneTTL time.Duration
 }
 
 // GatewayOptions are the gateway_* properties and node_id.
@@ -71,6 +73,9 @@ type ClusterOptions struct {
 	Members   []string
 	Bind      string
 	Advertise string
+	// Raft is the Raft transport's address for run-time changes (C5);
+	// empty: cluster_bind's IP with the next port.
+	Raft      string
 	Join      []string
 	KeyFile   string
 	Dev       bool
@@ -112,7 +117,7 @@ var Properties = []string{"ttl", "reload", "ns",
 	"gateway", "gateway_tls", "gateway_backend_tls", "gateway_auth", "gateway_auth_user", "gateway_auth_cache",
 	"gateway_max_connections", "gateway_max_connections_per_source", "gateway_pool_size", "gateway_pool_idle_timeout",
 	"gateway_handshake_timeout", "gateway_trusted_proxies", "node_id",
-	"cluster_name", "cluster_members", "cluster_bind", "cluster_advertise", "cluster_join", "cluster_key_file",
+	"cluster_name", "cluster_members", "cluster_bind", "cluster_advertise", "cluster_raft", "cluster_join", "cluster_key_file",
 	"cluster_dev", "cluster_probe_interval", "cluster_probe_timeout", "cluster_fail_after", "cluster_gateway_port",
 	"cluster_monitor_user",
 	"admin", "admin_token_file", "admin_tls", "state", "state_tombstone_ttl"}
@@ -260,6 +265,8 @@ func (o *Options) set(name string, args []string) error {
 		c.Bind, err = args[0], addrPort(args[0])
 	case "cluster_advertise":
 		c.Advertise, err = args[0], addrPort(args[0])
+	case "cluster_raft":
+		c.Raft, err = args[0], addrPort(args[0])
 	case "cluster_join":
 		c.Join = args
 	case "cluster_key_file":
@@ -312,6 +319,12 @@ func (o *Options) Validate() error {
 		if !slices.Contains(c.Members, c.Name) {
 			return problem("cluster_name", fmt.Sprintf("cluster_name %q must be one of cluster_members %v", c.Name, c.Members))
 		}
+		if c.Raft == "" && strings.HasSuffix(c.Bind, ":65535") {
+			return problem("cluster_raft", "cluster_bind uses port 65535: give Raft a port with cluster_raft IP:PORT")
+		}
+		if c.Raft != "" && c.Raft == c.Bind {
+			return problem("cluster_raft", fmt.Sprintf("cluster_raft %s is cluster_bind's address: Raft needs a port of its own", c.Raft))
+		}
 		if c.KeyFile == "" && !c.Dev {
 			return problem("cluster_bind", "gossip needs an encryption key: cluster_key_file FILE (pgplanectl cluster-key > FILE); only cluster_dev runs without one (C1)")
 		}
@@ -358,4 +371,24 @@ func addrPort(s string) error {
 		return errors.New("want IP:port")
 	}
 	return nil
+}
+
+// RaftAddresses returns the Raft transport's bind and advertise addresses:
+// cluster_raft, else cluster_bind's IP with the next port; advertised at
+// cluster_advertise's IP when there is one. Both are empty without
+// cluster_bind.
+func (c ClusterOptions) RaftAddresses() (bind, advertise string) {
+	if c.Bind == "" {
+		return "", ""
+	}
+	gossip := netip.MustParseAddrPort(c.Bind)
+	raftBind := netip.AddrPortFrom(gossip.Addr(), gossip.Port()+1)
+	if c.Raft != "" {
+		raftBind = netip.MustParseAddrPort(c.Raft)
+	}
+	if c.Advertise == "" {
+		return raftBind.String(), ""
+	}
+	adv := netip.MustParseAddrPort(c.Advertise)
+	return raftBind.String(), netip.AddrPortFrom(adv.Addr(), raftBind.Port()).String()
 }

@@ -74,11 +74,19 @@ func (a *Appliance) newCluster() error {
 	if o.Bind == "" {
 		return nil
 	}
+	raftBind, raftAdvertise := o.RaftAddresses()
+	if raftAdvertise == "" {
+		raftAdvertise = raftBind
+	}
+	if a.store.Dir() == "" {
+		raftAdvertise = "" // no state directory, no Raft
+	}
 	cfg := cluster.Config{
-		Name: o.Name, Members: o.Members, Bind: o.Bind, Advertise: o.Advertise, Join: o.Join, Dev: o.Dev,
+		RaftAddress: raftAdvertise,
+		Name:        o.Name, Members: o.Members, Bind: o.Bind, Advertise: o.Advertise, Join: o.Join, Dev: o.Dev,
 		NodeID: g.NodeID, Holds: g.Listen, ProbeInterval: o.Interval, ProbeTimeout: o.Timeout, FailAfter: o.FailAfter,
 		GatewayPort: 5432,
-		StateDir:    a.desired.store.Dir(),
+		StateDir:    a.store.Dir(),
 		Logger:      NewLogger("pgplane/cluster").With().Str("node", o.Name).Logger(),
 	}
 	switch {
@@ -101,8 +109,6 @@ func (a *Appliance) newCluster() error {
 	n, err := cluster.New(cfg, cluster.Hooks{
 		Snapshot: a.current.Load,
 		Apply:    a.desired.setState,
-		Store:    a.desired.store,
-		Changed:  a.desired.storeChanged,
 		Cancel: func(pid, secret uint32) {
 			if a.gateway != nil {
 				a.gateway.Cancel(pid, secret)

@@ -47,7 +47,8 @@ func TestFileAndAPIRefuseAlike(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir, path := topologyFileIn(t, func(s string) string { return strings.Replace(s, "lock: none", "lock: "+tc.lock, 1) })
-			a := newTestAppliance(t, path, func(o *Options) { o.State.Dir = filepath.Join(dir, "state") })
+			a := startTestAppliance(t, path, func(o *Options) { o.State.Dir = filepath.Join(dir, "state") })
+			defer a.Stop()
 			before := a.Snapshot()
 
 			apiErr := a.Change(tc.changes)

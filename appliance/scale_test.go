@@ -23,6 +23,10 @@ func BenchmarkChangeScale(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	if err := a.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer a.Stop()
 	var server string // a public server: firewall rules are theirs
 	for _, name := range a.Snapshot().ServerNames() {
 		if !a.Snapshot().Server(name).Private {

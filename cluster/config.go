@@ -37,6 +37,9 @@ type Config struct {
 	// GatewayPort is the port probed on a gateway address whose port no
 	// member has announced.
 	GatewayPort int
+	// RaftAddress is this node's Raft transport address, announced to the
+	// others (C5); empty for none.
+	RaftAddress string
 	// Holds are this node's gateway listen addresses (IP:port).
 	Holds []string
 	// StateDir, when set, keeps the failover decisions on disk, so that a
@@ -56,12 +59,6 @@ type Hooks struct {
 	Apply func(topology.State)
 	// Cancel delivers a cancel request forwarded by another node.
 	Cancel func(pid, secret uint32)
-	// Store is the replicated state the node gossips (C5); nil for none.
-	Store *Store
-	// Changed is called after a peer's entries changed the store, with the
-	// keys of the entries merged, or nil when anything may have changed
-	// (a full exchange).
-	Changed func(keys []string)
 }
 
 // Defaults, chosen so that a dead target is flipped on every node within

@@ -19,7 +19,6 @@ const (
 	msgVotes    = 'v'
 	msgDecision = 'd'
 	msgCancel   = 'c'
-	msgEntries  = 'e'
 )
 
 // ForwardCancel sends a cancel request to the node whose gateway owns the
@@ -40,15 +39,17 @@ type cancelMsg struct {
 	Secret uint32 `json:"secret"`
 }
 
+// nodeMeta is what a member announces with its gossip.
 type nodeMeta struct {
 	NodeID uint8 `json:"node_id"`
+	// Raft is the address of the member's Raft transport, for run-time
+	// changes (C5).
+	Raft string `json:"raft,omitempty"`
 }
 
-// state is what push/pull anti-entropy exchanges: every decision and the
-// replicated state.
+// state is what push/pull anti-entropy exchanges: every decision.
 type state struct {
-	Decisions []Decision      `json:"decisions"`
-	Store     json.RawMessage `json:"store,omitempty"`
+	Decisions []Decision `json:"decisions"`
 }
 
 func encode(kind byte, v any) []byte {
@@ -59,13 +60,14 @@ func encode(kind byte, v any) []byte {
 // delegate is the memberlist.Delegate of a Node.
 type delegate Node
 
-// NodeMeta announces the node's gateway node ID, for forwarded cancels.
+// NodeMeta announces the node's gateway node ID, for forwarded cancels, and
+// its Raft address.
 func (d *delegate) NodeMeta(limit int) []byte {
-	b, _ := json.Marshal(nodeMeta{NodeID: d.cfg.NodeID})
+	b, _ := json.Marshal(nodeMeta{NodeID: d.cfg.NodeID, Raft: d.cfg.RaftAddress})
 	return b
 }
 
-// NotifyMsg takes a message from a peer: votes, a decision, a cancel or run-time changes.
+// NotifyMsg takes a message from a peer: votes, a decision or a cancel.
 // It decodes the message at once (memberlist may reuse b) and leaves
 // anything that writes to disk, rebuilds snapshots or dials to the worker:
 // memberlist's Delegate must not block its packet loop, which failure
@@ -100,14 +102,6 @@ func (d *delegate) NotifyMsg(b []byte) {
 		if json.Unmarshal(b[1:], &c) == nil && n.hooks.Cancel != nil {
 			go n.hooks.Cancel(c.PID, c.Secret)
 		}
-	case msgEntries:
-		var entries []Entry
-		if json.Unmarshal(b[1:], &entries) == nil && n.hooks.Store != nil {
-			n.enqueue(func() {
-				changed, err := n.hooks.Store.Merge(entries)
-				n.storeChanged(changed, err, entryKeys(entries))
-			})
-		}
 	}
 }
 
@@ -133,37 +127,6 @@ func (n *Node) worker() {
 	}
 }
 
-// storeChanged reports a merge's outcome to the appliance: the keys merged,
-// or nil when anything may have changed.
-func (n *Node) storeChanged(changed bool, err error, keys []string) {
-	if err != nil {
-		n.cfg.Logger.Error().Err(err).Msg("cluster: replicated state not written to disk")
-	}
-	if changed && n.hooks.Changed != nil {
-		n.hooks.Changed(keys)
-	}
-}
-
-func entryKeys(entries []Entry) []string {
-	keys := make([]string, 0, len(entries))
-	for _, e := range entries {
-		if e.Key != "" {
-			keys = append(keys, e.Key)
-		}
-	}
-	return keys
-}
-
-// Spread sends entries committed on this node to every member at once and
-// queues them for gossip, which reaches members that missed the direct send;
-// push/pull anti-entropy catches up the rest (C5).
-func (n *Node) Spread(entries []Entry) {
-	if len(entries) == 0 {
-		return
-	}
-	n.spread(encode(msgEntries, entries))
-}
-
 // spread sends msg to every live member at once and, when it fits a packet,
 // queues it for gossip too. A large message goes over TCP, which can wait
 // on a member that died a moment ago, so it is sent in the background: the
@@ -182,7 +145,7 @@ func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte {
 	return d.queue.GetBroadcasts(overhead, limit)
 }
 
-// LocalState is this node's side of a push/pull exchange: decisions and the replicated state.
+// LocalState is this node's side of a push/pull exchange: its decisions.
 func (d *delegate) LocalState(join bool) []byte {
 	n := (*Node)(d)
 	n.mu.Lock()
@@ -190,9 +153,6 @@ func (d *delegate) LocalState(join bool) []byte {
 	var st state
 	for _, dec := range n.decisions {
 		st.Decisions = append(st.Decisions, dec)
-	}
-	if n.hooks.Store != nil {
-		st.Store = n.hooks.Store.Full()
 	}
 	b, _ := json.Marshal(st)
 	return b
@@ -207,10 +167,6 @@ func (d *delegate) MergeRemoteState(buf []byte, join bool) {
 	n := (*Node)(d)
 	for _, dec := range st.Decisions {
 		n.takeDecision(dec)
-	}
-	if n.hooks.Store != nil && len(st.Store) > 0 {
-		changed, err := n.hooks.Store.MergeFull(st.Store)
-		n.storeChanged(changed, err, nil)
 	}
 }
 

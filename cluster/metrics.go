@@ -43,14 +43,6 @@ var (
 		Namespace: "pgplane", Subsystem: "cluster", Name: "gossip_health_score",
 		Help: "memberlist's awareness score: 0 is healthy, higher means this node is slow to process gossip.",
 	})
-	stateEntries = promauto.NewGaugeVec(prometheus.GaugeOpts{
-		Namespace: "pgplane", Subsystem: "state", Name: "entries",
-		Help: "Replicated run-time changes held: live objects and tombstones.",
-	}, []string{"kind"})
-	stateChanges = promauto.NewCounterVec(prometheus.CounterOpts{
-		Namespace: "pgplane", Subsystem: "state", Name: "changes_total",
-		Help: "Run-time changes taken, made here (local) or received from peers (peer).",
-	}, []string{"origin"})
 )
 
 // targetKind is "backend" or "gateway".

@@ -9,10 +9,13 @@
 // backends' roles), votes.go (sending votes), decide.go (the pure policy:
 // votes and topology in, decisions out), decisions.go (taking, keeping and
 // operating decisions), delegate.go (memberlist's callbacks and messages),
-// store.go (the replicated run-time changes), status.go and metrics.go.
+// status.go, files.go and metrics.go. Run-time changes are not gossiped:
+// package raftstate commits them through Raft, with the addresses members
+// announce here.
 package cluster
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -195,4 +198,31 @@ func contains(list []string, s string) bool {
 // another member alive, or it is the only configured member.
 func (n *Node) Joined() bool {
 	return len(n.cfg.Members) == 1 || n.ml.NumMembers() > 1
+}
+
+// RaftAddress returns the Raft address a live member announced.
+func (n *Node) RaftAddress(name string) (string, bool) {
+	for _, m := range n.ml.Members() {
+		if m.Name != name {
+			continue
+		}
+		var meta nodeMeta
+		if json.Unmarshal(m.Meta, &meta) != nil || meta.Raft == "" {
+			return "", false
+		}
+		return meta.Raft, true
+	}
+	return "", false
+}
+
+// Reachable returns how many configured members, this one included, are
+// alive in the gossip.
+func (n *Node) Reachable() int {
+	alive := 0
+	for _, m := range n.ml.Members() {
+		if m.State == memberlist.StateAlive && contains(n.cfg.Members, m.Name) {
+			alive++
+		}
+	}
+	return alive
 }

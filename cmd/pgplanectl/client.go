@@ -151,9 +151,9 @@ func health(args []string, stdout, stderr io.Writer) int {
 		if cl := h.Cluster; cl != nil {
 			fmt.Fprintf(w, "cluster\t%s, %d of %d members alive, a flip needs %d\n", map[bool]string{true: "joined", false: "NOT JOINED"}[cl.Joined], cl.Alive, cl.Of, cl.Quorum)
 		}
-		fmt.Fprintf(w, "state\t%s: %d run-time changes, %d tombstones\n", orDash(h.State.Dir), h.State.Entries, h.State.Tombstones)
+		fmt.Fprintf(w, "state\t%s: %d run-time changes, %s\n", orDash(h.State.Dir), h.State.Entries, raftLine(h.State))
 		if h.State.Conflict != "" {
-			fmt.Fprintf(w, "CONFLICT\tchanges from peers break a rule together; an older state is served:\n%s\n", h.State.Conflict)
+			fmt.Fprintf(w, "CONFLICT\tthe committed changes break a rule with this node's topology file; an older state is served:\n%s\n", h.State.Conflict)
 		}
 		w.Flush()
 	}
@@ -161,6 +161,23 @@ func health(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// raftLine says where a node stands in the Raft cluster of run-time changes.
+func raftLine(st api.StateHealth) string {
+	switch {
+	case st.Raft == "" || st.Raft == "none":
+		return "changes refused (no state directory)"
+	case st.Raft == "Leader":
+		return fmt.Sprintf("Raft leader, term %d, applied index %d", st.Term, st.Applied)
+	case st.Leader == "":
+		return fmt.Sprintf("Raft %s, NO LEADER (term %d, applied index %d)", strings.ToLower(st.Raft), st.Term, st.Applied)
+	}
+	line := fmt.Sprintf("Raft %s of %s, term %d, applied index %d", strings.ToLower(st.Raft), st.Leader, st.Term, st.Applied)
+	if st.LastContact != "" {
+		line += ", leader heard " + st.LastContact + " ago"
+	}
+	return line
 }
 
 // clusterShow prints the cluster as one node sees it.

@@ -107,7 +107,7 @@ func (a *adminNode) everything(t *testing.T) string {
 		_, body := apiDo(t, "GET", a.endpoint+path, "")
 		b.WriteString(body)
 	}
-	state, _ := os.ReadFile(filepath.Join(a.dir, "state", "state.json"))
+	state, _ := os.ReadFile(filepath.Join(a.dir, "state", "raft", "applied.json"))
 	b.Write(state)
 	return b.String()
 }
