@@ -95,7 +95,7 @@ bench-scale: deps build
 	$(GO) run ./benchmarks/scale -bin $(CURDIR)/$(PGPLANE) -sizes $(SIZES) -out benchmarks/scale/out
 
 bench-propagation: deps build
-	$(GO) run ./benchmarks/propagation -bin $(CURDIR)/$(PGPLANE) -ctl $(CURDIR)/$(BIN)/pgplanectl -out benchmarks/propagation/out
+	$(GO) run ./benchmarks/propagation -bin $(CURDIR)/$(PGPLANE) -out benchmarks/propagation/out
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); [ -z "$$out" ] || { echo "gofmt:"; echo "$$out"; exit 1; }

@@ -202,7 +202,10 @@ func (a *Appliance) openStore() error {
 	if err != nil {
 		return err
 	}
-	if dir == "" && a.opts.Admin.Listen != "" {
+	switch {
+	case dir == "" && c.Bind != "":
+		a.logs.Warn().Msgf("no state directory (state DIR): member %s takes no part in committing run-time changes (Raft), so the other members of %v need a majority without it, and its admin API refuses changes", c.Name, c.Members)
+	case dir == "" && a.opts.Admin.Listen != "":
 		a.logs.Warn().Msg("no state directory (state DIR): the admin API refuses changes, which must be written to disk before they are acknowledged")
 	}
 	if a.opts.State.TombstoneTTL != 0 {

@@ -106,6 +106,7 @@ func openFSM(dir, node string, report func(error)) (*fsm, error) {
 		report(fmt.Errorf("applied state %s unreadable (%v); replaying the Raft log instead", filepath.Join(dir, appliedFile), err))
 		return f, nil
 	}
+	deletionsAsNil(st.Values)
 	f.state = st
 	return f, nil
 }
@@ -225,6 +226,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	if st.Values == nil {
 		st.Values = map[string]json.RawMessage{}
 	}
+	deletionsAsNil(st.Values)
 	f.mu.Lock()
 	if st.Index <= f.state.Index {
 		f.mu.Unlock()

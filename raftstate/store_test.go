@@ -347,6 +347,12 @@ func TestRestartKeepsEveryChange(t *testing.T) {
 		}
 		want[key] = value(`1`)
 	}
+	// A deletion of an object the file defines stays a nil value, not the
+	// JSON null it is written as.
+	if err := c.stores[1].Change(map[string]json.RawMessage{"file/gone": nil}); err != nil {
+		t.Fatal(err)
+	}
+	want["file/gone"] = nil
 	c.converged(want)
 	for i := range c.stores {
 		c.stop(i)

@@ -240,6 +240,7 @@ func TestClusterCorefiles(t *testing.T) {
 	dns := freePort(t, "127.0.0.11", "127.0.0.12", "127.0.0.13")
 	gw := freePort(t, "127.0.0.21", "127.0.0.22")
 	gossip := freePort(t, "127.0.0.11", "127.0.0.12", "127.0.0.13")
+	raft := freePort(t, "127.0.0.11", "127.0.0.12", "127.0.0.13")
 	admin := freePort(t, "127.0.0.11", "127.0.0.12", "127.0.0.13")
 	topo, err := os.ReadFile("../../corefile/cluster/topology.yaml")
 	if err != nil {
@@ -253,7 +254,7 @@ func TestClusterCorefiles(t *testing.T) {
 		}
 		corefile := strings.NewReplacer(":1053", fmt.Sprintf(":%d", dns), ":15432", fmt.Sprintf(":%d", gw),
 			"cluster_gateway_port 15432", fmt.Sprintf("cluster_gateway_port %d", gw),
-			":7946", fmt.Sprintf(":%d", gossip), ":8530", fmt.Sprintf(":%d", admin), "../dev/.tls", tlsDir, "../dev/auth.pgpass", "auth.pgpass").Replace(string(text))
+			":7946", fmt.Sprintf(":%d", gossip), ":7947", fmt.Sprintf(":%d", raft), ":8530", fmt.Sprintf(":%d", admin), "../dev/.tls", tlsDir, "../dev/auth.pgpass", "auth.pgpass").Replace(string(text))
 		dir := t.TempDir()
 		writeFile(t, dir, "topology.yaml", string(topo))
 		startNode(t, dir, corefile, fmt.Sprintf("127.0.0.1%d:%d", i, dns), "")

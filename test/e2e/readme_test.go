@@ -76,7 +76,7 @@ func TestPluginReadmeExamples(t *testing.T) {
 			if out, code := pgplanectlAt(t, endpoint, "firewall-rule", "create", "--server", "reports-db", "--name", "office", "--start-ip-address", "203.0.113.1", "--end-ip-address", "203.0.113.9"); code != 0 {
 				t.Fatalf("example %d: the admin API must take a change: %s", i+1, out)
 			}
-			if _, err := os.Stat(filepath.Join(dir, "state", "state.json")); err != nil {
+			if _, err := os.Stat(filepath.Join(dir, "state", "raft", "applied.json")); err != nil {
 				t.Fatalf("example %d: the change must be in state/ beside the Corefile: %v", i+1, err)
 			}
 		}

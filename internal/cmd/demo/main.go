@@ -222,8 +222,10 @@ func (d *demo) run(bin string) error {
 	adminPort := benchkit.FreePort("127.0.0.11")
 	d.endpoint = fmt.Sprintf("http://127.0.0.11:%d", adminPort)
 	var gossip []string
+	var raft []string
 	for i := 1; i <= 3; i++ {
 		gossip = append(gossip, fmt.Sprintf("127.0.0.1%d:%d", i, benchkit.FreePort(fmt.Sprintf("127.0.0.1%d", i))))
+		raft = append(raft, fmt.Sprintf("127.0.0.1%d:%d", i, benchkit.FreePort(fmt.Sprintf("127.0.0.1%d", i))))
 	}
 	for i := 0; i < 3; i++ {
 		ndir := filepath.Join(d.dir, fmt.Sprintf("n%d", i+1))
@@ -233,7 +235,7 @@ func (d *demo) run(bin string) error {
 		switch i {
 		case 0:
 			bind += " 127.0.1.250 127.0.2.250"
-			extra = fmt.Sprintf("gateway 127.0.0.21:%d\n        admin 127.0.0.11:%d\n        state state", d.gwPort, adminPort)
+			extra = fmt.Sprintf("gateway 127.0.0.21:%d\n        admin 127.0.0.11:%d", d.gwPort, adminPort)
 		case 1:
 			extra = fmt.Sprintf("gateway 127.0.0.22:%d", d.gwPort)
 		case 2:
@@ -249,12 +251,14 @@ func (d *demo) run(bin string) error {
         cluster_name n%d
         cluster_members n1 n2 n3
         cluster_bind %s
+        cluster_raft %s
         cluster_join %s
         cluster_dev
+        state state
     }
     errors
 }
-`, d.dnsPort, bind, extra, tlsDir, i+1, i+1, gossip[i], strings.Join(gossip, " "))
+`, d.dnsPort, bind, extra, tlsDir, i+1, i+1, gossip[i], raft[i], strings.Join(gossip, " "))
 		if i == 2 {
 			// The witness: no gateway, and a monitoring role of its own line
 			// to learn the backends' roles with.
