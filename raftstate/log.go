@@ -18,15 +18,21 @@ func newHCLogger(log zerolog.Logger) hclog.Logger {
 	})
 }
 
-// zerologWriter turns hclog's text lines into zerolog lines.
+// zerologWriter turns hclog's text lines ("TIME [LEVEL]  raft: message")
+// into zerolog lines at the same level, without hclog's time.
 type zerologWriter struct{ log zerolog.Logger }
 
 func (w zerologWriter) Write(p []byte) (int, error) {
 	for _, line := range bytes.Split(bytes.TrimSpace(p), []byte("\n")) {
 		text := string(line)
 		ev := w.log.Warn()
-		if strings.Contains(text, "[ERROR]") {
-			ev = w.log.Error()
+		if _, rest, ok := strings.Cut(text, "["); ok {
+			if level, msg, ok := strings.Cut(rest, "]"); ok {
+				text = strings.TrimSpace(msg)
+				if level == "ERROR" {
+					ev = w.log.Error()
+				}
+			}
 		}
 		ev.Msg(text)
 	}

@@ -45,6 +45,13 @@ func (s *Store) importPrevious() {
 			changes[e.Key] = e.Value
 		}
 	}
+	deletionsAsNil(changes)
+	if len(changes) == 0 {
+		if err := os.Rename(path, path+".imported"); err != nil {
+			s.report(fmt.Errorf("previous state %s (empty): %w", path, err))
+		}
+		return
+	}
 	go func() {
 		for {
 			err := s.write(forwardRequest{Origin: s.cfg.Node, Changes: changes, Import: true})

@@ -174,10 +174,12 @@ func run(bin, out string, trials int) error {
 	}
 	topo := topoWith(autoParams)
 	dnsPort, gwPort := benchkit.FreePort("127.0.0.11"), benchkit.FreePort("127.0.0.21")
-	var gossip []string
+	var gossip, raft []string
 	for i := 1; i <= 3; i++ {
 		gossip = append(gossip, fmt.Sprintf("127.0.0.1%d:%d", i, benchkit.FreePort(fmt.Sprintf("127.0.0.1%d", i))))
+		raft = append(raft, fmt.Sprintf("127.0.0.1%d:%d", i, benchkit.FreePort(fmt.Sprintf("127.0.0.1%d", i))))
 	}
+	adminPort := benchkit.FreePort("127.0.0.11")
 	nodes := make([]*appliance, 3)
 	for i := range nodes {
 		name := fmt.Sprintf("n%d", i+1)
@@ -195,11 +197,14 @@ func run(bin, out string, trials int) error {
         cluster_name %s
         cluster_members n1 n2 n3
         cluster_bind %s
+        cluster_raft %s
         cluster_join %s
         cluster_dev
+        admin 127.0.0.1%d:%d
+        state state
     }
 }
-`, dnsPort, i+1, gw, name, gossip[i], strings.Join(gossip, " "))), 0o644)
+`, dnsPort, i+1, gw, name, gossip[i], raft[i], strings.Join(gossip, " "), i+1, adminPort)), 0o644)
 		nodes[i] = &appliance{name: name, dir: dir, dnsAddr: fmt.Sprintf("127.0.0.1%d:%d", i+1, dnsPort)}
 		if err := nodes[i].start(bin); err != nil {
 			return err
@@ -233,11 +238,20 @@ func run(bin, out string, trials int) error {
 	setParams(autoParams)
 
 	// Gateway trials: kill the node holding the active gateway address; the
-	// others must answer the other address.
-	var gw []time.Duration
+	// others must answer the other address. In every other trial the node
+	// killed also leads the Raft cluster of run-time changes: failover must
+	// not wait for a new leader (C5).
+	var gw, gwLeader []time.Duration
 	gws := []string{"127.0.0.21", "127.0.0.22"}
+	endpoint := func(i int) string { return fmt.Sprintf("http://127.0.0.1%d:%d", i+1, adminPort) }
 	holder := 0
-	for i := 0; i < trials; i++ {
+	for i := 0; i < 2*trials; i++ {
+		killLeader := i%2 == 1
+		if killLeader {
+			if err := steerLeader(nodes, holder, endpoint, bin); err != nil {
+				return fmt.Errorf("gateway trial %d: %w", i+1, err)
+			}
+		}
 		others := []*appliance{nodes[1-holder], nodes[2]}
 		start := time.Now()
 		nodes[holder].Kill()
@@ -245,8 +259,18 @@ func run(bin, out string, trials int) error {
 		if err != nil {
 			return fmt.Errorf("gateway trial %d: %w", i+1, err)
 		}
-		gw = append(gw, d)
-		fmt.Printf("gateway trial %2d: %s\n", i+1, d.Round(time.Millisecond))
+		how := ""
+		if killLeader {
+			gwLeader = append(gwLeader, d)
+			lead, err := benchkit.RaftLeader(endpoint(1-holder), 10*time.Second)
+			if err != nil {
+				return fmt.Errorf("gateway trial %d: %w", i+1, err)
+			}
+			how = fmt.Sprintf(" (the Raft leader; n%d leads %s after the kill)", lead, time.Since(start).Round(time.Millisecond))
+		} else {
+			gw = append(gw, d)
+		}
+		fmt.Printf("gateway trial %2d: %s%s\n", i+1, d.Round(time.Millisecond), how)
 		if err := nodes[holder].start(bin); err != nil {
 			return err
 		}
@@ -276,11 +300,41 @@ func run(bin, out string, trials int) error {
 	fmt.Fprintf(&report, "\nTime from the failure to every surviving node answering the new address, %d trials\n", trials)
 	fmt.Fprintf(&report, "  %-52s %8s %8s\n", "", "median", "max")
 	fmt.Fprintf(&report, "  %-52s %8s %8s\n", "pgplane defaults, gateway node (SIGKILL)", med(gw), slices.Max(gw).Round(time.Millisecond))
+	fmt.Fprintf(&report, "  %-52s %8s %8s\n", "the same, the node killed leading Raft", med(gwLeader), slices.Max(gwLeader).Round(time.Millisecond))
 	fmt.Fprintf(&report, "  %-52s %8s %8s\n", "baseline: memberlist DefaultLANConfig detects a death", med(base), slices.Max(base).Round(time.Millisecond))
 	fmt.Fprintf(&report, "  ratio pgplane/baseline (medians): gateway %.2fx\n", ratio(gw, base))
 	fmt.Fprintf(&report, "\nIsolation: %d trials of %s each, flips by the isolated node: %d\n", trials, isolationWindow, isoFlips)
 	fmt.Print(report.String())
 	return os.WriteFile(filepath.Join(out, "results.txt"), report.Bytes(), 0o644)
+}
+
+// steerLeader makes nodes[want] the Raft leader: it kills and restarts the
+// leader until the election falls on want.
+func steerLeader(nodes []*appliance, want int, endpoint func(int) string, bin string) error {
+	for attempt := 0; attempt < 20; attempt++ {
+		lead, err := benchkit.RaftLeader(endpoint(want), 10*time.Second)
+		if err != nil {
+			return err
+		}
+		if lead-1 == want {
+			return nil
+		}
+		nodes[lead-1].Kill()
+		deadline := time.Now().Add(10 * time.Second)
+		for now := lead; now == lead; {
+			if time.Now().After(deadline) {
+				return fmt.Errorf("no new Raft leader after n%d was killed", lead)
+			}
+			if now, err = benchkit.RaftLeader(endpoint(want), 10*time.Second); err != nil {
+				return err
+			}
+		}
+		if err := nodes[lead-1].start(bin); err != nil {
+			return err
+		}
+		time.Sleep(2 * time.Second) // it rejoins the gossip
+	}
+	return fmt.Errorf("n%d never became the Raft leader", want+1)
 }
 
 const isolationWindow = 4 * time.Second

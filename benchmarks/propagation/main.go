@@ -14,7 +14,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/binary"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -209,10 +208,11 @@ func run(bin, out string, trials, fileTrials int) error {
 	for i := range endpoints {
 		endpoints[i] = fmt.Sprintf("http://127.0.0.1%d:%d", i+1, adminPort)
 	}
-	lead, err := leaderOf(endpoints[0])
+	lead, err := benchkit.RaftLeader(endpoints[0], 20*time.Second)
 	if err != nil {
 		return err
 	}
+	lead-- // an index
 	remote := (lead + 1) % nodes
 	fmt.Printf("%d appliance nodes, each with a gateway; Raft leader n%d; %d API trials with the leader local (writes to n%d's API) and %d with it remote (writes to n%d's), %d file trials\n\n",
 		nodes, lead+1, trials, lead+1, trials, remote+1, fileTrials)
@@ -325,27 +325,6 @@ func run(bin, out string, trials, fileTrials int) error {
 	fmt.Printf("ratio acked -> enforced / file (medians): %.3fx\n", float64(benchkit.Median(allEnforced))/float64(benchkit.Median(files)))
 	fmt.Println("target: acked -> enforced median <= 50ms and max <= 200ms on every node")
 	return nil
-}
-
-// leaderOf asks a node's health for the Raft leader and returns its index.
-func leaderOf(endpoint string) (int, error) {
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		resp, err := http.Get(endpoint + "/v1/health")
-		if err == nil {
-			var h struct {
-				State struct{ Leader string } `json:"state"`
-			}
-			json.NewDecoder(resp.Body).Decode(&h)
-			resp.Body.Close()
-			var n int
-			if _, err := fmt.Sscanf(h.State.Leader, "n%d", &n); err == nil && n >= 1 && n <= nodes {
-				return n - 1, nil
-			}
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	return 0, fmt.Errorf("no Raft leader known to %s", endpoint)
 }
 
 func med(ds []time.Duration) time.Duration { return benchkit.Median(ds).Round(100 * time.Microsecond) }

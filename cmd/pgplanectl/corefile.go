@@ -167,7 +167,8 @@ func describe(o appliance.Options, topo *topology.Topology, fail func(string, ..
 		default:
 			summary = append(summary, "warning: no cluster_monitor_user or gateway_auth_user: HA servers without Patroni endpoints fail over on liveness alone (C6)")
 		}
-		summary = append(summary, fmt.Sprintf("cluster: node %s of %s, gossip on %s", c.Name, strings.Join(c.Members, " "), c.Bind))
+		raftBind, _ := c.RaftAddresses()
+		summary = append(summary, fmt.Sprintf("cluster: node %s of %s, gossip on %s, Raft on %s", c.Name, strings.Join(c.Members, " "), c.Bind, raftBind))
 	}
 	if a.Listen != "" {
 		if ap, err := netip.ParseAddrPort(a.Listen); err == nil && a.CertFile == "" && !ap.Addr().IsLoopback() {
