@@ -175,11 +175,16 @@ func run(bin, out string, trials int) error {
 	topo := topoWith(autoParams)
 	dnsPort, gwPort := benchkit.FreePort("127.0.0.11"), benchkit.FreePort("127.0.0.21")
 	var gossip, raft []string
+	taken := []int{dnsPort}
 	for i := 1; i <= 3; i++ {
-		gossip = append(gossip, fmt.Sprintf("127.0.0.1%d:%d", i, benchkit.FreePort(fmt.Sprintf("127.0.0.1%d", i))))
-		raft = append(raft, fmt.Sprintf("127.0.0.1%d:%d", i, benchkit.FreePort(fmt.Sprintf("127.0.0.1%d", i))))
+		ip := fmt.Sprintf("127.0.0.1%d", i)
+		g := benchkit.FreePortExcept(ip, taken...)
+		r := benchkit.FreePortExcept(ip, append(taken, g)...)
+		taken = append(taken, g, r)
+		gossip = append(gossip, fmt.Sprintf("%s:%d", ip, g))
+		raft = append(raft, fmt.Sprintf("%s:%d", ip, r))
 	}
-	adminPort := benchkit.FreePort("127.0.0.11")
+	adminPort := benchkit.FreePortExcept("127.0.0.11", taken...)
 	nodes := make([]*appliance, 3)
 	for i := range nodes {
 		name := fmt.Sprintf("n%d", i+1)
@@ -241,7 +246,7 @@ func run(bin, out string, trials int) error {
 	// others must answer the other address. In every other trial the node
 	// killed also leads the Raft cluster of run-time changes: failover must
 	// not wait for a new leader (C5).
-	var gw, gwLeader []time.Duration
+	var gw, gwLeader, elections []time.Duration
 	gws := []string{"127.0.0.21", "127.0.0.22"}
 	endpoint := func(i int) string { return fmt.Sprintf("http://127.0.0.1%d:%d", i+1, adminPort) }
 	holder := 0
@@ -262,11 +267,13 @@ func run(bin, out string, trials int) error {
 		how := ""
 		if killLeader {
 			gwLeader = append(gwLeader, d)
-			lead, err := benchkit.RaftLeader(endpoint(1-holder), 10*time.Second)
+			lead, err := newLeader(endpoint(1-holder), holder+1)
 			if err != nil {
 				return fmt.Errorf("gateway trial %d: %w", i+1, err)
 			}
-			how = fmt.Sprintf(" (the Raft leader; n%d leads %s after the kill)", lead, time.Since(start).Round(time.Millisecond))
+			elected := time.Since(start)
+			elections = append(elections, elected)
+			how = fmt.Sprintf(" (the Raft leader; n%d leads %s after the kill)", lead, elected.Round(time.Millisecond))
 		} else {
 			gw = append(gw, d)
 		}
@@ -301,6 +308,7 @@ func run(bin, out string, trials int) error {
 	fmt.Fprintf(&report, "  %-52s %8s %8s\n", "", "median", "max")
 	fmt.Fprintf(&report, "  %-52s %8s %8s\n", "pgplane defaults, gateway node (SIGKILL)", med(gw), slices.Max(gw).Round(time.Millisecond))
 	fmt.Fprintf(&report, "  %-52s %8s %8s\n", "the same, the node killed leading Raft", med(gwLeader), slices.Max(gwLeader).Round(time.Millisecond))
+	fmt.Fprintf(&report, "  %-52s %8s %8s\n", "  (a new Raft leader, for comparison)", med(elections), slices.Max(elections).Round(time.Millisecond))
 	fmt.Fprintf(&report, "  %-52s %8s %8s\n", "baseline: memberlist DefaultLANConfig detects a death", med(base), slices.Max(base).Round(time.Millisecond))
 	fmt.Fprintf(&report, "  ratio pgplane/baseline (medians): gateway %.2fx\n", ratio(gw, base))
 	fmt.Fprintf(&report, "\nIsolation: %d trials of %s each, flips by the isolated node: %d\n", trials, isolationWindow, isoFlips)
@@ -320,14 +328,8 @@ func steerLeader(nodes []*appliance, want int, endpoint func(int) string, bin st
 			return nil
 		}
 		nodes[lead-1].Kill()
-		deadline := time.Now().Add(10 * time.Second)
-		for now := lead; now == lead; {
-			if time.Now().After(deadline) {
-				return fmt.Errorf("no new Raft leader after n%d was killed", lead)
-			}
-			if now, err = benchkit.RaftLeader(endpoint(want), 10*time.Second); err != nil {
-				return err
-			}
+		if _, err := newLeader(endpoint(want), lead); err != nil {
+			return err
 		}
 		if err := nodes[lead-1].start(bin); err != nil {
 			return err
@@ -335,6 +337,23 @@ func steerLeader(nodes []*appliance, want int, endpoint func(int) string, bin st
 		time.Sleep(2 * time.Second) // it rejoins the gossip
 	}
 	return fmt.Errorf("n%d never became the Raft leader", want+1)
+}
+
+// newLeader waits until the node at endpoint knows a Raft leader other than
+// member old, and returns it.
+func newLeader(endpoint string, old int) (int, error) {
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		lead, err := benchkit.RaftLeader(endpoint, 10*time.Second)
+		if err != nil {
+			return 0, err
+		}
+		if lead != old {
+			return lead, nil
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return 0, fmt.Errorf("no new Raft leader after n%d was killed", old)
 }
 
 const isolationWindow = 4 * time.Second

@@ -160,9 +160,14 @@ func run(bin, out string, trials, fileTrials int) error {
 
 	dnsPort, gwPort, adminPort := benchkit.FreePort("127.0.0.11"), benchkit.FreePort("127.0.0.21"), benchkit.FreePort("127.0.0.11")
 	var gossip, raft, gws []string
+	taken := []int{dnsPort, adminPort}
 	for i := 1; i <= nodes; i++ {
-		gossip = append(gossip, fmt.Sprintf("127.0.0.1%d:%d", i, benchkit.FreePort(fmt.Sprintf("127.0.0.1%d", i))))
-		raft = append(raft, fmt.Sprintf("127.0.0.1%d:%d", i, benchkit.FreePort(fmt.Sprintf("127.0.0.1%d", i))))
+		ip := fmt.Sprintf("127.0.0.1%d", i)
+		g := benchkit.FreePortExcept(ip, taken...)
+		r := benchkit.FreePortExcept(ip, append(taken, g)...)
+		taken = append(taken, g, r)
+		gossip = append(gossip, fmt.Sprintf("%s:%d", ip, g))
+		raft = append(raft, fmt.Sprintf("%s:%d", ip, r))
 		gws = append(gws, fmt.Sprintf("127.0.0.2%d:%d", i, gwPort))
 	}
 	members := make([]string, nodes)

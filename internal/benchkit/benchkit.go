@@ -29,6 +29,16 @@ func FreePort(ip string) int {
 	panic("benchkit: no port free for TCP and UDP on " + ip)
 }
 
+// FreePortExcept is FreePort, never one of taken: ports picked one after
+// the other are not held in between, and the kernel may hand one out twice.
+func FreePortExcept(ip string, taken ...int) int {
+	for {
+		if p := FreePort(ip); !slices.Contains(taken, p) {
+			return p
+		}
+	}
+}
+
 // Median returns the middle value (the upper one of an even count), or the
 // zero value of an empty list.
 func Median[T cmp.Ordered](values []T) T {
