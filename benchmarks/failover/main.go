@@ -174,17 +174,8 @@ func run(bin, out string, trials int) error {
 	}
 	topo := topoWith(autoParams)
 	dnsPort, gwPort := benchkit.FreePort("127.0.0.11"), benchkit.FreePort("127.0.0.21")
-	var gossip, raft []string
-	taken := []int{dnsPort}
-	for i := 1; i <= 3; i++ {
-		ip := fmt.Sprintf("127.0.0.1%d", i)
-		g := benchkit.FreePortExcept(ip, taken...)
-		r := benchkit.FreePortExcept(ip, append(taken, g)...)
-		taken = append(taken, g, r)
-		gossip = append(gossip, fmt.Sprintf("%s:%d", ip, g))
-		raft = append(raft, fmt.Sprintf("%s:%d", ip, r))
-	}
-	adminPort := benchkit.FreePortExcept("127.0.0.11", taken...)
+	adminPort := benchkit.FreePortExcept("127.0.0.11", dnsPort)
+	gossip, raft := benchkit.ClusterPorts([]string{"127.0.0.11", "127.0.0.12", "127.0.0.13"}, dnsPort, adminPort)
 	nodes := make([]*appliance, 3)
 	for i := range nodes {
 		name := fmt.Sprintf("n%d", i+1)

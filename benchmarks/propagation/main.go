@@ -158,18 +158,14 @@ func run(bin, out string, trials, fileTrials int) error {
 	}
 	defer func() { pg.Stop(); os.RemoveAll(pg.Dir) }()
 
-	dnsPort, gwPort, adminPort := benchkit.FreePort("127.0.0.11"), benchkit.FreePort("127.0.0.21"), benchkit.FreePort("127.0.0.11")
-	var gossip, raft, gws []string
-	taken := []int{dnsPort, adminPort}
+	dnsPort, gwPort := benchkit.FreePort("127.0.0.11"), benchkit.FreePort("127.0.0.21")
+	adminPort := benchkit.FreePortExcept("127.0.0.11", dnsPort)
+	var ips, gws []string
 	for i := 1; i <= nodes; i++ {
-		ip := fmt.Sprintf("127.0.0.1%d", i)
-		g := benchkit.FreePortExcept(ip, taken...)
-		r := benchkit.FreePortExcept(ip, append(taken, g)...)
-		taken = append(taken, g, r)
-		gossip = append(gossip, fmt.Sprintf("%s:%d", ip, g))
-		raft = append(raft, fmt.Sprintf("%s:%d", ip, r))
+		ips = append(ips, fmt.Sprintf("127.0.0.1%d", i))
 		gws = append(gws, fmt.Sprintf("127.0.0.2%d:%d", i, gwPort))
 	}
+	gossip, raft := benchkit.ClusterPorts(ips, dnsPort, adminPort)
 	members := make([]string, nodes)
 	for i := range members {
 		members[i] = fmt.Sprintf("n%d", i+1)

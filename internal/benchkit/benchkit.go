@@ -39,6 +39,18 @@ func FreePortExcept(ip string, taken ...int) int {
 	}
 }
 
+// ClusterPorts picks each node's gossip and Raft addresses on its IP, each
+// port distinct from taken and from the others picked on that IP.
+func ClusterPorts(ips []string, taken ...int) (gossip, raft []string) {
+	for _, ip := range ips {
+		g := FreePortExcept(ip, taken...)
+		r := FreePortExcept(ip, append(taken, g)...)
+		gossip = append(gossip, net.JoinHostPort(ip, strconv.Itoa(g)))
+		raft = append(raft, net.JoinHostPort(ip, strconv.Itoa(r)))
+	}
+	return gossip, raft
+}
+
 // Median returns the middle value (the upper one of an even count), or the
 // zero value of an empty list.
 func Median[T cmp.Ordered](values []T) T {

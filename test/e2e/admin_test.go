@@ -18,7 +18,18 @@ import (
 // pgplanectlAt runs the real pgplanectl against an admin API.
 func pgplanectlAt(t *testing.T, endpoint string, args ...string) (string, int) {
 	t.Helper()
-	cmd := exec.Command(ctl, args...)
+	return pgplanectlIn(t, "", endpoint, args...)
+}
+
+// pgplanectlIn is pgplanectlAt run inside a network namespace ("" for
+// none).
+func pgplanectlIn(t *testing.T, netns, endpoint string, args ...string) (string, int) {
+	t.Helper()
+	argv := append([]string{ctl}, args...)
+	if netns != "" {
+		argv = append([]string{"ip", "netns", "exec", netns}, argv...)
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(), "PGPLANE_ENDPOINT="+endpoint)
 	out, err := cmd.CombinedOutput()
 	code := 0

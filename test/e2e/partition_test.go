@@ -20,21 +20,6 @@ servers:
   - {name: sales-db, region: eastus2, access: public, backends: {primary: "127.0.0.1:1"}}
 `
 
-// nsCtl runs pgplanectl inside a network namespace against endpoint.
-func nsCtl(t *testing.T, ns, endpoint string, args ...string) (string, int) {
-	t.Helper()
-	cmd := exec.Command("ip", append([]string{"netns", "exec", ns, ctl}, args...)...)
-	cmd.Env = append(os.Environ(), "PGPLANE_ENDPOINT="+endpoint)
-	out, err := cmd.CombinedOutput()
-	code := 0
-	if e, ok := err.(*exec.ExitError); ok {
-		code = e.ExitCode()
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	return string(out), code
-}
-
 // n1 and n2 run in one network namespace and n3 in another, the two joined
 // by a veth pair. Setting the pair down cuts n3 off: it refuses writes with
 // the reason and keeps serving DNS and reads from what it had applied,
@@ -83,7 +68,7 @@ func TestMinorityRefusesWritesUntilHealed(t *testing.T) {
 `, i+1, 8531+i), namespaces[i])
 	}
 	health := func(i int) string {
-		out, _ := nsCtl(t, namespaces[i], endpoints[i], "health")
+		out, _ := pgplanectlIn(t, namespaces[i], endpoints[i], "health")
 		return out
 	}
 	for i := range 3 {
@@ -93,10 +78,10 @@ func TestMinorityRefusesWritesUntilHealed(t *testing.T) {
 		})
 	}
 	create := func(i int, rule string) (string, int) {
-		return nsCtl(t, namespaces[i], endpoints[i], "firewall-rule", "create", "--server", "sales-db", "--name", rule, "--start-ip-address", "203.0.113.1", "--end-ip-address", "203.0.113.1")
+		return pgplanectlIn(t, namespaces[i], endpoints[i], "firewall-rule", "create", "--server", "sales-db", "--name", rule, "--start-ip-address", "203.0.113.1", "--end-ip-address", "203.0.113.1")
 	}
 	has := func(i int, rule string) bool {
-		_, code := nsCtl(t, namespaces[i], endpoints[i], "firewall-rule", "show", "--server", "sales-db", "--name", rule)
+		_, code := pgplanectlIn(t, namespaces[i], endpoints[i], "firewall-rule", "show", "--server", "sales-db", "--name", rule)
 		return code == 0
 	}
 	if out, code := create(2, "before"); code != 0 {
