@@ -211,7 +211,7 @@ func (s *Store) Start(peers Peers) error {
 	rc.SnapshotInterval = 30 * time.Second
 
 	if err := os.MkdirAll(filepath.Join(dir, "wal"), 0o750); err != nil {
-		return fmt.Errorf("Raft log: %w", err)
+		return fmt.Errorf("raft log: %w", err)
 	}
 	// The WAL does not close a meta store it opened itself; one given to
 	// it is closed by Stop, so that the node can open it again.
@@ -219,12 +219,12 @@ func (s *Store) Start(peers Peers) error {
 	wal, err := raftwal.Open(filepath.Join(dir, "wal"), raftwal.WithMetaStore(meta))
 	if err != nil {
 		meta.Close()
-		return fmt.Errorf("Raft log %s: %w", filepath.Join(dir, "wal"), err)
+		return fmt.Errorf("raft log %s: %w", filepath.Join(dir, "wal"), err)
 	}
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(dir, 2, rc.Logger)
 	if err != nil {
 		closeAll(nil, wal, meta)
-		return fmt.Errorf("Raft snapshots in %s: %w", dir, err)
+		return fmt.Errorf("raft snapshots in %s: %w", dir, err)
 	}
 	var trans raft.Transport
 	if s.cfg.Bind == "" {
@@ -260,7 +260,7 @@ func (s *Store) Start(peers Peers) error {
 	}
 	if err != nil {
 		closeAll(trans, wal, meta)
-		return fmt.Errorf("Raft state in %s: %w", dir, err)
+		return fmt.Errorf("raft state in %s: %w", dir, err)
 	}
 	r, err := raft.NewRaft(rc, s.fsm, wal, wal, snaps, trans)
 	if err != nil {

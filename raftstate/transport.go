@@ -63,19 +63,19 @@ func transportTLS(key []byte) (server, client *tls.Config, err error) {
 	// authority certificate.
 	caDER, err := x509.CreateCertificate(nil, caTemplate, caTemplate, caKey.Public(), caKey)
 	if err != nil {
-		return nil, nil, fmt.Errorf("Raft transport authority: %w", err)
+		return nil, nil, fmt.Errorf("raft transport authority: %w", err)
 	}
 	ca, err := x509.ParseCertificate(caDER)
 	if err != nil {
-		return nil, nil, fmt.Errorf("Raft transport authority: %w", err)
+		return nil, nil, fmt.Errorf("raft transport authority: %w", err)
 	}
 	pub, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
-		return nil, nil, fmt.Errorf("Raft transport key: %w", err)
+		return nil, nil, fmt.Errorf("raft transport key: %w", err)
 	}
 	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 120))
 	if err != nil {
-		return nil, nil, fmt.Errorf("Raft transport certificate: %w", err)
+		return nil, nil, fmt.Errorf("raft transport certificate: %w", err)
 	}
 	now := time.Now()
 	leafTemplate := &x509.Certificate{
@@ -86,7 +86,7 @@ func transportTLS(key []byte) (server, client *tls.Config, err error) {
 	}
 	leafDER, err := x509.CreateCertificate(nil, leafTemplate, ca, pub, caKey)
 	if err != nil {
-		return nil, nil, fmt.Errorf("Raft transport certificate: %w", err)
+		return nil, nil, fmt.Errorf("raft transport certificate: %w", err)
 	}
 	cert := tls.Certificate{Certificate: [][]byte{leafDER}, PrivateKey: priv}
 	pool := x509.NewCertPool()
@@ -123,13 +123,13 @@ type streamLayer struct {
 func newStreamLayer(bind, advertise string, server, client *tls.Config, forward func(net.Conn), report func(error)) (*streamLayer, error) {
 	ln, err := net.Listen("tcp", bind)
 	if err != nil {
-		return nil, fmt.Errorf("Raft transport: listening on %s: %w", bind, err)
+		return nil, fmt.Errorf("raft transport: listening on %s: %w", bind, err)
 	}
 	adv := ln.Addr()
 	if advertise != "" {
 		if adv, err = net.ResolveTCPAddr("tcp", advertise); err != nil {
 			ln.Close()
-			return nil, fmt.Errorf("Raft transport: advertise address %s: %w", advertise, err)
+			return nil, fmt.Errorf("raft transport: advertise address %s: %w", advertise, err)
 		}
 	}
 	s := &streamLayer{ln: ln, advertise: adv, server: server, client: client, forward: forward, report: report, conns: make(chan net.Conn), done: make(chan struct{})}
@@ -152,7 +152,7 @@ func (s *streamLayer) acceptLoop() {
 			if errors.As(err, &ne) && ne.Timeout() {
 				continue
 			}
-			s.report(fmt.Errorf("Raft transport: accept: %w", err))
+			s.report(fmt.Errorf("raft transport: accept: %w", err))
 			time.Sleep(50 * time.Millisecond)
 			continue
 		}
@@ -166,7 +166,7 @@ func (s *streamLayer) sort(c net.Conn) {
 	tc := tls.Server(c, s.server)
 	tc.SetDeadline(time.Now().Add(handshakeTimeout))
 	if err := tc.Handshake(); err != nil {
-		s.report(fmt.Errorf("Raft transport: refused %s: %w", c.RemoteAddr(), err))
+		s.report(fmt.Errorf("raft transport: refused %s: %w", c.RemoteAddr(), err))
 		c.Close()
 		return
 	}
