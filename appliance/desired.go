@@ -1,6 +1,7 @@
 package appliance
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
@@ -31,17 +32,17 @@ type desiredState struct {
 	base *topology.Topology // the file's topology, without run-time changes
 	// baseServers are base's servers by name.
 	baseServers map[string]*topology.Server
-	// baseKeys are the overlay keys of base's objects, made when first
-	// asked for.
-	baseKeys map[string]bool
-	checker  topology.Checker // checks changes of servers alone
+	checker     topology.Checker // checks changes of servers alone
 	// conflict says why the committed run-time changes are not served (they
 	// break a rule with this node's topology file), or is nil.
 	conflict error
-	current  *topology.Snapshot
-	sum      [sha256.Size]byte
-	mtime    time.Time
-	size     int64
+	// checked is the change this node, as leader, checked last and has not
+	// seen applied yet, or nil.
+	checked *checkedChange
+	current *topology.Snapshot
+	sum     [sha256.Size]byte
+	mtime   time.Time
+	size    int64
 
 	stop chan struct{}
 	done chan struct{}
@@ -117,7 +118,11 @@ func (f *desiredState) check(changes map[string]json.RawMessage) error {
 	values := f.values()
 	maps.Copy(values, changes)
 	if d, problems, vs, ok := f.layServersLocked(changes, values); ok {
-		return f.attributedLocked(refusal(changes, problems, vs), d.Topology, changes)
+		err := f.attributedLocked(refusal(changes, problems, vs), d.Topology, changes)
+		if err == nil {
+			f.checked = &checkedChange{from: f.current, changes: changes, delta: d}
+		}
+		return err
 	}
 	next, problems := topology.Overlay(f.base, values)
 	state, _ := topology.Validate(next)
@@ -170,10 +175,7 @@ func (f *desiredState) attributedLocked(err error, next *topology.Topology, chan
 func (f *desiredState) defined(key string) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.baseKeys == nil {
-		f.baseKeys = topology.Keys(f.base)
-	}
-	return f.baseKeys[key]
+	return topology.Defines(f.base, f.fileServer, key)
 }
 
 // refusal says why a change is refused, or returns nil: an entry of the
@@ -200,7 +202,7 @@ func (f *desiredState) layServersLocked(changed, values map[string]json.RawMessa
 	if !ok || len(names) == 0 || f.conflict != nil {
 		return nil, nil, nil, false
 	}
-	d, problems, ok = topology.OverlayServers(f.base, f.current.Topology, f.fileServer, values, names)
+	d, problems, ok = topology.OverlayServers(f.base, f.current.Topology, f.fileServer, f.current.FindServer, values, names)
 	if !ok {
 		return nil, nil, nil, false
 	}
@@ -231,11 +233,21 @@ func (f *desiredState) fileServer(name string) *topology.Server { return f.baseS
 func (f *desiredState) applied(keys []string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	values := f.values()
+	checked := f.checked
+	f.checked = nil
+	if checked.matches(f.current, keys, values) {
+		// This node's leader checked this very change against the state
+		// it applies to: its delta is served as it was checked.
+		if err := f.swapServersLocked(checked.delta); err == nil {
+			return
+		}
+	}
 	changes := make(map[string]json.RawMessage, len(keys))
 	for _, k := range keys {
 		changes[k] = nil
 	}
-	if d, _, vs, ok := f.layServersLocked(changes, f.values()); ok && len(vs) == 0 {
+	if d, _, vs, ok := f.layServersLocked(changes, values); ok && len(vs) == 0 {
 		if err := f.swapServersLocked(d); err == nil {
 			return
 		}
@@ -243,7 +255,7 @@ func (f *desiredState) applied(keys []string) {
 	// Anything else, a combination refused with this node's state
 	// included: the whole overlay serves it, or says why and records the
 	// conflict.
-	next, err := f.overlay(f.base, f.values())
+	next, err := f.overlay(f.base, values)
 	if err == nil {
 		err = f.swapLocked(next, f.current.State)
 	}
@@ -251,6 +263,31 @@ func (f *desiredState) applied(keys []string) {
 		f.setConflictLocked(err)
 		f.log.Error().Msgf("committed run-time changes break a rule with this node's topology file, still serving serial %d:\n%v", f.current.Serial, err)
 	}
+}
+
+// checkedChange is a change of servers alone the leader checked: the
+// snapshot it was checked against and the delta it makes, served as it is
+// when the committed entry is that change applied to that snapshot.
+type checkedChange struct {
+	from    *topology.Snapshot
+	changes map[string]json.RawMessage
+	delta   *topology.ServerDelta
+}
+
+// matches reports whether applying keys, which now hold values, to the
+// snapshot current is the change checked. A key whose deletion was
+// forgotten rather than kept is absent: the same for the overlay.
+func (c *checkedChange) matches(current *topology.Snapshot, keys []string, values map[string]json.RawMessage) bool {
+	if c == nil || c.from != current || len(keys) != len(c.changes) {
+		return false
+	}
+	for _, k := range keys {
+		want, ok := c.changes[k]
+		if !ok || !bytes.Equal(values[k], want) {
+			return false
+		}
+	}
+	return true
 }
 
 // conflictErr returns why the replicated changes are not served, or nil.

@@ -109,7 +109,7 @@ func (f *desiredState) loadExpecting(settledAs *stamp) error {
 	if err := f.swapLocked(next, state); err != nil {
 		return fmt.Errorf("topology file %s: %w", f.path, err)
 	}
-	f.sum, f.base, f.baseKeys = sum, file, nil
+	f.sum, f.base = sum, file
 	f.baseServers = make(map[string]*topology.Server, len(file.Servers))
 	for _, srv := range file.Servers {
 		f.baseServers[srv.Name] = srv

@@ -2,6 +2,7 @@ package appliance
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -42,6 +43,31 @@ func BenchmarkChangeScale(b *testing.B) {
 			value = nil
 		}
 		if err := a.Change(map[string]json.RawMessage{topology.FirewallRuleKey(server, "bench"): value}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkCreateScale is BenchmarkChangeScale for the change bench-scale
+// times: a new public server each time (check, commit, index, serve).
+func BenchmarkCreateScale(b *testing.B) {
+	path := os.Getenv("PGPLANE_SCALE_TOPOLOGY")
+	if path == "" {
+		b.Skip("PGPLANE_SCALE_TOPOLOGY is not set")
+	}
+	a, err := New(testOptions(path, func(o *Options) { o.State.Dir = filepath.Join(b.TempDir(), "state") }), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := a.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer a.Stop()
+	i := 0
+	for b.Loop() {
+		i++
+		server := json.RawMessage(`{"region":"r0","access":"public","backends":{"primary":"127.0.0.1:5432"}}`)
+		if err := a.Change(map[string]json.RawMessage{topology.ServerKey(fmt.Sprintf("scale-new-%d", i)): server}); err != nil {
 			b.Fatal(err)
 		}
 	}

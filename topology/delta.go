@@ -39,8 +39,11 @@ func ServerChanges(changes map[string]json.RawMessage) ([]string, bool) {
 // time after the file's, in name order. cur must be Overlay(base, values)
 // for the values before the change. It reports false when a server cannot
 // be placed without the whole overlay: a server of the file that a run-time
-// change had deleted, made again.
-func OverlayServers(base, cur *Topology, inBase func(string) *Server, values map[string]json.RawMessage, names []string) (*ServerDelta, []OverlayProblem, bool) {
+// change had deleted, made again. inCur, if not nil, finds a server of cur
+// by name (a snapshot's index, which must hold exactly cur's names), so
+// that its place is found by comparing pointers rather than every name, and
+// a new server's absence without a scan.
+func OverlayServers(base, cur *Topology, inBase, inCur func(string) *Server, values map[string]json.RawMessage, names []string) (*ServerDelta, []OverlayProblem, bool) {
 	next := *cur
 	next.Servers = slices.Clone(cur.Servers)
 	d := &ServerDelta{Topology: &next, Names: names, Before: map[string]*Server{}, After: map[string]*Server{}}
@@ -64,7 +67,18 @@ func OverlayServers(base, cur *Topology, inBase func(string) *Server, values map
 		if len(laid.Servers) == 1 {
 			now = laid.Servers[0]
 		}
-		at := slices.IndexFunc(next.Servers, func(s *Server) bool { return s.Name == name })
+		at := -1
+		var p *Server
+		if inCur != nil {
+			p = inCur(name)
+		}
+		if p != nil {
+			at = slices.Index(next.Servers, p)
+		}
+		if inCur == nil || p != nil && at < 0 {
+			// No index, or one whose server is another copy: by name.
+			at = slices.IndexFunc(next.Servers, func(s *Server) bool { return s.Name == name })
+		}
 		if at >= 0 {
 			d.Before[name] = next.Servers[at]
 		}

@@ -78,35 +78,20 @@ func ChildKeys(t *Topology, key string) []string {
 	switch kind {
 	case KindServer:
 		for _, s := range t.Servers {
-			if s.Name != name {
-				continue
-			}
-			for _, r := range s.FirewallRules {
-				out = append(out, FirewallRuleKey(name, r.Name))
-			}
-			for _, p := range slices.Sorted(maps.Keys(s.Parameters)) {
-				out = append(out, ParameterKey(name, p))
+			if s.Name == name {
+				out = append(out, serverChildKeys(s)...)
 			}
 		}
 	case KindVNet:
-		for _, vn := range t.VNets {
-			if vn.Name != name {
-				continue
-			}
-			for _, sn := range vn.Subnets {
-				out = append(out, SubnetKey(name, sn.Name))
-			}
-			for _, p := range vn.Peerings {
-				out = append(out, PeeringKey(name, p))
+		for i := range t.VNets {
+			if t.VNets[i].Name == name {
+				out = append(out, vnetChildKeys(&t.VNets[i])...)
 			}
 		}
 	case KindZone:
-		for _, z := range t.PrivateDNSZones {
-			if CanonicalZone(z.Name) != name {
-				continue
-			}
-			for _, l := range z.Links {
-				out = append(out, LinkKey(name, l))
+		for i := range t.PrivateDNSZones {
+			if CanonicalZone(t.PrivateDNSZones[i].Name) == name {
+				out = append(out, zoneChildKeys(&t.PrivateDNSZones[i])...)
 			}
 		}
 	}
@@ -418,30 +403,98 @@ func (o *overlay) compact() {
 	o.t.PrivateDNSZones = slices.DeleteFunc(o.t.PrivateDNSZones, func(z PrivateDNSZone) bool { return z.Name == "" })
 }
 
-// Keys returns the overlay key of every object in t. A deletion of one of
-// these must be remembered for as long as t says otherwise.
+// Keys returns the overlay key of every object in t.
 func Keys(t *Topology) map[string]bool {
 	out := map[string]bool{}
 	for _, s := range t.Servers {
-		k := ServerKey(s.Name)
-		out[k] = true
-		for _, c := range ChildKeys(t, k) {
+		out[ServerKey(s.Name)] = true
+		for _, c := range serverChildKeys(s) {
 			out[c] = true
 		}
 	}
-	for _, vn := range t.VNets {
-		k := VNetKey(vn.Name)
-		out[k] = true
-		for _, c := range ChildKeys(t, k) {
+	for i := range t.VNets {
+		out[VNetKey(t.VNets[i].Name)] = true
+		for _, c := range vnetChildKeys(&t.VNets[i]) {
 			out[c] = true
 		}
 	}
-	for _, z := range t.PrivateDNSZones {
-		k := ZoneKey(z.Name)
-		out[k] = true
-		for _, c := range ChildKeys(t, k) {
+	for i := range t.PrivateDNSZones {
+		out[ZoneKey(t.PrivateDNSZones[i].Name)] = true
+		for _, c := range zoneChildKeys(&t.PrivateDNSZones[i]) {
 			out[c] = true
 		}
+	}
+	return out
+}
+
+// Defines reports whether t defines the object at an overlay key: a
+// deletion of one of these must be remembered, or the object would come
+// back. server finds one of t's servers by name (the caller's index), so
+// that a server's key costs a lookup; VNets and zones are scanned.
+func Defines(t *Topology, server func(name string) *Server, key string) bool {
+	parts := strings.Split(key, "/")
+	if len(parts) != 2 && len(parts) != 4 {
+		return false
+	}
+	var children []string
+	switch parts[0] {
+	case KindServer:
+		s := server(parts[1])
+		if s == nil {
+			return false
+		}
+		if len(parts) == 2 {
+			return true
+		}
+		children = serverChildKeys(s)
+	case KindVNet:
+		i := slices.IndexFunc(t.VNets, func(v VNet) bool { return v.Name == parts[1] })
+		if i < 0 {
+			return false
+		}
+		if len(parts) == 2 {
+			return true
+		}
+		children = vnetChildKeys(&t.VNets[i])
+	case KindZone:
+		i := slices.IndexFunc(t.PrivateDNSZones, func(z PrivateDNSZone) bool { return CanonicalZone(z.Name) == parts[1] })
+		if i < 0 {
+			return false
+		}
+		if len(parts) == 2 {
+			return true
+		}
+		children = zoneChildKeys(&t.PrivateDNSZones[i])
+	}
+	return slices.Contains(children, key)
+}
+
+func serverChildKeys(s *Server) []string {
+	var out []string
+	for _, r := range s.FirewallRules {
+		out = append(out, FirewallRuleKey(s.Name, r.Name))
+	}
+	for _, p := range slices.Sorted(maps.Keys(s.Parameters)) {
+		out = append(out, ParameterKey(s.Name, p))
+	}
+	return out
+}
+
+func vnetChildKeys(vn *VNet) []string {
+	var out []string
+	for _, sn := range vn.Subnets {
+		out = append(out, SubnetKey(vn.Name, sn.Name))
+	}
+	for _, p := range vn.Peerings {
+		out = append(out, PeeringKey(vn.Name, p))
+	}
+	return out
+}
+
+func zoneChildKeys(z *PrivateDNSZone) []string {
+	var out []string
+	for _, l := range z.Links {
+		out = append(out, LinkKey(z.Name, l))
 	}
 	return out
 }

@@ -3,6 +3,7 @@ package topology
 import (
 	"encoding/json"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -103,6 +104,36 @@ func TestKeysNamesEveryObjectOfTheFile(t *testing.T) {
 		VNetKey("app"), SubnetKey("app", "db"), ZoneKey("contoso.private.postgres.database.azure.com"), LinkKey("contoso.private.postgres.database.azure.com", "app")} {
 		if !keys[k] {
 			t.Errorf("Keys lacks %s", k)
+		}
+	}
+}
+
+// Defines answers for one key what Keys says of all: every key of the
+// file's objects, and none of the same keys with a name changed.
+//
+// SPEC: C5
+func TestDefinesAgreesWithKeys(t *testing.T) {
+	base := parseBase(t)
+	byName := func(name string) *Server {
+		for _, s := range base.Servers {
+			if s.Name == name {
+				return s
+			}
+		}
+		return nil
+	}
+	keys := Keys(base)
+	if len(keys) < 7 {
+		t.Fatalf("the base topology has too few objects to test with: %v", keys)
+	}
+	for k := range keys {
+		if !Defines(base, byName, k) {
+			t.Errorf("Defines(%s) = false; Keys has it", k)
+		}
+		for _, other := range []string{k + "x", strings.Replace(k, "/", "/x", 1), k + "/firewallRule/x", "x" + k} {
+			if Defines(base, byName, other) != keys[other] {
+				t.Errorf("Defines(%s) = %v; Keys says %v", other, !keys[other], keys[other])
+			}
 		}
 	}
 }

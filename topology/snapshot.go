@@ -209,6 +209,14 @@ func (s *Snapshot) Server(name string) *ServerInfo {
 	return si
 }
 
+// FindServer returns the snapshot's topology's server of that name, or nil.
+func (s *Snapshot) FindServer(name string) *Server {
+	if si := s.Server(name); si != nil {
+		return si.Server
+	}
+	return nil
+}
+
 // Servers returns every server by name, in no particular order.
 func (s *Snapshot) Servers() iter.Seq2[string, *ServerInfo] { return s.servers.All() }
 

@@ -107,12 +107,18 @@ func (c *Checker) ValidateServers(d *ServerDelta) Violations {
 		}
 	}
 	// The servers to check, in the file's order: the changed ones and
-	// every server of their subnets. A change names a few servers: plain
-	// comparisons find them faster than hashing every name.
-	names := d.Names
+	// every server of their subnets. A change names a few servers, placed
+	// in t as d.After's pointers: comparing pointers finds them faster
+	// than comparing or hashing every name.
+	changed := make([]*Server, 0, len(d.Names))
+	for _, n := range d.Names {
+		if s := d.After[n]; s != nil {
+			changed = append(changed, s)
+		}
+	}
 	var check []int
 	for i, s := range t.Servers {
-		if s.Network != nil && slices.Contains(subnets, subnetKey{s.Network.VNet, s.Network.Subnet}) || slices.Contains(names, s.Name) {
+		if slices.Contains(changed, s) || len(subnets) > 0 && s.Network != nil && slices.Contains(subnets, subnetKey{s.Network.VNet, s.Network.Subnet}) {
 			check = append(check, i)
 		}
 	}
