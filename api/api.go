@@ -383,6 +383,9 @@ type StateHealth struct {
 	Applied uint64 `json:"applied_index"`
 	// LastContact is how long ago a follower last heard from its leader.
 	LastContact string `json:"last_contact,omitempty"`
+	// Stopped says why Raft stopped on this node while it runs (its state
+	// directory was removed): changes are refused until a restart.
+	Stopped string `json:"stopped,omitempty"`
 	// Conflict says why the committed changes break a rule with this
 	// node's topology file, while an older state is served; empty when
 	// none.

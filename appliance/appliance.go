@@ -237,7 +237,7 @@ func (a *Appliance) Health() api.HealthView {
 		h.Cluster = c
 	}
 	st := a.store.Status()
-	h.State = api.StateHealth{Dir: a.store.Dir(), Entries: st.Entries, Raft: st.State, Leader: st.Leader, Term: st.Term, Applied: st.Applied, LastContact: st.LastSeen}
+	h.State = api.StateHealth{Dir: a.store.Dir(), Entries: st.Entries, Raft: st.State, Leader: st.Leader, Term: st.Term, Applied: st.Applied, LastContact: st.LastSeen, Stopped: st.Stopped}
 	if err := a.desired.conflictErr(); err != nil {
 		h.State.Conflict = err.Error()
 	}

@@ -24,6 +24,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -132,6 +133,11 @@ var ErrNoStateDir error = noStateDir{}
 // errNotLeader sends a write back to find the leader again.
 var errNotLeader = errors.New("not the leader")
 
+// walSegmentSize is the size of the Raft log's segment files, each
+// allocated in full when it is opened: run-time changes are small, and a
+// snapshot every 1,024 of them lets old segments go.
+const walSegmentSize = 8 << 20
+
 // writeTimeout bounds a write: finding a leader, its commit, and its
 // application on the member that took it.
 const writeTimeout = 5 * time.Second
@@ -146,6 +152,9 @@ type Store struct {
 	wal    *raftwal.WAL
 	meta   *metadb.BoltMetaDB
 	peers  Peers // nil for a node without peers
+	// gone is set when the Raft log's directory was found removed: Raft is
+	// stopped on this node and every write refused with it.
+	gone atomic.Pointer[StateDirError]
 	// stopped is closed by Stop.
 	stopped chan struct{}
 
@@ -216,7 +225,7 @@ func (s *Store) Start(peers Peers) error {
 	// The WAL does not close a meta store it opened itself; one given to
 	// it is closed by Stop, so that the node can open it again.
 	meta := &metadb.BoltMetaDB{}
-	wal, err := raftwal.Open(filepath.Join(dir, "wal"), raftwal.WithMetaStore(meta))
+	wal, err := raftwal.Open(filepath.Join(dir, "wal"), raftwal.WithMetaStore(meta), raftwal.WithSegmentSize(walSegmentSize))
 	if err != nil {
 		meta.Close()
 		return fmt.Errorf("raft log %s: %w", filepath.Join(dir, "wal"), err)
@@ -247,7 +256,12 @@ func (s *Store) Start(peers Peers) error {
 			ServerAddressProvider: addressProvider{s.peers},
 		})
 	}
-	existing, err := raft.HasExistingState(wal, wal, snaps)
+	logs, err := newGuardedLog(wal, filepath.Join(dir, "wal"), s.stateDirGone)
+	if err != nil {
+		closeAll(trans, wal, meta)
+		return err
+	}
+	existing, err := raft.HasExistingState(logs, wal, snaps)
 	if err == nil && !existing {
 		var servers []raft.Server
 		for _, m := range s.cfg.Members {
@@ -256,13 +270,13 @@ func (s *Store) Start(peers Peers) error {
 		if s.cfg.Bind == "" {
 			servers = []raft.Server{{Suffrage: raft.Voter, ID: rc.LocalID, Address: trans.LocalAddr()}}
 		}
-		err = raft.BootstrapCluster(rc, wal, wal, snaps, trans, raft.Configuration{Servers: servers})
+		err = raft.BootstrapCluster(rc, logs, wal, snaps, trans, raft.Configuration{Servers: servers})
 	}
 	if err != nil {
 		closeAll(trans, wal, meta)
 		return fmt.Errorf("raft state in %s: %w", dir, err)
 	}
-	r, err := raft.NewRaft(rc, s.fsm, wal, wal, snaps, trans)
+	r, err := raft.NewRaft(rc, s.fsm, logs, wal, snaps, trans)
 	if err != nil {
 		closeAll(trans, wal, meta)
 		return fmt.Errorf("starting Raft: %w", err)
@@ -304,6 +318,15 @@ func (s *Store) Stop() {
 	s.meta.Close()
 }
 
+// stateDirGone stops Raft on this node once its log's directory is found
+// removed: an election loop that cannot write its log would go on for
+// ever. Raft's own goroutine finds it, so the shutdown runs on another.
+func (s *Store) stateDirGone(err *StateDirError) {
+	s.gone.Store(err)
+	s.log.Error().Err(err).Msg("state: Raft stopped on this node; DNS, the gateway and reads go on from the state applied")
+	go s.raft.Shutdown()
+}
+
 // addressProvider dials members by the Raft address they announce in the
 // gossip.
 type addressProvider struct{ peers Peers }
@@ -331,6 +354,9 @@ func (s *Store) Change(changes map[string]json.RawMessage) error {
 func (s *Store) write(req forwardRequest) error {
 	if s.raft == nil {
 		return ErrNoStateDir
+	}
+	if gone := s.gone.Load(); gone != nil {
+		return gone
 	}
 	deadline := time.Now().Add(writeTimeout)
 	index, err := s.propose(req, deadline)
@@ -451,6 +477,8 @@ func (s *Store) lost(err error) error {
 	switch {
 	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrLeadershipTransferInProgress):
 		return errNotLeader
+	case errors.As(err, new(*StateDirError)):
+		return err
 	case errors.Is(err, raft.ErrEnqueueTimeout):
 		reach := len(s.cfg.Members)
 		if s.peers != nil {
@@ -538,6 +566,8 @@ type Status struct {
 	Applied  uint64 `json:"applied_index"`
 	Entries  int    `json:"entries"`
 	LastSeen string `json:"last_contact,omitempty"`
+	// Stopped says why Raft stopped on this node while it runs.
+	Stopped string `json:"stopped,omitempty"`
 }
 
 // Status reports the member's Raft state.
@@ -549,6 +579,9 @@ func (s *Store) Status() Status {
 	s.fsm.mu.Unlock()
 	if s.raft == nil {
 		return st
+	}
+	if gone := s.gone.Load(); gone != nil {
+		st.Stopped = gone.Error()
 	}
 	st.State = s.raft.State().String()
 	st.Term = s.raft.CurrentTerm()

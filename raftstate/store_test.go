@@ -551,3 +551,34 @@ func FuzzForwardResponse(f *testing.F) {
 		}
 	})
 }
+
+// A state directory removed under a running node takes no more changes:
+// they would be acknowledged into files without a name and lost at the next
+// start. The refusal says why; what was applied stays served.
+//
+// SPEC: C5
+func TestRemovedStateDirectoryRefusesChanges(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(Config{Node: "local", Members: []string{"local"}, Dir: dir, Logger: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(nil); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop()
+	if err := s.Change(map[string]json.RawMessage{"rule/a": value(`1`)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(filepath.Join(dir, "raft")); err != nil {
+		t.Fatal(err)
+	}
+	err = s.Change(map[string]json.RawMessage{"rule/b": value(`1`)})
+	var gone *StateDirError
+	if !errors.As(err, &gone) || !gone.Unavailable() || !strings.Contains(err.Error(), "removed or replaced while the node ran") {
+		t.Fatalf("a change after the state directory was removed must be refused with the reason: %v", err)
+	}
+	if got := s.Values(); !equalValues(got, map[string]json.RawMessage{"rule/a": value(`1`)}) {
+		t.Fatalf("the applied state must stay as it was: %s", got)
+	}
+}

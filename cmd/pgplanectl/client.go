@@ -168,6 +168,8 @@ func raftLine(st api.StateHealth) string {
 	switch {
 	case st.Raft == "" || st.Raft == "none":
 		return "changes refused (no state directory)"
+	case st.Stopped != "":
+		return "CHANGES REFUSED: " + st.Stopped
 	case st.Raft == "Leader":
 		return fmt.Sprintf("Raft leader, term %d, applied index %d", st.Term, st.Applied)
 	case st.Leader == "":
