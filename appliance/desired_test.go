@@ -4,6 +4,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -262,4 +263,24 @@ func startTestAppliance(t *testing.T, path string, edit func(*Options)) *Applian
 		t.Fatal(err)
 	}
 	return a
+}
+
+// A change is served when its write returns: the snapshot read right after
+// holds it, every time (A1, C5).
+//
+// SPEC: C5 A1
+func TestAcknowledgedChangeIsServed(t *testing.T) {
+	dir, path := topologyFileIn(t, nil)
+	a := startTestAppliance(t, path, func(o *Options) { o.State.Dir = filepath.Join(dir, "state") })
+	defer a.Stop()
+	for i := range 100 {
+		rule := fmt.Sprintf("r%d", i)
+		if err := a.Change(map[string]json.RawMessage{topology.FirewallRuleKey("reports-db", rule): json.RawMessage(`{"startIpAddress":"10.0.0.1","endIpAddress":"10.0.0.1"}`)}); err != nil {
+			t.Fatal(err)
+		}
+		si := a.Snapshot().Server("reports-db")
+		if si == nil || !slices.ContainsFunc(si.Server.FirewallRules, func(r topology.FirewallRule) bool { return r.Name == rule }) {
+			t.Fatalf("change %d acknowledged but not served", i)
+		}
+	}
 }

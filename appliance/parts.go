@@ -82,11 +82,11 @@ func (a *Appliance) newCluster() error {
 		raftAdvertise = "" // no state directory, no Raft
 	}
 	cfg := cluster.Config{
-		RaftAddress: raftAdvertise,
-		Name:        o.Name, Members: o.Members, Bind: o.Bind, Advertise: o.Advertise, Join: o.Join, Dev: o.Dev,
+		Name: o.Name, Members: o.Members, Bind: o.Bind, Advertise: o.Advertise, Join: o.Join, Dev: o.Dev,
 		NodeID: g.NodeID, Holds: g.Listen, ProbeInterval: o.Interval, ProbeTimeout: o.Timeout, FailAfter: o.FailAfter,
 		GatewayPort: 5432,
 		StateDir:    a.store.Dir(),
+		RaftAddress: raftAdvertise,
 		Logger:      NewLogger("pgplane/cluster").With().Str("node", o.Name).Logger(),
 	}
 	switch {

@@ -82,9 +82,11 @@ type fsm struct {
 	applied func(keys []string)
 	report  func(err error)
 
-	mu      sync.Mutex
-	state   appliedState
-	changed chan struct{} // closed and replaced at every applied entry
+	mu    sync.Mutex
+	state appliedState
+	// served is the index of the last entry whose applied hook returned.
+	served  uint64
+	changed chan struct{} // closed and replaced at every entry served
 }
 
 // openFSM reads the applied state from dir, if any. A file that cannot be
@@ -107,7 +109,7 @@ func openFSM(dir, node string, report func(error)) (*fsm, error) {
 		return f, nil
 	}
 	deletionsAsNil(st.Values)
-	f.state = st
+	f.state, f.served = st, st.Index
 	return f, nil
 }
 
@@ -126,12 +128,12 @@ func (f *fsm) has(key string) bool {
 	return ok
 }
 
-// index returns the index of the last entry applied, and a channel closed
-// when another is.
+// index returns the index of the last entry applied and served (the
+// applied hook has returned), and a channel closed when another is.
 func (f *fsm) index() (uint64, <-chan struct{}) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.state.Index, f.changed
+	return f.served, f.changed
 }
 
 // Apply applies one committed entry.
@@ -147,7 +149,8 @@ func (f *fsm) Apply(l *raft.Log) any {
 	c, err := decodeCommand(l.Data)
 	if err != nil {
 		// Every node skips it alike.
-		f.advanceLocked(l.Index)
+		f.state.Index = l.Index
+		f.servedLocked(l.Index)
 		f.mu.Unlock()
 		f.report(fmt.Errorf("entry %d skipped: %w", l.Index, err))
 		return err
@@ -163,7 +166,7 @@ func (f *fsm) Apply(l *raft.Log) any {
 			}
 		}
 	}
-	f.advanceLocked(l.Index)
+	f.state.Index = l.Index
 	f.persistLocked()
 	origin := "peer"
 	if c.Origin == f.node {
@@ -175,12 +178,16 @@ func (f *fsm) Apply(l *raft.Log) any {
 	if f.applied != nil {
 		f.applied(c.keys())
 	}
+	f.mu.Lock()
+	f.servedLocked(l.Index)
+	f.mu.Unlock()
 	return nil
 }
 
-// advanceLocked records index as applied and wakes the waiters.
-func (f *fsm) advanceLocked(index uint64) {
-	f.state.Index = index
+// servedLocked records that the entries up to index are served and wakes
+// the waiters: a write is answered only once what it changed is served.
+func (f *fsm) servedLocked(index uint64) {
+	f.served = index
 	appliedIndex.Set(float64(index))
 	close(f.changed)
 	f.changed = make(chan struct{})
@@ -233,13 +240,16 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 		return nil
 	}
 	f.state.Values = st.Values
-	f.advanceLocked(st.Index)
+	f.state.Index = st.Index
 	f.persistLocked()
 	entries.Set(float64(len(st.Values)))
 	f.mu.Unlock()
 	if f.applied != nil {
 		f.applied(nil)
 	}
+	f.mu.Lock()
+	f.servedLocked(st.Index)
+	f.mu.Unlock()
 	return nil
 }
 

@@ -65,6 +65,8 @@ type cluster struct {
 	peers  []*table
 	key    []byte
 	timing Timing
+	// applied, if set, is each member's applied hook.
+	applied func(member int, keys []string)
 }
 
 // slotRule refuses a third slot, as T11 refuses a server past a subnet's
@@ -90,7 +92,13 @@ func slotRule(values func() map[string]json.RawMessage) func(map[string]json.Raw
 
 func newCluster(t *testing.T, n int) *cluster {
 	t.Helper()
-	c := &cluster{t: t, dir: t.TempDir(), key: []byte("0123456789abcdef0123456789abcdef"),
+	return newClusterWith(t, n, nil)
+}
+
+// newClusterWith is newCluster with an applied hook on every member.
+func newClusterWith(t *testing.T, n int, applied func(member int, keys []string)) *cluster {
+	t.Helper()
+	c := &cluster{t: t, dir: t.TempDir(), key: []byte("0123456789abcdef0123456789abcdef"), applied: applied,
 		timing: Timing{Heartbeat: 200 * time.Millisecond, Election: 200 * time.Millisecond, Commit: 5 * time.Millisecond}}
 	addrs := map[string]string{}
 	for i := range n {
@@ -133,6 +141,9 @@ func (c *cluster) start(i int) {
 		Key: c.key, Timing: c.timing, Logger: zerolog.Nop(),
 		Check:   slotRule(func() map[string]json.RawMessage { return s.Values() }),
 		Defined: func(key string) bool { return strings.HasPrefix(key, "file/") },
+	}
+	if c.applied != nil {
+		cfg.Applied = func(keys []string) { c.applied(i, keys) }
 	}
 	s, err := Open(cfg)
 	if err != nil {
@@ -292,6 +303,42 @@ func TestFollowerWriteReadsItself(t *testing.T) {
 	}
 	if !equalValues(s.Values(), before) {
 		t.Fatal("a refused change changed the state")
+	}
+}
+
+// A write through a follower returns only once the follower has served it:
+// its applied hook (the appliance's snapshot swap) has returned, not only
+// its state machine's values changed.
+//
+// SPEC: C5 A1
+func TestFollowerWriteReturnsOnceServed(t *testing.T) {
+	var (
+		mu     sync.Mutex
+		served = map[int]map[string]bool{}
+	)
+	c := newClusterWith(t, 3, func(member int, keys []string) {
+		time.Sleep(5 * time.Millisecond) // a snapshot swap takes time
+		mu.Lock()
+		defer mu.Unlock()
+		if served[member] == nil {
+			served[member] = map[string]bool{}
+		}
+		for _, k := range keys {
+			served[member][k] = true
+		}
+	})
+	follower := (c.leader() + 1) % 3
+	for i := range 20 {
+		key := fmt.Sprintf("rule/%d", i)
+		if err := c.stores[follower].Change(map[string]json.RawMessage{key: value(`1`)}); err != nil {
+			t.Fatal(err)
+		}
+		mu.Lock()
+		ok := served[follower][key]
+		mu.Unlock()
+		if !ok {
+			t.Fatalf("write %d acknowledged by %s before it served it", i, c.names[follower])
+		}
 	}
 }
 

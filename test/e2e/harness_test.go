@@ -5,16 +5,18 @@ package e2e
 
 import (
 	"fmt"
-	"github.com/pgplane/pgplane/internal/pgtest"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pgplane/pgplane/internal/pgtest"
 
 	"github.com/miekg/dns"
 
@@ -52,9 +54,15 @@ func runTests(m *testing.M) int {
 	return m.Run()
 }
 
+// handedOut are the ports freePort has returned in this run: a port is
+// not held between freePort and the process that binds it, so the kernel
+// may offer it again, and two parts of one test would then share it.
+var handedOut sync.Map
+
 // freePort returns a port that is free for TCP and UDP on every given
-// address. CoreDNS binds with SO_REUSEPORT, so a port still held by a leftover
-// process would be shared silently: every test takes its own.
+// address, and that it has not returned before. CoreDNS binds with
+// SO_REUSEPORT, so a port still held by a leftover process would be shared
+// silently: every test takes its own.
 func freePort(t *testing.T, addrs ...string) int {
 	t.Helper()
 	if len(addrs) == 0 {
@@ -67,7 +75,8 @@ func freePort(t *testing.T, addrs ...string) int {
 		}
 		port := l.Addr().(*net.TCPAddr).Port
 		l.Close()
-		if portFree(port, addrs) {
+		if _, taken := handedOut.Load(port); !taken && portFree(port, addrs) {
+			handedOut.Store(port, true)
 			return port
 		}
 	}
