@@ -33,7 +33,10 @@ type forwardResponse struct {
 	Violations []topology.Violation `json:"violations,omitempty"`
 	Problem    *problemView         `json:"problem,omitempty"`
 	NoQuorum   *NoQuorumError       `json:"no_quorum,omitempty"`
-	Error      string               `json:"error,omitempty"`
+	// Unavailable is the message of a refusal that says the change cannot
+	// be made now on the leader (its disk is full).
+	Unavailable string `json:"unavailable,omitempty"`
+	Error       string `json:"error,omitempty"`
 }
 
 // problemView is a topology.OverlayProblem on the wire.
@@ -57,6 +60,7 @@ func encodeOutcome(index uint64, err error) forwardResponse {
 		vs topology.Violations
 		p  topology.OverlayProblem
 		nq *NoQuorumError
+		u  interface{ Unavailable() bool }
 	)
 	switch {
 	case err == nil:
@@ -69,6 +73,8 @@ func encodeOutcome(index uint64, err error) forwardResponse {
 		return forwardResponse{Problem: &problemView{Key: p.Key, Message: p.Err.Error()}}
 	case errors.As(err, &nq):
 		return forwardResponse{NoQuorum: nq}
+	case errors.As(err, &u) && u.Unavailable():
+		return forwardResponse{Unavailable: err.Error()}
 	default:
 		return forwardResponse{Error: err.Error()}
 	}
@@ -85,6 +91,8 @@ func (r forwardResponse) outcome() (uint64, error) {
 		return 0, topology.OverlayProblem{Key: r.Problem.Key, Err: errors.New(r.Problem.Message)}
 	case r.NoQuorum != nil:
 		return 0, r.NoQuorum
+	case r.Unavailable != "":
+		return 0, leaderUnavailable(r.Unavailable)
 	case r.Error != "":
 		return 0, errors.New(r.Error)
 	case r.Index == 0:
@@ -140,3 +148,12 @@ func (e *unreachableError) Error() string {
 }
 
 func (e *unreachableError) Unwrap() error { return e.err }
+
+// leaderUnavailable is the leader's refusal of a change it cannot make now,
+// carried back to the member that forwarded it.
+type leaderUnavailable string
+
+func (e leaderUnavailable) Error() string { return "the leader: " + string(e) }
+
+// Unavailable marks the error for a 503.
+func (leaderUnavailable) Unavailable() bool { return true }

@@ -28,8 +28,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
-	raftwal "github.com/hashicorp/raft-wal"
-	"github.com/hashicorp/raft-wal/metadb"
+	raftboltdb "github.com/hashicorp/raft-boltdb"
 	"github.com/rs/zerolog"
 )
 
@@ -133,10 +132,8 @@ var ErrNoStateDir error = noStateDir{}
 // errNotLeader sends a write back to find the leader again.
 var errNotLeader = errors.New("not the leader")
 
-// walSegmentSize is the size of the Raft log's segment files, each
-// allocated in full when it is opened: run-time changes are small, and a
-// snapshot every 1,024 of them lets old segments go.
-const walSegmentSize = 8 << 20
+// logFile is the Raft log and stable store (raft-boltdb) in DIR/raft.
+const logFile = "raft.db"
 
 // writeTimeout bounds a write: finding a leader, its commit, and its
 // application on the member that took it.
@@ -149,8 +146,7 @@ type Store struct {
 	log    zerolog.Logger
 	raft   *raft.Raft
 	stream *streamLayer // nil for a node without peers
-	wal    *raftwal.WAL
-	meta   *metadb.BoltMetaDB
+	db     *raftboltdb.BoltStore
 	peers  Peers // nil for a node without peers
 	// gone is set when the Raft log's directory was found removed: Raft is
 	// stopped on this node and every write refused with it.
@@ -219,20 +215,13 @@ func (s *Store) Start(peers Peers) error {
 	rc.TrailingLogs = rc.SnapshotThreshold
 	rc.SnapshotInterval = 30 * time.Second
 
-	if err := os.MkdirAll(filepath.Join(dir, "wal"), 0o750); err != nil {
-		return fmt.Errorf("raft log: %w", err)
-	}
-	// The WAL does not close a meta store it opened itself; one given to
-	// it is closed by Stop, so that the node can open it again.
-	meta := &metadb.BoltMetaDB{}
-	wal, err := raftwal.Open(filepath.Join(dir, "wal"), raftwal.WithMetaStore(meta), raftwal.WithSegmentSize(walSegmentSize))
+	db, err := raftboltdb.NewBoltStore(filepath.Join(dir, logFile))
 	if err != nil {
-		meta.Close()
-		return fmt.Errorf("raft log %s: %w", filepath.Join(dir, "wal"), err)
+		return fmt.Errorf("raft log %s: %w", filepath.Join(dir, logFile), err)
 	}
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(dir, 2, rc.Logger)
 	if err != nil {
-		closeAll(nil, wal, meta)
+		closeAll(nil, db)
 		return fmt.Errorf("raft snapshots in %s: %w", dir, err)
 	}
 	var trans raft.Transport
@@ -244,11 +233,11 @@ func (s *Store) Start(peers Peers) error {
 	} else {
 		server, client, err := transportTLS(s.cfg.Key)
 		if err != nil {
-			closeAll(nil, wal, meta)
+			closeAll(nil, db)
 			return err
 		}
 		if s.stream, err = newStreamLayer(s.cfg.Bind, s.cfg.Advertise, server, client, s.serveForward, s.report); err != nil {
-			closeAll(nil, wal, meta)
+			closeAll(nil, db)
 			return err
 		}
 		trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
@@ -256,12 +245,12 @@ func (s *Store) Start(peers Peers) error {
 			ServerAddressProvider: addressProvider{s.peers},
 		})
 	}
-	logs, err := newGuardedLog(wal, filepath.Join(dir, "wal"), s.stateDirGone)
+	logs, err := newGuardedLog(db, dir, s.stateDirGone)
 	if err != nil {
-		closeAll(trans, wal, meta)
+		closeAll(trans, db)
 		return err
 	}
-	existing, err := raft.HasExistingState(logs, wal, snaps)
+	existing, err := raft.HasExistingState(logs, db, snaps)
 	if err == nil && !existing {
 		var servers []raft.Server
 		for _, m := range s.cfg.Members {
@@ -270,29 +259,28 @@ func (s *Store) Start(peers Peers) error {
 		if s.cfg.Bind == "" {
 			servers = []raft.Server{{Suffrage: raft.Voter, ID: rc.LocalID, Address: trans.LocalAddr()}}
 		}
-		err = raft.BootstrapCluster(rc, logs, wal, snaps, trans, raft.Configuration{Servers: servers})
+		err = raft.BootstrapCluster(rc, logs, db, snaps, trans, raft.Configuration{Servers: servers})
 	}
 	if err != nil {
-		closeAll(trans, wal, meta)
+		closeAll(trans, db)
 		return fmt.Errorf("raft state in %s: %w", dir, err)
 	}
-	r, err := raft.NewRaft(rc, s.fsm, logs, wal, snaps, trans)
+	r, err := raft.NewRaft(rc, s.fsm, logs, db, snaps, trans)
 	if err != nil {
-		closeAll(trans, wal, meta)
+		closeAll(trans, db)
 		return fmt.Errorf("starting Raft: %w", err)
 	}
-	s.raft, s.wal, s.meta = r, wal, meta
+	s.raft, s.db = r, db
 	go s.watchLeadership()
 	s.importPrevious()
 	return nil
 }
 
-func closeAll(trans raft.Transport, wal *raftwal.WAL, meta *metadb.BoltMetaDB) {
+func closeAll(trans raft.Transport, db *raftboltdb.BoltStore) {
 	if c, ok := trans.(raft.WithClose); ok {
 		c.Close()
 	}
-	wal.Close()
-	meta.Close()
+	db.Close()
 }
 
 func orDefault(d, def time.Duration) time.Duration {
@@ -314,8 +302,7 @@ func (s *Store) Stop() {
 	if s.stream != nil {
 		s.stream.Close()
 	}
-	s.wal.Close()
-	s.meta.Close()
+	s.db.Close()
 }
 
 // stateDirGone stops Raft on this node once its log's directory is found
@@ -460,6 +447,9 @@ func (s *Store) lead(req forwardRequest) (uint64, error) {
 	data, err := json.Marshal(cmd)
 	if err != nil {
 		return 0, fmt.Errorf("encoding the change: %w", err)
+	}
+	if err := s.roomFor(len(data)); err != nil {
+		return 0, err
 	}
 	f := s.raft.Apply(data, writeTimeout)
 	if err := f.Error(); err != nil {
