@@ -129,7 +129,7 @@ echo "ready: $(curl -s 127.0.0.1:8181/ready)"
 bash -c 'exec 3<>/dev/tcp/10.0.0.21/5432' && echo "gateway: listening on 10.0.0.21:5432"
 export PGPLANE_TOKEN=$(cat /etc/pgplane/admin.token)
 /usr/local/bin/pgplanectl vnet create --name lab --location eastus2 --address-prefixes 10.9.0.0/16 >/dev/null && echo "change: accepted"
-stat -c 'state %%n %%U:%%G' /var/lib/pgplane/raft/applied.json /var/lib/pgplane/raft/wal
+stat -c 'state %%n %%U:%%G' /var/lib/pgplane/raft/applied.json /var/lib/pgplane/raft/raft.db
 grep -o CapEff:.* /proc/$pid/status
 ps -o user= -p $pid
 `, tmp, filepath.Dir(binary))
@@ -143,7 +143,7 @@ ps -o user= -p $pid
 		"/etc/pgplane/tls root:pgplane 750", "/etc/pgplane/tls/server.key root:pgplane 640", "/etc/pgplane/tls/ca.key root:pgplane 600",
 		"/var/lib/pgplane pgplane:pgplane 750", "pgplane:x:", ":/var/lib/pgplane:/usr/sbin/nologin", "/etc/pgplane/Corefile: valid",
 		"dns: 10.0.0.21", "ready: OK", "gateway: listening on 10.0.0.21:5432", "change: accepted",
-		"state /var/lib/pgplane/raft/applied.json pgplane:pgplane", "state /var/lib/pgplane/raft/wal pgplane:pgplane", "CapEff:\t0000000000000400", "\npgplane\n"} {
+		"state /var/lib/pgplane/raft/applied.json pgplane:pgplane", "state /var/lib/pgplane/raft/raft.db pgplane:pgplane", "CapEff:\t0000000000000400", "\npgplane\n"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("lacks %q", want)
 		}
