@@ -258,6 +258,20 @@ func run(bin, out string, trials, fileTrials int) error {
 			s.perNode[n] = append(s.perNode[n], d)
 		}
 	}
+	// A warm-up trial, not recorded: each gateway's first admitted probe
+	// opens its first backend connection.
+	if _, _, err := write("PUT", endpoints[lead], "warm-up"); err != nil {
+		return err
+	}
+	if _, err := waitEach(gws, roots, true, time.Now()); err != nil {
+		return fmt.Errorf("warm-up: %w", err)
+	}
+	if _, _, err := write("DELETE", endpoints[lead], "warm-up"); err != nil {
+		return err
+	}
+	if _, err := waitEach(gws, roots, false, time.Now()); err != nil {
+		return fmt.Errorf("warm-up: %w", err)
+	}
 	for i := 0; i < 2*trials; i++ {
 		pair := runs[0:2]
 		if i%2 == 1 {
