@@ -16,17 +16,7 @@ import (
 // make bench-scale (benchmarks/scale keeps its files under -out while it
 // runs) and profile with -cpuprofile.
 func BenchmarkChangeScale(b *testing.B) {
-	path := os.Getenv("PGPLANE_SCALE_TOPOLOGY")
-	if path == "" {
-		b.Skip("PGPLANE_SCALE_TOPOLOGY is not set")
-	}
-	a, err := New(testOptions(path, func(o *Options) { o.State.Dir = filepath.Join(b.TempDir(), "state") }), nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := a.Start(); err != nil {
-		b.Fatal(err)
-	}
+	a := scaleAppliance(b)
 	defer a.Stop()
 	var server string // a public server: firewall rules are theirs
 	for _, name := range a.Snapshot().ServerNames() {
@@ -51,6 +41,22 @@ func BenchmarkChangeScale(b *testing.B) {
 // BenchmarkCreateScale is BenchmarkChangeScale for the change bench-scale
 // times: a new public server each time (check, commit, index, serve).
 func BenchmarkCreateScale(b *testing.B) {
+	a := scaleAppliance(b)
+	defer a.Stop()
+	i := 0
+	for b.Loop() {
+		i++
+		server := json.RawMessage(`{"region":"r0","access":"public","backends":{"primary":"127.0.0.1:5432"}}`)
+		if err := a.Change(map[string]json.RawMessage{topology.ServerKey(fmt.Sprintf("scale-new-%d", i)): server}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// scaleAppliance starts an appliance over the topology named by
+// PGPLANE_SCALE_TOPOLOGY, with a state directory, or skips the benchmark.
+func scaleAppliance(b *testing.B) *Appliance {
+	b.Helper()
 	path := os.Getenv("PGPLANE_SCALE_TOPOLOGY")
 	if path == "" {
 		b.Skip("PGPLANE_SCALE_TOPOLOGY is not set")
@@ -62,13 +68,5 @@ func BenchmarkCreateScale(b *testing.B) {
 	if err := a.Start(); err != nil {
 		b.Fatal(err)
 	}
-	defer a.Stop()
-	i := 0
-	for b.Loop() {
-		i++
-		server := json.RawMessage(`{"region":"r0","access":"public","backends":{"primary":"127.0.0.1:5432"}}`)
-		if err := a.Change(map[string]json.RawMessage{topology.ServerKey(fmt.Sprintf("scale-new-%d", i)): server}); err != nil {
-			b.Fatal(err)
-		}
-	}
+	return a
 }
