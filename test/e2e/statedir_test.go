@@ -149,3 +149,37 @@ func TestStateDiskFaults(t *testing.T) {
 		t.Fatalf("pgplanectl health must say why changes are refused:\n%s", out)
 	}
 }
+
+// A node upgraded from the format before Raft finds STATE/state.json,
+// imports its run-time changes once, says so in its log, serves them, and
+// keeps the file as state.json.imported.
+//
+// SPEC: C5
+func TestPreviousStateFormatImported(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, dir, "topology.yaml", partitionTopology)
+	os.MkdirAll(filepath.Join(dir, "state"), 0o755)
+	writeFile(t, filepath.Join(dir, "state"), "state.json", `{"synced_at":"2026-11-01T00:00:00Z","clock":{"wall":1,"node":"local"},"entries":[
+{"key":"server/sales-db/firewallRule/office","value":{"startIpAddress":"203.0.113.1","endIpAddress":"203.0.113.9"},"version":{"wall":1,"node":"local"}}]}`)
+	dnsPort, adminPort := freePort(t, "127.0.0.1"), freePort(t, "127.0.0.1")
+	n := startNode(t, dir, fmt.Sprintf(`.:%d {
+    bind 127.0.0.1
+    pgplane topology.yaml {
+        admin 127.0.0.1:%d
+        state state
+    }
+}
+`, dnsPort, adminPort), fmt.Sprintf("127.0.0.1:%d", dnsPort), "")
+	endpoint := fmt.Sprintf("http://127.0.0.1:%d", adminPort)
+	waitFor(t, "the previous state to be imported", 10*time.Second, func() bool {
+		out, code := pgplanectlAt(t, endpoint, "firewall-rule", "show", "--server", "sales-db", "--name", "office")
+		return code == 0 && strings.Contains(out, "203.0.113.9")
+	})
+	waitFor(t, "the import to be logged and the file set aside", 5*time.Second, func() bool {
+		_, err := os.Stat(filepath.Join(dir, "state", "state.json.imported"))
+		return err == nil && strings.Contains(n.log.String(), "imported 1 run-time changes")
+	})
+	if _, err := os.Stat(filepath.Join(dir, "state", "state.json")); !os.IsNotExist(err) {
+		t.Fatal("state.json must be renamed after the import")
+	}
+}
