@@ -74,19 +74,12 @@ func (a *Appliance) newCluster() error {
 	if o.Bind == "" {
 		return nil
 	}
-	raftBind, raftAdvertise := o.RaftAddresses()
-	if raftAdvertise == "" {
-		raftAdvertise = raftBind
-	}
-	if a.store.Dir() == "" {
-		raftAdvertise = "" // no state directory, no Raft
-	}
 	cfg := cluster.Config{
 		Name: o.Name, Members: o.Members, Bind: o.Bind, Advertise: o.Advertise, Join: o.Join, Dev: o.Dev,
 		NodeID: g.NodeID, Holds: g.Listen, ProbeInterval: o.Interval, ProbeTimeout: o.Timeout, FailAfter: o.FailAfter,
 		GatewayPort: 5432,
 		StateDir:    a.store.Dir(),
-		RaftAddress: raftAdvertise,
+		RaftAddress: a.store.Address(),
 		Logger:      NewLogger("pgplane/cluster").With().Str("node", o.Name).Logger(),
 	}
 	switch {

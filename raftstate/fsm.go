@@ -175,13 +175,19 @@ func (f *fsm) Apply(l *raft.Log) any {
 	changesTotal.WithLabelValues(origin).Inc()
 	entries.Set(float64(len(f.state.Values)))
 	f.mu.Unlock()
+	f.serve(l.Index, c.keys())
+	return nil
+}
+
+// serve hands the keys an entry (or a snapshot: nil) changed to the applied
+// hook, then records the entry as served.
+func (f *fsm) serve(index uint64, keys []string) {
 	if f.applied != nil {
-		f.applied(c.keys())
+		f.applied(keys)
 	}
 	f.mu.Lock()
-	f.servedLocked(l.Index)
+	f.servedLocked(index)
 	f.mu.Unlock()
-	return nil
 }
 
 // servedLocked records that the entries up to index are served and wakes
@@ -244,12 +250,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	f.persistLocked()
 	entries.Set(float64(len(st.Values)))
 	f.mu.Unlock()
-	if f.applied != nil {
-		f.applied(nil)
-	}
-	f.mu.Lock()
-	f.servedLocked(st.Index)
-	f.mu.Unlock()
+	f.serve(st.Index, nil)
 	return nil
 }
 

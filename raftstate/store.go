@@ -189,6 +189,19 @@ func (s *Store) report(err error) { s.log.Error().Err(err).Msg("state") }
 // Values returns a copy of the run-time changes applied.
 func (s *Store) Values() map[string]json.RawMessage { return s.fsm.Values() }
 
+// Address returns the Raft address this member announces to the others:
+// Advertise, else Bind; "" when it runs no Raft transport (no state
+// directory, or no peers).
+func (s *Store) Address() string {
+	switch {
+	case s.cfg.Dir == "":
+		return ""
+	case s.cfg.Advertise != "":
+		return s.cfg.Advertise
+	}
+	return s.cfg.Bind
+}
+
 // Dir returns the state directory, "" for none.
 func (s *Store) Dir() string { return s.cfg.Dir }
 
@@ -358,10 +371,8 @@ func (s *Store) write(req forwardRequest) error {
 func (s *Store) propose(req forwardRequest, deadline time.Time) (uint64, error) {
 	members := len(s.cfg.Members)
 	for {
-		if s.peers != nil {
-			if n := s.peers.Reachable(); n < members/2+1 {
-				return 0, &NoQuorumError{Reachable: n, Members: members}
-			}
+		if n := s.reachable(); n < members/2+1 {
+			return 0, &NoQuorumError{Reachable: n, Members: members}
 		}
 		var (
 			index uint64
@@ -388,15 +399,11 @@ func (s *Store) propose(req forwardRequest, deadline time.Time) (uint64, error) 
 			return index, err
 		}
 		if time.Now().After(deadline) {
-			reach := members
-			if s.peers != nil {
-				reach = s.peers.Reachable()
-			}
 			detail := "no leader elected"
 			if err != nil && !errors.Is(err, errNotLeader) {
 				detail = err.Error()
 			}
-			return 0, &NoQuorumError{Reachable: reach, Members: members, Detail: detail}
+			return 0, s.noQuorum(detail)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -461,6 +468,20 @@ func (s *Store) lead(req forwardRequest) (uint64, error) {
 	return f.Index(), nil
 }
 
+// reachable returns how many members this one sees alive, itself
+// included: all of them without peers.
+func (s *Store) reachable() int {
+	if s.peers == nil {
+		return len(s.cfg.Members)
+	}
+	return s.peers.Reachable()
+}
+
+// noQuorum is the refusal of a write that found no majority to commit it.
+func (s *Store) noQuorum(detail string) *NoQuorumError {
+	return &NoQuorumError{Reachable: s.reachable(), Members: len(s.cfg.Members), Detail: detail}
+}
+
 // lost turns Raft's errors of a leader that lost its majority into a
 // NoQuorumError.
 func (s *Store) lost(err error) error {
@@ -470,11 +491,7 @@ func (s *Store) lost(err error) error {
 	case errors.As(err, new(*StateDirError)):
 		return err
 	case errors.Is(err, raft.ErrEnqueueTimeout):
-		reach := len(s.cfg.Members)
-		if s.peers != nil {
-			reach = s.peers.Reachable()
-		}
-		return &NoQuorumError{Reachable: reach, Members: len(s.cfg.Members), Detail: "the leader could not commit in time"}
+		return s.noQuorum("the leader could not commit in time")
 	}
 	return fmt.Errorf("committing the change: %w", err)
 }

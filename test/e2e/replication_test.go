@@ -17,6 +17,7 @@ import (
 
 	"github.com/pgplane/pgplane/api"
 	"github.com/pgplane/pgplane/gateway"
+	"github.com/pgplane/pgplane/internal/benchkit"
 )
 
 // replicationTopology: node n3 alone holds westus's gateway addresses, so a
@@ -132,21 +133,6 @@ func (c *replicaCluster) ruleAt(t *testing.T, i int, rule string) bool {
 // psqlWest connects to sales-db through n3's gateway.
 func (c *replicaCluster) psqlWest(t *testing.T) (string, error) {
 	return psql(t, fmt.Sprintf("host=sales-db.postgres.database.azure.com hostaddr=127.0.0.23 port=%d sslmode=verify-full sslrootcert=%s user=app dbname=appdb", c.gwPort, c.ca), "SELECT 7")
-}
-
-// leader returns the index of the node that leads the Raft cluster, as
-// node i sees it, or -1.
-func (c *replicaCluster) leader(t *testing.T, i int) int {
-	out, code := pgplanectlAt(t, c.endpoints[i], "health", "--output", "json")
-	var h struct {
-		State struct{ Leader string } `json:"state"`
-	}
-	if code > 1 || json.Unmarshal([]byte(out), &h) != nil || !strings.HasPrefix(h.State.Leader, "n") {
-		return -1
-	}
-	var n int
-	fmt.Sscanf(h.State.Leader, "n%d", &n)
-	return n - 1
 }
 
 // rules returns the firewall rules of sales-db node i lists, nil when it
@@ -274,7 +260,11 @@ func TestChangesReachEveryNodeAndSurvive(t *testing.T) {
 	// kill -9 of the leader during a burst of writes through a follower:
 	// every write acknowledged is on every node once the leader is back.
 	var lead int
-	waitFor(t, "a leader", 10*time.Second, func() bool { lead = c.leader(t, 0); return lead >= 0 })
+	n, err := benchkit.RaftLeader(c.endpoints[0], 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lead = n - 1
 	follower := (lead + 1) % 3
 	stop := make(chan struct{})
 	ackedc := make(chan []string)
