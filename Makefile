@@ -81,9 +81,9 @@ bench-dns: deps build
 	$(GO) run ./benchmarks/dns -bin $(CURDIR)/$(PGPLANE) -out benchmarks/dns/out
 
 bench-gateway: deps build
-	@command -v pgbouncer >/dev/null && command -v haproxy >/dev/null || { \
+	@command -v pgbouncer >/dev/null && command -v haproxy >/dev/null && command -v perf >/dev/null || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); $$SUDO apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq pgbouncer haproxy >/dev/null; }
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq pgbouncer haproxy linux-perf >/dev/null; }
 	$(GO) run ./benchmarks/gateway -bin $(CURDIR)/$(PGPLANE) -out benchmarks/gateway/out
 
 bench-failover: deps build

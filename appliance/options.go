@@ -58,6 +58,7 @@ type GatewayOptions struct {
 	PerSource          int
 	PoolSize           int // -1: no pooling, 0: the gateway's default
 	PoolIdle           time.Duration
+	RelayThreads       int // -1: none (goroutines copy), 0: the gateway's default
 	Handshake          time.Duration
 	TrustedProxies     []netip.Prefix
 	NodeID             uint8
@@ -116,7 +117,7 @@ func (o *Options) Nameservers() []string {
 var Properties = []string{"ttl", "reload", "ns",
 	"gateway", "gateway_tls", "gateway_backend_tls", "gateway_auth", "gateway_auth_user", "gateway_auth_cache",
 	"gateway_max_connections", "gateway_max_connections_per_source", "gateway_pool_size", "gateway_pool_idle_timeout",
-	"gateway_handshake_timeout", "gateway_trusted_proxies", "node_id",
+	"gateway_relay_threads", "gateway_handshake_timeout", "gateway_trusted_proxies", "node_id",
 	"cluster_name", "cluster_members", "cluster_bind", "cluster_advertise", "cluster_raft", "cluster_join", "cluster_key_file",
 	"cluster_dev", "cluster_probe_interval", "cluster_probe_timeout", "cluster_fail_after", "cluster_gateway_port",
 	"cluster_monitor_user",
@@ -236,6 +237,14 @@ func (o *Options) set(name string, args []string) error {
 		}
 		if g.PoolSize = n; n == 0 {
 			g.PoolSize = -1
+		}
+	case "gateway_relay_threads":
+		n, perr := strconv.Atoi(args[0])
+		if perr != nil || n < 0 || n > 256 {
+			return errors.New("want a number of threads from 1 to 256, 0 to copy with goroutines")
+		}
+		if g.RelayThreads = n; n == 0 {
+			g.RelayThreads = -1
 		}
 	case "gateway_pool_idle_timeout":
 		g.PoolIdle, err = positiveDuration(args[0], "1m")

@@ -55,6 +55,7 @@ func TestSetRefusesBadValues(t *testing.T) {
 		{[]string{"ns", "a.example", "a..b"}, `ns a.example a..b: "a..b" is not a domain name`},
 		{[]string{"gateway", "localhost:5432"}, `gateway localhost:5432: "localhost:5432": want IP:port`},
 		{[]string{"gateway_pool_size", "-1"}, "gateway_pool_size -1: want a number of connections per server, 0 for no pooling"},
+		{[]string{"gateway_relay_threads", "-2"}, "gateway_relay_threads -2: want a number of threads from 1 to 256, 0 to copy with goroutines"},
 		{[]string{"cluster_gateway_port", "70000"}, "cluster_gateway_port 70000: want a port from 1 to 65535"},
 		{[]string{"state_tombstone_ttl", "1s"}, "state_tombstone_ttl 1s: want a duration of at least 1m"},
 		{[]string{"admin_tls", "cert.pem"}, "admin_tls cert.pem: want CERT_FILE KEY_FILE"},

@@ -21,7 +21,7 @@ func (a *Appliance) newGateway() error {
 	cfg := gateway.Config{
 		Listen: o.Listen, NodeID: o.NodeID, ForwardCancel: a.forwardCancel, BackendTLS: o.BackendTLS,
 		MaxConnections: o.MaxConnections, MaxConnectionsPerSource: o.PerSource,
-		PoolSize: o.PoolSize, PoolIdleTimeout: o.PoolIdle,
+		PoolSize: o.PoolSize, PoolIdleTimeout: o.PoolIdle, RelayThreads: o.RelayThreads,
 		HandshakeTimeout: o.Handshake, TrustedProxies: o.TrustedProxies,
 		Auth: o.Auth, AuthRole: o.AuthRole, AuthDatabase: o.AuthDB, AuthCacheTTL: o.AuthCache,
 		Logger: NewLogger("pgplane/gateway"),

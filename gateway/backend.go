@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/pgplane/pgplane/pgwire"
+	"github.com/pgplane/pgplane/relay"
 	"github.com/pgplane/pgplane/topology"
 )
 
@@ -21,7 +22,15 @@ import (
 // (G7), and sends the startup message.
 func (s *session) dialBackend(si *topology.ServerInfo, p *startupPacket) (net.Conn, *bufio.Reader, error) {
 	host, _, _ := net.SplitHostPort(si.Backend)
-	backend, br, err := pgwire.Dial(si.Backend, s.g.backendTLSConfig(host), s.g.cfg.DialTimeout)
+	c, err := net.DialTimeout("tcp", si.Backend, s.g.cfg.DialTimeout)
+	var backend net.Conn
+	var br *bufio.Reader
+	if err == nil {
+		if s.g.relay != nil {
+			c = relay.NewSocket(c)
+		}
+		backend, br, err = pgwire.Secure(c, si.Backend, s.g.backendTLSConfig(host), s.g.cfg.DialTimeout)
+	}
 	if err != nil {
 		return nil, nil, refuse(decisionBackendDown, &pgwire.Error{Code: pgwire.CodeConnectionFailure, Message: fmt.Sprintf("server %q is not reachable: its backend does not answer", si.Server.Name),
 			Hint: "try again in a moment; if it persists, the server may be down or failing over"}).wrapping(err)
@@ -79,13 +88,13 @@ func (s *session) finishLogin(backend net.Conn, br *bufio.Reader, out []byte) (l
 // backend connection back to the pool when the client left it idle.
 func (s *session) passThrough(si *topology.ServerInfo, pc *pooledConn, out []byte) error {
 	key := s.g.sessions.newKey(backendKey{server: si.Server.Name, addr: si.Backend, pid: pc.pid, secret: pc.secret})
-	defer s.g.sessions.forget(key)
 	var k [8]byte
 	binary.BigEndian.PutUint32(k[:], key.pid)
 	binary.BigEndian.PutUint32(k[4:], key.secret)
 	out = pgwire.AppendMessage(out, 'K', k[:])
 	out = pgwire.AppendMessage(out, 'Z', []byte{'I'})
 	if _, err := s.conn.Write(out); err != nil {
+		s.g.sessions.forget(key)
 		pc.conn.Close()
 		return err
 	}
@@ -94,13 +103,22 @@ func (s *session) passThrough(si *topology.ServerInfo, pc *pooledConn, out []byt
 	pc.conn.SetDeadline(time.Time{})
 	s.backend, s.backendAddr = pc.conn, si.Backend
 	s.g.sessions.startProxy(s)
-	defer s.g.sessions.endProxy(s)
 	if cur := s.g.snapshot.Load().Server(si.Server.Name); cur == nil || cur.Backend != si.Backend {
 		// The server moved while this session logged in.
 		s.reason = "closed: the server's backend changed (failover) while it logged in"
+		s.g.sessions.endProxy(s)
+		s.g.sessions.forget(key)
 		pc.conn.Close()
 		return nil
 	}
+	if s.g.relay != nil && relayable(s.raw) && relayable(pc.conn) {
+		// The relay's loops copy from here, and end the session.
+		s.relayed = true
+		s.relay(pc, key)
+		return nil
+	}
+	defer s.g.sessions.forget(key)
+	defer s.g.sessions.endProxy(s)
 	if s.poolKey == nil {
 		defer pc.conn.Close()
 		err := s.copy(pc.conn, pc.r)
@@ -114,6 +132,79 @@ func (s *session) passThrough(si *topology.ServerInfo, pc *pooledConn, out []byt
 	pc.conn.Close()
 	s.noteMoved()
 	return nil
+}
+
+// relay hands the session to the relay's loops. Bytes from the client are
+// leg 0, from the backend leg 1; a pooled session is followed message by
+// message, and when its client leaves the backend idle the backend
+// connection comes back to Go's poller, is reset and goes to the pool.
+func (s *session) relay(pc *pooledConn, key cancelKey) {
+	legs := [2]relay.Leg{
+		{Socket: socketOf(s.raw), Reader: s.r, Writer: s.conn},
+		{Socket: socketOf(pc.conn), Reader: pc.r, Writer: pc.conn},
+	}
+	var end func(from int, stopped bool) bool
+	var idle *idleTracker
+	clientLeftIdle := false
+	if s.poolKey != nil {
+		idle = newIdleTracker()
+		legs[0].Scan = func(b []byte) (int, bool) {
+			if at := idle.toBackend.scan(b, 'X'); at >= 0 {
+				return at, true
+			}
+			return len(b), false
+		}
+		legs[1].Scan = func(b []byte) (int, bool) {
+			idle.toClient.scan(b, 0)
+			return len(b), false
+		}
+		end = func(from int, _ bool) bool {
+			// The client's Terminate, or its closing the connection, ends
+			// the session; an idle backend can serve the next client.
+			clientLeftIdle = from == 0 && idle.idle() && pc.r.Buffered() == 0
+			return clientLeftIdle
+		}
+	}
+	done := func(r relay.Result) {
+		s.bytesIn, s.bytesOut = r.Bytes[0], r.Bytes[1]
+		s.countBytes()
+		if clientLeftIdle && r.Err == nil && !s.moved.Load() && socketOf(pc.conn).Reattach() == nil && s.resetForPool(pc) {
+			s.g.pool.put(*s.poolKey, pc)
+		} else {
+			pc.conn.Close()
+		}
+		s.noteMoved()
+		s.g.sessions.endProxy(s)
+		s.g.sessions.forget(key)
+		s.end()
+	}
+	if err := s.g.relay.Relay(relay.Pair{Legs: legs, End: end, Done: done}); err != nil {
+		// Nothing moved: the client's socket was closed meanwhile (Stop,
+		// or a failover of the server). The session ends here.
+		s.relayed = false
+		s.g.sessions.endProxy(s)
+		s.g.sessions.forget(key)
+		pc.conn.Close()
+		s.reason = "closed: " + err.Error()
+	}
+}
+
+// socketOf returns the relay Socket under a connection, or nil.
+func socketOf(c net.Conn) *relay.Socket {
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	if bc, ok := c.(*bufferedConn); ok {
+		c = bc.Conn
+	}
+	sock, _ := c.(*relay.Socket)
+	return sock
+}
+
+// relayable reports whether a connection can move into a relay loop.
+func relayable(c net.Conn) bool {
+	sock := socketOf(c)
+	return sock != nil && sock.Relayable()
 }
 
 func (s *session) noteMoved() {
@@ -224,13 +315,12 @@ func copyUntil(dst io.Writer, r *bufio.Reader, f *frames, stop byte) (int64, boo
 	}
 }
 
+// closeWrite shuts a connection's write side down: a TLS close_notify, or
+// a TCP FIN.
 func closeWrite(c net.Conn) {
-	switch c := c.(type) {
-	case *net.TCPConn:
-		c.CloseWrite()
-	case *tls.Conn:
-		c.CloseWrite()
-	default:
-		c.Close()
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+		return
 	}
+	c.Close()
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/pgplane/pgplane/internal/pgtest"
 	"github.com/pgplane/pgplane/pgwire"
+	"github.com/pgplane/pgplane/relay"
 	"github.com/pgplane/pgplane/topology"
 
 	"github.com/rs/zerolog"
@@ -100,7 +101,7 @@ func FuzzSession(f *testing.F) {
 		if len(data)%5 == 0 {
 			refusal = g.tooManyClients()
 		}
-		go func() { g.serve(server, refusal); close(done) }()
+		go g.serve(relay.NewSocket(server), refusal, func() { close(done) })
 		client.Write(data)
 		// Half-close: the session sees the end of the input at once instead
 		// of waiting for its handshake timeout (which bounds it regardless).

@@ -23,6 +23,7 @@ import (
 
 	"github.com/pgplane/pgplane/internal/throttle"
 	"github.com/pgplane/pgplane/pgwire"
+	"github.com/pgplane/pgplane/relay"
 
 	"github.com/pgplane/pgplane/topology"
 
@@ -94,6 +95,10 @@ type Config struct {
 	HandshakeTimeout time.Duration
 	AuthTimeout      time.Duration
 	DialTimeout      time.Duration
+	// RelayThreads is how many threads relay proxied sessions from epoll
+	// loops (package relay); 0 means GOMAXPROCS, a negative number none:
+	// each session then copies with two goroutines of its own.
+	RelayThreads int
 	// TrustedProxies may send a PROXY protocol v2 header (G10).
 	TrustedProxies []netip.Prefix
 	Logger         zerolog.Logger
@@ -128,6 +133,8 @@ type Gateway struct {
 	// endPoint is the tls-server-end-point channel binding data of cert.
 	endPoint atomic.Pointer[[]byte]
 	tls      *tls.Config // client-facing, built once from cfg.TLS
+	// relay copies proxied sessions from its loops; nil: goroutines do.
+	relay *relay.Loops
 
 	mu        sync.Mutex // guards listeners and closed
 	listeners map[string]*listener
@@ -217,6 +224,13 @@ func New(cfg Config, s *topology.Snapshot) (*Gateway, error) {
 	if g.mockSecret == nil {
 		g.mockSecret = make([]byte, 32)
 		rand.Read(g.mockSecret)
+	}
+	if cfg.RelayThreads >= 0 {
+		loops, err := relay.Start(cfg.RelayThreads)
+		if err != nil {
+			return nil, fmt.Errorf("gateway: %w", err)
+		}
+		g.relay = loops
 	}
 	return g, nil
 }
@@ -323,6 +337,9 @@ func (g *Gateway) Stop() {
 	if g.pool != nil {
 		g.pool.closeAll()
 	}
+	if g.relay != nil {
+		g.relay.Stop()
+	}
 	g.verifiers.close()
 }
 
@@ -370,23 +387,24 @@ func (g *Gateway) accept(l *listener) {
 			select {
 			case g.refusing <- struct{}{}:
 				g.conns.Add(1)
-				go func() {
-					defer g.conns.Done()
-					defer func() { <-g.refusing }()
-					g.serve(c, g.tooManyClients())
-				}()
+				go g.serve(c, g.tooManyClients(), func() {
+					<-g.refusing
+					g.conns.Done()
+				})
 			default:
 				c.Close()
 				connections.WithLabelValues("", decisionCapacity).Inc()
 			}
 			continue
 		}
+		if g.relay != nil {
+			c = relay.NewSocket(c)
+		}
 		g.conns.Add(1)
-		go func() {
-			defer g.conns.Done()
-			defer func() { <-g.slots }()
-			g.serve(c, nil)
-		}()
+		go g.serve(c, nil, func() {
+			<-g.slots
+			g.conns.Done()
+		})
 	}
 }
 

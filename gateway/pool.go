@@ -250,44 +250,63 @@ func (f *frames) scan(b []byte, stop byte) int {
 // atBoundary reports whether the stream is between two messages.
 func (f *frames) atBoundary() bool { return f.got == 0 && f.left == 0 }
 
+// idleTracker follows the message boundaries of both directions of a
+// pooled session, to tell when its client leaves the backend idle: every
+// Query, Sync and FunctionCall answered by a ReadyForQuery, the last one
+// saying no transaction is open, and nothing half sent either way.
+type idleTracker struct {
+	mu                  sync.Mutex
+	asked, answered     int64
+	status              byte
+	toBackend, toClient frames
+}
+
+func newIdleTracker() *idleTracker {
+	t := &idleTracker{status: 'I'}
+	t.toBackend.onStart = func(typ byte) {
+		if typ == 'Q' || typ == 'S' || typ == 'F' {
+			t.mu.Lock()
+			t.asked++
+			t.mu.Unlock()
+		}
+	}
+	t.toClient.onStart = func(typ byte) {
+		if typ == 'Z' {
+			t.mu.Lock()
+			t.answered++
+			t.mu.Unlock()
+		}
+	}
+	t.toClient.onFirst = func(typ, b byte) {
+		if typ == 'Z' {
+			t.mu.Lock()
+			t.status = b
+			t.mu.Unlock()
+		}
+	}
+	return t
+}
+
+// idle reports whether the backend is idle: every question answered, no
+// transaction open, both directions between two messages.
+func (t *idleTracker) idle() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.asked == t.answered && t.status == 'I' && t.toBackend.atBoundary() && t.toClient.atBoundary()
+}
+
 // copyPooled copies the session like copy, following the message
 // boundaries of both directions, and does not pass the client's Terminate
-// on. It reports whether the client left the backend idle: every Query,
-// Sync and FunctionCall answered by a ReadyForQuery, the last one saying
-// no transaction is open, and nothing half sent either way. The backend
-// connection is then stopped between two messages and can be reset.
+// on. It reports whether the client left the backend idle (idleTracker);
+// the backend connection is then stopped between two messages and can be
+// reset.
 func (s *session) copyPooled(backend net.Conn, br *bufio.Reader) bool {
-	var mu sync.Mutex
-	var asked, answered int64
-	status := byte('I')
-	toBackend := frames{onStart: func(typ byte) {
-		if typ == 'Q' || typ == 'S' || typ == 'F' {
-			mu.Lock()
-			asked++
-			mu.Unlock()
-		}
-	}}
-	toClient := frames{
-		onStart: func(typ byte) {
-			if typ == 'Z' {
-				mu.Lock()
-				answered++
-				mu.Unlock()
-			}
-		},
-		onFirst: func(typ, b byte) {
-			if typ == 'Z' {
-				mu.Lock()
-				status = b
-				mu.Unlock()
-			}
-		},
-	}
+	t := newIdleTracker()
 	backendDone := make(chan struct{})
 	var stopping atomic.Bool // the gateway stops the backend's reader itself
 	go func() {
 		defer close(backendDone)
-		s.bytesOut, _ = copyUntil(s.conn, br, &toClient, 0)
+		s.bytesOut, _ = copyUntil(s.conn, br, &t.toClient, 0)
 		if !stopping.Load() {
 			// The backend ended the session (it shut down, or closed the
 			// connection): the client must see the end too, or it waits on
@@ -297,19 +316,17 @@ func (s *session) copyPooled(backend net.Conn, br *bufio.Reader) bool {
 	}()
 	// The client's Terminate, or its closing the connection, ends it; either
 	// way an idle backend can serve the next client.
-	s.bytesIn, _ = copyUntil(backend, s.r, &toBackend, 'X')
-	mu.Lock()
-	idle := asked == answered && status == 'I' && toBackend.atBoundary()
-	mu.Unlock()
+	s.bytesIn, _ = copyUntil(backend, s.r, &t.toBackend, 'X')
+	t.mu.Lock()
+	idle := t.asked == t.answered && t.status == 'I' && t.toBackend.atBoundary()
+	t.mu.Unlock()
 	if idle {
 		// Stop the backend's reader between two messages.
 		stopping.Store(true)
 		backend.SetReadDeadline(time.Now())
 		<-backendDone
 		backend.SetReadDeadline(time.Time{})
-		mu.Lock()
-		idle = asked == answered && status == 'I' && toClient.atBoundary() && br.Buffered() == 0
-		mu.Unlock()
+		idle = t.idle() && br.Buffered() == 0
 	} else {
 		closeWrite(backend)
 		<-backendDone

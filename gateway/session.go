@@ -68,17 +68,24 @@ type session struct {
 	// to the pool; reused: the session got a pooled one.
 	poolKey *poolKey
 	reused  bool
+
+	// relayed is set when a relay loop took the session over (package
+	// relay): the relay's end ends the session; release frees its slot.
+	relayed bool
+	release func()
 }
 
 // serve runs one connection to its end and logs it once (G9). A session
-// with a refusal only negotiates, then sends it.
-func (g *Gateway) serve(raw net.Conn, refusal *pgwire.Error) {
-	s := &session{g: g, raw: raw, conn: raw, started: time.Now(), refusal: refusal}
+// with a refusal only negotiates, then sends it. release runs when the
+// session ends: here, or when a relayed session's relay ends.
+func (g *Gateway) serve(raw net.Conn, refusal *pgwire.Error, release func()) {
+	s := &session{g: g, raw: raw, conn: raw, started: time.Now(), refusal: refusal, release: release}
 	g.sessions.track(raw)
-	defer g.sessions.untrack(raw)
-	defer raw.Close()
-	defer s.log()
-	defer s.authenticated()
+	defer func() {
+		if !s.relayed {
+			s.end()
+		}
+	}()
 	s.client = addrOf(raw.RemoteAddr())
 	if refusal != nil {
 		raw.SetDeadline(s.started.Add(refusalTimeout))
@@ -89,6 +96,16 @@ func (g *Gateway) serve(raw net.Conn, refusal *pgwire.Error) {
 	if err := s.run(); err != nil {
 		s.fail(err)
 	}
+}
+
+// end closes the client's connection, logs the session and frees its
+// slot.
+func (s *session) end() {
+	s.authenticated()
+	s.log()
+	s.raw.Close()
+	s.g.sessions.untrack(s.raw)
+	s.release()
 }
 
 // fail records why the session ended, from the error's kind, and tells the

@@ -37,6 +37,13 @@ func Dial(addr string, tlsConfig *tls.Config, timeout time.Duration) (net.Conn, 
 	if err != nil {
 		return nil, nil, err
 	}
+	return Secure(c, addr, tlsConfig, timeout)
+}
+
+// Secure is Dial's second half, over a connection to addr already made:
+// with a TLS configuration, the SSLRequest and the TLS handshake. It
+// closes c when it fails.
+func Secure(c net.Conn, addr string, tlsConfig *tls.Config, timeout time.Duration) (net.Conn, *bufio.Reader, error) {
 	if tlsConfig == nil {
 		return c, bufio.NewReaderSize(c, readBuffer), nil
 	}

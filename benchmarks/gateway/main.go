@@ -42,7 +42,9 @@ func main() {
 	duration := flag.Duration("duration", 20*time.Second, "length of a pgbench -S run")
 	connDuration := flag.Duration("conn-duration", 10*time.Second, "length of a pgbench -C run")
 	clients := flag.Int("clients", 16, "pgbench -c")
+	flag.IntVar(&loggedInSessions, "logged-in", 500, "idle logged-in sessions for the memory measurement")
 	flag.IntVar(&idleSessions, "idle", 5000, "idle TLS sessions for the memory measurement (0: none)")
+	flag.BoolVar(&syscallDetail, "syscall-detail", false, "print each run's system calls by kind (perf) to stderr")
 	flag.StringVar(&profileTo, "profile", "", "write a CPU profile of pgplane during its first TLS run to this file")
 	flag.StringVar(&profileMode, "profile-mode", "select", "which run to profile: select or connect")
 	flag.Parse()
@@ -55,6 +57,9 @@ func main() {
 // profileTo, when set, names the file for a CPU profile of pgplane during
 // its first run of profileMode with client TLS.
 var profileTo, profileMode string
+
+// syscallDetail prints each run's system calls by kind.
+var syscallDetail bool
 
 // pprofAddr is where the appliance serves pprof.
 var pprofAddr string
@@ -71,6 +76,9 @@ type result struct {
 	tps        float64
 	xacts      int
 	cpuPerXact time.Duration
+	// syscallsPerXact is the proxy's system calls per transaction, counted
+	// by perf (raw_syscalls:sys_enter); 0 where perf cannot count them.
+	syscallsPerXact float64
 }
 
 func run(bin, out string, rounds int, d, connD time.Duration, clients int) error {
@@ -87,7 +95,7 @@ func run(bin, out string, rounds int, d, connD time.Duration, clients int) error
 	}
 	cert, _ := os.ReadFile(filepath.Join(tlsDir, gateway.DevCertFile))
 	keyPEM, _ := os.ReadFile(filepath.Join(tlsDir, gateway.DevKeyFile))
-	pg, err := pgtest.Start("", pgtest.Options{Cert: cert, Key: keyPEM, Conf: "max_connections = 300\nshared_buffers = 128MB\n"})
+	pg, err := pgtest.Start("", pgtest.Options{Cert: cert, Key: keyPEM, Conf: "max_connections = 700\nshared_buffers = 128MB\n"})
 	if err != nil {
 		return err
 	}
@@ -130,7 +138,7 @@ servers:
 `, pg.Addr)
 	os.WriteFile(filepath.Join(out, "topology.yaml"), []byte(topo), 0o644)
 	// The gateway's auth role (gateway_auth terminate, the default): every
-	// pgplane below but the passthrough one looks verifiers up with it.
+	// pgplane below looks verifiers up with it.
 	authFile, err := pgtest.WriteAuthPassfile(out)
 	if err != nil {
 		return err
@@ -151,15 +159,14 @@ servers:
 	if err != nil {
 		return err
 	}
-	// gateway_auth passthrough: the backend's own exchange relayed (the
-	// backend presents the gateway's certificate, so libpq's channel
-	// binding works end to end), beside terminate above.
-	passDir := filepath.Join(out, "passthrough")
+	// gateway_relay_threads 0: each session copies with two goroutines of
+	// its own (the data path before the relay loops), beside the loops.
+	passDir := filepath.Join(out, "goroutines")
 	os.MkdirAll(passDir, 0o755)
 	gwPassPort := benchkit.FreePort("127.0.0.1")
 	os.WriteFile(filepath.Join(passDir, "topology.yaml"), []byte(topo), 0o644)
-	os.WriteFile(filepath.Join(passDir, "Corefile"), []byte(fmt.Sprintf(".:%d {\n    bind 127.0.0.1\n    pgplane topology.yaml {\n        gateway 127.0.0.1:%d\n        gateway_tls dev %s\n        gateway_auth passthrough\n        gateway_max_connections 1000\n    }\n}\n", benchkit.FreePort("127.0.0.1"), gwPassPort, tlsDir)), 0o644)
-	passPID, err := start("pgplane-passthrough", exec.Command(bin, "-conf", filepath.Join(passDir, "Corefile")), fmt.Sprintf("127.0.0.1:%d", gwPassPort))
+	os.WriteFile(filepath.Join(passDir, "Corefile"), []byte(fmt.Sprintf(".:%d {\n    bind 127.0.0.1\n    pgplane topology.yaml {\n        gateway 127.0.0.1:%d\n        gateway_tls dev %s\n        gateway_auth_user pgplane_auth %s\n        gateway_relay_threads 0\n        gateway_max_connections 1000\n    }\n}\n", benchkit.FreePort("127.0.0.1"), gwPassPort, tlsDir, authFile)), 0o644)
+	passPID, err := start("pgplane-goroutines", exec.Command(bin, "-conf", filepath.Join(passDir, "Corefile")), fmt.Sprintf("127.0.0.1:%d", gwPassPort))
 	if err != nil {
 		return err
 	}
@@ -177,7 +184,7 @@ auth_type = scram-sha-256
 auth_file = %s
 pool_mode = session
 max_client_conn = 6000
-default_pool_size = 100
+default_pool_size = 550
 client_tls_sslmode = allow
 client_tls_cert_file = %s
 client_tls_key_file = %s
@@ -235,7 +242,7 @@ listen pg
 			}
 			return fmt.Sprintf("host=127.0.0.1 port=%d user=%s@bench-plain dbname=%s sslmode=disable", gwPlainPort, pgtest.User, pgtest.Database)
 		}},
-		{"pgplane-passthru", passPID, func(tls bool) string {
+		{"pgplane-goroutines", passPID, func(tls bool) string {
 			if tls {
 				return fmt.Sprintf("host=bench-db.postgres.database.azure.com hostaddr=127.0.0.1 port=%d %s sslmode=require", gwPassPort, base)
 			}
@@ -283,39 +290,43 @@ listen pg
 		for _, tls := range []bool{true, false} {
 			title := map[string]string{"select": "pgbench -S (TPS)", "connect": "pgbench -S -C (new connection per transaction: connections/s)"}[mode]
 			fmt.Fprintf(&report, "\n%s, client TLS %v, median of %d\n", title, onOff(tls), rounds)
-			fmt.Fprintf(&report, "  %-16s %10s %8s %14s\n", "target", "tps", "ratio", "proxy CPU/xact")
+			fmt.Fprintf(&report, "  %-19s %10s %8s %14s %16s\n", "target", "tps", "ratio", "proxy CPU/xact", "syscalls/xact")
 			direct := medianOf(results[key{"direct", tls, mode}], func(r result) float64 { return r.tps })
 			for _, t := range targets {
 				rs := results[key{t.name, tls, mode}]
 				tps := medianOf(rs, func(r result) float64 { return r.tps })
-				cpu := "-"
+				cpu, calls := "-", "-"
 				if t.pid != 0 {
 					cpu = time.Duration(medianOf(rs, func(r result) float64 { return float64(r.cpuPerXact) })).Round(100 * time.Nanosecond).String()
+					if n := medianOf(rs, func(r result) float64 { return r.syscallsPerXact }); n > 0 {
+						calls = fmt.Sprintf("%.2f", n)
+					}
 				}
-				fmt.Fprintf(&report, "  %-16s %10.0f %7.2fx %14s\n", t.name, tps, tps/direct, cpu)
+				fmt.Fprintf(&report, "  %-19s %10.0f %7.2fx %14s %16s\n", t.name, tps, tps/direct, cpu, calls)
 			}
 		}
 	}
 	if idleSessions > 0 {
-		// Sessions logged in (each holds a backend connection: as many as
-		// PgBouncer's pool), one query run, then idle.
-		const proxied = 90
+		// Sessions logged in (each holds a backend connection, within
+		// PostgreSQL's max_connections and PgBouncer's pool), one query
+		// run, then idle.
+		proxied := loggedInSessions
 		fmt.Fprintf(&report, "\nMemory: %d idle client sessions, logged in with client TLS, one query run, backend connected\n", proxied)
-		fmt.Fprintf(&report, "  %-16s %12s %12s %14s\n", "target", "RSS before", "RSS after", "per session")
+		fmt.Fprintf(&report, "  %-19s %12s %12s %14s\n", "target", "RSS before", "RSS after", "per session")
 		var perSession []float64
-		for _, t := range []target{targets[1], targets[4]} {
+		for _, t := range []target{targets[1], targets[3], targets[4]} {
 			before, after, err := loggedInMemory(t.pid, t.conn(true)+" password="+pgtest.Password, proxied)
 			if err != nil {
 				return fmt.Errorf("%s logged-in sessions: %w", t.name, err)
 			}
-			per := float64(after-before) / proxied
+			per := float64(after-before) / float64(proxied)
 			perSession = append(perSession, per)
-			fmt.Fprintf(&report, "  %-16s %9d KiB %9d KiB %10.1f KiB\n", t.name, before, after, per)
+			fmt.Fprintf(&report, "  %-19s %9d KiB %9d KiB %10.1f KiB\n", t.name, before, after, per)
 		}
-		fmt.Fprintf(&report, "  ratio pgplane/pgbouncer per session: %.2fx\n", perSession[0]/perSession[1])
+		fmt.Fprintf(&report, "  ratio pgplane/pgbouncer per session: %.2fx (goroutines: %.2fx)\n", perSession[0]/perSession[2], perSession[1]/perSession[2])
 
 		fmt.Fprintf(&report, "\nMemory: %d idle client sessions, TLS done, startup packet not sent (the backend holds none)\n", idleSessions)
-		fmt.Fprintf(&report, "  %-16s %12s %12s %14s\n", "target", "RSS before", "RSS after", "per session")
+		fmt.Fprintf(&report, "  %-19s %12s %12s %14s\n", "target", "RSS before", "RSS after", "per session")
 		perSession = perSession[:0]
 		for _, t := range []struct {
 			name string
@@ -337,7 +348,7 @@ listen pg
 }
 
 // idleSessions is how many idle sessions the memory measurement opens.
-var idleSessions int
+var idleSessions, loggedInSessions int
 
 // idleMemory opens n client sessions to addr (SSLRequest and the TLS
 // handshake, then nothing), from source addresses 127.1.x.y, 50 each, and
@@ -389,7 +400,7 @@ func loggedInMemory(pid int, conninfo string, n int) (before, after int, err err
 	if before, err = benchkit.RSSKiB(pid); err != nil {
 		return 0, 0, err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	var conns []*pgconn.PgConn
 	defer func() {
@@ -449,8 +460,10 @@ func measure(t target, tls bool, args []string) (result, error) {
 		}(profileTo)
 		profileTo = ""
 	}
+	syscalls := countSyscalls(t.pid)
 	out, err := pgbench(t.conn(tls), args...)
 	after := cpuTime(t.pid)
+	calls := syscalls()
 	if err != nil {
 		return result{}, fmt.Errorf("%v\n%s", err, out)
 	}
@@ -463,8 +476,42 @@ func measure(t target, tls bool, args []string) (result, error) {
 	r.xacts, _ = strconv.Atoi(x[1])
 	if t.pid != 0 && r.xacts > 0 {
 		r.cpuPerXact = (after - before) / time.Duration(r.xacts)
+		r.syscallsPerXact = calls / float64(r.xacts)
 	}
 	return r, nil
+}
+
+// countSyscalls starts counting a process's system calls with perf, and
+// returns the function that stops and reads the count (0 when perf is
+// missing or cannot count them here).
+func countSyscalls(pid int) func() float64 {
+	if pid == 0 {
+		return func() float64 { return 0 }
+	}
+	var out bytes.Buffer
+	events := "raw_syscalls:sys_enter"
+	if syscallDetail {
+		events += ",syscalls:sys_enter_read,syscalls:sys_enter_write,syscalls:sys_enter_epoll_pwait,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_epoll_ctl,syscalls:sys_enter_futex,syscalls:sys_enter_nanosleep,syscalls:sys_enter_recvfrom,syscalls:sys_enter_sendto,syscalls:sys_enter_getpid,syscalls:sys_enter_tgkill"
+	}
+	cmd := exec.Command("perf", "stat", "-x,", "-e", events, "-p", strconv.Itoa(pid))
+	cmd.Stderr = &out
+	if err := cmd.Start(); err != nil {
+		return func() float64 { return 0 }
+	}
+	return func() float64 {
+		cmd.Process.Signal(syscall.SIGINT)
+		cmd.Wait()
+		if syscallDetail {
+			fmt.Fprintf(os.Stderr, "perf stat of pid %d:\n%s", pid, out.String())
+		}
+		for _, line := range strings.Split(out.String(), "\n") {
+			if f := strings.Split(line, ","); len(f) > 2 && strings.Contains(line, "raw_syscalls:sys_enter") {
+				n, _ := strconv.ParseFloat(f[0], 64)
+				return n
+			}
+		}
+		return 0
+	}
 }
 
 func pgbench(conninfo string, args ...string) (string, error) {

@@ -80,7 +80,7 @@ func TestSetupRefusesInvalidTopology(t *testing.T) {
 func TestParseGatewayOptions(t *testing.T) {
 	_, topo := topologyFileIn(t, nil)
 	for _, tc := range []struct{ block, err string }{
-		{"gateway 127.0.0.1:15432 127.0.0.2:15432\n gateway_tls dev tls\n gateway_backend_tls verify-full ca.pem\n gateway_max_connections 10\n gateway_max_connections_per_source 4\n gateway_pool_size 0\n gateway_pool_idle_timeout 30s\n gateway_handshake_timeout 3s\n gateway_trusted_proxies 10.0.0.0/8\n node_id 5\n gateway_auth_user pgplane_auth auth.pgpass\n gateway_auth_cache 30s", ""},
+		{"gateway 127.0.0.1:15432 127.0.0.2:15432\n gateway_tls dev tls\n gateway_backend_tls verify-full ca.pem\n gateway_max_connections 10\n gateway_max_connections_per_source 4\n gateway_pool_size 0\n gateway_pool_idle_timeout 30s\n gateway_relay_threads 2\n gateway_handshake_timeout 3s\n gateway_trusted_proxies 10.0.0.0/8\n node_id 5\n gateway_auth_user pgplane_auth auth.pgpass\n gateway_auth_cache 30s", ""},
 		{"gateway 127.0.0.1:1\n gateway_tls dev x\n gateway_auth maybe", "gateway_auth maybe: want terminate or passthrough"},
 		{"gateway 127.0.0.1:1\n gateway_tls dev x\n gateway_auth_user pgplane_auth", "gateway_auth_user pgplane_auth: want ROLE PASSWORD_FILE [DATABASE]"},
 		{"gateway 127.0.0.1:1\n gateway_tls dev x\n gateway_auth_user 9lives f", "not a role name"},

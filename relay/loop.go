@@ -1,0 +1,460 @@
+// Package relay copies the bytes of proxied sessions between their two
+// connections from a few epoll loops, one thread each, instead of two
+// goroutines per session. A session that waits for its next message holds
+// no goroutine and no buffer, and a message costs one read and one write:
+// a loop reads a socket only after epoll said it is readable, where Go's
+// poller tries the read first and parks when it finds nothing.
+//
+// The connections are Sockets: ordinary net.Conns while the session
+// negotiates (TLS, authentication), moved into a loop with Relay once it
+// only copies. TLS keeps working over them.
+package relay
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"runtime"
+	"sync"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// Leg is one side of a relayed pair.
+type Leg struct {
+	// Socket is the connection under any layers.
+	Socket *Socket
+	// Reader reads the leg: the Socket, or a tls.Conn or bufio.Reader over
+	// it, whose buffered bytes are relayed first.
+	Reader io.Reader
+	// Writer writes to the leg: the Socket, or a tls.Conn over it.
+	Writer io.Writer
+	// Scan, when set, sees each chunk read from this leg before the other
+	// leg gets it; it returns the length to pass on, and stop to end this
+	// direction after it.
+	Scan func(b []byte) (n int, stop bool)
+}
+
+// Pair is a session to relay: bytes read from each leg are written to the
+// other.
+type Pair struct {
+	Legs [2]Leg
+	// End is called, on the loop's thread, when the direction from leg
+	// from has ended (its reader reached EOF, or Scan stopped it): true
+	// ends the relay now; false shuts down the other leg's write side and
+	// relays the other direction until it ends too. Nil means false.
+	End func(from int, stopped bool) bool
+	// Done is called once, on a goroutine of its own, when the relay has
+	// ended. The Sockets are then out of the loop and open: Done closes
+	// them, or Reattaches one to use it again.
+	Done func(Result)
+}
+
+// Result is how a relay ended.
+type Result struct {
+	// Err is the error that ended it, nil when both directions ended or
+	// End ended it; net.ErrClosed when a Socket was closed meanwhile.
+	Err error
+	// Bytes are the bytes read from each leg and written to the other.
+	Bytes [2]int64
+}
+
+// Loops are the relay's loops.
+type Loops struct {
+	loops []*loop
+	next  uint32
+	mu    sync.Mutex
+}
+
+// Start starts n loops (GOMAXPROCS when n <= 0), each a goroutine.
+func Start(n int) (*Loops, error) {
+	if n <= 0 {
+		n = runtime.GOMAXPROCS(0)
+	}
+	ls := &Loops{}
+	for i := 0; i < n; i++ {
+		l, err := newLoop()
+		if err != nil {
+			ls.Stop()
+			return nil, err
+		}
+		ls.loops = append(ls.loops, l)
+		go l.run()
+	}
+	return ls, nil
+}
+
+// Stop ends every relay (their Done run with net.ErrClosed) and the loops.
+func (ls *Loops) Stop() {
+	for _, l := range ls.loops {
+		l.stop()
+	}
+}
+
+// Relay moves the pair's Sockets out of Go's poller into a loop and relays
+// the pair until Done. It returns an error, and moves nothing, when a leg's
+// Socket cannot be relayed (Relayable); once it moved anything, Done is
+// called, with the error of a move that failed.
+func (ls *Loops) Relay(p Pair) error {
+	for _, lg := range p.Legs {
+		if lg.Socket == nil || !lg.Socket.Relayable() {
+			return errors.New("relay: a leg has no socket with a file descriptor")
+		}
+	}
+	ls.mu.Lock()
+	l := ls.loops[ls.next%uint32(len(ls.loops))]
+	ls.next++
+	ls.mu.Unlock()
+	pr := &pair{Pair: p, loop: l}
+	for i := range pr.legs {
+		pr.legs[i] = leg{Leg: p.Legs[i], pair: pr, index: i}
+	}
+	pr.legs[0].peer, pr.legs[1].peer = &pr.legs[1], &pr.legs[0]
+	failed := func(err error) error {
+		pr.legs[0].Socket.detach()
+		pr.legs[1].Socket.detach()
+		go p.Done(Result{Err: err})
+		return nil
+	}
+	if err := pr.legs[0].Socket.take(&pr.legs[0]); err != nil {
+		return err
+	}
+	if err := pr.legs[1].Socket.take(&pr.legs[1]); err != nil {
+		return failed(err)
+	}
+	if !l.add(pr) {
+		return failed(net.ErrClosed)
+	}
+	return nil
+}
+
+// pair is a Pair in a loop.
+type pair struct {
+	Pair
+	loop     *loop
+	legs     [2]leg
+	finished bool
+	result   Result
+}
+
+// leg is a Leg in a loop.
+type leg struct {
+	Leg
+	pair     *pair
+	peer     *leg
+	index    int
+	readDone bool
+	events   uint32 // what epoll watches
+	fd       int32
+}
+
+// loop is one epoll loop.
+type loop struct {
+	epfd, wakefd int
+	// poller is epfd in Go's own poller: the loop's goroutine parks until
+	// some socket of the loop is ready, as any goroutine waiting on a
+	// socket does, and holds no thread meanwhile.
+	poller syscall.RawConn
+	file   *os.File
+	buf    []byte // one read buffer for every session of the loop
+
+	mu      sync.Mutex // guards the requests, and wakefd's life
+	adds    []*pair
+	aborts  []*pair
+	stopped bool
+	closed  bool // epfd and wakefd are closed
+
+	legs map[int32]*leg // loop thread only
+}
+
+func newLoop() (*loop, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("relay: epoll: %w", err)
+	}
+	wakefd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		unix.Close(epfd)
+		return nil, fmt.Errorf("relay: eventfd: %w", err)
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(wakefd)}
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wakefd, &ev); err != nil {
+		unix.Close(epfd)
+		unix.Close(wakefd)
+		return nil, fmt.Errorf("relay: epoll: %w", err)
+	}
+	if err := unix.SetNonblock(epfd, true); err != nil {
+		unix.Close(epfd)
+		unix.Close(wakefd)
+		return nil, fmt.Errorf("relay: epoll: %w", err)
+	}
+	file := os.NewFile(uintptr(epfd), "relay-epoll") // non-blocking: in Go's poller
+	poller, err := file.SyscallConn()
+	if err != nil {
+		file.Close()
+		unix.Close(wakefd)
+		return nil, fmt.Errorf("relay: epoll: %w", err)
+	}
+	// 16 KiB: a TLS record's plaintext, so one read takes a whole record.
+	return &loop{epfd: epfd, wakefd: wakefd, poller: poller, file: file, buf: make([]byte, 16<<10), legs: map[int32]*leg{}}, nil
+}
+
+// add hands a pair to the loop; false when the loop has stopped.
+func (l *loop) add(p *pair) bool {
+	l.mu.Lock()
+	if l.stopped {
+		l.mu.Unlock()
+		return false
+	}
+	l.adds = append(l.adds, p)
+	l.wakeLocked()
+	l.mu.Unlock()
+	return true
+}
+
+// abort ends a pair from another goroutine.
+func (l *loop) abort(p *pair) {
+	l.mu.Lock()
+	l.aborts = append(l.aborts, p)
+	l.wakeLocked()
+	l.mu.Unlock()
+}
+
+func (l *loop) stop() {
+	l.mu.Lock()
+	l.stopped = true
+	l.wakeLocked()
+	l.mu.Unlock()
+}
+
+// wakeLocked wakes the loop's thread, unless the loop has ended: its
+// eventfd's number may belong to another file by then.
+func (l *loop) wakeLocked() {
+	if l.closed {
+		return
+	}
+	var one = [8]byte{1, 0, 0, 0, 0, 0, 0, 0}
+	unix.Write(l.wakefd, one[:])
+}
+
+// run is the loop. It takes every ready event without waiting
+// (epoll_wait with a zero timeout), handles them, and when none is left
+// parks in Go's poller until the epoll descriptor is readable again: a
+// busy loop makes one epoll_wait per batch of events and never blocks a
+// thread in a system call.
+func (l *loop) run() {
+	events := make([]unix.EpollEvent, 256)
+	for {
+		var n int
+		var werr error
+		err := l.poller.Read(func(fd uintptr) bool {
+			n, werr = unix.EpollWait(int(fd), events, 0)
+			return n > 0 || (werr != nil && werr != unix.EINTR)
+		})
+		if err != nil {
+			return // closed by stop
+		}
+		if werr != nil {
+			panic(fmt.Sprintf("relay: epoll_wait: %v", werr))
+		}
+		for _, ev := range events[:n] {
+			if ev.Fd == int32(l.wakefd) {
+				if !l.takeRequests() {
+					return
+				}
+				continue
+			}
+			lg := l.legs[ev.Fd]
+			if lg == nil {
+				continue
+			}
+			l.handle(lg, ev.Events)
+		}
+	}
+}
+
+// takeRequests adds and aborts the pairs other goroutines asked for; false
+// when the loop stops (every pair is then ended).
+func (l *loop) takeRequests() bool {
+	var b [8]byte
+	unix.Read(l.wakefd, b[:])
+	l.mu.Lock()
+	adds, aborts, stopped := l.adds, l.aborts, l.stopped
+	l.adds, l.aborts = nil, nil
+	l.mu.Unlock()
+	for _, p := range adds {
+		l.start(p)
+	}
+	for _, p := range aborts {
+		l.finish(p, net.ErrClosed)
+	}
+	if stopped {
+		for _, lg := range l.legs {
+			l.finish(lg.pair, net.ErrClosed)
+		}
+		l.mu.Lock()
+		l.closed = true
+		l.file.Close()
+		unix.Close(l.wakefd)
+		l.mu.Unlock()
+		return false
+	}
+	return true
+}
+
+// start registers a pair's sockets and relays what their layers already
+// hold (epoll reports what the kernel holds).
+func (l *loop) start(p *pair) {
+	if p.finished {
+		return // aborted before the loop took it
+	}
+	for i := range p.legs {
+		lg := &p.legs[i]
+		lg.fd = int32(lg.Socket.fd)
+		lg.events = unix.EPOLLIN
+		ev := unix.EpollEvent{Events: lg.events, Fd: lg.fd}
+		if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, int(lg.fd), &ev); err != nil {
+			lg.events = 0
+			l.finish(p, fmt.Errorf("relay: epoll: %w", err))
+			return
+		}
+		l.legs[lg.fd] = lg
+	}
+	l.pump(&p.legs[0])
+	l.pump(&p.legs[1])
+}
+
+// handle acts on one epoll event of a leg.
+func (l *loop) handle(lg *leg, events uint32) {
+	p := lg.pair
+	if events&(unix.EPOLLERR|unix.EPOLLHUP) != 0 && lg.readDone && len(lg.Socket.pending) == 0 {
+		// Nothing left to read from it, nothing to send: the peer is gone
+		// while the other direction still writes to it.
+		l.finish(p, io.ErrClosedPipe)
+		return
+	}
+	if events&(unix.EPOLLOUT|unix.EPOLLERR|unix.EPOLLHUP) != 0 && (len(lg.Socket.pending) > 0 || lg.Socket.shutAfter) {
+		more, err := lg.Socket.flush()
+		if err != nil {
+			l.finish(p, err)
+			return
+		}
+		if !more {
+			// The direction into this leg may go on.
+			l.pump(lg.peer)
+			if p.finished {
+				return
+			}
+		}
+	}
+	if events&(unix.EPOLLIN|unix.EPOLLERR|unix.EPOLLHUP) != 0 {
+		lg.Socket.readable = true
+		l.pump(lg)
+	}
+	if !p.finished {
+		l.watch(lg)
+		l.watch(lg.peer)
+	}
+}
+
+// pump relays from src to its peer until src has nothing more to give, or
+// the peer's socket takes nothing more.
+func (l *loop) pump(src *leg) {
+	p, dst := src.pair, src.peer
+	for !p.finished && !src.readDone && len(dst.Socket.pending) == 0 {
+		n, err := src.Reader.Read(l.buf)
+		if n > 0 {
+			b, stop := l.buf[:n], false
+			if src.Scan != nil {
+				n, stop = src.Scan(b)
+				b = b[:n]
+			}
+			if len(b) > 0 {
+				if _, werr := dst.Writer.Write(b); werr != nil {
+					l.finish(p, werr)
+					return
+				}
+				p.result.Bytes[src.index] += int64(len(b))
+			}
+			if stop {
+				l.ended(src, true)
+				return
+			}
+		}
+		if err != nil {
+			switch {
+			case errors.Is(err, ErrWouldBlock):
+			case errors.Is(err, io.EOF):
+				l.ended(src, false)
+			default:
+				l.finish(p, err)
+			}
+			break
+		}
+	}
+	if !p.finished {
+		l.watch(src)
+		l.watch(dst)
+	}
+}
+
+// ended handles the end of the direction from src.
+func (l *loop) ended(src *leg, stopped bool) {
+	p, dst := src.pair, src.peer
+	src.readDone = true
+	if p.End != nil && p.End(src.index, stopped) {
+		l.finish(p, nil)
+		return
+	}
+	if cw, ok := dst.Writer.(interface{ CloseWrite() error }); ok && dst.Writer != io.Writer(dst.Socket) {
+		cw.CloseWrite() // TLS close_notify
+	}
+	if err := dst.Socket.CloseWrite(); err != nil {
+		l.finish(p, err)
+		return
+	}
+	if dst.readDone {
+		l.finish(p, nil)
+	}
+}
+
+// watch tells epoll what the leg waits for: reading while its peer takes
+// what it reads, writing while it has bytes pending.
+func (l *loop) watch(lg *leg) {
+	var want uint32
+	if !lg.readDone && len(lg.peer.Socket.pending) == 0 {
+		want |= unix.EPOLLIN
+	}
+	if len(lg.Socket.pending) > 0 || (lg.Socket.shutAfter && !lg.Socket.writeShut) {
+		want |= unix.EPOLLOUT
+	}
+	if want == lg.events {
+		return
+	}
+	lg.events = want
+	ev := unix.EpollEvent{Events: want, Fd: lg.fd}
+	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_MOD, int(lg.fd), &ev); err != nil {
+		l.finish(lg.pair, fmt.Errorf("relay: epoll: %w", err))
+	}
+}
+
+// finish ends a pair: its sockets leave the loop, and Done runs.
+func (l *loop) finish(p *pair, err error) {
+	if p.finished {
+		return
+	}
+	p.finished = true
+	p.result.Err = err
+	for i := range p.legs {
+		lg := &p.legs[i]
+		if l.legs[lg.fd] == lg {
+			delete(l.legs, lg.fd)
+			unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, int(lg.fd), nil)
+		}
+		lg.Socket.detach()
+	}
+	go p.Done(p.result)
+}
