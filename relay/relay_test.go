@@ -14,13 +14,13 @@ import (
 	"io"
 	"math/big"
 	"net"
+	"runtime"
 	"testing"
 	"time"
 )
 
 // The relay is tested over real TCP connections on loopback: a client, the
 // relaying side's two Sockets (one accepted, one dialed), and a server.
-// SPEC: G2
 
 func startLoops(t *testing.T) *Loops {
 	t.Helper()
@@ -132,6 +132,7 @@ func (s *session) result(t *testing.T) Result {
 // TestRelayBothWaysThenHalfClose: messages go both ways, the client's EOF
 // reaches the server, the server's answer after it still reaches the
 // client, and the relay ends when both directions have.
+// SPEC: G13
 func TestRelayBothWaysThenHalfClose(t *testing.T) {
 	for _, withTLS := range []bool{false, true} {
 		t.Run(map[bool]string{false: "plain", true: "tls"}[withTLS], func(t *testing.T) {
@@ -203,6 +204,7 @@ func closeWrite(t *testing.T, c net.Conn) {
 
 // TestRelayBackpressure: 16 MiB through TLS to a server that reads slowly
 // arrive whole and in order; the relay queues at most what one read gave.
+// SPEC: G13
 func TestRelayBackpressure(t *testing.T) {
 	ls := startLoops(t)
 	s := newSession(t, true)
@@ -237,11 +239,41 @@ func TestRelayBackpressure(t *testing.T) {
 	if r := s.result(t); r.Err != nil || r.Bytes[0] != int64(len(data)) {
 		t.Fatalf("result %+v", r)
 	}
+	// One read is at most 16 KiB of plaintext; as TLS records, a little more.
+	if s.back.maxPending == 0 || s.back.maxPending > 17<<10 {
+		t.Fatalf("at most %d bytes pending toward the slow server: want some, and no more than one read's worth", s.back.maxPending)
+	}
+}
+
+// TestWaitingSessionsHoldNoGoroutine: 200 relayed sessions waiting for
+// their next message add no goroutine; each still answers afterwards.
+// SPEC: G13
+func TestWaitingSessionsHoldNoGoroutine(t *testing.T) {
+	ls := startLoops(t)
+	before := runtime.NumGoroutine()
+	var sessions []*session
+	for range 200 {
+		s := newSession(t, true)
+		s.relay(t, ls, nil)
+		sessions = append(sessions, s)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if n := runtime.NumGoroutine() - before; n > 10 {
+		t.Fatalf("200 waiting sessions hold %d goroutines", n)
+	}
+	for _, s := range sessions {
+		s.client.Write([]byte("ping"))
+		got := make([]byte, 4)
+		if _, err := io.ReadFull(s.server, got); err != nil || string(got) != "ping" {
+			t.Fatalf("a waiting session did not pass its next message: %q, %v", got, err)
+		}
+	}
 }
 
 // TestRelayCloseEndsIt: closing a relayed Socket from another goroutine
 // (a failover that closes the sessions of a moved server) ends the relay
 // with net.ErrClosed; Done closes the sockets and both peers see it.
+// SPEC: G13
 func TestRelayCloseEndsIt(t *testing.T) {
 	ls := startLoops(t)
 	s := newSession(t, false)
@@ -263,6 +295,7 @@ func TestRelayCloseEndsIt(t *testing.T) {
 // marker (the gateway stops at a client's Terminate), End ends the relay,
 // and the backend's Socket goes back to Go's poller and works as a
 // net.Conn (a pooled backend connection).
+// SPEC: G13
 func TestRelayStopThenReattach(t *testing.T) {
 	ls := startLoops(t)
 	s := newSession(t, true)
@@ -302,6 +335,7 @@ func TestRelayStopThenReattach(t *testing.T) {
 }
 
 // TestRelayStopEndsEveryPair: stopping the loops ends every relay.
+// SPEC: G13
 func TestRelayStopEndsEveryPair(t *testing.T) {
 	ls, err := Start(1)
 	if err != nil {

@@ -36,6 +36,9 @@ type Socket struct {
 	shutAfter  bool   // shut the write side down once pending is sent
 	writeShut  bool
 	writeError error
+	// maxPending is the most bytes pending at once (back-pressure bounds
+	// it to about one read).
+	maxPending int
 }
 
 type socketState uint8
@@ -119,6 +122,7 @@ func (s *Socket) Write(b []byte) (int, error) {
 		return 0, s.writeError
 	case len(s.pending) > 0:
 		s.pending = append(s.pending, b...)
+		s.maxPending = max(s.maxPending, len(s.pending))
 		return len(b), nil
 	}
 	n, err := s.write(b)
@@ -127,6 +131,7 @@ func (s *Socket) Write(b []byte) (int, error) {
 	}
 	if n < len(b) {
 		s.pending = append(s.pending, b[n:]...)
+		s.maxPending = max(s.maxPending, len(s.pending))
 	}
 	return len(b), nil
 }
