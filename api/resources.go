@@ -82,13 +82,12 @@ func (s *Server) routeResources(mux *http.ServeMux) {
 func focus(vs topology.Violations, changes map[string]json.RawMessage) topology.Violations {
 	touched := map[string]bool{}
 	for key := range changes {
-		kind, rest, _ := strings.Cut(key, "/")
-		name, _, _ := strings.Cut(rest, "/")
-		switch kind {
+		k, _ := topology.ParseKey(key)
+		switch k.Kind {
 		case topology.KindServer:
-			touched[fmt.Sprintf("server %q", name)] = true
+			touched[fmt.Sprintf("server %q", k.Name)] = true
 		case topology.KindZone:
-			touched[fmt.Sprintf("private DNS zone %q", topology.CanonicalZone(name))] = true
+			touched[fmt.Sprintf("private DNS zone %q", topology.CanonicalZone(k.Name))] = true
 		}
 	}
 	label := func(v topology.Violation) string {

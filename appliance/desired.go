@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -136,20 +137,17 @@ func (f *desiredState) check(changes map[string]json.RawMessage) error {
 // servers the change touches checked last, so that a rule two servers break
 // together (T11: a subnet's last addresses; an address both claim) is
 // reported against the server this change makes, not against one an
-// earlier change made that happens to come later in the file's order.
+// earlier change made that happens to come later in the file's order. A
+// refusal that already names only servers the change touches is returned
+// as it is: validating the whole topology again costs what a full rebuild
+// does.
 func (f *desiredState) attributedLocked(err error, next *topology.Topology, changes map[string]json.RawMessage) error {
 	var vs topology.Violations
 	if !errors.As(err, &vs) {
 		return err
 	}
-	touched := map[string]bool{}
-	for key := range changes {
-		if rest, ok := strings.CutPrefix(key, topology.KindServer+"/"); ok {
-			name, _, _ := strings.Cut(rest, "/")
-			touched[name] = true
-		}
-	}
-	if len(touched) == 0 {
+	touched := topology.ServersTouched(changes)
+	if len(touched) == 0 || namesOnly(vs, touched) {
 		return err
 	}
 	reordered := *next
@@ -168,6 +166,20 @@ func (f *desiredState) attributedLocked(err error, next *topology.Topology, chan
 		return err
 	}
 	return append(topology.CheckTransition(f.current.Topology, next), again...)
+}
+
+// namesOnly reports whether every violation is about one of the servers.
+func namesOnly(vs topology.Violations, servers map[string]bool) bool {
+	for _, v := range vs {
+		name, ok := strings.CutPrefix(v.Object, "server ")
+		if !ok {
+			return false
+		}
+		if unq, err := strconv.Unquote(name); err != nil || !servers[unq] {
+			return false
+		}
+	}
+	return true
 }
 
 // defined reports whether the topology file defines the object at an

@@ -21,14 +21,11 @@ import (
 func ServerChanges(changes map[string]json.RawMessage) ([]string, bool) {
 	seen := map[string]bool{}
 	for key := range changes {
-		parts := strings.Split(key, "/")
-		switch {
-		case len(parts) == 2 && parts[0] == KindServer && parts[1] != "":
-		case len(parts) == 4 && parts[0] == KindServer && parts[1] != "" && parts[3] != "" && (parts[2] == KindFirewallRule || parts[2] == KindParameter):
-		default:
+		k, ok := ParseKey(key)
+		if !ok || k.Kind != KindServer || k.ChildKind != "" && k.ChildKind != KindFirewallRule && k.ChildKind != KindParameter {
 			return nil, false
 		}
-		seen[parts[1]] = true
+		seen[k.Name] = true
 	}
 	return slices.Sorted(maps.Keys(seen)), true
 }

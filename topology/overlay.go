@@ -66,6 +66,39 @@ func ZoneKey(name string) string { return KindZone + "/" + CanonicalZone(name) }
 // LinkKey is the overlay key of a zone's link to a VNet.
 func LinkKey(zone, vnet string) string { return ZoneKey(zone) + "/" + KindLink + "/" + vnet }
 
+// Key is an overlay key taken apart: the object's kind and name, and for a
+// child (a rule, a parameter, a subnet, a peering, a link) its kind and
+// name too.
+type Key struct {
+	Kind, Name       string
+	ChildKind, Child string // empty for an object of its own
+}
+
+// ParseKey takes an overlay key apart; false when it has neither two nor
+// four parts, or an empty name. The kinds are not checked.
+func ParseKey(key string) (Key, bool) {
+	parts := strings.Split(key, "/")
+	switch {
+	case len(parts) == 2 && parts[1] != "":
+		return Key{Kind: parts[0], Name: parts[1]}, true
+	case len(parts) == 4 && parts[1] != "" && parts[3] != "":
+		return Key{Kind: parts[0], Name: parts[1], ChildKind: parts[2], Child: parts[3]}, true
+	}
+	return Key{}, false
+}
+
+// ServersTouched returns the names of the servers whose keys (the server's
+// own, its rules' and parameters') a change holds.
+func ServersTouched(changes map[string]json.RawMessage) map[string]bool {
+	touched := map[string]bool{}
+	for key := range changes {
+		if k, ok := ParseKey(key); ok && k.Kind == KindServer {
+			touched[k.Name] = true
+		}
+	}
+	return touched
+}
+
 // Present is the value of a key whose presence is all it says (a peering, a link).
 var Present = json.RawMessage(`{}`)
 
@@ -73,7 +106,8 @@ var Present = json.RawMessage(`{}`)
 // in t: a server's rules and parameters, a VNet's subnets and peerings, a
 // zone's links. Deleting an object deletes these with it.
 func ChildKeys(t *Topology, key string) []string {
-	kind, name, _ := strings.Cut(key, "/")
+	k, _ := ParseKey(key)
+	kind, name := k.Kind, k.Name
 	var out []string
 	switch kind {
 	case KindServer:
@@ -164,12 +198,12 @@ type overlay struct {
 }
 
 func (o *overlay) apply(key string, value json.RawMessage) error {
-	parts := strings.Split(key, "/")
-	if len(parts) != 2 && len(parts) != 4 || parts[1] == "" || len(parts) == 4 && parts[3] == "" {
+	k, ok := ParseKey(key)
+	if !ok {
 		return fmt.Errorf("malformed key")
 	}
-	kind, name := parts[0], parts[1]
-	if len(parts) == 2 {
+	kind, name := k.Kind, k.Name
+	if k.ChildKind == "" {
 		switch kind {
 		case KindServer:
 			return o.server(name, value)
@@ -180,7 +214,7 @@ func (o *overlay) apply(key string, value json.RawMessage) error {
 		}
 		return fmt.Errorf("unknown kind %q", kind)
 	}
-	child, childName := parts[2], parts[3]
+	child, childName := k.ChildKind, k.Child
 	switch kind + "/" + child {
 	case KindServer + "/" + KindFirewallRule:
 		return o.firewallRule(name, childName, value)
@@ -432,36 +466,36 @@ func Keys(t *Topology) map[string]bool {
 // back. server finds one of t's servers by name (the caller's index), so
 // that a server's key costs a lookup; VNets and zones are scanned.
 func Defines(t *Topology, server func(name string) *Server, key string) bool {
-	parts := strings.Split(key, "/")
-	if len(parts) != 2 && len(parts) != 4 {
+	k, ok := ParseKey(key)
+	if !ok {
 		return false
 	}
 	var children []string
-	switch parts[0] {
+	switch k.Kind {
 	case KindServer:
-		s := server(parts[1])
+		s := server(k.Name)
 		if s == nil {
 			return false
 		}
-		if len(parts) == 2 {
+		if k.ChildKind == "" {
 			return true
 		}
 		children = serverChildKeys(s)
 	case KindVNet:
-		i := slices.IndexFunc(t.VNets, func(v VNet) bool { return v.Name == parts[1] })
+		i := slices.IndexFunc(t.VNets, func(v VNet) bool { return v.Name == k.Name })
 		if i < 0 {
 			return false
 		}
-		if len(parts) == 2 {
+		if k.ChildKind == "" {
 			return true
 		}
 		children = vnetChildKeys(&t.VNets[i])
 	case KindZone:
-		i := slices.IndexFunc(t.PrivateDNSZones, func(z PrivateDNSZone) bool { return CanonicalZone(z.Name) == parts[1] })
+		i := slices.IndexFunc(t.PrivateDNSZones, func(z PrivateDNSZone) bool { return CanonicalZone(z.Name) == k.Name })
 		if i < 0 {
 			return false
 		}
-		if len(parts) == 2 {
+		if k.ChildKind == "" {
 			return true
 		}
 		children = zoneChildKeys(&t.PrivateDNSZones[i])

@@ -161,3 +161,30 @@ func FuzzOverlay(f *testing.F) {
 		Validate(a)
 	})
 }
+
+// SPEC: C5
+func TestParseKey(t *testing.T) {
+	for _, c := range []struct {
+		key  string
+		want Key
+		ok   bool
+	}{
+		{"server/a", Key{Kind: KindServer, Name: "a"}, true},
+		{FirewallRuleKey("a", "r"), Key{Kind: KindServer, Name: "a", ChildKind: KindFirewallRule, Child: "r"}, true},
+		{LinkKey("Z.example", "v"), Key{Kind: KindZone, Name: "z.example", ChildKind: KindLink, Child: "v"}, true},
+		{"server/", Key{}, false},
+		{"server/a/firewallRule/", Key{}, false},
+		{"server/a/firewallRule", Key{}, false},
+		{"server", Key{}, false},
+		{"", Key{}, false},
+	} {
+		got, ok := ParseKey(c.key)
+		if got != c.want || ok != c.ok {
+			t.Errorf("ParseKey(%q) = %+v, %v; want %+v, %v", c.key, got, ok, c.want, c.ok)
+		}
+	}
+	touched := ServersTouched(map[string]json.RawMessage{ServerKey("a"): nil, ParameterKey("b", "p"): nil, VNetKey("v"): nil, "bad": nil})
+	if len(touched) != 2 || !touched["a"] || !touched["b"] {
+		t.Errorf("ServersTouched = %v, want a and b", touched)
+	}
+}
