@@ -16,7 +16,7 @@ DEB_CMDS  := dig:dnsutils nslookup:dnsutils dnsperf:dnsperf ip:iproute2 setpriv:
              $(firstword $(wildcard /usr/lib/postgresql/*/bin/postgres) postgres-server):postgresql
 GO_SRC    := $(shell find . -name '*.go' -not -path './bin/*') go.mod go.sum
 
-.PHONY: all build run run-cluster demo test test-unit test-e2e bench bench-dns bench-propagation bench-scale lint fuzz deps clean
+.PHONY: all build run run-cluster demo test test-unit test-e2e bench bench-dns bench-propagation bench-scale bench-floods bench-gateway bench-failover lint fuzz deps clean
 
 all: build
 
@@ -75,7 +75,7 @@ test-unit:
 test-e2e: deps build
 	PGPLANE_BIN=$(CURDIR)/$(PGPLANE) PGPLANECTL_BIN=$(CURDIR)/$(PGPLANECTL) $(GO) test -count=1 -v ./test/e2e
 
-bench: bench-dns bench-gateway bench-failover bench-propagation bench-scale
+bench: bench-dns bench-gateway bench-failover bench-propagation bench-scale bench-floods
 
 bench-dns: deps build
 	$(GO) run ./benchmarks/dns -bin $(CURDIR)/$(PGPLANE) -out benchmarks/dns/out
@@ -85,6 +85,10 @@ bench-gateway: deps build
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq pgbouncer haproxy linux-perf >/dev/null; }
 	$(GO) run ./benchmarks/gateway -bin $(CURDIR)/$(PGPLANE) -out benchmarks/gateway/out
+
+# Floods beside a legitimate client (issue 15): DNS, gateway and admin API.
+bench-floods: deps build
+	$(GO) run ./benchmarks/floods -bin $(CURDIR)/$(PGPLANE) -out benchmarks/floods/out
 
 bench-failover: deps build
 	$(GO) run ./benchmarks/failover -bin $(CURDIR)/$(PGPLANE) -out benchmarks/failover/out

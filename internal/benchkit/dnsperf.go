@@ -30,7 +30,32 @@ var (
 
 // RunDNSPerf runs one dnsperf per source address at once and adds them up.
 // rate limits each process's queries per second; 0 is as fast as it can.
+// Each process keeps at most 64 queries outstanding, over UDP.
 func RunDNSPerf(port int, queries string, sources []string, d time.Duration, rate int) (DNSPerf, error) {
+	return RunDNSPerfWith(DNSPerfOptions{Port: port, Queries: queries, Sources: sources, Duration: d, Rate: rate})
+}
+
+// DNSPerfOptions shape a RunDNSPerfWith run.
+type DNSPerfOptions struct {
+	Port        int
+	Queries     string   // the query file
+	Sources     []string // one dnsperf process per source address
+	Duration    time.Duration
+	Rate        int    // queries per second per process; 0: as fast as it can
+	Outstanding int    // queries in flight per process; 0: 64
+	Mode        string // udp (default) or tcp
+}
+
+// RunDNSPerfWith is RunDNSPerf with every option.
+func RunDNSPerfWith(o DNSPerfOptions) (DNSPerf, error) {
+	port, queries, sources, d, rate := o.Port, o.Queries, o.Sources, o.Duration, o.Rate
+	outstanding, mode := o.Outstanding, o.Mode
+	if outstanding <= 0 {
+		outstanding = 64
+	}
+	if mode == "" {
+		mode = "udp"
+	}
 	var mu sync.Mutex
 	var total DNSPerf
 	var errs []error
@@ -41,7 +66,7 @@ func RunDNSPerf(port int, queries string, sources []string, d time.Duration, rat
 		go func() {
 			defer wg.Done()
 			args := []string{"-s", "127.0.0.1", "-p", strconv.Itoa(port), "-a", src, "-d", queries,
-				"-l", strconv.Itoa(int(d.Seconds())), "-T", "1", "-c", "1", "-q", "64"}
+				"-l", strconv.Itoa(int(d.Seconds())), "-T", "1", "-c", "1", "-q", strconv.Itoa(outstanding), "-m", mode}
 			if rate > 0 {
 				args = append(args, "-Q", strconv.Itoa(rate))
 			}
