@@ -129,8 +129,12 @@ func (g *Gateway) trustedProxy(a netip.Addr) bool {
 // connection against its address (G12), negotiates TLS (direct, or after an
 // SSLRequest) and returns the startup packet: a StartupMessage or a
 // CancelRequest.
+//
+// A client quiet for parkAfter before a message of the startup phase makes
+// it return errPark; it is called again when the client sends, and takes
+// up where it stopped.
 func (s *session) handshake() (*startupPacket, error) {
-	if s.g.trustedProxy(s.client) {
+	if s.g.trustedProxy(s.client) && !s.proxyRead {
 		src, err := readProxyHeader(s.r)
 		if err != nil {
 			return nil, err
@@ -138,25 +142,34 @@ func (s *session) handshake() (*startupPacket, error) {
 		if src.IsValid() {
 			s.client = src
 		}
+		s.proxyRead = true
 	}
-	if s.refusal == nil {
+	if s.refusal == nil && !s.counted {
 		// G12: one address may hold only so many connections that have
 		// not finished authenticating, so it cannot lock others out.
 		if s.counted = s.g.sources.enter(s.client); !s.counted {
 			s.refusal = s.g.tooManyFromSource(s.client)
-			s.raw.SetDeadline(time.Now().Add(refusalTimeout))
+			s.setDeadline(time.Now().Add(refusalTimeout))
 		}
 	}
-	if first, err := s.r.Peek(1); errors.Is(err, io.EOF) {
-		return nil, &refusal{decision: decisionEmpty, reason: "closed before sending anything"}
-	} else if err != nil {
-		return nil, err
-	} else if first[0] == 0x16 { // a TLS record: direct TLS (G2)
-		if err := s.startTLS(true); err != nil {
+	if !s.sawFirst {
+		if s.quiet(parkAfter) {
+			return nil, errPark
+		}
+		if first, err := s.r.Peek(1); errors.Is(err, io.EOF) {
+			return nil, &refusal{decision: decisionEmpty, reason: "closed before sending anything"}
+		} else if err != nil {
 			return nil, err
+		} else if s.sawFirst = true; first[0] == 0x16 { // a TLS record: direct TLS (G2)
+			if err := s.startTLS(true); err != nil {
+				return nil, err
+			}
 		}
 	}
 	for {
+		if s.quiet(parkAfter) {
+			return nil, errPark
+		}
 		p, err := readStartupPacket(s.r)
 		if err != nil {
 			return nil, err

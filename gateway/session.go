@@ -3,8 +3,11 @@ package gateway
 import (
 	"bufio"
 	"crypto/tls"
+	"errors"
+	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"sync/atomic"
 	"time"
 
@@ -70,32 +73,108 @@ type session struct {
 	reused  bool
 
 	// relayed is set when a relay loop took the session over (package
-	// relay): the relay's end ends the session; release frees its slot.
+	// relay): the relay's end ends the session. release frees its slot
+	// at the end.
 	relayed bool
 	release func()
+	// deadline is the client connection's deadline in the startup phase;
+	// sawFirst and proxyRead say how far the handshake came, so that a
+	// session that parked takes it up where it stopped.
+	deadline            time.Time
+	sawFirst, proxyRead bool
 }
 
 // serve runs one connection to its end and logs it once (G9). A session
 // with a refusal only negotiates, then sends it. release runs when the
-// session ends: here, or when a relayed session's relay ends.
+// session ends: here, or when a relay loop that holds it hands it back.
 func (g *Gateway) serve(raw net.Conn, refusal *pgwire.Error, release func()) {
 	s := &session{g: g, raw: raw, conn: raw, started: time.Now(), refusal: refusal, release: release}
 	g.sessions.track(raw)
-	defer func() {
-		if !s.relayed {
-			s.end()
-		}
-	}()
 	s.client = addrOf(raw.RemoteAddr())
 	if refusal != nil {
-		raw.SetDeadline(s.started.Add(refusalTimeout))
+		s.setDeadline(s.started.Add(refusalTimeout))
 	} else {
-		raw.SetDeadline(s.started.Add(g.cfg.HandshakeTimeout))
+		s.setDeadline(s.started.Add(g.cfg.HandshakeTimeout))
 	}
 	s.r = bufio.NewReaderSize(raw, sessionReadBuffer)
-	if err := s.run(); err != nil {
+	s.proceed()
+}
+
+// proceed runs the session from where it stands. A session whose client
+// is slow to send its next startup message waits in a relay loop without
+// its goroutine (park), and proceeds again, on a new goroutine, when the
+// client sends. Unless a relay loop holds it, the session ends here.
+func (s *session) proceed() {
+	err := s.run()
+	if errors.Is(err, errPark) {
+		if err = s.park(); err == nil {
+			return // the loop's callback proceeds
+		}
+	}
+	if s.relayed {
+		return // the relay ends the session
+	}
+	if err != nil {
 		s.fail(err)
 	}
+	s.end()
+}
+
+// park hands the session's socket to a relay loop until the client sends
+// (or the session's deadline passes), then proceeds on a new goroutine. On
+// an error nothing was handed over.
+func (s *session) park() error {
+	sock := socketOf(s.raw)
+	timer := time.AfterFunc(time.Until(s.deadline), func() { sock.Close() })
+	err := s.g.relay.Await(sock, func(err error) {
+		if !timer.Stop() {
+			s.fail(fmt.Errorf("waiting for the client's next message: %w", os.ErrDeadlineExceeded))
+			s.end()
+			return
+		}
+		if err == nil {
+			err = sock.Reattach()
+		}
+		if err != nil {
+			s.fail(err)
+			s.end()
+			return
+		}
+		s.raw.SetDeadline(s.deadline)
+		s.proceed()
+	})
+	if err != nil {
+		timer.Stop()
+	}
+	return err
+}
+
+// setDeadline sets the deadline of the client's connection, and keeps it
+// for a session that parks.
+func (s *session) setDeadline(t time.Time) {
+	s.deadline = t
+	s.raw.SetDeadline(t)
+}
+
+// parkAfter is how long a session waits in its goroutine for the client's
+// next startup message before it parks in a relay loop: a client that
+// talks at once never parks.
+const parkAfter = 50 * time.Millisecond
+
+// errPark is run's answer when the client has sent nothing for parkAfter.
+var errPark = errors.New("gateway: the client is quiet; waiting in a relay loop")
+
+// quiet reports whether the client has sent nothing for d, when the
+// session could park (relay loops, a socket that can move into one).
+func (s *session) quiet(d time.Duration) bool {
+	if s.g.relay == nil || s.r.Buffered() > 0 || !relayable(s.raw) {
+		return false
+	}
+	s.raw.SetReadDeadline(time.Now().Add(d))
+	_, err := s.r.Peek(1)
+	s.raw.SetDeadline(s.deadline)
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // end closes the client's connection, logs the session and frees its
@@ -190,7 +269,7 @@ func (s *session) run() error {
 			return err
 		}
 	}
-	s.raw.SetDeadline(s.started.Add(s.g.cfg.AuthTimeout))
+	s.setDeadline(s.started.Add(s.g.cfg.AuthTimeout))
 	var login *pooledConn
 	var out []byte
 	if s.g.cfg.Auth == AuthPassthrough {

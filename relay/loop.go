@@ -108,7 +108,7 @@ func (ls *Loops) Relay(p Pair) error {
 	l := ls.loops[ls.next%uint32(len(ls.loops))]
 	ls.next++
 	ls.mu.Unlock()
-	pr := &pair{Pair: p, loop: l}
+	pr := &pair{Pair: p, loop: l, n: 2}
 	for i := range pr.legs {
 		pr.legs[i] = leg{Leg: p.Legs[i], pair: pr, index: i}
 	}
@@ -131,11 +131,39 @@ func (ls *Loops) Relay(p Pair) error {
 	return nil
 }
 
-// pair is a Pair in a loop.
+// Await moves a socket out of Go's poller into a loop until it is
+// readable, or closed, and then out of the loop again: a connection whose
+// peer is slow to send its next message waits without a goroutine. done is
+// called once, on a goroutine of its own, with nil when the socket became
+// readable and net.ErrClosed when it was closed meanwhile; the caller then
+// Reattaches or closes it. An error means nothing moved and done is not
+// called.
+func (ls *Loops) Await(s *Socket, done func(error)) error {
+	if !s.Relayable() {
+		return errors.New("relay: socket without a file descriptor")
+	}
+	ls.mu.Lock()
+	l := ls.loops[ls.next%uint32(len(ls.loops))]
+	ls.next++
+	ls.mu.Unlock()
+	pr := &pair{Pair: Pair{Done: func(r Result) { done(r.Err) }}, loop: l, n: 1}
+	pr.legs[0] = leg{Leg: Leg{Socket: s}, pair: pr}
+	if err := s.take(&pr.legs[0]); err != nil {
+		return err
+	}
+	if !l.add(pr) {
+		s.detach()
+		go done(net.ErrClosed)
+	}
+	return nil
+}
+
+// pair is a Pair in a loop, or a socket waiting to be readable (n == 1).
 type pair struct {
 	Pair
 	loop     *loop
 	legs     [2]leg
+	n        int // legs in use
 	finished bool
 	result   Result
 }
@@ -311,7 +339,7 @@ func (l *loop) start(p *pair) {
 	if p.finished {
 		return // aborted before the loop took it
 	}
-	for i := range p.legs {
+	for i := range p.n {
 		lg := &p.legs[i]
 		lg.fd = int32(lg.Socket.fd)
 		lg.events = unix.EPOLLIN
@@ -323,13 +351,19 @@ func (l *loop) start(p *pair) {
 		}
 		l.legs[lg.fd] = lg
 	}
-	l.pump(&p.legs[0])
-	l.pump(&p.legs[1])
+	if p.n == 2 {
+		l.pump(&p.legs[0])
+		l.pump(&p.legs[1])
+	}
 }
 
 // handle acts on one epoll event of a leg.
 func (l *loop) handle(lg *leg, events uint32) {
 	p := lg.pair
+	if p.n == 1 {
+		l.finish(p, nil) // readable, or closed: the waiter's read will tell
+		return
+	}
 	if events&(unix.EPOLLERR|unix.EPOLLHUP) != 0 && lg.readDone && len(lg.Socket.pending) == 0 {
 		// Nothing left to read from it, nothing to send: the peer is gone
 		// while the other direction still writes to it.
@@ -448,7 +482,7 @@ func (l *loop) finish(p *pair, err error) {
 	}
 	p.finished = true
 	p.result.Err = err
-	for i := range p.legs {
+	for i := range p.n {
 		lg := &p.legs[i]
 		if l.legs[lg.fd] == lg {
 			delete(l.legs, lg.fd)

@@ -350,3 +350,56 @@ func TestRelayStopEndsEveryPair(t *testing.T) {
 	s.front.Close()
 	s.back.Close()
 }
+
+// TestAwaitReadableThenReattach: a socket waits in a loop until its peer
+// sends, comes back to Go's poller and reads what was sent; a socket closed
+// while it waits ends the wait with net.ErrClosed.
+// SPEC: G13
+func TestAwaitReadableThenReattach(t *testing.T) {
+	ls := startLoops(t)
+	peer, mine := tcpPair(t)
+	sock := NewSocket(mine)
+	woke := make(chan error, 1)
+	if err := ls.Await(sock, func(err error) { woke <- err }); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-woke:
+		t.Fatalf("woke before the peer sent anything: %v", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	peer.Write([]byte("next"))
+	select {
+	case err := <-woke:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("not woken by the peer's bytes")
+	}
+	if err := sock.Reattach(); err != nil {
+		t.Fatal(err)
+	}
+	sock.SetDeadline(time.Now().Add(5 * time.Second))
+	got := make([]byte, 4)
+	if _, err := io.ReadFull(sock, got); err != nil || string(got) != "next" {
+		t.Fatalf("read %q, %v after reattach", got, err)
+	}
+	sock.Close()
+
+	_, other := tcpPair(t)
+	sock = NewSocket(other)
+	if err := ls.Await(sock, func(err error) { woke <- err }); err != nil {
+		t.Fatal(err)
+	}
+	sock.Close()
+	select {
+	case err := <-woke:
+		if !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("closed while waiting: %v, want net.ErrClosed", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a socket closed while waiting did not end its wait")
+	}
+	sock.Close()
+}
