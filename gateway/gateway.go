@@ -95,9 +95,9 @@ type Config struct {
 	HandshakeTimeout time.Duration
 	AuthTimeout      time.Duration
 	DialTimeout      time.Duration
-	// RelayThreads is how many threads relay proxied sessions from epoll
-	// loops (package relay); 0 means GOMAXPROCS, a negative number none:
-	// each session then copies with two goroutines of its own.
+	// RelayThreads is how many epoll loops relay proxied sessions (package
+	// relay); 0 means relay.DefaultLoops, a negative number none: each
+	// session then copies with two goroutines of its own.
 	RelayThreads int
 	// TrustedProxies may send a PROXY protocol v2 header (G10).
 	TrustedProxies []netip.Prefix
