@@ -114,6 +114,7 @@ fuzz:
 	$(GO) test ./gateway -run '^$$' -fuzz FuzzProxyHeader -fuzztime $(FUZZTIME)
 	$(GO) test ./gateway -run '^$$' -fuzz FuzzSession -fuzztime $(FUZZTIME)
 	$(GO) test ./gateway -run '^$$' -fuzz FuzzFrames -fuzztime $(FUZZTIME)
+	$(GO) test ./relay -run '^$$' -fuzz FuzzRelayPassesBytes -fuzztime $(FUZZTIME)
 	$(GO) test ./pgwire -run '^$$' -fuzz FuzzScramServer -fuzztime $(FUZZTIME)
 	$(GO) test ./pgwire -run '^$$' -fuzz FuzzScramClient -fuzztime $(FUZZTIME)
 	$(GO) test ./topology -run '^$$' -fuzz FuzzOverlay -fuzztime $(FUZZTIME)
