@@ -21,7 +21,9 @@ import (
 )
 
 // The soak (issue 15): three nodes under DNS, SQL and admin API load while
-// a seeded chaos loop kills (-9) and restarts nodes. It fails on a wrong
+// a seeded chaos loop kills (-9) and restarts nodes, and crashes the
+// PostgreSQL primary (pgplane promotes the standby; the old primary is
+// rebuilt as the new standby). It fails on a wrong
 // DNS answer, a failed query or login, or a lost acknowledged change
 // outside the windows a kill opens, and prints each surviving node's
 // memory, goroutines and open files over the run.
@@ -84,7 +86,7 @@ func (f *soakFailures) add(kind, what string) {
 	}
 }
 
-// SPEC: C3 C4 C5 D1 G1 G13
+// SPEC: C3 C4 C5 C6 D1 G1 G13
 func TestSoak(t *testing.T) {
 	length := 30 * time.Second
 	if v := os.Getenv("PGPLANE_SOAK"); v != "" {
@@ -115,6 +117,37 @@ func TestSoak(t *testing.T) {
 			return err == nil
 		})
 	}
+	// soak-ha, an HA server in eastus2 on a real primary and its streaming
+	// standby, promoted by pgplane when its primary dies: the SQL client
+	// writes to it.
+	primary, err := pgtest.Start("", pgtest.Options{OwnCertificate: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(primary.Destroy)
+	if out, err := primary.Psql(pgtest.Database, "CREATE TABLE soak (v int); GRANT ALL ON soak TO "+pgtest.User); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	standby, err := primary.StartStandby("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(standby.Destroy)
+	ha := fmt.Sprintf(`{"region": "eastus2", "access": "public", "highAvailability": true, "backends": {"primary": %q, "standby": %q},
+"parameters": {"pgplane.promote": "auto", "pgplane.promote_grace": "3s"},
+"firewallRules": [{"name": "lo", "startIpAddress": "127.0.0.1", "endIpAddress": "127.0.0.255"}]}`, primary.Addr, standby.Addr)
+	if code, out := apiDo(t, "PUT", c.endpoints[2]+"/v1/servers/soak-ha", ha); code != http.StatusCreated {
+		t.Fatalf("create soak-ha: %d %s", code, out)
+	}
+	waitFor(t, "a write to soak-ha through the gateway", 15*time.Second, func() bool {
+		conn, err := soakConnect(c)
+		if err != nil {
+			return false
+		}
+		defer conn.Close(context.Background())
+		_, err = conn.Exec(context.Background(), "INSERT INTO soak VALUES (0)").ReadAll()
+		return err == nil
+	})
 
 	events := &soakEvents{}
 	fails := &soakFailures{}
@@ -161,9 +194,9 @@ func TestSoak(t *testing.T) {
 		}()
 	}
 
-	// SQL: a client that resolves soak-db through n3, logs in through the
-	// gateway and runs a query, again and again; and one that keeps its
-	// connection and reconnects when it breaks.
+	// SQL: a client that resolves soak-ha through n3, logs in through the
+	// gateway and writes a row every 50 ms, reconnecting every tenth write
+	// and after an error: a write that reaches a standby fails.
 	var queries, queryErrors int
 	var sqlMu sync.Mutex
 	wg.Add(1)
@@ -188,7 +221,7 @@ func TestSoak(t *testing.T) {
 			}
 			if err == nil {
 				qctx, qcancel := context.WithTimeout(context.Background(), 3*time.Second)
-				_, err = conn.Exec(qctx, "SELECT 1").ReadAll()
+				_, err = conn.Exec(qctx, fmt.Sprintf("INSERT INTO soak VALUES (%d)", n)).ReadAll()
 				qcancel()
 				if err != nil {
 					conn.Close(context.Background())
@@ -268,6 +301,23 @@ func TestSoak(t *testing.T) {
 		if ctx.Err() != nil {
 			break
 		}
+		if rng.IntN(4) == 0 {
+			// The primary crashes: pgplane promotes the standby and the
+			// name follows; the old primary is rebuilt as the new standby.
+			w := events.open(time.Now())
+			primary.Crash()
+			waitFor(t, "pgplane to promote the standby", 30*time.Second, func() bool {
+				out, _ := standby.Psql("postgres", "SELECT pg_is_in_recovery()")
+				return out == "f"
+			})
+			chaos = append(chaos, fmt.Sprintf("%s crash of the primary (port %d), promoted", time.Since(start).Round(time.Millisecond), primary.Port))
+			if err := primary.Rebuild(standby); err != nil {
+				t.Fatal(err)
+			}
+			primary, standby = standby, primary
+			events.close(w, time.Now())
+			continue
+		}
 		victim := rng.IntN(2)
 		down := time.Duration(2000+rng.IntN(2000)) * time.Millisecond
 		w := events.open(time.Now())
@@ -290,7 +340,7 @@ func TestSoak(t *testing.T) {
 	for i := range c.nodes {
 		waitFor(t, fmt.Sprintf("n%d to list every acknowledged rule", i+1), 30*time.Second, func() bool { return len(c.missing(t, i, acked)) == 0 })
 	}
-	t.Logf("DNS: %d answers checked, %d errors inside chaos windows; SQL: %d queries, %d errors (all inside windows unless listed below); admin API: %d of %d writes acknowledged, all on every node",
+	t.Logf("DNS: %d answers checked, %d errors inside chaos windows; SQL: %d writes, %d errors (all inside windows unless listed below); admin API: %d of %d writes acknowledged, all on every node",
 		answers, dnsErrors, queries, queryErrors, len(acked), tried)
 	var lines []string
 	for _, s := range samples {
@@ -344,13 +394,13 @@ func soakResolve(c *replicaCluster, i int) (string, error) {
 	return "", fmt.Errorf("no address in %v", r.Answer)
 }
 
-// soakConnect resolves soak-db through n3 and logs in through the gateway.
+// soakConnect resolves soak-ha through n3 and logs in through the gateway.
 func soakConnect(c *replicaCluster) (*pgconn.PgConn, error) {
 	addr, err := soakResolve(c, 2)
 	if err != nil {
 		return nil, err
 	}
-	cfg, err := pgconn.ParseConfig(fmt.Sprintf("host=soak-db.postgres.database.azure.com port=%d user=%s password=%s dbname=%s sslmode=verify-full sslrootcert=%s connect_timeout=3",
+	cfg, err := pgconn.ParseConfig(fmt.Sprintf("host=soak-ha.postgres.database.azure.com port=%d user=%s password=%s dbname=%s sslmode=verify-full sslrootcert=%s connect_timeout=3",
 		c.gwPort, pgtest.User, pgtest.Password, pgtest.Database, c.ca))
 	if err != nil {
 		return nil, err
