@@ -106,8 +106,7 @@ func (s *session) passThrough(si *topology.ServerInfo, pc *pooledConn, out []byt
 	if cur := s.g.snapshot.Load().Server(si.Server.Name); cur == nil || cur.Backend != si.Backend {
 		// The server moved while this session logged in.
 		s.reason = "closed: the server's backend changed (failover) while it logged in"
-		s.g.sessions.endProxy(s)
-		s.g.sessions.forget(key)
+		s.unregister(key)
 		pc.conn.Close()
 		return nil
 	}
@@ -117,8 +116,7 @@ func (s *session) passThrough(si *topology.ServerInfo, pc *pooledConn, out []byt
 		s.relay(pc, key)
 		return nil
 	}
-	defer s.g.sessions.forget(key)
-	defer s.g.sessions.endProxy(s)
+	defer s.unregister(key)
 	if s.poolKey == nil {
 		defer pc.conn.Close()
 		err := s.copy(pc.conn, pc.r)
@@ -174,16 +172,14 @@ func (s *session) relay(pc *pooledConn, key cancelKey) {
 			pc.conn.Close()
 		}
 		s.noteMoved()
-		s.g.sessions.endProxy(s)
-		s.g.sessions.forget(key)
+		s.unregister(key)
 		s.end()
 	}
 	if err := s.g.relay.Relay(relay.Pair{Legs: legs, End: end, Done: done}); err != nil {
 		// Nothing moved: the client's socket was closed meanwhile (Stop,
 		// or a failover of the server). The session ends here.
 		s.relayed = false
-		s.g.sessions.endProxy(s)
-		s.g.sessions.forget(key)
+		s.unregister(key)
 		pc.conn.Close()
 		s.reason = "closed: " + err.Error()
 	}
@@ -205,6 +201,14 @@ func socketOf(c net.Conn) *relay.Socket {
 func relayable(c net.Conn) bool {
 	sock := socketOf(c)
 	return sock != nil && sock.Relayable()
+}
+
+// unregister takes a proxied session out of the session table: it is no
+// longer closed by a failover, and its cancel key no longer reaches a
+// backend.
+func (s *session) unregister(key cancelKey) {
+	s.g.sessions.endProxy(s)
+	s.g.sessions.forget(key)
 }
 
 func (s *session) noteMoved() {

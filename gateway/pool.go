@@ -287,12 +287,24 @@ func newIdleTracker() *idleTracker {
 	return t
 }
 
-// idle reports whether the backend is idle: every question answered, no
-// transaction open, both directions between two messages.
-func (t *idleTracker) idle() bool {
+// clientDone reports whether the client's side is idle: every question
+// answered, no transaction open, the client's direction between two
+// messages. The backend's direction may still be mid-message.
+func (t *idleTracker) clientDone() bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.asked == t.answered && t.status == 'I' && t.toBackend.atBoundary() && t.toClient.atBoundary()
+	return t.asked == t.answered && t.status == 'I' && t.toBackend.atBoundary()
+}
+
+// idle reports whether the backend is idle: clientDone, and the backend's
+// direction between two messages too.
+func (t *idleTracker) idle() bool {
+	if !t.clientDone() {
+		return false
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.toClient.atBoundary()
 }
 
 // copyPooled copies the session like copy, following the message
@@ -317,9 +329,7 @@ func (s *session) copyPooled(backend net.Conn, br *bufio.Reader) bool {
 	// The client's Terminate, or its closing the connection, ends it; either
 	// way an idle backend can serve the next client.
 	s.bytesIn, _ = copyUntil(backend, s.r, &t.toBackend, 'X')
-	t.mu.Lock()
-	idle := t.asked == t.answered && t.status == 'I' && t.toBackend.atBoundary()
-	t.mu.Unlock()
+	idle := t.clientDone()
 	if idle {
 		// Stop the backend's reader between two messages.
 		stopping.Store(true)

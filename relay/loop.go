@@ -18,6 +18,7 @@ import (
 	"os"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -72,8 +73,12 @@ func DefaultLoops() int { return max(1, runtime.GOMAXPROCS(0)/2) }
 // Loops are the relay's loops.
 type Loops struct {
 	loops []*loop
-	next  uint32
-	mu    sync.Mutex
+	next  atomic.Uint32
+}
+
+// pick returns the loop a new pair or waiter goes to, in turn.
+func (ls *Loops) pick() *loop {
+	return ls.loops[(ls.next.Add(1)-1)%uint32(len(ls.loops))]
 }
 
 // Start starts n loops, each a goroutine; n <= 0 means DefaultLoops.
@@ -111,10 +116,7 @@ func (ls *Loops) Relay(p Pair) error {
 			return errors.New("relay: a leg has no socket with a file descriptor")
 		}
 	}
-	ls.mu.Lock()
-	l := ls.loops[ls.next%uint32(len(ls.loops))]
-	ls.next++
-	ls.mu.Unlock()
+	l := ls.pick()
 	pr := &pair{Pair: p, loop: l, n: 2}
 	for i := range pr.legs {
 		pr.legs[i] = leg{Leg: p.Legs[i], pair: pr, index: i}
@@ -149,10 +151,7 @@ func (ls *Loops) Await(s *Socket, done func(error)) error {
 	if !s.Relayable() {
 		return errors.New("relay: socket without a file descriptor")
 	}
-	ls.mu.Lock()
-	l := ls.loops[ls.next%uint32(len(ls.loops))]
-	ls.next++
-	ls.mu.Unlock()
+	l := ls.pick()
 	pr := &pair{Pair: Pair{Done: func(r Result) { done(r.Err) }}, loop: l, n: 1}
 	pr.legs[0] = leg{Leg: Leg{Socket: s}, pair: pr}
 	if err := s.take(&pr.legs[0]); err != nil {
