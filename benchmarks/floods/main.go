@@ -353,42 +353,39 @@ func scenarios(t target, out string, d time.Duration) []scenario {
 			// 1,000 TCP connections held open, each asking a random name
 			// every second so that idle timeouts do not close them.
 			var held, answered atomic.Int64
-			var wg sync.WaitGroup
-			for i := range 1000 {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					src := &net.TCPAddr{IP: net.IPv4(127, 0, 3, byte(10+i%20))}
-					c, err := (&net.Dialer{LocalAddr: src}).DialContext(ctx, "tcp", dnsAddr)
-					if err != nil {
+			var peak atomic.Int64
+			go func() {
+				time.Sleep(500 * time.Millisecond)
+				peak.Store(held.Load())
+			}()
+			workers(1000, func(i int) {
+				src := &net.TCPAddr{IP: net.IPv4(127, 0, 3, byte(10+i%20))}
+				c, err := (&net.Dialer{LocalAddr: src}).DialContext(ctx, "tcp", dnsAddr)
+				if err != nil {
+					return
+				}
+				defer c.Close()
+				held.Add(1)
+				defer held.Add(-1)
+				conn := &dns.Conn{Conn: c}
+				for ctx.Err() == nil {
+					m := new(dns.Msg)
+					m.SetQuestion(randomLabel()+".postgres.database.azure.com.", dns.TypeA)
+					c.SetDeadline(time.Now().Add(2 * time.Second))
+					if conn.WriteMsg(m) != nil {
 						return
 					}
-					defer c.Close()
-					held.Add(1)
-					defer held.Add(-1)
-					conn := &dns.Conn{Conn: c}
-					for ctx.Err() == nil {
-						m := new(dns.Msg)
-						m.SetQuestion(randomLabel()+".postgres.database.azure.com.", dns.TypeA)
-						c.SetDeadline(time.Now().Add(2 * time.Second))
-						if conn.WriteMsg(m) != nil {
-							return
-						}
-						if _, err := conn.ReadMsg(); err != nil {
-							return
-						}
-						answered.Add(1)
-						select {
-						case <-ctx.Done():
-						case <-time.After(time.Second):
-						}
+					if _, err := conn.ReadMsg(); err != nil {
+						return
 					}
-				}()
-			}
-			time.Sleep(500 * time.Millisecond)
-			peak := held.Load()
-			wg.Wait()
-			return fmt.Sprintf("%d TCP connections held, %d random names answered", peak, answered.Load())
+					answered.Add(1)
+					select {
+					case <-ctx.Done():
+					case <-time.After(time.Second):
+					}
+				}
+			})
+			return fmt.Sprintf("%d TCP connections held, %d random names answered", peak.Load(), answered.Load())
 		}},
 		{name: "gw-idle-conns", flood: func(ctx context.Context) string {
 			// 20 addresses each keep 150 connections open that send
@@ -397,31 +394,24 @@ func scenarios(t target, out string, d time.Duration) []scenario {
 			// (gateway_max_connections_per_source) that address alone is
 			// refused (G12).
 			var opened, closed atomic.Int64
-			var wg sync.WaitGroup
-			for a := range 20 {
-				for range 150 {
-					wg.Add(1)
-					go func() {
-						defer wg.Done()
-						src := &net.TCPAddr{IP: net.IPv4(127, 0, 4, byte(1+a))}
-						for ctx.Err() == nil {
-							c, err := (&net.Dialer{LocalAddr: src}).DialContext(ctx, "tcp", gwAddr)
-							if err != nil {
-								time.Sleep(100 * time.Millisecond)
-								continue
-							}
-							opened.Add(1)
-							stop := context.AfterFunc(ctx, func() { c.Close() })
-							io.Copy(io.Discard, c)
-							if stop() {
-								closed.Add(1) // by the gateway, not by the end of the flood
-							}
-							c.Close()
-						}
-					}()
+			workers(20*150, func(i int) {
+				a := i / 150
+				src := &net.TCPAddr{IP: net.IPv4(127, 0, 4, byte(1+a))}
+				for ctx.Err() == nil {
+					c, err := (&net.Dialer{LocalAddr: src}).DialContext(ctx, "tcp", gwAddr)
+					if err != nil {
+						time.Sleep(100 * time.Millisecond)
+						continue
+					}
+					opened.Add(1)
+					stop := context.AfterFunc(ctx, func() { c.Close() })
+					io.Copy(io.Discard, c)
+					if stop() {
+						closed.Add(1) // by the gateway, not by the end of the flood
+					}
+					c.Close()
 				}
-			}
-			wg.Wait()
+			})
 			return fmt.Sprintf("3,000 idle connections kept open from 20 addresses: %d opened, %d closed by the gateway", opened.Load(), closed.Load())
 		}},
 		{name: "gw-tls-stall", flood: func(ctx context.Context) string {
@@ -429,64 +419,52 @@ func scenarios(t target, out string, d time.Duration) []scenario {
 			// their ClientHello, opened again as the handshake timeout
 			// closes them.
 			var made, cut atomic.Int64
-			var wg sync.WaitGroup
-			for i := range 2000 {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					src := &net.TCPAddr{IP: net.IPv4(127, 0, 4, byte(100+i%40))}
-					for ctx.Err() == nil {
-						c, err := (&net.Dialer{LocalAddr: src}).DialContext(ctx, "tcp", gwAddr)
-						if err != nil {
-							time.Sleep(100 * time.Millisecond)
-							continue
-						}
-						made.Add(1)
-						stop := context.AfterFunc(ctx, func() { c.Close() })
-						c.Write(sslRequest())
-						c.Read(make([]byte, 1))
-						// A TLS record header promising 512 bytes, and 40 of them.
-						c.Write(append([]byte{0x16, 0x03, 0x01, 0x02, 0x00}, make([]byte, 40)...))
-						io.Copy(io.Discard, c)
-						if stop() {
-							cut.Add(1) // by the gateway's handshake timeout
-						}
-						c.Close()
+			workers(2000, func(i int) {
+				src := &net.TCPAddr{IP: net.IPv4(127, 0, 4, byte(100+i%40))}
+				for ctx.Err() == nil {
+					c, err := (&net.Dialer{LocalAddr: src}).DialContext(ctx, "tcp", gwAddr)
+					if err != nil {
+						time.Sleep(100 * time.Millisecond)
+						continue
 					}
-				}()
-			}
-			wg.Wait()
+					made.Add(1)
+					stop := context.AfterFunc(ctx, func() { c.Close() })
+					c.Write(sslRequest())
+					c.Read(make([]byte, 1))
+					// A TLS record header promising 512 bytes, and 40 of them.
+					c.Write(append([]byte{0x16, 0x03, 0x01, 0x02, 0x00}, make([]byte, 40)...))
+					io.Copy(io.Discard, c)
+					if stop() {
+						cut.Add(1) // by the gateway's handshake timeout
+					}
+					c.Close()
+				}
+			})
 			return fmt.Sprintf("%d stalled handshakes opened from 40 addresses, %d closed by the gateway", made.Load(), cut.Load())
 		}},
 		{name: "gw-garbage", flood: func(ctx context.Context) string {
 			// 32 workers: SSLRequest, then 512 random bytes, as fast as
 			// the gateway closes them.
 			var sessions atomic.Int64
-			var wg sync.WaitGroup
-			for i := range 32 {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					src := &net.TCPAddr{IP: net.IPv4(127, 0, 4, byte(200+i%32))}
-					junk := make([]byte, 512)
-					for ctx.Err() == nil {
-						c, err := (&net.Dialer{LocalAddr: src}).DialContext(ctx, "tcp", gwAddr)
-						if err != nil {
-							time.Sleep(10 * time.Millisecond)
-							continue
-						}
-						c.SetDeadline(time.Now().Add(5 * time.Second))
-						c.Write(sslRequest())
-						c.Read(make([]byte, 1))
-						rand.Read(junk)
-						c.Write(junk)
-						io.Copy(io.Discard, c)
-						c.Close()
-						sessions.Add(1)
+			workers(32, func(i int) {
+				src := &net.TCPAddr{IP: net.IPv4(127, 0, 4, byte(200+i%32))}
+				junk := make([]byte, 512)
+				for ctx.Err() == nil {
+					c, err := (&net.Dialer{LocalAddr: src}).DialContext(ctx, "tcp", gwAddr)
+					if err != nil {
+						time.Sleep(10 * time.Millisecond)
+						continue
 					}
-				}()
-			}
-			wg.Wait()
+					c.SetDeadline(time.Now().Add(5 * time.Second))
+					c.Write(sslRequest())
+					c.Read(make([]byte, 1))
+					rand.Read(junk)
+					c.Write(junk)
+					io.Copy(io.Discard, c)
+					c.Close()
+					sessions.Add(1)
+				}
+			})
 			return fmt.Sprintf("%d garbage sessions closed by the gateway (%.0f/s)", sessions.Load(), float64(sessions.Load())/d.Seconds())
 		}},
 		{name: "api-abuse", flood: func(ctx context.Context) string {
@@ -582,6 +560,19 @@ func dnsFlood(ctx context.Context, t target, out string, o benchkit.DNSPerfOptio
 		mode = "udp"
 	}
 	return fmt.Sprintf("dnsperf over %s: %.0f qps answered, %d of %d lost, %s", mode, r.QPS, r.Lost, r.Sent, r.Rcodes)
+}
+
+// workers runs f(0) to f(n-1) at once and waits for them.
+func workers(n int, f func(i int)) {
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f(i)
+		}()
+	}
+	wg.Wait()
 }
 
 func mapsKeys(m map[int]int) func(func(int) bool) {
