@@ -323,7 +323,10 @@ func (d *demo) run(bin string) error {
 
 	d.step("Failover: the primary PostgreSQL crashes while a client keeps reconnecting")
 	loop := d.startLoop(sales)
-	time.Sleep(time.Second)
+	// The crash comes once the client is connecting to the primary (a
+	// loaded machine can take longer than a second for the first login).
+	d.waitFor(10*time.Second, func() bool { return loop.reached(primaryPort) })
+	time.Sleep(500 * time.Millisecond)
 	fmt.Printf("$ (the primary, port %s, is stopped with an immediate shutdown; nobody promotes the standby by hand: pgplane.promote auto)\n", primaryPort)
 	crashed := time.Now()
 	d.pgs[0].Crash()
