@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pgplane/pgplane/internal/freeport"
+
 	"github.com/pgplane/pgplane/cluster"
 	"github.com/pgplane/pgplane/internal/pgtest"
 	"github.com/pgplane/pgplane/topology"
@@ -52,9 +54,11 @@ servers:
 	}
 	e := &env{standby: standby, topo: topo}
 	e.snap, _ = topology.NewSnapshot(topo, topology.State{}, 1)
-	gossip, _ := net.Listen("tcp", "127.0.0.1:0")
-	bind := gossip.Addr().String()
-	gossip.Close()
+	gossipPort, err := freeport.Pick()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bind := fmt.Sprintf("127.0.0.1:%d", gossipPort)
 	node, err := cluster.New(cluster.Config{Name: "a", Members: []string{"a"}, Bind: bind, Dev: true, Logger: zerolog.New(io.Discard),
 		Holds: []string{fmt.Sprintf("127.0.0.71:%d", port), fmt.Sprintf("127.0.0.72:%d", port)}, GatewayPort: port},
 		cluster.Hooks{Snapshot: e.snapshot, Apply: func(st topology.State) {
@@ -66,9 +70,11 @@ servers:
 		t.Fatal(err)
 	}
 	t.Cleanup(node.Stop)
-	l, _ := net.Listen("tcp", "127.0.0.1:0")
-	addr := l.Addr().String()
-	l.Close()
+	apiPort, err := freeport.Pick()
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", apiPort)
 	s, err := New(Config{Listen: addr, Token: token, Snapshot: e.snapshot, Cluster: node, Logger: zerolog.New(io.Discard)})
 	if err != nil {
 		t.Fatal(err)

@@ -3,11 +3,12 @@ package cluster
 import (
 	"fmt"
 	"io"
-	"net"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/pgplane/pgplane/internal/freeport"
 
 	"github.com/pgplane/pgplane/internal/pgtest"
 	"github.com/pgplane/pgplane/topology"
@@ -17,12 +18,11 @@ import (
 
 func freeAddr(t *testing.T, ip string) string {
 	t.Helper()
-	l, err := net.Listen("tcp", ip+":0")
+	port, err := freeport.Pick(ip)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return fmt.Sprintf("%s:%d", ip, port)
 }
 
 // SPEC: C1 C2 C3 C4

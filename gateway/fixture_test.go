@@ -3,7 +3,6 @@ package gateway
 import (
 	"crypto/tls"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/pgplane/pgplane/internal/freeport"
 
 	"github.com/pgplane/pgplane/internal/pgtest"
 	"github.com/pgplane/pgplane/internal/syncbuf"
@@ -140,9 +141,9 @@ func newFixture(t *testing.T, mutate func(*Config)) *fixture {
 	f.topo = strings.ReplaceAll(fixtureTopology, "GWCERTBACKEND", sharedPG.gwCert.Addr)
 	f.topo = strings.ReplaceAll(f.topo, "BACKEND", f.pg.Addr)
 	snap := f.snapshot(topology.State{})
-	l, _ := net.Listen("tcp", "127.0.0.1:0")
-	f.port = l.Addr().(*net.TCPAddr).Port
-	l.Close()
+	if f.port, err = freeport.Pick(); err != nil {
+		t.Fatal(err)
+	}
 	f.addr = fmt.Sprintf("127.0.0.1:%d", f.port)
 	cfg := Config{
 		Listen:   []string{f.addr},

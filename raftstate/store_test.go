@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pgplane/pgplane/internal/freeport"
+
 	"github.com/hashicorp/raft"
 	"github.com/pgplane/pgplane/topology"
 	"github.com/rs/zerolog"
@@ -124,12 +126,11 @@ func newClusterWith(t *testing.T, n int, applied func(member int, keys []string)
 }
 
 func freeAddr(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := freeport.Pick()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return fmt.Sprintf("127.0.0.1:%d", port)
 }
 
 // start opens and starts member i.

@@ -7,26 +7,21 @@ import (
 	"net"
 	"slices"
 	"strconv"
+
+	"github.com/pgplane/pgplane/internal/freeport"
 )
 
-// FreePort returns a port free on ip for TCP and UDP now: CoreDNS binds
-// both with SO_REUSEPORT, so a port held by another process on either
-// would be shared silently. It panics when ip cannot be bound at all: a
-// benchmark cannot run without its addresses.
+// FreePort returns a port free on ip for TCP and UDP now, below the
+// kernel's ephemeral range (freeport.Pick): CoreDNS binds both with
+// SO_REUSEPORT, so a port held by another process on either would be shared
+// silently. It panics when none is found: a benchmark cannot run without
+// its addresses.
 func FreePort(ip string) int {
-	for try := 0; try < 50; try++ {
-		l, err := net.Listen("tcp", ip+":0")
-		if err != nil {
-			panic(err)
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		l.Close()
-		if u, err := net.ListenPacket("udp", net.JoinHostPort(ip, strconv.Itoa(port))); err == nil {
-			u.Close()
-			return port
-		}
+	port, err := freeport.Pick(ip)
+	if err != nil {
+		panic(err)
 	}
-	panic("benchkit: no port free for TCP and UDP on " + ip)
+	return port
 }
 
 // FreePortExcept is FreePort, never one of taken: ports picked one after

@@ -26,6 +26,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/pgplane/pgplane/internal/freeport"
 	"github.com/pgplane/pgplane/pgwire"
 )
 
@@ -133,16 +134,8 @@ func Start(parent string, o Options) (*Server, error) {
 			return nil, err
 		}
 	}
-	s.Port = o.Port
-	if s.Port == 0 {
-		if s.Port, err = freePort(); err != nil {
-			return nil, err
-		}
-	}
-	s.Addr = fmt.Sprintf("127.0.0.1:%d", s.Port)
 	conf := fmt.Sprintf(`
 listen_addresses = '127.0.0.1'
-port = %d
 unix_socket_directories = '%s'
 password_encryption = 'scram-sha-256'
 ssl = %s
@@ -153,7 +146,7 @@ max_connections = 200
 shared_buffers = 64MB
 log_min_messages = warning
 %s
-`, s.Port, dir, map[bool]string{true: "on", false: "off"}[o.Cert != nil], o.Conf)
+`, dir, map[bool]string{true: "on", false: "off"}[o.Cert != nil], o.Conf)
 	f, err := os.OpenFile(filepath.Join(data, "postgresql.conf"), os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {
 		return nil, err
@@ -164,7 +157,7 @@ log_min_messages = warning
 	if err := s.writeOwned(filepath.Join(data, "pg_hba.conf"), []byte(hba), 0o600); err != nil {
 		return nil, err
 	}
-	if err := s.launch(); err != nil {
+	if err := s.launchOn(o.Port); err != nil {
 		return nil, err
 	}
 	for _, sql := range []string{
@@ -184,11 +177,39 @@ log_min_messages = warning
 	return s, nil
 }
 
-// launch starts the postmaster on the data directory and waits until it
-// accepts connections.
+// launchOn starts the postmaster on port, or when port is 0 on a free one
+// (freeport.Pick): another process may bind a picked port first, and the
+// postmaster is then started again on a new pick, a few times.
+func (s *Server) launchOn(port int) error {
+	if port != 0 {
+		s.setPort(port)
+		return s.launch()
+	}
+	var err error
+	for try := 0; try < 5; try++ {
+		if port, err = freeport.Pick(); err != nil {
+			return err
+		}
+		s.setPort(port)
+		s.log.Reset()
+		if err = s.launch(); err == nil || !freeport.InUse(s.log.String()) {
+			return err
+		}
+	}
+	return err
+}
+
+func (s *Server) setPort(port int) {
+	s.Port = port
+	s.Addr = fmt.Sprintf("127.0.0.1:%d", port)
+}
+
+// launch starts the postmaster on the data directory and s.Port (given on
+// its command line, so a new pick needs no configuration rewrite) and waits
+// until it accepts connections.
 func (s *Server) launch() error {
 	s.done = make(chan struct{})
-	s.cmd = exec.Command(filepath.Join(BinDir(), "postgres"), "-D", filepath.Join(s.Dir, "data"))
+	s.cmd = exec.Command(filepath.Join(BinDir(), "postgres"), "-D", filepath.Join(s.Dir, "data"), "-p", strconv.Itoa(s.Port))
 	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
 	s.cmd.SysProcAttr = s.sysProcAttr()
 	if err := s.cmd.Start(); err != nil {
@@ -307,15 +328,6 @@ func (s *Server) writeOwned(path string, data []byte, mode os.FileMode) error {
 	return s.chown(path)
 }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
 // StartStandby makes a streaming replica of s with pg_basebackup in a new
 // directory under parent, and starts it as a hot standby on a port of its
 // own. Promote turns it into a primary.
@@ -331,16 +343,10 @@ func (s *Server) StartStandbyOn(parent string, port int) (*Server, error) {
 	if err := st.chown(dir); err != nil {
 		return nil, err
 	}
-	if st.Port = port; port == 0 {
-		if st.Port, err = freePort(); err != nil {
-			return nil, err
-		}
-	}
-	st.Addr = fmt.Sprintf("127.0.0.1:%d", st.Port)
 	if err := st.baseBackup(s); err != nil {
 		return nil, err
 	}
-	return st, st.launch()
+	return st, st.launchOn(port)
 }
 
 // Rebuild turns s, stopped or crashed, into a streaming replica of primary
@@ -373,7 +379,7 @@ func (s *Server) baseBackup(primary *Server) error {
 		return err
 	}
 	defer f.Close()
-	_, err = fmt.Fprintf(f, "\nport = %d\nunix_socket_directories = '%s'\nhot_standby = on\n", s.Port, s.Dir)
+	_, err = fmt.Fprintf(f, "\nunix_socket_directories = '%s'\nhot_standby = on\n", s.Dir)
 	return err
 }
 

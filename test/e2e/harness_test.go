@@ -5,16 +5,16 @@ package e2e
 
 import (
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pgplane/pgplane/internal/freeport"
 
 	"github.com/pgplane/pgplane/internal/pgtest"
 
@@ -54,51 +54,19 @@ func runTests(m *testing.M) int {
 	return m.Run()
 }
 
-// handedOut are the ports freePort has returned in this run: a port is
-// not held between freePort and the process that binds it, so the kernel
-// may offer it again, and two parts of one test would then share it.
-var handedOut sync.Map
-
 // freePort returns a port that is free for TCP and UDP on every given
-// address, and that it has not returned before. CoreDNS binds with
-// SO_REUSEPORT, so a port still held by a leftover process would be shared
-// silently: every test takes its own.
+// address, below the kernel's ephemeral range (outgoing connections of
+// other test packages cannot take it before the appliance binds it), and
+// that it has not returned before. CoreDNS binds with SO_REUSEPORT, so a
+// port still held by a leftover process would be shared silently: every
+// test takes its own.
 func freePort(t *testing.T, addrs ...string) int {
 	t.Helper()
-	if len(addrs) == 0 {
-		addrs = []string{"127.0.0.1"}
+	port, err := freeport.Pick(addrs...)
+	if err != nil {
+		t.Fatal(err)
 	}
-	for try := 0; try < 50; try++ {
-		l, err := net.Listen("tcp", addrs[0]+":0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		l.Close()
-		if _, taken := handedOut.Load(port); !taken && portFree(port, addrs) {
-			handedOut.Store(port, true)
-			return port
-		}
-	}
-	t.Fatal("no free port")
-	return 0
-}
-
-func portFree(port int, addrs []string) bool {
-	for _, a := range addrs {
-		hp := net.JoinHostPort(a, fmt.Sprint(port))
-		l, err := net.Listen("tcp", hp)
-		if err != nil {
-			return false
-		}
-		l.Close()
-		u, err := net.ListenPacket("udp", hp)
-		if err != nil {
-			return false
-		}
-		u.Close()
-	}
-	return true
+	return port
 }
 
 // node is a running appliance process.
