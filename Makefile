@@ -128,6 +128,7 @@ fuzz:
 	$(GO) test ./topology -run '^$$' -fuzz FuzzStateChangesMatchFullRebuild -fuzztime $(FUZZTIME)
 	$(GO) test ./raftstate -run '^$$' -fuzz FuzzApplyEntry -fuzztime $(FUZZTIME)
 	$(GO) test ./raftstate -run '^$$' -fuzz FuzzForwardResponse -fuzztime $(FUZZTIME)
+	$(GO) test ./raftstate -run '^$$' -fuzz FuzzValueSetMatchesScan -fuzztime $(FUZZTIME)
 	$(GO) test ./cmd/pgplanectl -run '^$$' -fuzz FuzzCorefileReader -fuzztime $(FUZZTIME)
 
 clean:

@@ -67,11 +67,41 @@ func (f *desiredState) overlay(file *topology.Topology, values map[string]json.R
 }
 
 // values returns a copy of the run-time changes; none without a store.
+// It costs the whole state: the servers' path reads one server's values
+// (serverValues) instead.
 func (f *desiredState) values() map[string]json.RawMessage {
 	if f.store == nil {
 		return nil
 	}
 	return f.store.Values()
+}
+
+// serverValues returns a function that gives one server's run-time values
+// (its key's and those below it) from the store, with changes laid over
+// them: at the cost of that server's values, not the whole state's.
+func (f *desiredState) serverValues(changes map[string]json.RawMessage) func(string) map[string]json.RawMessage {
+	return func(name string) map[string]json.RawMessage {
+		mine := map[string]json.RawMessage{}
+		key := topology.ServerKey(name)
+		if f.store != nil {
+			mine = f.store.Under(key)
+		}
+		for k, v := range changes {
+			if k == key || strings.HasPrefix(k, key+"/") {
+				mine[k] = v
+			}
+		}
+		return mine
+	}
+}
+
+// storeValue returns the run-time value at key (nil: none, or a deletion).
+func (f *desiredState) storeValue(key string) json.RawMessage {
+	if f.store == nil {
+		return nil
+	}
+	v, _ := f.store.Value(key)
+	return v
 }
 
 // swapLocked publishes a snapshot of next with the given run-time state.
@@ -116,15 +146,15 @@ func (f *desiredState) setConflictLocked(err error) {
 func (f *desiredState) check(changes map[string]json.RawMessage) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	values := f.values()
-	maps.Copy(values, changes)
-	if d, problems, vs, ok := f.layServersLocked(changes, values); ok {
+	if d, problems, vs, ok := f.layServersLocked(changes, f.serverValues(changes)); ok {
 		err := f.attributedLocked(refusal(changes, problems, vs), d.Topology, changes)
 		if err == nil {
 			f.checked = &checkedChange{from: f.current, changes: changes, delta: d}
 		}
 		return err
 	}
+	values := f.values()
+	maps.Copy(values, changes)
 	next, problems := topology.Overlay(f.base, values)
 	state, _ := topology.Validate(next)
 	// The rules that bind a change come first: they say why a change that
@@ -209,12 +239,12 @@ func refusal(changes map[string]json.RawMessage, problems []topology.OverlayProb
 // applied, and the rules it breaks (those that bind a change first). ok is
 // false when the change is not one of servers alone, a conflict stands, or
 // the servers cannot be placed without the whole overlay.
-func (f *desiredState) layServersLocked(changed, values map[string]json.RawMessage) (d *topology.ServerDelta, problems []topology.OverlayProblem, vs topology.Violations, ok bool) {
+func (f *desiredState) layServersLocked(changed map[string]json.RawMessage, valuesOf func(string) map[string]json.RawMessage) (d *topology.ServerDelta, problems []topology.OverlayProblem, vs topology.Violations, ok bool) {
 	names, ok := topology.ServerChanges(changed)
 	if !ok || len(names) == 0 || f.conflict != nil {
 		return nil, nil, nil, false
 	}
-	d, problems, ok = topology.OverlayServers(f.base, f.current.Topology, f.fileServer, f.current.FindServer, values, names)
+	d, problems, ok = topology.OverlayServers(f.base, f.current.Topology, f.fileServer, f.current.FindServer, valuesOf, names)
 	if !ok {
 		return nil, nil, nil, false
 	}
@@ -245,10 +275,9 @@ func (f *desiredState) fileServer(name string) *topology.Server { return f.baseS
 func (f *desiredState) applied(keys []string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	values := f.values()
 	checked := f.checked
 	f.checked = nil
-	if checked.matches(f.current, keys, values) {
+	if checked.matches(f.current, keys, f.storeValue) {
 		// This node's leader checked this very change against the state
 		// it applies to: its delta is served as it was checked.
 		if err := f.swapServersLocked(checked.delta); err == nil {
@@ -259,7 +288,7 @@ func (f *desiredState) applied(keys []string) {
 	for _, k := range keys {
 		changes[k] = nil
 	}
-	if d, _, vs, ok := f.layServersLocked(changes, values); ok && len(vs) == 0 {
+	if d, _, vs, ok := f.layServersLocked(changes, f.serverValues(nil)); ok && len(vs) == 0 {
 		if err := f.swapServersLocked(d); err == nil {
 			return
 		}
@@ -267,7 +296,7 @@ func (f *desiredState) applied(keys []string) {
 	// Anything else, a combination refused with this node's state
 	// included: the whole overlay serves it, or says why and records the
 	// conflict.
-	next, err := f.overlay(f.base, values)
+	next, err := f.overlay(f.base, f.values())
 	if err == nil {
 		err = f.swapLocked(next, f.current.State)
 	}
@@ -286,16 +315,17 @@ type checkedChange struct {
 	delta   *topology.ServerDelta
 }
 
-// matches reports whether applying keys, which now hold values, to the
-// snapshot current is the change checked. A key whose deletion was
-// forgotten rather than kept is absent: the same for the overlay.
-func (c *checkedChange) matches(current *topology.Snapshot, keys []string, values map[string]json.RawMessage) bool {
+// matches reports whether applying keys, which now hold the values value
+// returns, to the snapshot current is the change checked. A key whose
+// deletion was forgotten rather than kept is absent: the same for the
+// overlay.
+func (c *checkedChange) matches(current *topology.Snapshot, keys []string, value func(string) json.RawMessage) bool {
 	if c == nil || c.from != current || len(keys) != len(c.changes) {
 		return false
 	}
 	for _, k := range keys {
 		want, ok := c.changes[k]
-		if !ok || !bytes.Equal(values[k], want) {
+		if !ok || !bytes.Equal(value(k), want) {
 			return false
 		}
 	}

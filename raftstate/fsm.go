@@ -1,6 +1,7 @@
 package raftstate
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"sync"
 
 	"github.com/hashicorp/raft"
@@ -59,73 +59,151 @@ func (c command) keys() []string {
 	return slices.Compact(out)
 }
 
-// appliedState is the state machine's state as written to disk after each
-// entry, so that a restarting node serves every change it had applied at
-// once, before it hears from a leader.
+// appliedState is the state machine's state as written to disk, so that a
+// restarting node serves every change it had applied at once, before it
+// hears from a leader; and as Raft's snapshots hold it.
 type appliedState struct {
 	// Index is the Raft index of the last entry applied.
 	Index  uint64                     `json:"index"`
 	Values map[string]json.RawMessage `json:"values"`
 }
 
-// appliedFile is the applied state's file in the Raft directory: wiping the
-// directory (a new cluster) wipes it too.
-const appliedFile = "applied.json"
+// journalEntry is one applied entry as the journal holds it: the command
+// and its index.
+type journalEntry struct {
+	Index uint64 `json:"index"`
+	command
+}
+
+// The applied state's files, in the Raft directory (wiping the directory,
+// a new cluster, wipes them too): the whole state at some index, and the
+// journal of the entries applied after it, one JSON line each. An entry
+// appends a line, at the cost of what it changed; once the journal has
+// grown past the whole state's size (and compactAt), the whole state is
+// written again and the journal emptied, so a change costs what it touches
+// plus an amortised constant.
+const (
+	appliedFile = "applied.json"
+	journalFile = "applied.journal"
+	compactAt   = 64 << 10
+)
 
 // fsm is the Raft state machine: the run-time changes in force, keyed as
 // topology.Overlay reads them. It skips entries and snapshots at or below
-// the index it already holds: its own file may be ahead of the snapshot Raft
-// restores at start.
+// the index it already holds: its own files may be ahead of the snapshot
+// Raft restores at start.
 type fsm struct {
 	dir     string // "" keeps nothing on disk (tests)
 	node    string
 	applied func(keys []string)
 	report  func(err error)
 
-	mu    sync.Mutex
-	state appliedState
+	mu     sync.Mutex
+	values *valueSet
+	// at is the Raft index of the last entry applied.
+	at uint64
 	// served is the index of the last entry whose applied hook returned.
 	served  uint64
 	changed chan struct{} // closed and replaced at every entry served
+
+	journal *os.File // appliedFile's journal, open for appending; nil: write the whole state next
+	// journalSize is the journal's length; wholeSize the whole state's
+	// length when last written.
+	journalSize, wholeSize int64
 }
 
-// openFSM reads the applied state from dir, if any. A file that cannot be
-// read is set aside: Raft's log and snapshots hold the same state.
+// openFSM reads the applied state from dir, if any: the whole state, then
+// the journal's entries after it. A file that cannot be read is set aside,
+// and a journal is read up to its first torn or unreadable line: Raft's log
+// and snapshots hold the same state.
 func openFSM(dir, node string, report func(error)) (*fsm, error) {
-	f := &fsm{dir: dir, node: node, report: report, state: appliedState{Values: map[string]json.RawMessage{}}, changed: make(chan struct{})}
+	f := &fsm{dir: dir, node: node, report: report, values: newValueSet(nil), changed: make(chan struct{})}
 	if dir == "" {
 		return f, nil
 	}
 	b, err := os.ReadFile(filepath.Join(dir, appliedFile))
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+	case err != nil:
+		return nil, fmt.Errorf("reading applied state: %w", err)
+	default:
+		var st appliedState
+		if err := json.Unmarshal(b, &st); err != nil || st.Values == nil {
+			report(fmt.Errorf("applied state %s unreadable (%v); replaying the Raft log instead", filepath.Join(dir, appliedFile), err))
+			// Its journal continues a state this node no longer has.
+			os.Remove(filepath.Join(dir, journalFile))
+			return f, nil
+		}
+		deletionsAsNil(st.Values)
+		f.values, f.at, f.wholeSize = newValueSet(st.Values), st.Index, int64(len(b))
+	}
+	if err := f.replayJournal(); err != nil {
+		return nil, err
+	}
+	f.served = f.at
+	return f, nil
+}
+
+// replayJournal applies the journal's entries after the whole state's
+// index, in order, and stops at the first line that cannot be read (a torn
+// last write). The next entry writes the whole state (f.journal is nil).
+func (f *fsm) replayJournal() error {
+	b, err := os.ReadFile(filepath.Join(f.dir, journalFile))
 	if errors.Is(err, os.ErrNotExist) {
-		return f, nil
+		return nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("reading applied state: %w", err)
+		return fmt.Errorf("reading applied state's journal: %w", err)
 	}
-	var st appliedState
-	if err := json.Unmarshal(b, &st); err != nil || st.Values == nil {
-		report(fmt.Errorf("applied state %s unreadable (%v); replaying the Raft log instead", filepath.Join(dir, appliedFile), err))
-		return f, nil
+	for line := range bytes.Lines(b) {
+		var e journalEntry
+		if err := json.Unmarshal(line, &e); err != nil || e.Index == 0 {
+			f.report(fmt.Errorf("applied state's journal %s: unreadable line after index %d; the Raft log holds the rest", filepath.Join(f.dir, journalFile), f.at))
+			break
+		}
+		if e.Index <= f.at {
+			continue
+		}
+		deletionsAsNil(e.Changes)
+		f.applyLocked(e.command)
+		f.at = e.Index
 	}
-	deletionsAsNil(st.Values)
-	f.state, f.served = st, st.Index
-	return f, nil
+	return nil
 }
 
 // Values returns a copy of the state in force.
 func (f *fsm) Values() map[string]json.RawMessage {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return maps.Clone(f.state.Values)
+	return maps.Clone(f.values.values)
+}
+
+// value returns key's value and whether the state holds it (a value or a
+// deletion).
+func (f *fsm) value(key string) (json.RawMessage, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.values.get(key)
+}
+
+// under returns key's value and every value below it.
+func (f *fsm) under(key string) map[string]json.RawMessage {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.values.under(key)
 }
 
 // has reports whether key holds a value or a deletion.
 func (f *fsm) has(key string) bool {
+	_, ok := f.value(key)
+	return ok
+}
+
+// size returns the number of keys in force.
+func (f *fsm) size() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	_, ok := f.state.Values[key]
-	return ok
+	return len(f.values.values)
 }
 
 // index returns the index of the last entry applied and served (the
@@ -142,41 +220,41 @@ func (f *fsm) Apply(l *raft.Log) any {
 		return nil
 	}
 	f.mu.Lock()
-	if l.Index <= f.state.Index {
+	if l.Index <= f.at {
 		f.mu.Unlock()
 		return nil
 	}
 	c, err := decodeCommand(l.Data)
 	if err != nil {
 		// Every node skips it alike.
-		f.state.Index = l.Index
+		f.at = l.Index
 		f.servedLocked(l.Index)
 		f.mu.Unlock()
 		f.report(fmt.Errorf("entry %d skipped: %w", l.Index, err))
 		return err
 	}
-	for k, v := range c.Changes {
-		f.state.Values[k] = v
-	}
-	for _, k := range c.Forget {
-		delete(f.state.Values, k)
-		for key := range f.state.Values {
-			if strings.HasPrefix(key, k+"/") {
-				delete(f.state.Values, key)
-			}
-		}
-	}
-	f.state.Index = l.Index
-	f.persistLocked()
+	f.applyLocked(c)
+	f.at = l.Index
+	f.persistLocked(journalEntry{Index: l.Index, command: c})
 	origin := "peer"
 	if c.Origin == f.node {
 		origin = "local"
 	}
 	changesTotal.WithLabelValues(origin).Inc()
-	entries.Set(float64(len(f.state.Values)))
+	entries.Set(float64(len(f.values.values)))
 	f.mu.Unlock()
 	f.serve(l.Index, c.keys())
 	return nil
+}
+
+// applyLocked lays a command over the state.
+func (f *fsm) applyLocked(c command) {
+	for k, v := range c.Changes {
+		f.values.set(k, v)
+	}
+	for _, k := range c.Forget {
+		f.values.forget(k)
+	}
 }
 
 // serve hands the keys an entry (or a snapshot: nil) changed to the applied
@@ -199,19 +277,65 @@ func (f *fsm) servedLocked(index uint64) {
 	f.changed = make(chan struct{})
 }
 
-// persistLocked writes the applied state with a temporary file and a
-// rename. It is not synced: Raft's log is the durable record, and a lost or
-// torn file is replayed from it.
-func (f *fsm) persistLocked() {
+// persistLocked records an applied entry on disk: a line appended to the
+// journal, or the whole state when the journal has grown past it (or
+// cannot be written). Nothing is synced: Raft's log is the durable record,
+// and a lost or torn file is replayed from it.
+func (f *fsm) persistLocked(e journalEntry) {
 	if f.dir == "" {
 		return
 	}
-	b, err := json.Marshal(f.state)
+	if f.journal != nil && f.journalSize < max(compactAt, f.wholeSize) {
+		line, err := json.Marshal(e)
+		if err == nil {
+			line = append(line, '\n')
+			_, err = f.journal.Write(line)
+		}
+		if err == nil {
+			f.journalSize += int64(len(line))
+			return
+		}
+		f.report(fmt.Errorf("appending to the applied state's journal: %w; writing the whole state instead", err))
+	}
+	f.writeWholeLocked()
+}
+
+// writeWholeLocked writes the whole state (a temporary file and a rename)
+// and empties the journal.
+func (f *fsm) writeWholeLocked() {
+	b, err := json.Marshal(appliedState{Index: f.at, Values: f.values.values})
 	if err == nil {
 		err = writeFileRenamed(f.dir, appliedFile, b)
 	}
 	if err != nil {
 		f.report(fmt.Errorf("writing applied state: %w", err))
+		return
+	}
+	f.wholeSize = int64(len(b))
+	if f.journal == nil {
+		f.journal, err = os.OpenFile(filepath.Join(f.dir, journalFile), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+		if err != nil {
+			f.report(fmt.Errorf("opening the applied state's journal: %w", err))
+			f.journal = nil
+			return
+		}
+	}
+	if err := f.journal.Truncate(0); err != nil {
+		f.report(fmt.Errorf("emptying the applied state's journal: %w", err))
+		f.journal.Close()
+		f.journal = nil
+		return
+	}
+	f.journalSize = 0
+}
+
+// close closes the journal.
+func (f *fsm) close() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.journal != nil {
+		f.journal.Close()
+		f.journal = nil
 	}
 }
 
@@ -220,7 +344,7 @@ func (f *fsm) persistLocked() {
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	b, err := json.Marshal(f.state)
+	b, err := json.Marshal(appliedState{Index: f.at, Values: f.values.values})
 	if err != nil {
 		return nil, fmt.Errorf("snapshot: %w", err)
 	}
@@ -236,19 +360,17 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	if err := json.NewDecoder(rc).Decode(&st); err != nil {
 		return fmt.Errorf("restoring snapshot: %w", err)
 	}
-	if st.Values == nil {
-		st.Values = map[string]json.RawMessage{}
-	}
 	deletionsAsNil(st.Values)
 	f.mu.Lock()
-	if st.Index <= f.state.Index {
+	if st.Index <= f.at {
 		f.mu.Unlock()
 		return nil
 	}
-	f.state.Values = st.Values
-	f.state.Index = st.Index
-	f.persistLocked()
-	entries.Set(float64(len(st.Values)))
+	f.values, f.at = newValueSet(st.Values), st.Index
+	if f.dir != "" {
+		f.writeWholeLocked()
+	}
+	entries.Set(float64(len(f.values.values)))
 	f.mu.Unlock()
 	f.serve(st.Index, nil)
 	return nil

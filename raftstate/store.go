@@ -178,16 +178,25 @@ func Open(cfg Config) (*Store, error) {
 	}
 	f.applied = cfg.Applied
 	s.fsm = f
-	entries.Set(float64(len(f.state.Values)))
-	appliedIndex.Set(float64(f.state.Index))
+	entries.Set(float64(f.size()))
+	appliedIndex.Set(float64(f.at))
 	return s, nil
 }
 
 // report logs an error of the store's background work.
 func (s *Store) report(err error) { s.log.Error().Err(err).Msg("state") }
 
-// Values returns a copy of the run-time changes applied.
+// Values returns a copy of the run-time changes applied: the whole state,
+// for a whole rebuild.
 func (s *Store) Values() map[string]json.RawMessage { return s.fsm.Values() }
+
+// Value returns the run-time value applied at key, and whether the state
+// holds one (a nil value is a deletion the state keeps).
+func (s *Store) Value(key string) (json.RawMessage, bool) { return s.fsm.value(key) }
+
+// Under returns a copy of the run-time values applied at key and below it
+// (key + "/..."): one object's changes, at the cost of their number.
+func (s *Store) Under(key string) map[string]json.RawMessage { return s.fsm.under(key) }
 
 // Address returns the Raft address this member announces to the others:
 // Advertise, else Bind; "" when it runs no Raft transport (no state
@@ -305,6 +314,7 @@ func orDefault(d, def time.Duration) time.Duration {
 
 // Stop leaves Raft running no more; the log and state stay on disk.
 func (s *Store) Stop() {
+	defer s.fsm.close()
 	if s.raft == nil {
 		return
 	}
@@ -581,9 +591,7 @@ type Status struct {
 func (s *Store) Status() Status {
 	index, _ := s.fsm.index()
 	st := Status{State: "none", Applied: index}
-	s.fsm.mu.Lock()
-	st.Entries = len(s.fsm.state.Values)
-	s.fsm.mu.Unlock()
+	st.Entries = s.fsm.size()
 	if s.raft == nil {
 		return st
 	}

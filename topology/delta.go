@@ -30,6 +30,21 @@ func ServerChanges(changes map[string]json.RawMessage) ([]string, bool) {
 	return slices.Sorted(maps.Keys(seen)), true
 }
 
+// ServerValues returns, for a function of OverlayServers, each server's
+// run-time values picked from the whole map of them (a scan per server).
+func ServerValues(values map[string]json.RawMessage) func(server string) map[string]json.RawMessage {
+	return func(name string) map[string]json.RawMessage {
+		mine := map[string]json.RawMessage{}
+		key := ServerKey(name)
+		for k, v := range values {
+			if k == key || strings.HasPrefix(k, key+"/") {
+				mine[k] = v
+			}
+		}
+		return mine
+	}
+}
+
 // OverlayServers returns cur with the named servers laid over again from
 // base and the run-time values, placed where Overlay(base, values) places
 // them: a server of the file where the file has it, a server made at run
@@ -39,20 +54,16 @@ func ServerChanges(changes map[string]json.RawMessage) ([]string, bool) {
 // change had deleted, made again. inCur, if not nil, finds a server of cur
 // by name (a snapshot's index, which must hold exactly cur's names), so
 // that its place is found by comparing pointers rather than every name, and
-// a new server's absence without a scan.
-func OverlayServers(base, cur *Topology, inBase, inCur func(string) *Server, values map[string]json.RawMessage, names []string) (*ServerDelta, []OverlayProblem, bool) {
+// a new server's absence without a scan. valuesOf returns a server's
+// run-time values: its key's and those below it (ServerValues picks them
+// from a map of every value).
+func OverlayServers(base, cur *Topology, inBase, inCur func(string) *Server, valuesOf func(server string) map[string]json.RawMessage, names []string) (*ServerDelta, []OverlayProblem, bool) {
 	next := *cur
 	next.Servers = slices.Clone(cur.Servers)
 	d := &ServerDelta{Topology: &next, Names: names, Before: map[string]*Server{}, After: map[string]*Server{}}
 	var problems []OverlayProblem
 	for _, name := range names {
-		mine := map[string]json.RawMessage{}
-		prefix := ServerKey(name) + "/"
-		for k, v := range values {
-			if k == ServerKey(name) || strings.HasPrefix(k, prefix) {
-				mine[k] = v
-			}
-		}
+		mine := valuesOf(name)
 		from := &Topology{}
 		fileServer := inBase(name)
 		if fileServer != nil {
@@ -90,11 +101,9 @@ func OverlayServers(base, cur *Topology, inBase, inCur func(string) *Server, val
 			return nil, nil, false // its place among the file's servers is the whole overlay's to find
 		default:
 			// After the file's servers, among those made at run time, in
-			// name order.
-			tail := len(next.Servers)
-			for tail > 0 && inBase(next.Servers[tail-1].Name) == nil {
-				tail--
-			}
+			// name order. The file's come first: the boundary is found by
+			// bisection, not by walking every server made at run time.
+			tail := sort.Search(len(next.Servers), func(i int) bool { return inBase(next.Servers[i].Name) == nil })
 			at := tail + sort.Search(len(next.Servers)-tail, func(i int) bool { return next.Servers[tail+i].Name >= name })
 			next.Servers = slices.Insert(next.Servers, at, now)
 		}

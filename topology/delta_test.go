@@ -91,7 +91,7 @@ func FuzzServerChangesMatchFullRebuild(f *testing.F) {
 			maps.Copy(after, change)
 			full, _ := Overlay(base, after)
 			fullVs := append(CheckTransition(cur, full), firstOf(Validate(full))...)
-			d, _, placed := OverlayServers(base, cur, inBase, snap.FindServer, after, names)
+			d, _, placed := OverlayServers(base, cur, inBase, snap.FindServer, ServerValues(after), names)
 			if !placed {
 				if inBase(names[0]) == nil {
 					t.Fatalf("only a file's server made again may need the whole overlay: %v", names)

@@ -118,9 +118,16 @@ func (a *adminNode) everything(t *testing.T) string {
 		_, body := apiDo(t, "GET", a.endpoint+path, "")
 		b.WriteString(body)
 	}
-	state, _ := os.ReadFile(filepath.Join(a.dir, "state", "raft", "applied.json"))
-	b.Write(state)
+	b.WriteString(appliedOnDisk(a.dir))
 	return b.String()
+}
+
+// appliedOnDisk is a node's applied state on disk: the whole state and the
+// journal of the entries after it.
+func appliedOnDisk(dir string) string {
+	whole, _ := os.ReadFile(filepath.Join(dir, "state", "raft", "applied.json"))
+	journal, _ := os.ReadFile(filepath.Join(dir, "state", "raft", "applied.journal"))
+	return string(whole) + string(journal)
 }
 
 // haServer is the pgplanectl command that creates an HA private server in

@@ -242,8 +242,8 @@ func TestChangesReachEveryNodeAndSurvive(t *testing.T) {
 	if out, code := pgplanectlAt(t, c.endpoints[0], "firewall-rule", "delete", "--server", "sales-db", "--name", "lo"); code != 0 {
 		t.Fatalf("delete on n1 with n2 down (two of three members): %s", out)
 	}
-	applied, _ := os.ReadFile(filepath.Join(c.dirs[1], "state", "raft", "applied.json"))
-	if !strings.Contains(string(applied), `"server/sales-db/firewallRule/lo":`) {
+	applied := appliedOnDisk(c.dirs[1])
+	if !strings.Contains(applied, `"server/sales-db/firewallRule/lo":`) {
 		t.Fatalf("n2's applied state on disk must still hold the rule: %s", applied)
 	}
 	c.start(t, 1)
