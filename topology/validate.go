@@ -124,9 +124,11 @@ func (c *Checker) ValidateServers(d *ServerDelta) Violations {
 	}
 	// A validator over the cached facts, with fresh tallies for the
 	// subnets its servers fill (the cache's own are left untouched).
-	v := &validator{topo: t, regionN: c.facts.regionN, zoneN: c.facts.zoneN, vnetN: maps.Clone(c.facts.vnetN)}
+	// The facts of the VNets whose subnets are checked are laid over the
+	// cache's (vnetOver) rather than copying its map of every VNet.
+	v := &validator{topo: t, regionN: c.facts.regionN, zoneN: c.facts.zoneN, vnetN: c.facts.vnetN, vnetOver: map[string]*vnetFacts{}}
 	for _, k := range subnets {
-		f := v.vnetN[k.vnet]
+		f := v.vnetFacts(k.vnet)
 		if f == nil {
 			continue
 		}
@@ -135,7 +137,7 @@ func (c *Checker) ValidateServers(d *ServerDelta) Violations {
 		if sf := cp.subnets[k.subnet]; sf != nil {
 			cp.subnets[k.subnet] = &subnetFacts{prefix: sf.prefix, valid: sf.valid, addresses: map[netip.Addr]string{}}
 		}
-		v.vnetN[k.vnet] = &cp
+		v.vnetOver[k.vnet] = &cp
 	}
 	v.checkServers(check)
 	return append(slices.Clone(c.facts.out), v.out...)
@@ -154,8 +156,19 @@ type validator struct {
 	warn    Violations
 	regionN map[string]bool
 	vnetN   map[string]*vnetFacts
-	zoneN   map[string]*PrivateDNSZone
-	serverN map[string]bool
+	// vnetOver, if not nil, holds facts that replace vnetN's for the
+	// servers' checks (vnetFacts reads through it).
+	vnetOver map[string]*vnetFacts
+	zoneN    map[string]*PrivateDNSZone
+	serverN  map[string]bool
+}
+
+// vnetFacts returns what validation learned of a VNet, or nil.
+func (v *validator) vnetFacts(name string) *vnetFacts {
+	if f, ok := v.vnetOver[name]; ok {
+		return f
+	}
+	return v.vnetN[name]
 }
 
 // vnetFacts is what validation learned of a VNet.
@@ -520,7 +533,7 @@ func (v *validator) privateServer(path, obj string, s *Server) {
 		v.fail("T3", path+".network", obj, "network", "a private server needs network.vnet, network.subnet and network.privateDnsZone")
 		return
 	}
-	vf := v.vnetN[n.VNet]
+	vf := v.vnetFacts(n.VNet)
 	if vf == nil {
 		v.fail("schema", path+".network.vnet", obj, "network.vnet", "vnet %q is not defined", n.VNet)
 	} else if vf.vnet.Region != s.Region {
