@@ -37,6 +37,7 @@ func RunDNSPerf(port int, queries string, sources []string, d time.Duration, rat
 
 // DNSPerfOptions shape a RunDNSPerfWith run.
 type DNSPerfOptions struct {
+	Server      string // the server's address; "" is 127.0.0.1
 	Port        int
 	Queries     string   // the query file
 	Sources     []string // one dnsperf process per source address
@@ -49,7 +50,10 @@ type DNSPerfOptions struct {
 // RunDNSPerfWith is RunDNSPerf with every option.
 func RunDNSPerfWith(o DNSPerfOptions) (DNSPerf, error) {
 	port, queries, sources, d, rate := o.Port, o.Queries, o.Sources, o.Duration, o.Rate
-	outstanding, mode := o.Outstanding, o.Mode
+	outstanding, mode, server := o.Outstanding, o.Mode, o.Server
+	if server == "" {
+		server = "127.0.0.1"
+	}
 	if outstanding <= 0 {
 		outstanding = 64
 	}
@@ -65,7 +69,7 @@ func RunDNSPerfWith(o DNSPerfOptions) (DNSPerf, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			args := []string{"-s", "127.0.0.1", "-p", strconv.Itoa(port), "-a", src, "-d", queries,
+			args := []string{"-s", server, "-p", strconv.Itoa(port), "-a", src, "-d", queries,
 				"-l", strconv.Itoa(int(d.Seconds())), "-T", "1", "-c", "1", "-q", strconv.Itoa(outstanding), "-m", mode}
 			if rate > 0 {
 				args = append(args, "-Q", strconv.Itoa(rate))

@@ -20,7 +20,8 @@ import (
 	"github.com/pgplane/pgplane/internal/pgtest"
 )
 
-// The soak (issue 15): three nodes under DNS, SQL and admin API load while
+// The soak (issue 15): three nodes under DNS, SQL and admin API load (its
+// own probes, and dnsperf and pgbench in runs of a few seconds) while
 // a seeded chaos loop kills (-9) and restarts nodes, and crashes the
 // PostgreSQL primary (pgplane promotes the standby; the old primary is
 // rebuilt as the new standby). It fails on a wrong
@@ -128,6 +129,7 @@ func TestSoak(t *testing.T) {
 	if out, err := primary.Psql(pgtest.Database, "CREATE TABLE soak (v int); GRANT ALL ON soak TO "+pgtest.User); err != nil {
 		t.Fatalf("%v: %s", err, out)
 	}
+	initPgbench(t, primary)
 	standby, err := primary.StartStandby("")
 	if err != nil {
 		t.Fatal(err)
@@ -270,6 +272,13 @@ func TestSoak(t *testing.T) {
 		}
 	}()
 
+	// Real tools beside the probes: dnsperf against n3 and pgbench -S
+	// through the gateway, in runs of soakSlice.
+	tools := &soakTools{}
+	wg.Add(2)
+	go func() { defer wg.Done(); tools.runDNSPerf(ctx, t, c, 500, fails) }()
+	go func() { defer wg.Done(); tools.runPgbench(ctx, c, events, fails) }()
+
 	// n3 is never killed: its memory, goroutines and open files over the
 	// run tell whether something leaks.
 	type sample struct {
@@ -340,6 +349,7 @@ func TestSoak(t *testing.T) {
 	for i := range c.nodes {
 		waitFor(t, fmt.Sprintf("n%d to list every acknowledged rule", i+1), 30*time.Second, func() bool { return len(c.missing(t, i, acked)) == 0 })
 	}
+	t.Logf("load tools: %s", tools)
 	t.Logf("DNS: %d answers checked, %d errors inside chaos windows; SQL: %d writes, %d errors (all inside windows unless listed below); admin API: %d of %d writes acknowledged, all on every node",
 		answers, dnsErrors, queries, queryErrors, len(acked), tried)
 	var lines []string
@@ -361,8 +371,8 @@ func TestSoak(t *testing.T) {
 	if len(fails.list) > 0 {
 		t.Fatalf("soak breaches (seed %d), by kind %v:\n%s", seed, fails.count, strings.Join(fails.list, "\n"))
 	}
-	if queries == 0 || answers == 0 || len(acked) == 0 {
-		t.Fatalf("the soak's load did not run: %d queries, %d answers, %d acknowledged writes", queries, answers, len(acked))
+	if queries == 0 || answers == 0 || len(acked) == 0 || tools.dnsSent == 0 || tools.pgXacts == 0 {
+		t.Fatalf("the soak's load did not run: %d queries, %d answers, %d acknowledged writes; %s", queries, answers, len(acked), tools)
 	}
 }
 
