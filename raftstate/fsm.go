@@ -124,6 +124,11 @@ func openFSM(dir, node string, report func(error)) (*fsm, error) {
 	b, err := os.ReadFile(filepath.Join(dir, appliedFile))
 	switch {
 	case errors.Is(err, os.ErrNotExist):
+		// A journal continues a whole state: without one it would lay
+		// later entries over nothing, and Raft would not replay the
+		// earlier ones (the state's index would be past them).
+		os.Remove(filepath.Join(dir, journalFile))
+		return f, nil
 	case err != nil:
 		return nil, fmt.Errorf("reading applied state: %w", err)
 	default:

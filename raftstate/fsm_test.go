@@ -84,7 +84,7 @@ func TestAppliedStateJournal(t *testing.T) {
 }
 
 // A torn last line (a crash mid-append) is ignored: the state is that of
-// the entries before it, and Raft's log holds the rest. An unreadable
+// the entries before it, and Raft's log holds the rest. An unreadable or missing
 // whole state drops its journal too: the journal continues it.
 //
 // SPEC: C5
@@ -121,6 +121,19 @@ func TestAppliedStateTornJournal(t *testing.T) {
 	empty := openTestFSM(t, dir)
 	if n := len(empty.Values()); n != 0 {
 		t.Fatalf("an unreadable whole state must not be continued by its journal: %d keys", n)
+	}
+	empty.close()
+	// Nor a missing one: a journal alone would put the state's index past
+	// entries it does not hold.
+	f = openTestFSM(t, dir)
+	last = applyAll(t, f, 0, `{"changes":{"server/a":1}}`, `{"changes":{"server/b":2}}`)
+	f.close()
+	if err := os.Remove(filepath.Join(dir, appliedFile)); err != nil {
+		t.Fatal(err)
+	}
+	alone := openTestFSM(t, dir)
+	if at, _ := alone.index(); at != 0 || len(alone.Values()) != 0 {
+		t.Fatalf("a journal without its whole state was replayed: index %d, %d keys (after %d entries)", at, len(alone.Values()), last)
 	}
 }
 
