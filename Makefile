@@ -125,6 +125,7 @@ fuzz:
 	$(GO) test ./pgwire -run '^$$' -fuzz FuzzScramClient -fuzztime $(FUZZTIME)
 	$(GO) test ./topology -run '^$$' -fuzz FuzzOverlay -fuzztime $(FUZZTIME)
 	$(GO) test ./topology -run '^$$' -fuzz FuzzServerChangesMatchFullRebuild -fuzztime $(FUZZTIME)
+	$(GO) test ./topology -run '^$$' -fuzz FuzzServerListMatchesSlice -fuzztime $(FUZZTIME)
 	$(GO) test ./topology -run '^$$' -fuzz FuzzStateChangesMatchFullRebuild -fuzztime $(FUZZTIME)
 	$(GO) test ./raftstate -run '^$$' -fuzz FuzzApplyEntry -fuzztime $(FUZZTIME)
 	$(GO) test ./raftstate -run '^$$' -fuzz FuzzForwardResponse -fuzztime $(FUZZTIME)

@@ -134,7 +134,7 @@ var (
 			return findServer(t, r.PathValue("name")), fmt.Sprintf("server %q does not exist", r.PathValue("name"))
 		},
 		parent:   topLevel,
-		list:     func(t *topology.Topology, _ *http.Request) any { return nonNil(t.Servers) },
+		list:     func(t *topology.Topology, _ *http.Request) any { return t.Servers.Slice() },
 		nameOf:   func(s *topology.Server) *string { return &s.Name },
 		describe: func(_ *http.Request, name string) string { return fmt.Sprintf("server %q", name) },
 		// Rules and parameters in the body are created or updated with

@@ -214,10 +214,8 @@ func deleteWith(t *topology.Topology, key string) map[string]json.RawMessage {
 }
 
 func findServer(t *topology.Topology, name string) *topology.Server {
-	for i := range t.Servers {
-		if t.Servers[i].Name == name {
-			return t.Servers[i]
-		}
+	if i := t.Servers.IndexFunc(func(s *topology.Server) bool { return s.Name == name }); i >= 0 {
+		return t.Servers.At(i)
 	}
 	return nil
 }
@@ -386,7 +384,7 @@ type RecordView struct {
 
 func zoneView(t *topology.Topology, z *topology.PrivateDNSZone) ZoneView {
 	v := ZoneView{PrivateDNSZone: *z, Records: []RecordView{}}
-	for _, srv := range t.Servers {
+	for _, srv := range t.Servers.All() {
 		if srv.Network != nil && srv.Addresses != nil && topology.CanonicalZone(srv.Network.PrivateDNSZone) == topology.CanonicalZone(z.Name) {
 			v.Records = append(v.Records, RecordView{Name: srv.Name, Address: srv.Addresses.Primary})
 		}

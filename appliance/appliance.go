@@ -221,7 +221,7 @@ func (a *Appliance) Health() api.HealthView {
 	h := api.HealthView{Ready: a.Ready()}
 	if s := a.current.Load(); s != nil {
 		t := s.Topology
-		h.Topology = api.TopologyHealth{File: a.desired.path, Serial: s.Serial, Regions: len(t.Regions), VNets: len(t.VNets), Zones: len(t.PrivateDNSZones), Servers: len(t.Servers)}
+		h.Topology = api.TopologyHealth{File: a.desired.path, Serial: s.Serial, Regions: len(t.Regions), VNets: len(t.VNets), Zones: len(t.PrivateDNSZones), Servers: t.Servers.Len()}
 	}
 	if a.gateway != nil {
 		h.Gateway = &api.GatewayHealth{Configured: a.opts.Gateway.Listen, Listening: a.gateway.Listening()}

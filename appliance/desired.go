@@ -181,16 +181,16 @@ func (f *desiredState) attributedLocked(err error, next *topology.Topology, chan
 		return err
 	}
 	reordered := *next
-	reordered.Servers = make([]*topology.Server, 0, len(next.Servers))
+	servers := make([]*topology.Server, 0, next.Servers.Len())
 	var last []*topology.Server
-	for _, s := range next.Servers {
+	for _, s := range next.Servers.All() {
 		if touched[s.Name] {
 			last = append(last, s)
 		} else {
-			reordered.Servers = append(reordered.Servers, s)
+			servers = append(servers, s)
 		}
 	}
-	reordered.Servers = append(reordered.Servers, last...)
+	reordered.Servers = topology.NewServerList(append(servers, last...)...)
 	again, _ := topology.Validate(&reordered)
 	if len(again) == 0 {
 		return err

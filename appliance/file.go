@@ -110,8 +110,8 @@ func (f *desiredState) loadExpecting(settledAs *stamp) error {
 		return fmt.Errorf("topology file %s: %w", f.path, err)
 	}
 	f.sum, f.base = sum, file
-	f.baseServers = make(map[string]*topology.Server, len(file.Servers))
-	for _, srv := range file.Servers {
+	f.baseServers = make(map[string]*topology.Server, file.Servers.Len())
+	for _, srv := range file.Servers.All() {
 		f.baseServers[srv.Name] = srv
 	}
 	if conflict != nil {

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"maps"
 	"slices"
-	"sort"
 	"strings"
 )
 
@@ -58,8 +57,7 @@ func ServerValues(values map[string]json.RawMessage) func(server string) map[str
 // run-time values: its key's and those below it (ServerValues picks them
 // from a map of every value).
 func OverlayServers(base, cur *Topology, inBase, inCur func(string) *Server, valuesOf func(server string) map[string]json.RawMessage, names []string) (*ServerDelta, []OverlayProblem, bool) {
-	next := *cur
-	next.Servers = slices.Clone(cur.Servers)
+	next := *cur // its server list is shared until a server changes: Set, Insert and Delete copy what they touch
 	d := &ServerDelta{Topology: &next, Names: names, Before: map[string]*Server{}, After: map[string]*Server{}}
 	var problems []OverlayProblem
 	for _, name := range names {
@@ -67,13 +65,13 @@ func OverlayServers(base, cur *Topology, inBase, inCur func(string) *Server, val
 		from := &Topology{}
 		fileServer := inBase(name)
 		if fileServer != nil {
-			from.Servers = []*Server{fileServer}
+			from.Servers = NewServerList(fileServer)
 		}
 		laid, ps := Overlay(from, mine)
 		problems = append(problems, ps...)
 		var now *Server
-		if len(laid.Servers) == 1 {
-			now = laid.Servers[0]
+		if laid.Servers.Len() == 1 {
+			now = laid.Servers.At(0)
 		}
 		at := -1
 		var p *Server
@@ -81,21 +79,21 @@ func OverlayServers(base, cur *Topology, inBase, inCur func(string) *Server, val
 			p = inCur(name)
 		}
 		if p != nil {
-			at = slices.Index(next.Servers, p)
+			at = next.Servers.Index(p)
 		}
 		if inCur == nil || p != nil && at < 0 {
 			// No index, or one whose server is another copy: by name.
-			at = slices.IndexFunc(next.Servers, func(s *Server) bool { return s.Name == name })
+			at = next.Servers.IndexFunc(func(s *Server) bool { return s.Name == name })
 		}
 		if at >= 0 {
-			d.Before[name] = next.Servers[at]
+			d.Before[name] = next.Servers.At(at)
 		}
 		d.After[name] = now
 		switch {
 		case at >= 0 && now != nil:
-			next.Servers[at] = now
+			next.Servers = next.Servers.Set(at, now)
 		case at >= 0:
-			next.Servers = slices.Delete(next.Servers, at, at+1)
+			next.Servers = next.Servers.Delete(at)
 		case now == nil:
 		case fileServer != nil:
 			return nil, nil, false // its place among the file's servers is the whole overlay's to find
@@ -103,9 +101,9 @@ func OverlayServers(base, cur *Topology, inBase, inCur func(string) *Server, val
 			// After the file's servers, among those made at run time, in
 			// name order. The file's come first: the boundary is found by
 			// bisection, not by walking every server made at run time.
-			tail := sort.Search(len(next.Servers), func(i int) bool { return inBase(next.Servers[i].Name) == nil })
-			at := tail + sort.Search(len(next.Servers)-tail, func(i int) bool { return next.Servers[tail+i].Name >= name })
-			next.Servers = slices.Insert(next.Servers, at, now)
+			tail := next.Servers.Search(0, func(s *Server) bool { return inBase(s.Name) == nil })
+			at := next.Servers.Search(tail, func(s *Server) bool { return s.Name >= name })
+			next.Servers = next.Servers.Insert(at, now)
 		}
 	}
 	return d, problems, true
@@ -144,7 +142,7 @@ func (s *Snapshot) CheckServers(d *ServerDelta) Violations {
 			now = append(now, a)
 		}
 	}
-	return CheckTransition(&Topology{PrivateDNSZones: zones, Servers: was}, &Topology{PrivateDNSZones: zones, Servers: now})
+	return CheckTransition(&Topology{PrivateDNSZones: zones, Servers: NewServerList(was...)}, &Topology{PrivateDNSZones: zones, Servers: NewServerList(now...)})
 }
 
 // WithServers returns the snapshot of a change of servers alone made from

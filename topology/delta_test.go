@@ -68,8 +68,8 @@ func FuzzServerChangesMatchFullRebuild(f *testing.F) {
 	f.Add([]byte{true2byte(true), 1, 0, 2, 1, 0, 0, 1, 7, 0, 3, 0})
 	f.Fuzz(func(t *testing.T, script []byte) {
 		inBase := func(name string) *Server {
-			if i := slices.IndexFunc(base.Servers, func(s *Server) bool { return s.Name == name }); i >= 0 {
-				return base.Servers[i]
+			if i := base.Servers.IndexFunc(func(s *Server) bool { return s.Name == name }); i >= 0 {
+				return base.Servers.At(i)
 			}
 			return nil
 		}

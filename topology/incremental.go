@@ -110,7 +110,7 @@ func (p *Parser) Parse(name string, data []byte) (*Topology, Violations, error) 
 		}
 		elem := tv.Field(idx).Type()
 		if s.item {
-			elem = elem.Elem()
+			elem = itemType(elem)
 		}
 		key := p.key(s)
 		c := p.cache[key]
@@ -137,11 +137,19 @@ func (p *Parser) Parse(name string, data []byte) (*Topology, Violations, error) 
 			field.Set(sec.chunks[0].value)
 			continue
 		}
-		slice := reflect.MakeSlice(field.Type(), 0, len(sec.chunks))
+		sliceType := field.Type()
+		if sliceType == serverListType {
+			sliceType = reflect.SliceOf(serverType)
+		}
+		slice := reflect.MakeSlice(sliceType, 0, len(sec.chunks))
 		for _, c := range sec.chunks {
 			if !c.null {
 				slice = reflect.Append(slice, c.value)
 			}
+		}
+		if field.Type() == serverListType {
+			field.Set(reflect.ValueOf(NewServerList(slice.Interface().([]*Server)...)))
+			continue
 		}
 		field.Set(slice)
 	}

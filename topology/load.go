@@ -123,12 +123,32 @@ func unknownFields(n *yaml.Node, t reflect.Type, name string) Violations {
 			}
 			out = append(out, unknownFields(n.Content[i+1], ft, name)...)
 		}
+	case t == serverListType && n.Kind == yaml.SequenceNode:
+		for _, item := range n.Content {
+			out = append(out, unknownFields(item, serverType, name)...)
+		}
 	case t.Kind() == reflect.Slice && n.Kind == yaml.SequenceNode:
 		for _, item := range n.Content {
 			out = append(out, unknownFields(item, t.Elem(), name)...)
 		}
 	}
 	return out
+}
+
+// The server list is a sequence of servers in YAML, held in a type of its
+// own: the walks by reflection (unknownFields, the Parser) treat it as the
+// slice it reads as.
+var (
+	serverListType = reflect.TypeOf(ServerList{})
+	serverType     = reflect.TypeOf(&Server{})
+)
+
+// itemType returns the type of a sequence field's items.
+func itemType(t reflect.Type) reflect.Type {
+	if t == serverListType {
+		return serverType
+	}
+	return t.Elem()
 }
 
 // yamlFields maps the YAML keys of a struct type to their field types.

@@ -111,7 +111,7 @@ func ChildKeys(t *Topology, key string) []string {
 	var out []string
 	switch kind {
 	case KindServer:
-		for _, s := range t.Servers {
+		for _, s := range t.Servers.All() {
 			if s.Name == name {
 				out = append(out, serverChildKeys(s)...)
 			}
@@ -153,13 +153,13 @@ func Overlay(base *Topology, changes map[string]json.RawMessage) (*Topology, []O
 		Regions:          base.Regions,
 		VNets:            slices.Clone(base.VNets),
 		PrivateDNSZones:  slices.Clone(base.PrivateDNSZones),
-		Servers:          slices.Clone(base.Servers),
+		Servers:          base.Servers, // immutable: shared until the overlay changes a server
 	}
 	if len(changes) == 0 {
 		return t, nil
 	}
-	o := overlay{t: t, servers: map[string]int{}, vnets: map[string]int{}, zones: map[string]int{}, owned: map[int]bool{}}
-	for i, s := range t.Servers {
+	o := overlay{t: t, list: base.Servers.Slice(), servers: map[string]int{}, vnets: map[string]int{}, zones: map[string]int{}, owned: map[int]bool{}}
+	for i, s := range o.list {
 		o.servers[s.Name] = i
 	}
 	for i, vn := range t.VNets {
@@ -185,6 +185,7 @@ func Overlay(base *Topology, changes map[string]json.RawMessage) (*Topology, []O
 		}
 	}
 	o.compact()
+	t.Servers = NewServerList(o.list...)
 	return t, problems
 }
 
@@ -192,6 +193,7 @@ func Overlay(base *Topology, changes map[string]json.RawMessage) (*Topology, []O
 // top-level object is marked with an empty name and removed by compact.
 type overlay struct {
 	t                     *Topology
+	list                  []*Server // t's servers while the overlay changes them
 	servers, vnets, zones map[string]int
 	owned                 map[int]bool // servers copied by this overlay, free to change
 	deleted               bool
@@ -267,7 +269,7 @@ func (o *overlay) server(name string, value json.RawMessage) error {
 	i, exists := o.servers[name]
 	if value == nil {
 		if exists {
-			o.t.Servers[i] = nil
+			o.list[i] = nil
 			delete(o.servers, name)
 			o.deleted = true
 		}
@@ -280,14 +282,14 @@ func (o *overlay) server(name string, value json.RawMessage) error {
 	s.Name = name
 	s.FirewallRules, s.Parameters = nil, nil
 	if exists {
-		s.FirewallRules, s.Parameters = o.t.Servers[i].FirewallRules, o.t.Servers[i].Parameters
-		o.t.Servers[i] = &s
+		s.FirewallRules, s.Parameters = o.list[i].FirewallRules, o.list[i].Parameters
+		o.list[i] = &s
 		o.owned[i] = true
 		return nil
 	}
-	o.servers[name] = len(o.t.Servers)
-	o.owned[len(o.t.Servers)] = true
-	o.t.Servers = append(o.t.Servers, &s)
+	o.servers[name] = len(o.list)
+	o.owned[len(o.list)] = true
+	o.list = append(o.list, &s)
 	return nil
 }
 
@@ -295,11 +297,11 @@ func (o *overlay) server(name string, value json.RawMessage) error {
 // topologies (the file's, the snapshot's), so the first change copies it.
 func (o *overlay) own(i int) *Server {
 	if !o.owned[i] {
-		cp := *o.t.Servers[i]
-		o.t.Servers[i] = &cp
+		cp := *o.list[i]
+		o.list[i] = &cp
 		o.owned[i] = true
 	}
-	return o.t.Servers[i]
+	return o.list[i]
 }
 
 func (o *overlay) firewallRule(server, rule string, value json.RawMessage) error {
@@ -432,7 +434,7 @@ func (o *overlay) compact() {
 	if !o.deleted {
 		return
 	}
-	o.t.Servers = slices.DeleteFunc(o.t.Servers, func(s *Server) bool { return s == nil })
+	o.list = slices.DeleteFunc(o.list, func(s *Server) bool { return s == nil })
 	o.t.VNets = slices.DeleteFunc(o.t.VNets, func(v VNet) bool { return v.Name == "" })
 	o.t.PrivateDNSZones = slices.DeleteFunc(o.t.PrivateDNSZones, func(z PrivateDNSZone) bool { return z.Name == "" })
 }
@@ -440,7 +442,7 @@ func (o *overlay) compact() {
 // Keys returns the overlay key of every object in t.
 func Keys(t *Topology) map[string]bool {
 	out := map[string]bool{}
-	for _, s := range t.Servers {
+	for _, s := range t.Servers.All() {
 		out[ServerKey(s.Name)] = true
 		for _, c := range serverChildKeys(s) {
 			out[c] = true

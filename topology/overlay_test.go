@@ -52,10 +52,10 @@ func TestOverlayLaysChangesOverTheFile(t *testing.T) {
 	if !reflect.DeepEqual(base, pristine) {
 		t.Fatal("Overlay must not modify the file's topology")
 	}
-	if len(got.Servers) != 2 || got.Servers[1].Name != "db-two" {
+	if got.Servers.Len() != 2 || got.Servers.At(1).Name != "db-two" {
 		t.Fatalf("servers: %+v", got.Servers)
 	}
-	one := got.Servers[0]
+	one := got.Servers.At(0)
 	if len(one.FirewallRules) != 1 || one.FirewallRules[0].Name != "home" {
 		t.Fatalf("s1's rules: %+v", one.FirewallRules)
 	}
@@ -75,8 +75,8 @@ func TestOverlayServerUpdateKeepsRulesAndDeleteTakesThem(t *testing.T) {
 	base := parseBase(t)
 	upd, _ := json.Marshal(Server{Region: "eastus2", Access: AccessPublic, Backends: Backends{Primary: "10.9.0.7:5432"}})
 	got, _ := Overlay(base, map[string]json.RawMessage{ServerKey("db-one"): upd})
-	if got.Servers[0].Backends.Primary != "10.9.0.7:5432" || len(got.Servers[0].FirewallRules) != 1 || got.Servers[0].Parameters == nil {
-		t.Fatalf("an update replaces the server's own fields and keeps its rules and parameters: %+v", got.Servers[0])
+	if got.Servers.At(0).Backends.Primary != "10.9.0.7:5432" || len(got.Servers.At(0).FirewallRules) != 1 || got.Servers.At(0).Parameters == nil {
+		t.Fatalf("an update replaces the server's own fields and keeps its rules and parameters: %+v", got.Servers.At(0))
 	}
 	changes := map[string]json.RawMessage{ServerKey("db-one"): nil}
 	for _, k := range ChildKeys(base, ServerKey("db-one")) {
@@ -86,13 +86,13 @@ func TestOverlayServerUpdateKeepsRulesAndDeleteTakesThem(t *testing.T) {
 		t.Fatalf("s1 has a rule and a parameter as children: %v", changes)
 	}
 	got, _ = Overlay(base, changes)
-	if len(got.Servers) != 0 {
+	if got.Servers.Len() != 0 {
 		t.Fatal("the server must be deleted")
 	}
 	// Created again, it starts without the old rule: the tombstones hold.
 	changes[ServerKey("db-one")] = upd
 	got, _ = Overlay(base, changes)
-	if len(got.Servers) != 1 || len(got.Servers[0].FirewallRules) != 0 || got.Servers[0].Parameters != nil {
+	if got.Servers.Len() != 1 || len(got.Servers.At(0).FirewallRules) != 0 || got.Servers.At(0).Parameters != nil {
 		t.Fatalf("a server created again must not inherit the deleted rules: %+v", got.Servers)
 	}
 }
@@ -115,7 +115,7 @@ func TestKeysNamesEveryObjectOfTheFile(t *testing.T) {
 func TestDefinesAgreesWithKeys(t *testing.T) {
 	base := parseBase(t)
 	byName := func(name string) *Server {
-		for _, s := range base.Servers {
+		for _, s := range base.Servers.All() {
 			if s.Name == name {
 				return s
 			}

@@ -186,8 +186,8 @@ func NewSnapshot(t *Topology, state State, serial uint32) (*Snapshot, error) {
 		slices.Sort(zi.links)
 		s.Zones[zi.Name] = zi
 	}
-	servers := make(map[string]*ServerInfo, len(t.Servers))
-	for _, srv := range t.Servers {
+	servers := make(map[string]*ServerInfo, t.Servers.Len())
+	for _, srv := range t.Servers.All() {
 		si, err := s.newServerInfo(srv)
 		if err != nil {
 			return nil, err

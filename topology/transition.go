@@ -17,17 +17,17 @@ import (
 func CheckTransition(old, next *Topology) Violations {
 	out := lockedZones(old, next)
 	out = append(out, removedInUse(old, next)...)
-	oldServers := make(map[string]*Server, len(old.Servers))
-	for i := range old.Servers {
-		oldServers[old.Servers[i].Name] = old.Servers[i]
+	oldServers := make(map[string]*Server, old.Servers.Len())
+	for _, s := range old.Servers.All() {
+		oldServers[s.Name] = s
 	}
 	occupied := map[[2]string]string{} // vnet, subnet -> a server in it
-	for _, s := range old.Servers {
+	for _, s := range old.Servers.All() {
 		if s.Network != nil {
 			occupied[[2]string{s.Network.VNet, s.Network.Subnet}] = s.Name
 		}
 	}
-	for i, s := range next.Servers {
+	for i, s := range next.Servers.All() {
 		was := oldServers[s.Name]
 		if was == nil {
 			continue
@@ -93,7 +93,7 @@ func lockedRecords(old, next *Topology) Violations {
 	}
 	records := func(t *Topology) map[string]string {
 		r := map[string]string{}
-		for _, s := range t.Servers {
+		for _, s := range t.Servers.All() {
 			if s.Network == nil || s.Addresses == nil || !nextLocked[CanonicalZone(s.Network.PrivateDNSZone)] {
 				continue
 			}
@@ -103,7 +103,7 @@ func lockedRecords(old, next *Topology) Violations {
 	}
 	was, now := records(old), records(next)
 	var out Violations
-	for i, s := range next.Servers {
+	for i, s := range next.Servers.All() {
 		if s.Network == nil || !nextLocked[CanonicalZone(s.Network.PrivateDNSZone)] || was[s.Name] == now[s.Name] {
 			continue
 		}
@@ -154,7 +154,7 @@ func removedInUse(old, next *Topology) Violations {
 	}
 	var out Violations
 	reported := map[string]bool{}
-	for i, s := range next.Servers {
+	for i, s := range next.Servers.All() {
 		if s.Network == nil {
 			continue
 		}

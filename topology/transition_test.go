@@ -69,7 +69,7 @@ func TestReadOnlyZoneRecordsCannotChange(t *testing.T) {
 	}
 	next = base(t)
 	lock(next)
-	next.Servers = next.Servers[1:] // orders-db removed
+	next.Servers = next.Servers.Delete(0) // orders-db removed
 	if vs := CheckTransition(old, next); len(vs) != 1 || vs[0].Rule != "D10" {
 		t.Fatalf("a record removed from a locked zone: %v", vs)
 	}

@@ -19,7 +19,7 @@ type Topology struct {
 	Regions          []Region         `yaml:"regions,omitempty" json:"regions,omitempty"`
 	VNets            []VNet           `yaml:"vnets,omitempty" json:"vnets,omitempty"`
 	PrivateDNSZones  []PrivateDNSZone `yaml:"privateDnsZones,omitempty" json:"privateDnsZones,omitempty"`
-	Servers          []*Server        `yaml:"servers,omitempty" json:"servers,omitempty"`
+	Servers          ServerList       `yaml:"servers,omitempty" json:"servers,omitzero"`
 }
 
 // Region is a cloud region with its gateway addresses: primary, secondary and

@@ -117,7 +117,7 @@ func (c *Checker) ValidateServers(d *ServerDelta) Violations {
 		}
 	}
 	var check []int
-	for i, s := range t.Servers {
+	for i, s := range t.Servers.All() {
 		if slices.Contains(changed, s) || len(subnets) > 0 && s.Network != nil && slices.Contains(subnets, subnetKey{s.Network.VNet, s.Network.Subnet}) {
 			check = append(check, i)
 		}
@@ -435,7 +435,7 @@ func (v *validator) zones() {
 }
 
 func (v *validator) servers() {
-	all := make([]int, len(v.topo.Servers))
+	all := make([]int, v.topo.Servers.Len())
 	for i := range all {
 		all[i] = i
 	}
@@ -446,7 +446,7 @@ func (v *validator) servers() {
 func (v *validator) checkServers(indexes []int) {
 	v.serverN = make(map[string]bool, len(indexes))
 	for _, i := range indexes {
-		s := v.topo.Servers[i]
+		s := v.topo.Servers.At(i)
 		path := fmt.Sprintf("servers.%d", i)
 		obj := fmt.Sprintf("server %q", s.Name)
 		switch {

@@ -25,9 +25,9 @@ func base(t *testing.T) *Topology {
 }
 
 func server(t *Topology, name string) *Server {
-	for i := range t.Servers {
-		if t.Servers[i].Name == name {
-			return t.Servers[i]
+	for i := range t.Servers.All() {
+		if t.Servers.At(i).Name == name {
+			return t.Servers.At(i)
 		}
 	}
 	panic("no server " + name)
@@ -69,7 +69,7 @@ func TestValidateRules(t *testing.T) {
 				s := *server(tp, "orders-db")
 				s.Name = n + "-db"
 				s.Addresses = &Addresses{Primary: map[string]string{"b1": "10.0.1.6", "b2": "10.0.1.8"}[n], Standby: map[string]string{"b1": "10.0.1.7", "b2": "10.0.1.9"}[n]}
-				tp.Servers = append(tp.Servers, &s)
+				tp.Servers = tp.Servers.Insert(tp.Servers.Len(), &s)
 			}
 		}},
 		{"zone outside the apex", "Z1", "ends in .postgres.database.azure.com", func(tp *Topology) { tp.PrivateDNSZones[0].Name = "contoso.example.com" }},
@@ -111,16 +111,16 @@ func TestValidateRules(t *testing.T) {
 // SPEC: T11
 func TestSubnetHoldsElevenNonHAServers(t *testing.T) {
 	tp := base(t)
-	tp.Servers = tp.Servers[1:] // drop the HA server
+	tp.Servers = tp.Servers.Delete(0) // drop the HA server
 	for i := 4; i <= 14; i++ {
-		tp.Servers = append(tp.Servers, &Server{Name: "s" + strconv.Itoa(i) + "-db", Region: "eastus2", Access: AccessPrivate,
+		tp.Servers = tp.Servers.Insert(tp.Servers.Len(), &Server{Name: "s" + strconv.Itoa(i) + "-db", Region: "eastus2", Access: AccessPrivate,
 			Network:   &Network{VNet: "app-vnet", Subnet: "db", PrivateDNSZone: "contoso.private.postgres.database.azure.com"},
 			Addresses: &Addresses{Primary: "10.0.1." + strconv.Itoa(i)}, Backends: Backends{Primary: "127.0.0.1:5432"}})
 	}
 	if violations, _ := Validate(tp); len(violations) > 0 {
 		t.Fatalf("11 servers in a /28 must fit: %v", violations)
 	}
-	tp.Servers = append(tp.Servers, &Server{Name: "one-too-many", Region: "eastus2", Access: AccessPrivate,
+	tp.Servers = tp.Servers.Insert(tp.Servers.Len(), &Server{Name: "one-too-many", Region: "eastus2", Access: AccessPrivate,
 		Network:   &Network{VNet: "app-vnet", Subnet: "db", PrivateDNSZone: "contoso.private.postgres.database.azure.com"},
 		Addresses: &Addresses{Primary: "10.0.1.9"}, Backends: Backends{Primary: "127.0.0.1:5432"}})
 	violations, _ := Validate(tp)

@@ -120,7 +120,7 @@ func checkCorefile(path string) (problems []string, summary []string) {
 			problems = append(problems, fmt.Sprintf("%s:%d: topology file: %v", path, b.line, err))
 		default:
 			summary = append(summary, fmt.Sprintf("topology %s: %d regions, %d vnets, %d private DNS zones, %d servers",
-				o.Topology, len(topo.Regions), len(topo.VNets), len(topo.PrivateDNSZones), len(topo.Servers)))
+				o.Topology, len(topo.Regions), len(topo.VNets), len(topo.PrivateDNSZones), topo.Servers.Len()))
 		}
 		for _, w := range warnings {
 			summary = append(summary, "warning: "+w.Error())

@@ -147,7 +147,7 @@ func validate(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	fmt.Fprintf(stdout, "%s: valid: %d regions, %d vnets, %d private DNS zones, %d servers\n",
-		*file, len(t.Regions), len(t.VNets), len(t.PrivateDNSZones), len(t.Servers))
+		*file, len(t.Regions), len(t.VNets), len(t.PrivateDNSZones), t.Servers.Len())
 	return 0
 }
 

@@ -25,7 +25,7 @@ func TestIncrementalAnswersMatchFull(t *testing.T) {
 	o := options{ttl: appliance.DefaultTTL, ns: []string{appliance.DefaultNS}}
 	base := p.answers.Load().snap.Topology
 	inBase := func(name string) *topology.Server {
-		for _, s := range base.Servers {
+		for _, s := range base.Servers.All() {
 			if s.Name == name {
 				return s
 			}
