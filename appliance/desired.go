@@ -31,8 +31,8 @@ type desiredState struct {
 
 	mu   sync.Mutex         // serialises reloads and changes
 	base *topology.Topology // the file's topology, without run-time changes
-	// baseServers are base's servers by name.
-	baseServers map[string]*topology.Server
+	// baseServers are base's servers by name, with their positions.
+	baseServers map[string]baseServer
 	checker     topology.Checker // checks changes of servers alone
 	// conflict says why the committed run-time changes are not served (they
 	// break a rule with this node's topology file), or is nil.
@@ -244,10 +244,11 @@ func (f *desiredState) layServersLocked(changed map[string]json.RawMessage, valu
 	if !ok || len(names) == 0 || f.conflict != nil {
 		return nil, nil, nil, false
 	}
-	d, problems, ok = topology.OverlayServers(f.base, f.current.Topology, f.fileServer, f.current.FindServer, valuesOf, names)
+	d, problems, ok = topology.OverlayServers(f.base, f.current.Topology, f.fileServer, f.current.FindServer, f.filePos, valuesOf, names)
 	if !ok {
 		return nil, nil, nil, false
 	}
+	d.From = f.current
 	return d, problems, append(f.current.CheckServers(d), f.checker.ValidateServers(d)...), true
 }
 
@@ -264,7 +265,22 @@ func (f *desiredState) swapServersLocked(d *topology.ServerDelta) error {
 }
 
 // fileServer returns the file's server of that name, or nil.
-func (f *desiredState) fileServer(name string) *topology.Server { return f.baseServers[name] }
+func (f *desiredState) fileServer(name string) *topology.Server { return f.baseServers[name].srv }
+
+// filePos returns the position of the file's server of that name among the
+// file's servers, or -1.
+func (f *desiredState) filePos(name string) int {
+	if b, ok := f.baseServers[name]; ok {
+		return b.pos
+	}
+	return -1
+}
+
+// baseServer is a server of the topology file and its position there.
+type baseServer struct {
+	srv *topology.Server
+	pos int
+}
 
 // applied serves the state after committed changes were applied: keys are
 // the keys they touched, or nil when anything may have changed (a

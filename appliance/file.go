@@ -110,9 +110,9 @@ func (f *desiredState) loadExpecting(settledAs *stamp) error {
 		return fmt.Errorf("topology file %s: %w", f.path, err)
 	}
 	f.sum, f.base = sum, file
-	f.baseServers = make(map[string]*topology.Server, file.Servers.Len())
-	for _, srv := range file.Servers.All() {
-		f.baseServers[srv.Name] = srv
+	f.baseServers = make(map[string]baseServer, file.Servers.Len())
+	for i, srv := range file.Servers.All() {
+		f.baseServers[srv.Name] = baseServer{srv, i}
 	}
 	if conflict != nil {
 		f.setConflictLocked(conflict)

@@ -70,3 +70,33 @@ func scaleAppliance(b *testing.B) *Appliance {
 	}
 	return a
 }
+
+// BenchmarkCheckScale is the leader's check of a change (one firewall
+// rule) and the snapshot it would serve, without Raft: the CPU a change
+// costs, apart from the disk (BenchmarkChangeScale's fsync is most of its
+// noise on a shared machine).
+func BenchmarkCheckScale(b *testing.B) {
+	a := scaleAppliance(b)
+	defer a.Stop()
+	var server string
+	for _, name := range a.Snapshot().ServerNames() {
+		if !a.Snapshot().Server(name).Private {
+			server = name
+			break
+		}
+	}
+	change := map[string]json.RawMessage{topology.FirewallRuleKey(server, "bench"): json.RawMessage(`{"startIpAddress":"10.0.0.1","endIpAddress":"10.0.0.1"}`)}
+	for b.Loop() {
+		if err := a.desired.check(change); err != nil {
+			b.Fatal(err)
+		}
+		a.desired.mu.Lock()
+		checked := a.desired.checked
+		a.desired.checked = nil
+		_, err := a.desired.current.WithServers(checked.delta, a.desired.current.Serial+1)
+		a.desired.mu.Unlock()
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -3,8 +3,11 @@ package topology
 import (
 	"encoding/json"
 	"maps"
+	"math"
 	"slices"
 	"strings"
+
+	"github.com/pgplane/pgplane/internal/layermap"
 )
 
 // A run-time change that touches only servers (a server, its firewall rules,
@@ -55,10 +58,13 @@ func ServerValues(values map[string]json.RawMessage) func(server string) map[str
 // that its place is found by comparing pointers rather than every name, and
 // a new server's absence without a scan. valuesOf returns a server's
 // run-time values: its key's and those below it (ServerValues picks them
-// from a map of every value).
-func OverlayServers(base, cur *Topology, inBase, inCur func(string) *Server, valuesOf func(server string) map[string]json.RawMessage, names []string) (*ServerDelta, []OverlayProblem, bool) {
+// from a map of every value). filePos, if not nil, gives a file server's
+// position among the file's servers (-1: not the file's): a server's place
+// is then found by bisection on the order Overlay keeps rather than by a
+// scan, and the delta keeps it for ValidateServers.
+func OverlayServers(base, cur *Topology, inBase, inCur func(string) *Server, filePos func(string) int, valuesOf func(server string) map[string]json.RawMessage, names []string) (*ServerDelta, []OverlayProblem, bool) {
 	next := *cur // its server list is shared until a server changes: Set, Insert and Delete copy what they touch
-	d := &ServerDelta{Topology: &next, Names: names, Before: map[string]*Server{}, After: map[string]*Server{}}
+	d := &ServerDelta{Topology: &next, Names: names, Before: map[string]*Server{}, After: map[string]*Server{}, FilePos: filePos}
 	var problems []OverlayProblem
 	for _, name := range names {
 		mine := valuesOf(name)
@@ -79,7 +85,7 @@ func OverlayServers(base, cur *Topology, inBase, inCur func(string) *Server, val
 			p = inCur(name)
 		}
 		if p != nil {
-			at = next.Servers.Index(p)
+			at = d.place(p)
 		}
 		if inCur == nil || p != nil && at < 0 {
 			// No index, or one whose server is another copy: by name.
@@ -115,6 +121,40 @@ type ServerDelta struct {
 	Topology      *Topology
 	Names         []string
 	Before, After map[string]*Server
+	// From, if set, is the snapshot of the topology the change was laid
+	// over, and FilePos gives the position of a server of the file among
+	// the file's servers (-1: one made at run time). With both,
+	// ValidateServers finds the servers that share the changed servers'
+	// subnets in From's index and their places by bisection, at the cost
+	// of those servers, instead of a pass over every server.
+	From    *Snapshot
+	FilePos func(name string) int
+}
+
+// place returns s's position in the delta's topology, or -1: found by
+// bisection on the order Overlay keeps (the file's servers in the file's
+// order, then those made at run time by name) when FilePos is set, else
+// (or if it is not where that order puts it) by a scan.
+func (d *ServerDelta) place(s *Server) int {
+	rank := func(x *Server) int {
+		if p := d.FilePos(x.Name); p >= 0 {
+			return p
+		}
+		return math.MaxInt
+	}
+	list := d.Topology.Servers
+	if d.FilePos == nil {
+		return list.Index(s)
+	}
+	r := rank(s)
+	i := list.Search(0, func(x *Server) bool {
+		xr := rank(x)
+		return xr > r || xr == r && x.Name >= s.Name
+	})
+	if i < list.Len() && list.At(i) == s {
+		return i
+	}
+	return list.Index(s)
 }
 
 // CheckServers is CheckTransition for a change of servers alone made from
@@ -233,8 +273,43 @@ func (s *Snapshot) withServers(d *ServerDelta, st State, serial uint32) (*Snapsh
 		set[n] = si
 	}
 	next.servers = s.servers.With(set, deleted)
+	next.subnets = s.subnetsWith(names, byName)
 	next.Change = &Change{From: s.Serial, Servers: names, Zones: slices.Sorted(maps.Keys(zones))}
 	return &next, nil
+}
+
+// subnetsWith returns s's subnet index with the named servers moved to the
+// subnets they are in now (byName; nil: deleted), copying only the member
+// lists of the subnets they leave or join.
+func (s *Snapshot) subnetsWith(names []string, byName map[string]*Server) layermap.Map[[]string] {
+	touched := map[string][]string{}
+	members := func(k string) []string {
+		if m, ok := touched[k]; ok {
+			return m
+		}
+		m, _ := s.subnets.Get(k)
+		return slices.Clone(m)
+	}
+	for _, n := range names {
+		if was := s.Server(n); was != nil && was.Server.Network != nil {
+			k := subnetKey(was.Server.Network.VNet, was.Server.Network.Subnet)
+			touched[k] = slices.DeleteFunc(members(k), func(m string) bool { return m == n })
+		}
+		if now := byName[n]; now != nil && now.Network != nil {
+			k := subnetKey(now.Network.VNet, now.Network.Subnet)
+			touched[k] = append(members(k), n)
+		}
+	}
+	set := map[string][]string{}
+	var empty []string
+	for k, m := range touched {
+		if len(m) == 0 {
+			empty = append(empty, k)
+		} else {
+			set[k] = m
+		}
+	}
+	return s.subnets.With(set, empty)
 }
 
 // Change says how a snapshot differs from the one before it, when it was

@@ -91,7 +91,13 @@ func FuzzServerChangesMatchFullRebuild(f *testing.F) {
 			maps.Copy(after, change)
 			full, _ := Overlay(base, after)
 			fullVs := append(CheckTransition(cur, full), firstOf(Validate(full))...)
-			d, _, placed := OverlayServers(base, cur, inBase, snap.FindServer, ServerValues(after), names)
+			// As the engine does: the file's order places servers, and the
+			// snapshot's index finds the servers to check.
+			filePos := func(name string) int { return base.Servers.IndexFunc(func(s *Server) bool { return s.Name == name }) }
+			d, _, placed := OverlayServers(base, cur, inBase, snap.FindServer, filePos, ServerValues(after), names)
+			if placed {
+				d.From = snap
+			}
 			if !placed {
 				if inBase(names[0]) == nil {
 					t.Fatalf("only a file's server made again may need the whole overlay: %v", names)
@@ -125,7 +131,7 @@ func FuzzServerChangesMatchFullRebuild(f *testing.F) {
 			} else {
 				snap = fullSnap
 			}
-			cur, values = full, after
+			cur, values = snap.Topology, after
 		}
 	})
 }
@@ -176,6 +182,9 @@ func indexed(s *Snapshot) string {
 	}
 	for name, z := range s.Zones {
 		lines = append(lines, fmt.Sprintf("zone %s records %v", name, slices.Sorted(maps.Keys(z.Records))))
+	}
+	for k, members := range s.subnets.All() {
+		lines = append(lines, fmt.Sprintf("subnet %q members %v", k, slices.Sorted(slices.Values(members))))
 	}
 	slices.Sort(lines)
 	return strings.Join(lines, "\n")

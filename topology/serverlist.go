@@ -104,9 +104,31 @@ func (l ServerList) Slice() []*Server {
 	return out
 }
 
-// Index returns the position of the server p (the same pointer), or -1.
+// Index returns the position of the server p (the same pointer), or -1: a
+// scan of pointers, chunk by chunk, without a call per server.
 func (l ServerList) Index(p *Server) int {
-	return l.IndexFunc(func(s *Server) bool { return s == p })
+	from := 0
+	for _, chunk := range l.chunks {
+		if i := slices.Index(chunk, p); i >= 0 {
+			return from + i
+		}
+		from += len(chunk)
+	}
+	return -1
+}
+
+// Chunks yields the list's servers in runs, in order: a scan of every
+// server without a call per server (All's cost).
+func (l ServerList) Chunks() iter.Seq2[int, []*Server] {
+	return func(yield func(int, []*Server) bool) {
+		from := 0
+		for _, chunk := range l.chunks {
+			if !yield(from, chunk) {
+				return
+			}
+			from += len(chunk)
+		}
+	}
 }
 
 // IndexFunc returns the first position whose server satisfies f, or -1.

@@ -40,6 +40,10 @@ type Snapshot struct {
 	VNets   []*VNetInfo
 	Regions map[string]*RegionInfo
 	servers layermap.Map[*ServerInfo] // by name; Server and Servers read it
+	// subnets holds the names of the servers placed in each subnet (by
+	// subnetKey), in no order: a change's validation finds the servers
+	// that share its subnets here, not by a pass over every server.
+	subnets layermap.Map[[]string]
 	Zones   map[string]*ZoneInfo
 
 	vnetByName map[string]*VNetInfo
@@ -187,7 +191,12 @@ func NewSnapshot(t *Topology, state State, serial uint32) (*Snapshot, error) {
 		s.Zones[zi.Name] = zi
 	}
 	servers := make(map[string]*ServerInfo, t.Servers.Len())
+	subnets := map[string][]string{}
 	for _, srv := range t.Servers.All() {
+		if n := srv.Network; n != nil {
+			k := subnetKey(n.VNet, n.Subnet)
+			subnets[k] = append(subnets[k], srv.Name)
+		}
 		si, err := s.newServerInfo(srv)
 		if err != nil {
 			return nil, err
@@ -199,6 +208,7 @@ func NewSnapshot(t *Topology, state State, serial uint32) (*Snapshot, error) {
 		servers[srv.Name] = si
 	}
 	s.servers = layermap.Of(servers)
+	s.subnets = layermap.Of(subnets)
 	s.buildCloud()
 	return s, nil
 }
@@ -216,6 +226,17 @@ func (s *Snapshot) FindServer(name string) *Server {
 	}
 	return nil
 }
+
+// SubnetMembers returns the names of the servers placed in a VNet's subnet
+// (network.vnet and network.subnet), in no order. The slice is shared: do
+// not change it.
+func (s *Snapshot) SubnetMembers(vnet, subnet string) []string {
+	m, _ := s.subnets.Get(subnetKey(vnet, subnet))
+	return m
+}
+
+// subnetKey is the subnets index's key of a VNet's subnet.
+func subnetKey(vnet, subnet string) string { return vnet + "\x00" + subnet }
 
 // Servers returns every server by name, in no particular order.
 func (s *Snapshot) Servers() iter.Seq2[string, *ServerInfo] { return s.servers.All() }

@@ -117,9 +117,32 @@ func (c *Checker) ValidateServers(d *ServerDelta) Violations {
 		}
 	}
 	var check []int
-	for i, s := range t.Servers.All() {
-		if slices.Contains(changed, s) || len(subnets) > 0 && s.Network != nil && slices.Contains(subnets, subnetKey{s.Network.VNet, s.Network.Subnet}) {
-			check = append(check, i)
+	if d.From != nil && d.FilePos != nil {
+		// The changed servers and the others of their subnets, by the
+		// index of the snapshot the change was made from.
+		servers := slices.Clone(changed)
+		for _, k := range subnets {
+			for _, name := range d.From.SubnetMembers(k.vnet, k.subnet) {
+				if _, touched := d.After[name]; !touched {
+					if s := d.From.FindServer(name); s != nil && !slices.Contains(servers, s) {
+						servers = append(servers, s)
+					}
+				}
+			}
+		}
+		for _, s := range servers {
+			if i := d.place(s); i >= 0 {
+				check = append(check, i)
+			}
+		}
+		slices.Sort(check)
+	} else {
+		for from, chunk := range t.Servers.Chunks() {
+			for i, s := range chunk {
+				if len(subnets) > 0 && s.Network != nil && slices.Contains(subnets, subnetKey{s.Network.VNet, s.Network.Subnet}) || slices.Contains(changed, s) {
+					check = append(check, from+i)
+				}
+			}
 		}
 	}
 	// A validator over the cached facts, with fresh tallies for the

@@ -45,7 +45,7 @@ func TestIncrementalAnswersMatchFull(t *testing.T) {
 		names, _ := topology.ServerChanges(change)
 		maps.Copy(values, change)
 		prev := p.answers.Load()
-		d, _, ok := topology.OverlayServers(base, prev.snap.Topology, inBase, prev.snap.FindServer, topology.ServerValues(values), names)
+		d, _, ok := topology.OverlayServers(base, prev.snap.Topology, inBase, prev.snap.FindServer, nil, topology.ServerValues(values), names)
 		if !ok {
 			t.Fatalf("step %d: not placed", i)
 		}
