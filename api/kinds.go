@@ -25,14 +25,14 @@ type kind[T any] struct {
 	canonical func(string) string
 	// find returns the object a request names, or why not (404): the
 	// object, or its parent, does not exist.
-	find func(t *topology.Topology, r *http.Request) (*T, string)
+	find func(t state, r *http.Request) (*T, string)
 	// parent says why the request's parent does not exist, or "" (always
 	// "" for a top-level kind).
-	parent func(t *topology.Topology, r *http.Request) string
+	parent func(t state, r *http.Request) string
 	// list returns the objects under the request's parent.
-	list func(t *topology.Topology, r *http.Request) any
+	list func(t state, r *http.Request) any
 	// view is what a client is shown of an object; nil: the object itself.
-	view func(t *topology.Topology, obj *T) any
+	view func(t state, obj *T) any
 	// nameOf points at the object's name field, which a body may leave out.
 	nameOf func(*T) *string
 	// describe names the object in messages, such as `server "a"`.
@@ -41,7 +41,7 @@ type kind[T any] struct {
 	put func(r *http.Request, name string, body T) map[string]json.RawMessage
 	// remove returns the changes that delete an object with all that
 	// belongs to it.
-	remove func(t *topology.Topology, r *http.Request, obj *T) map[string]json.RawMessage
+	remove func(t state, r *http.Request, obj *T) map[string]json.RawMessage
 }
 
 // route registers a kind's handlers: list on the path's parent, show, put
@@ -54,7 +54,7 @@ func route[T any](mux *http.ServeMux, s *Server, path string, k kind[T]) {
 	mux.HandleFunc("DELETE "+path, func(w http.ResponseWriter, r *http.Request) { k.serveDelete(s, w, r) })
 }
 
-func (k kind[T]) show(t *topology.Topology, obj *T) any {
+func (k kind[T]) show(t state, obj *T) any {
 	if k.view == nil {
 		return obj
 	}
@@ -72,7 +72,7 @@ func (k kind[T]) serveList(s *Server, w http.ResponseWriter, r *http.Request) {
 
 // lookup returns the object a request names in the topology served, or
 // answers 404 with why it is not there.
-func (k kind[T]) lookup(s *Server, w http.ResponseWriter, r *http.Request) (*topology.Topology, *T) {
+func (k kind[T]) lookup(s *Server, w http.ResponseWriter, r *http.Request) (state, *T) {
 	t := s.topo()
 	obj, missing := k.find(t, r)
 	if obj == nil {
@@ -111,7 +111,7 @@ func (k kind[T]) servePut(s *Server, w http.ResponseWriter, r *http.Request) {
 	if !mustNotExist(w, r, existing != nil, k.describe(r, name)) {
 		return
 	}
-	s.commit(w, r, k.put(r, name, body), created(existing != nil), func(t *topology.Topology) any {
+	s.commit(w, r, k.put(r, name, body), created(existing != nil), func(t state) any {
 		obj, _ := k.find(t, r)
 		return k.show(t, obj)
 	})
@@ -124,17 +124,17 @@ func (k kind[T]) serveDelete(s *Server, w http.ResponseWriter, r *http.Request) 
 }
 
 // topLevel is the parent of a top-level kind: always there.
-func topLevel(*topology.Topology, *http.Request) string { return "" }
+func topLevel(state, *http.Request) string { return "" }
 
 // The kinds.
 var (
 	servers = kind[topology.Server]{
 		noun: "server", name: "name",
-		find: func(t *topology.Topology, r *http.Request) (*topology.Server, string) {
+		find: func(t state, r *http.Request) (*topology.Server, string) {
 			return findServer(t, r.PathValue("name")), fmt.Sprintf("server %q does not exist", r.PathValue("name"))
 		},
 		parent:   topLevel,
-		list:     func(t *topology.Topology, _ *http.Request) any { return t.Servers.Slice() },
+		list:     func(t state, _ *http.Request) any { return t.Servers.Slice() },
 		nameOf:   func(s *topology.Server) *string { return &s.Name },
 		describe: func(_ *http.Request, name string) string { return fmt.Sprintf("server %q", name) },
 		// Rules and parameters in the body are created or updated with
@@ -151,14 +151,18 @@ var (
 			changes[topology.ServerKey(name)] = raw(body)
 			return changes
 		},
-		remove: func(t *topology.Topology, _ *http.Request, srv *topology.Server) map[string]json.RawMessage {
-			return deleteWith(t, topology.ServerKey(srv.Name))
+		remove: func(_ state, _ *http.Request, srv *topology.Server) map[string]json.RawMessage {
+			changes := map[string]json.RawMessage{topology.ServerKey(srv.Name): nil}
+			for _, k := range topology.ServerChildKeys(srv) {
+				changes[k] = nil
+			}
+			return changes
 		},
 	}
 
 	firewallRules = kind[topology.FirewallRule]{
 		noun: "firewall rule", name: "rule",
-		find: func(t *topology.Topology, r *http.Request) (*topology.FirewallRule, string) {
+		find: func(t state, r *http.Request) (*topology.FirewallRule, string) {
 			srv, missing := servers.find(t, r)
 			if srv == nil {
 				return nil, missing
@@ -167,7 +171,7 @@ var (
 				fmt.Sprintf("server %q has no firewall rule %q", srv.Name, r.PathValue("rule"))
 		},
 		parent: parentOf(servers),
-		list: func(t *topology.Topology, r *http.Request) any {
+		list: func(t state, r *http.Request) any {
 			return nonNil(findServer(t, r.PathValue("name")).FirewallRules)
 		},
 		nameOf: func(f *topology.FirewallRule) *string { return &f.Name },
@@ -177,18 +181,18 @@ var (
 		put: func(r *http.Request, name string, body topology.FirewallRule) map[string]json.RawMessage {
 			return map[string]json.RawMessage{topology.FirewallRuleKey(r.PathValue("name"), name): raw(body)}
 		},
-		remove: func(_ *topology.Topology, r *http.Request, f *topology.FirewallRule) map[string]json.RawMessage {
+		remove: func(_ state, r *http.Request, f *topology.FirewallRule) map[string]json.RawMessage {
 			return map[string]json.RawMessage{topology.FirewallRuleKey(r.PathValue("name"), f.Name): nil}
 		},
 	}
 
 	vnets = kind[topology.VNet]{
 		noun: "vnet", name: "name",
-		find: func(t *topology.Topology, r *http.Request) (*topology.VNet, string) {
+		find: func(t state, r *http.Request) (*topology.VNet, string) {
 			return findVNet(t, r.PathValue("name")), fmt.Sprintf("vnet %q does not exist", r.PathValue("name"))
 		},
 		parent:   topLevel,
-		list:     func(t *topology.Topology, _ *http.Request) any { return nonNil(t.VNets) },
+		list:     func(t state, _ *http.Request) any { return nonNil(t.VNets) },
 		nameOf:   func(v *topology.VNet) *string { return &v.Name },
 		describe: func(_ *http.Request, name string) string { return fmt.Sprintf("vnet %q", name) },
 		// Subnets and peerings in the body are created or updated with
@@ -206,7 +210,7 @@ var (
 			return changes
 		},
 		// Peerings listed on other VNets and zone links to it go with it.
-		remove: func(t *topology.Topology, _ *http.Request, vn *topology.VNet) map[string]json.RawMessage {
+		remove: func(t state, _ *http.Request, vn *topology.VNet) map[string]json.RawMessage {
 			changes := deleteWith(t, topology.VNetKey(vn.Name))
 			for _, other := range t.VNets {
 				if slices.Contains(other.Peerings, vn.Name) {
@@ -224,7 +228,7 @@ var (
 
 	subnets = kind[topology.Subnet]{
 		noun: "subnet", name: "subnet",
-		find: func(t *topology.Topology, r *http.Request) (*topology.Subnet, string) {
+		find: func(t state, r *http.Request) (*topology.Subnet, string) {
 			vn, missing := vnets.find(t, r)
 			if vn == nil {
 				return nil, missing
@@ -233,7 +237,7 @@ var (
 				fmt.Sprintf("vnet %q has no subnet %q", vn.Name, r.PathValue("subnet"))
 		},
 		parent: parentOf(vnets),
-		list: func(t *topology.Topology, r *http.Request) any {
+		list: func(t state, r *http.Request) any {
 			return nonNil(findVNet(t, r.PathValue("name")).Subnets)
 		},
 		nameOf: func(s *topology.Subnet) *string { return &s.Name },
@@ -243,25 +247,25 @@ var (
 		put: func(r *http.Request, name string, body topology.Subnet) map[string]json.RawMessage {
 			return map[string]json.RawMessage{topology.SubnetKey(r.PathValue("name"), name): raw(body)}
 		},
-		remove: func(_ *topology.Topology, r *http.Request, sn *topology.Subnet) map[string]json.RawMessage {
+		remove: func(_ state, r *http.Request, sn *topology.Subnet) map[string]json.RawMessage {
 			return map[string]json.RawMessage{topology.SubnetKey(r.PathValue("name"), sn.Name): nil}
 		},
 	}
 
 	zones = kind[topology.PrivateDNSZone]{
 		noun: "private DNS zone", name: "zone", canonical: topology.CanonicalZone,
-		find: func(t *topology.Topology, r *http.Request) (*topology.PrivateDNSZone, string) {
+		find: func(t state, r *http.Request) (*topology.PrivateDNSZone, string) {
 			return findZone(t, r.PathValue("zone")), fmt.Sprintf("private DNS zone %q does not exist", r.PathValue("zone"))
 		},
 		parent: topLevel,
-		list: func(t *topology.Topology, _ *http.Request) any {
+		list: func(t state, _ *http.Request) any {
 			out := []ZoneView{}
 			for i := range t.PrivateDNSZones {
 				out = append(out, zoneView(t, &t.PrivateDNSZones[i]))
 			}
 			return out
 		},
-		view:     func(t *topology.Topology, z *topology.PrivateDNSZone) any { return zoneView(t, z) },
+		view:     func(t state, z *topology.PrivateDNSZone) any { return zoneView(t, z) },
 		nameOf:   func(z *topology.PrivateDNSZone) *string { return &z.Name },
 		describe: func(_ *http.Request, name string) string { return fmt.Sprintf("private DNS zone %q", name) },
 		// Links in the body are created with the zone; those it does not
@@ -275,7 +279,7 @@ var (
 			changes[topology.ZoneKey(name)] = raw(body)
 			return changes
 		},
-		remove: func(t *topology.Topology, _ *http.Request, z *topology.PrivateDNSZone) map[string]json.RawMessage {
+		remove: func(t state, _ *http.Request, z *topology.PrivateDNSZone) map[string]json.RawMessage {
 			return deleteWith(t, topology.ZoneKey(z.Name))
 		},
 	}
@@ -292,8 +296,8 @@ func child[T any](list []T, name string, nameOf func(*T) string) *T {
 }
 
 // parentOf is a child kind's parent check: the parent kind's lookup.
-func parentOf[T any](parent kind[T]) func(*topology.Topology, *http.Request) string {
-	return func(t *topology.Topology, r *http.Request) string {
+func parentOf[T any](parent kind[T]) func(state, *http.Request) string {
+	return func(t state, r *http.Request) string {
 		if obj, missing := parent.find(t, r); obj == nil {
 			return missing
 		}

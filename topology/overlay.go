@@ -505,6 +505,10 @@ func Defines(t *Topology, server func(name string) *Server, key string) bool {
 	return slices.Contains(children, key)
 }
 
+// ServerChildKeys returns the keys of a server's firewall rules and
+// parameters: deleting the server deletes them with it.
+func ServerChildKeys(s *Server) []string { return serverChildKeys(s) }
+
 func serverChildKeys(s *Server) []string {
 	var out []string
 	for _, r := range s.FirewallRules {
