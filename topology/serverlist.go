@@ -207,25 +207,31 @@ func (l *ServerList) reckon() {
 // MarshalJSON writes the list as a JSON array.
 func (l ServerList) MarshalJSON() ([]byte, error) { return json.Marshal(l.Slice()) }
 
-// UnmarshalJSON reads a JSON array of servers.
+// UnmarshalJSON reads a JSON array of servers; null items are left out.
 func (l *ServerList) UnmarshalJSON(b []byte) error {
 	var servers []*Server
 	if err := json.Unmarshal(b, &servers); err != nil {
 		return err
 	}
-	*l = NewServerList(servers...)
+	*l = NewServerList(withoutNil(servers)...)
 	return nil
 }
 
 // MarshalYAML writes the list as a YAML sequence.
 func (l ServerList) MarshalYAML() (any, error) { return l.Slice(), nil }
 
-// UnmarshalYAML reads a YAML sequence of servers.
+// UnmarshalYAML reads a YAML sequence of servers. A null item (a bare "-")
+// is left out, as the incremental Parser leaves it out: decoded as it is,
+// it was a nil server that validation dereferenced (FuzzParse found it).
 func (l *ServerList) UnmarshalYAML(value *yaml.Node) error {
 	var servers []*Server
 	if err := value.Decode(&servers); err != nil {
 		return err
 	}
-	*l = NewServerList(servers...)
+	*l = NewServerList(withoutNil(servers)...)
 	return nil
+}
+
+func withoutNil(servers []*Server) []*Server {
+	return slices.DeleteFunc(servers, func(s *Server) bool { return s == nil })
 }
