@@ -70,9 +70,6 @@ func (s *Snapshot) buildCloud() {
 
 // buildAccess derives a server's policies from its parameters and rules.
 func (si *ServerInfo) buildAccess() {
-	si.TLS = newTLSPolicy(si.Server.Parameters)
-	si.AuthRole = si.Server.Parameters[ParamAuthRole]
-	si.Failover = newFailoverPolicy(si.Server.Parameters)
 	for _, r := range si.Server.FirewallRules {
 		start, _ := parseIPv4(r.StartIPAddress)
 		end, _ := parseIPv4(r.EndIPAddress)

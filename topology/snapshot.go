@@ -44,6 +44,9 @@ type Snapshot struct {
 	// subnetKey), in no order: a change's validation finds the servers
 	// that share its subnets here, not by a pass over every server.
 	subnets layermap.Map[[]string]
+	// defaults are the policies of a server without parameters, shared
+	// by all of them (set while the snapshot is built, read-only after).
+	defaults *ServerPolicies
 	Zones   map[string]*ZoneInfo
 
 	vnetByName map[string]*VNetInfo
@@ -91,6 +94,16 @@ type ServerInfo struct {
 	// RecordBlocked is set when the server failed over but its private
 	// zone's ReadOnly lock keeps the record on the old address (D10).
 	RecordBlocked bool
+	// ServerPolicies are what the server's parameters make of it (si.TLS,
+	// si.AuthRole, si.Failover); servers without parameters share one.
+	*ServerPolicies
+	access access
+}
+
+// ServerPolicies are a server's policies from its parameters, held apart
+// from ServerInfo so that the servers without parameters (most) share one
+// rather than each holding about a hundred bytes of defaults.
+type ServerPolicies struct {
 	// TLS is the server's TLS policy (G4).
 	TLS TLSPolicy
 	// AuthRole is the server's pgplane.auth_role parameter: the role the
@@ -99,7 +112,23 @@ type ServerInfo struct {
 	// Failover is how an HA server fails over: who promotes, and where its
 	// backends' roles come from (C6).
 	Failover FailoverPolicy
-	access   access
+}
+
+// newServerPolicies reads the policies from a server's parameters.
+func newServerPolicies(params map[string]string) *ServerPolicies {
+	return &ServerPolicies{TLS: newTLSPolicy(params), AuthRole: params[ParamAuthRole], Failover: newFailoverPolicy(params)}
+}
+
+// policiesOf returns the policies of a server with these parameters: the
+// snapshot's shared defaults when there are none.
+func (s *Snapshot) policiesOf(params map[string]string) *ServerPolicies {
+	if len(params) == 0 {
+		if s.defaults == nil {
+			s.defaults = newServerPolicies(nil)
+		}
+		return s.defaults
+	}
+	return newServerPolicies(params)
 }
 
 // ZoneInfo is a private DNS zone with the records of its servers.
@@ -258,7 +287,8 @@ func (s *Snapshot) ServerCount() int { return s.servers.Len() }
 // regions, VNets and zones it points at; the caller files it in
 // s's servers and, for a private server, in its zone's records.
 func (s *Snapshot) newServerInfo(srv *Server) (*ServerInfo, error) {
-	si := &ServerInfo{Server: srv, Private: srv.Access == AccessPrivate, Region: s.Regions[srv.Region], Backend: srv.Backends.Primary}
+	si := &ServerInfo{Server: srv, Private: srv.Access == AccessPrivate, Region: s.Regions[srv.Region], Backend: srv.Backends.Primary,
+		ServerPolicies: s.policiesOf(srv.Parameters)}
 	failed := srv.HighAvailability && s.State.FailedOver[srv.Name]
 	if failed {
 		si.Backend = srv.Backends.Standby
