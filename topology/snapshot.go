@@ -47,7 +47,7 @@ type Snapshot struct {
 	// defaults are the policies of a server without parameters, shared
 	// by all of them (set while the snapshot is built, read-only after).
 	defaults *ServerPolicies
-	Zones   map[string]*ZoneInfo
+	Zones    map[string]*ZoneInfo
 
 	vnetByName map[string]*VNetInfo
 	resolvers  map[netip.Addr]int
