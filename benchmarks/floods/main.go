@@ -395,22 +395,8 @@ func scenarios(t target, out string, d time.Duration) []scenario {
 			// refused (G12).
 			var opened, closed atomic.Int64
 			workers(20*150, func(i int) {
-				a := i / 150
-				src := &net.TCPAddr{IP: net.IPv4(127, 0, 4, byte(1+a))}
-				for ctx.Err() == nil {
-					c, err := (&net.Dialer{LocalAddr: src}).DialContext(ctx, "tcp", gwAddr)
-					if err != nil {
-						time.Sleep(100 * time.Millisecond)
-						continue
-					}
-					opened.Add(1)
-					stop := context.AfterFunc(ctx, func() { c.Close() })
-					io.Copy(io.Discard, c)
-					if stop() {
-						closed.Add(1) // by the gateway, not by the end of the flood
-					}
-					c.Close()
-				}
+				src := &net.TCPAddr{IP: net.IPv4(127, 0, 4, byte(1+i/150))}
+				redial(ctx, src, gwAddr, func(net.Conn) {}, &opened, &closed)
 			})
 			return fmt.Sprintf("3,000 idle connections kept open from 20 addresses: %d opened, %d closed by the gateway", opened.Load(), closed.Load())
 		}},
@@ -421,24 +407,12 @@ func scenarios(t target, out string, d time.Duration) []scenario {
 			var made, cut atomic.Int64
 			workers(2000, func(i int) {
 				src := &net.TCPAddr{IP: net.IPv4(127, 0, 4, byte(100+i%40))}
-				for ctx.Err() == nil {
-					c, err := (&net.Dialer{LocalAddr: src}).DialContext(ctx, "tcp", gwAddr)
-					if err != nil {
-						time.Sleep(100 * time.Millisecond)
-						continue
-					}
-					made.Add(1)
-					stop := context.AfterFunc(ctx, func() { c.Close() })
+				redial(ctx, src, gwAddr, func(c net.Conn) {
 					c.Write(sslRequest())
 					c.Read(make([]byte, 1))
 					// A TLS record header promising 512 bytes, and 40 of them.
 					c.Write(append([]byte{0x16, 0x03, 0x01, 0x02, 0x00}, make([]byte, 40)...))
-					io.Copy(io.Discard, c)
-					if stop() {
-						cut.Add(1) // by the gateway's handshake timeout
-					}
-					c.Close()
-				}
+				}, &made, &cut)
 			})
 			return fmt.Sprintf("%d stalled handshakes opened from 40 addresses, %d closed by the gateway", made.Load(), cut.Load())
 		}},
@@ -560,6 +534,29 @@ func dnsFlood(ctx context.Context, t target, out string, o benchkit.DNSPerfOptio
 		mode = "udp"
 	}
 	return fmt.Sprintf("dnsperf over %s: %.0f qps answered, %d of %d lost, %s", mode, r.QPS, r.Lost, r.Sent, r.Rcodes)
+}
+
+// redial holds connections to addr from src, one at a time, until ctx
+// ends: it dials (again after 100 ms when a dial fails), lets use write to
+// the connection, then reads until the peer closes it. It counts each
+// connection opened, and in closedByPeer each closed by the peer (the
+// gateway's limits) rather than by the end of the flood.
+func redial(ctx context.Context, src *net.TCPAddr, addr string, use func(net.Conn), opened, closedByPeer *atomic.Int64) {
+	for ctx.Err() == nil {
+		c, err := (&net.Dialer{LocalAddr: src}).DialContext(ctx, "tcp", addr)
+		if err != nil {
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		opened.Add(1)
+		stop := context.AfterFunc(ctx, func() { c.Close() })
+		use(c)
+		io.Copy(io.Discard, c)
+		if stop() {
+			closedByPeer.Add(1)
+		}
+		c.Close()
+	}
 }
 
 // workers runs f(0) to f(n-1) at once and waits for them.
