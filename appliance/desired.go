@@ -80,17 +80,13 @@ func (f *desiredState) values() map[string]json.RawMessage {
 // (its key's and those below it) from the store, with changes laid over
 // them: at the cost of that server's values, not the whole state's.
 func (f *desiredState) serverValues(changes map[string]json.RawMessage) func(string) map[string]json.RawMessage {
+	changed := topology.ServerValues(changes)
 	return func(name string) map[string]json.RawMessage {
-		mine := map[string]json.RawMessage{}
-		key := topology.ServerKey(name)
-		if f.store != nil {
-			mine = f.store.Under(key)
+		if f.store == nil {
+			return changed(name)
 		}
-		for k, v := range changes {
-			if k == key || strings.HasPrefix(k, key+"/") {
-				mine[k] = v
-			}
-		}
+		mine := f.store.Under(topology.ServerKey(name))
+		maps.Copy(mine, changed(name))
 		return mine
 	}
 }
