@@ -11,6 +11,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
+	"fmt"
 	"io"
 	"math/big"
 	"net"
@@ -402,4 +403,44 @@ func TestAwaitReadableThenReattach(t *testing.T) {
 		t.Fatal("a socket closed while waiting did not end its wait")
 	}
 	sock.Close()
+}
+
+// TestLoopsAddTheirPs: a busy loop keeps a P while it waits for events, so
+// Start adds one per loop to GOMAXPROCS and Stop, however often called,
+// takes exactly those back; relays work meanwhile, and garbage collections
+// (which stop every P) complete while a loop is busy.
+// SPEC: G13
+func TestLoopsAddTheirPs(t *testing.T) {
+	before := runtime.GOMAXPROCS(0)
+	ls, err := Start(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := runtime.GOMAXPROCS(0); got != before+3 {
+		ls.Stop()
+		t.Fatalf("GOMAXPROCS %d after starting 3 loops, want %d", got, before+3)
+	}
+	s := newSession(t, true)
+	s.relay(t, ls, nil)
+	for i := range 200 {
+		msg := []byte(fmt.Sprintf("message %d", i))
+		buf := make([]byte, len(msg))
+		if _, err := s.client.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(s.server, buf); err != nil || !bytes.Equal(buf, msg) {
+			t.Fatalf("message %d to server: %q, %v", i, buf, err)
+		}
+		if i%50 == 0 {
+			runtime.GC()
+		}
+	}
+	ls.Stop()
+	ls.Stop()
+	if r := s.result(t); !errors.Is(r.Err, net.ErrClosed) {
+		t.Fatalf("relay ended with %v on Stop, want net.ErrClosed", r.Err)
+	}
+	if got := runtime.GOMAXPROCS(0); got != before {
+		t.Fatalf("GOMAXPROCS %d after Stop, want %d as before Start", got, before)
+	}
 }

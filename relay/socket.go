@@ -9,6 +9,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -85,7 +86,7 @@ func (s *Socket) Read(b []byte) (int, error) {
 		return 0, net.ErrClosed
 	}
 	for {
-		n, err := unix.Read(s.fd, b)
+		n, err := rawIO(unix.SYS_READ, s.fd, b)
 		switch {
 		case err == unix.EINTR:
 			continue
@@ -140,7 +141,7 @@ func (s *Socket) Write(b []byte) (int, error) {
 func (s *Socket) write(b []byte) (int, error) {
 	done := 0
 	for done < len(b) {
-		n, err := unix.Write(s.fd, b[done:])
+		n, err := rawIO(unix.SYS_WRITE, s.fd, b[done:])
 		switch {
 		case err == unix.EINTR:
 			continue
@@ -337,4 +338,19 @@ func (s *Socket) SyscallConn() (syscall.RawConn, error) {
 		return sc.SyscallConn()
 	}
 	return nil, errors.New("relay: socket not in Go's poller")
+}
+
+// rawIO reads or writes (trap SYS_READ or SYS_WRITE) a non-blocking file
+// descriptor as a raw system call: it never waits, so the scheduler need
+// not know of it, which spares the loop's thread the runtime's bookkeeping
+// around every call (see loop.run).
+func rawIO(trap uintptr, fd int, b []byte) (int, error) {
+	if len(b) == 0 {
+		return 0, nil
+	}
+	r, _, errno := unix.RawSyscall(trap, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(r), nil
 }
