@@ -134,7 +134,19 @@ func New(cfg Config, hooks Hooks) (*Node, error) {
 	mc.Delegate = (*delegate)(n)
 	mc.Logger = log.New(io.Discard, "", 0)
 	n.queue = &memberlist.TransmitLimitedQueue{NumNodes: func() int { return n.ml.NumMembers() }, RetransmitMult: 3}
+	transport, err := newBoundTransport(host, port, mc.Logger)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: %w", err)
+	}
+	if port == 0 {
+		mc.BindPort = transport.GetAutoBindPort()
+		if cfg.Advertise == "" {
+			mc.AdvertisePort = mc.BindPort
+		}
+	}
+	mc.Transport = transport
 	if n.ml, err = memberlist.Create(mc); err != nil {
+		transport.Shutdown()
 		return nil, fmt.Errorf("cluster: starting memberlist on %s: %w", cfg.Bind, err)
 	}
 	if len(n.decisions) > 0 {

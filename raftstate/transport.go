@@ -108,10 +108,15 @@ func transportTLS(key []byte) (server, client *tls.Config, err error) {
 type streamLayer struct {
 	ln        net.Listener
 	advertise net.Addr
-	server    *tls.Config
-	client    *tls.Config
-	forward   func(net.Conn)
-	report    func(error)
+	// local is where connections to other members leave from: the
+	// listening address, unless that is every address (nil). Every Raft
+	// packet of a member then comes from its configured address, as its
+	// gossip does, which is what firewalls between members allow.
+	local   *net.TCPAddr
+	server  *tls.Config
+	client  *tls.Config
+	forward func(net.Conn)
+	report  func(error)
 
 	conns chan net.Conn
 	done  chan struct{}
@@ -133,6 +138,9 @@ func newStreamLayer(bind, advertise string, server, client *tls.Config, forward 
 		}
 	}
 	s := &streamLayer{ln: ln, advertise: adv, server: server, client: client, forward: forward, report: report, conns: make(chan net.Conn), done: make(chan struct{})}
+	if a, ok := ln.Addr().(*net.TCPAddr); ok && !a.IP.IsUnspecified() {
+		s.local = &net.TCPAddr{IP: a.IP}
+	}
 	s.wg.Add(1)
 	go s.acceptLoop()
 	return s, nil
@@ -218,7 +226,11 @@ func (s *streamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (n
 }
 
 func (s *streamLayer) dial(address string, timeout time.Duration) (*tls.Conn, error) {
-	d := &tls.Dialer{NetDialer: &net.Dialer{Timeout: timeout}, Config: s.client}
+	nd := &net.Dialer{Timeout: timeout}
+	if s.local != nil {
+		nd.LocalAddr = s.local
+	}
+	d := &tls.Dialer{NetDialer: nd, Config: s.client}
 	c, err := d.Dial("tcp", address)
 	if err != nil {
 		return nil, err
