@@ -321,6 +321,9 @@ func (l *loop) run() {
 			busy = true
 		}
 		if err == unix.EINTR {
+			// A signal: the runtime may want this P (a collection's stop,
+			// a preemption), and the raw call checked for nothing.
+			runtime.Gosched()
 			continue
 		}
 		if err != nil {

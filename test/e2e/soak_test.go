@@ -6,10 +6,12 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
+	"os/exec"
 	"regexp"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -22,15 +24,113 @@ import (
 
 // The soak (issue 15): three nodes under DNS, SQL and admin API load (its
 // own probes, and dnsperf and pgbench in runs of a few seconds) while
-// a seeded chaos loop kills (-9) and restarts nodes, and crashes the
-// PostgreSQL primary (pgplane promotes the standby; the old primary is
-// rebuilt as the new standby). It fails on a wrong
-// DNS answer, a failed query or login, or a lost acknowledged change
-// outside the windows a kill opens, and prints each surviving node's
+// a seeded chaos loop kills (-9) and restarts nodes, restarts them
+// gracefully during a burst of writes, cuts one off from the others and
+// heals it, and crashes the PostgreSQL primary (pgplane promotes the
+// standby; the old primary is rebuilt as the new standby). It fails on a
+// wrong DNS answer, a failed query or login, or a lost acknowledged change
+// outside the windows the chaos opens, and prints the never-killed node's
 // memory, goroutines and open files over the run.
+//
+// The whole soak runs in a network namespace of its own (the test runs
+// itself again under `unshare --net`): there a cut is a pair of routing
+// rules between one node's cluster address and the others', which would
+// touch the host's network anywhere else.
 //
 // PGPLANE_SOAK sets the length (default 30s; `make soak DURATION=30m`),
 // PGPLANE_SOAK_SEED replays a run's chaos.
+
+// soakInnerEnv marks the run of TestSoak inside its network namespace.
+const soakInnerEnv = "PGPLANE_SOAK_NETNS"
+
+// runSoakInNamespace runs TestSoak again, in a new network namespace that
+// ends with it; its output is this test's, and its failure too.
+func runSoakInNamespace(t *testing.T) {
+	cmd := exec.Command("unshare", "--net", "--", os.Args[0], "-test.run", "^TestSoak$", "-test.count", "1", "-test.timeout", "0", "-test.v")
+	cmd.Env = append(os.Environ(), soakInnerEnv+"=1", "PGPLANE_BIN="+binary, "PGPLANECTL_BIN="+ctl)
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("the soak in its own network namespace (unshare --net) failed: %v (its output is above)", err)
+	}
+}
+
+// soakNetwork is the soak's namespace: loopback up, and the rule that
+// looks local addresses up moved behind the cuts' rules (at preference 0
+// nothing could come before it).
+type soakNetwork struct{ t *testing.T }
+
+func newSoakNetwork(t *testing.T) *soakNetwork {
+	n := &soakNetwork{t}
+	n.ip("link", "set", "lo", "up")
+	n.ip("rule", "add", "pref", "100", "table", "local")
+	n.ip("rule", "del", "pref", "0", "table", "local")
+	return n
+}
+
+func (n *soakNetwork) ip(args ...string) {
+	n.t.Helper()
+	if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+		n.t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
+// cut blackholes every packet between node i's cluster address
+// (127.0.0.1<i+1>: gossip, Raft, forwarded writes) and the other nodes':
+// the node keeps serving DNS, the gateway and its API to clients, and
+// cannot reach the others, nor they it. heal takes the rules away.
+func (n *soakNetwork) cut(i int) {
+	for _, r := range soakCutRules(i) {
+		n.ip(append([]string{"rule", "add"}, r...)...)
+	}
+}
+
+func (n *soakNetwork) heal(i int) {
+	for _, r := range soakCutRules(i) {
+		n.ip(append([]string{"rule", "del"}, r...)...)
+	}
+}
+
+// writesWhileCut writes firewall rules through node i, cut off from the
+// others, for the length of the cut: none may be acknowledged (a change is
+// acknowledged once a majority has it, which a cut node cannot reach), and
+// at least one must be answered, refused (503: no quorum, within 5 s), or
+// the cut cut nothing. It returns how many were refused.
+func writesWhileCut(c *replicaCluster, i int, length time.Duration, n *int, fails *soakFailures) int {
+	client := &http.Client{Timeout: 10 * time.Second}
+	refused := 0
+	for end := time.Now().Add(length); time.Now().Before(end); time.Sleep(500 * time.Millisecond) {
+		*n++
+		req, _ := http.NewRequest("PUT", fmt.Sprintf("%s/v1/servers/sales-db/firewall-rules/cut-%05d", c.endpoints[i], *n),
+			strings.NewReader(fmt.Sprintf(`{"startIpAddress": "127.4.%d.%d", "endIpAddress": "127.4.%d.%d"}`, *n/250%250, *n%250, *n/250%250, *n%250)))
+		resp, err := client.Do(req)
+		if err != nil {
+			continue
+		}
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusCreated {
+			fails.add("cut", fmt.Sprintf("n%d acknowledged a write while cut off from the others", i+1))
+		} else {
+			refused++
+		}
+	}
+	if refused == 0 {
+		fails.add("cut", fmt.Sprintf("n%d, cut off, answered no write with a refusal", i+1))
+	}
+	return refused
+}
+
+func soakCutRules(i int) [][]string {
+	var rules [][]string
+	for j := range 3 {
+		if j == i {
+			continue
+		}
+		a, b := fmt.Sprintf("127.0.0.1%d", i+1), fmt.Sprintf("127.0.0.1%d", j+1)
+		rules = append(rules, []string{"pref", "10", "from", a, "to", b, "blackhole"}, []string{"pref", "10", "from", b, "to", a, "blackhole"})
+	}
+	return rules
+}
 
 // soakWindow is how long after a node is killed, and after it is back,
 // errors are allowed: a failover takes about 0.6 s, a Raft election a
@@ -89,6 +189,11 @@ func (f *soakFailures) add(kind, what string) {
 
 // SPEC: C3 C4 C5 C6 D1 G1 G13
 func TestSoak(t *testing.T) {
+	if os.Getenv(soakInnerEnv) == "" {
+		runSoakInNamespace(t)
+		return
+	}
+	network := newSoakNetwork(t)
 	length := 30 * time.Second
 	if v := os.Getenv("PGPLANE_SOAK"); v != "" {
 		d, err := time.ParseDuration(v)
@@ -242,8 +347,9 @@ func TestSoak(t *testing.T) {
 		}
 	}()
 
-	// Admin API: firewall rules written through a random node, the
-	// acknowledged ones kept.
+	// Admin API: firewall rules written through a random node, every
+	// 100 ms or, during a burst, every 5 ms; the acknowledged ones kept.
+	var burst atomic.Bool
 	var acked []string
 	var tried int
 	wg.Add(1)
@@ -252,7 +358,11 @@ func TestSoak(t *testing.T) {
 		client := &http.Client{Timeout: 5 * time.Second}
 		wrng := rand.New(rand.NewPCG(seed+1, seed+1))
 		for n := 0; ctx.Err() == nil; n++ {
-			time.Sleep(100 * time.Millisecond)
+			if burst.Load() {
+				time.Sleep(5 * time.Millisecond)
+			} else {
+				time.Sleep(100 * time.Millisecond)
+			}
 			i := wrng.IntN(3)
 			if !isAlive(i) {
 				continue
@@ -299,9 +409,13 @@ func TestSoak(t *testing.T) {
 		}
 	}()
 
-	// Chaos: every 5 to 10 s, kill -9 n1 or n2 (a gateway holder, maybe
-	// the Raft leader) and restart it 2 to 4 s later.
+	// Chaos: every 5 to 10 s, one of: a crash of the PostgreSQL primary
+	// (one time in four); else, in equal parts, a cut of a node from the
+	// others for 4 to 8 s, a graceful restart of n1 or n2 during a burst
+	// of writes, or a kill -9 of n1 or n2 (a gateway holder, maybe the Raft
+	// leader) restarted 2 to 4 s later.
 	var chaos []string
+	cutWrites := 0
 	for ctx.Err() == nil {
 		select {
 		case <-ctx.Done():
@@ -324,6 +438,47 @@ func TestSoak(t *testing.T) {
 				t.Fatal(err)
 			}
 			primary, standby = standby, primary
+			events.close(w, time.Now())
+			continue
+		}
+		switch rng.IntN(3) {
+		case 0:
+			// A node cut off from the others (any of the three), then
+			// healed: the others go on without it; it refuses writes,
+			// serves what it has, and catches up once healed.
+			victim := rng.IntN(3)
+			cutFor := time.Duration(4000+rng.IntN(4000)) * time.Millisecond
+			w := events.open(time.Now())
+			network.cut(victim)
+			refused := writesWhileCut(c, victim, cutFor, &cutWrites, fails)
+			chaos = append(chaos, fmt.Sprintf("%s n%d cut off for %s (%d writes through it refused)", time.Since(start).Round(time.Millisecond), victim+1, cutFor, refused))
+			network.heal(victim)
+			events.close(w, time.Now())
+			continue
+		case 1:
+			// A graceful restart (SIGTERM, as systemctl restart) of n1 or
+			// n2 while the admin API takes a burst of writes.
+			victim := rng.IntN(2)
+			w := events.open(time.Now())
+			burst.Store(true)
+			time.Sleep(500 * time.Millisecond)
+			aliveMu.Lock()
+			alive[victim] = false
+			aliveMu.Unlock()
+			c.nodes[victim].stop(syscall.SIGTERM)
+			select {
+			case <-c.nodes[victim].done:
+			default:
+				c.nodes[victim].stop(syscall.SIGKILL) // not down within 5 s
+				fails.add("restart", fmt.Sprintf("n%d did not stop within 5 s of SIGTERM", victim+1))
+			}
+			chaos = append(chaos, fmt.Sprintf("%s restart of n%d during a write burst", time.Since(start).Round(time.Millisecond), victim+1))
+			c.start(t, victim)
+			aliveMu.Lock()
+			alive[victim] = true
+			aliveMu.Unlock()
+			time.Sleep(time.Second)
+			burst.Store(false)
 			events.close(w, time.Now())
 			continue
 		}
