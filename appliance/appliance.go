@@ -17,6 +17,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/pgplane/pgplane/api"
 	"github.com/pgplane/pgplane/cluster"
@@ -106,19 +107,34 @@ func (a *Appliance) Start() error {
 	return nil
 }
 
-// Stop stops what Start started, the admin API first and the gateway last.
+// Stop stops what Start started: the admin API, Raft and the cluster node
+// side by side (each waits on its own peers and requests, up to seconds
+// on a loaded host, and none needs another to stop), then the file watch,
+// and the gateway last, so sessions are served until the end. It logs how
+// long it took.
 func (a *Appliance) Stop() {
+	began := time.Now()
+	var wg sync.WaitGroup
+	inParallel := func(stop func()) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			stop()
+		}()
+	}
 	if a.admin != nil {
-		a.admin.Stop()
+		inParallel(a.admin.Stop)
 	}
-	a.store.Stop()
+	inParallel(a.store.Stop)
 	if a.cluster != nil {
-		a.cluster.Stop()
+		inParallel(a.cluster.Stop)
 	}
+	wg.Wait()
 	a.desired.stopWatch()
 	if a.gateway != nil {
 		a.gateway.Stop()
 	}
+	a.logs.Info().Dur("took", time.Since(began)).Msg("stopped")
 }
 
 // Ready reports whether the node serves: its topology is loaded, its gateway

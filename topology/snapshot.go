@@ -88,9 +88,6 @@ type ServerInfo struct {
 	Address netip.Addr
 	// Backend is the host:port the gateway routes to now.
 	Backend string
-	// CNAMETarget is where NAME.postgres.database.azure.com points: the
-	// region's gateway name, or NAME.<private zone>.
-	CNAMETarget string
 	// RecordBlocked is set when the server failed over but its private
 	// zone's ReadOnly lock keeps the record on the old address (D10).
 	RecordBlocked bool
@@ -296,7 +293,6 @@ func (s *Snapshot) newServerInfo(srv *Server) (*ServerInfo, error) {
 	if si.Region == nil {
 		return nil, fmt.Errorf("server %q: region %q is not defined", srv.Name, srv.Region)
 	}
-	si.CNAMETarget = si.Region.GatewayName
 	if si.Private {
 		si.VNet = s.vnetByName[srv.Network.VNet]
 		si.Zone = s.Zones[CanonicalZone(srv.Network.PrivateDNSZone)]
@@ -311,9 +307,18 @@ func (s *Snapshot) newServerInfo(srv *Server) (*ServerInfo, error) {
 			addr = srv.Addresses.Standby
 		}
 		si.Address, _ = parseIPv4(addr)
-		si.CNAMETarget = srv.Name + "." + si.Zone.Name
 	}
 	return si, nil
+}
+
+// CNAMETarget is where NAME.postgres.database.azure.com points: the
+// region's gateway name, or NAME.<private zone>. It is made when asked
+// rather than kept: kept, it was a string per private server.
+func (si *ServerInfo) CNAMETarget() string {
+	if si.Private {
+		return si.Server.Name + "." + si.Zone.Name
+	}
+	return si.Region.GatewayName
 }
 
 // ViewOf returns the view of a query: the VNet whose resolver address the

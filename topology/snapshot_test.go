@@ -75,8 +75,8 @@ func TestSnapshotState(t *testing.T) {
 	if orders.Address.String() != "10.0.1.4" || orders.Backend != "10.0.1.4:5432" {
 		t.Fatalf("primary: got %s %s", orders.Address, orders.Backend)
 	}
-	if orders.CNAMETarget != "orders-db.contoso.private.postgres.database.azure.com" {
-		t.Fatalf("cname target %s", orders.CNAMETarget)
+	if orders.CNAMETarget() != "orders-db.contoso.private.postgres.database.azure.com" {
+		t.Fatalf("cname target %s", orders.CNAMETarget())
 	}
 	if s.Regions["eastus2"].Active.String() != "192.0.2.10" {
 		t.Fatalf("active gateway %s", s.Regions["eastus2"].Active)

@@ -5,7 +5,6 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/pgplane/pgplane/internal/layermap"
 	"github.com/pgplane/pgplane/topology"
 
 	"github.com/miekg/dns"
@@ -22,9 +21,16 @@ type answers struct {
 	soa    *dns.SOA // for SOA queries
 	soaNeg *dns.SOA // for negative answers: TTL is the negative-caching time (D7)
 	ns     []dns.RR
-	// names are the public names: apex, servers, gateway names and the
-	// control empty non-terminal. Keys are lowercase FQDNs.
-	names layermap.Map[*entry]
+	// names are the public names other than servers': the apex, the
+	// gateway names and the control empty non-terminal. Keys are lowercase
+	// FQDNs. A server's name is answered from the snapshot's server index
+	// when it is asked (alias): a record per server held here would double
+	// what a server costs in memory.
+	names map[string]*entry
+	// gateways are the regions' gateway names as FQDNs, the CNAME targets
+	// of public servers, by topology.RegionInfo.GatewayName.
+	gateways map[string]string
+	ttl      uint32 // of CNAMEs and private records (options.ttl)
 	// zones are the private zones by lowercase FQDN of their apex.
 	zones map[string]*privateZone
 	// ents are the names between the apex and a private zone; they exist
@@ -39,25 +45,23 @@ type entryKind uint8
 
 const (
 	kindApex entryKind = iota
-	kindAlias
 	kindAddress
 	kindEmpty
 )
 
-// entry is a public name.
+// entry is a public name other than a server's.
 type entry struct {
-	kind   entryKind
-	rr     dns.RR // the CNAME of a server, the A of a gateway name
-	target string // a CNAME's target, lowercase FQDN
+	kind entryKind
+	rr   dns.RR // the A of a gateway name
 }
 
-// privateZone is a private DNS zone's records, visible to linked views only.
+// privateZone is a private DNS zone, visible to linked views only. Its
+// records are its servers' (info.Records), made into A records when asked.
 type privateZone struct {
 	info        *topology.ZoneInfo
 	apex        string
 	soa, soaNeg *dns.SOA
 	ns          []dns.RR // the apex's NS: in the views that see it, it is a zone of its own
-	records     map[string]*dns.A
 }
 
 // options are the Corefile settings that shape answers.
@@ -69,9 +73,12 @@ type options struct {
 // newAnswers builds the records of a snapshot.
 func newAnswers(s *topology.Snapshot, o options) *answers {
 	a := &answers{
-		snap:  s,
-		zones: make(map[string]*privateZone, len(s.Zones)),
-		ents:  map[string][]*privateZone{},
+		snap:     s,
+		zones:    make(map[string]*privateZone, len(s.Zones)),
+		ents:     map[string][]*privateZone{},
+		names:    make(map[string]*entry, len(s.Regions)+2),
+		gateways: make(map[string]string, len(s.Regions)),
+		ttl:      o.ttl,
 	}
 	names := make([]string, len(s.VNets))
 	for i, v := range s.VNets {
@@ -82,12 +89,12 @@ func newAnswers(s *topology.Snapshot, o options) *answers {
 	for _, n := range o.ns {
 		a.ns = append(a.ns, &dns.NS{Hdr: header(apexFQDN, dns.TypeNS, 3600), Ns: n})
 	}
-	public := make(map[string]*entry, s.ServerCount()+len(s.Regions)+2)
-	public[apexFQDN] = &entry{kind: kindApex}
-	public[topology.ControlLabel+"."+apexFQDN] = &entry{kind: kindEmpty}
+	a.names[apexFQDN] = &entry{kind: kindApex}
+	a.names[topology.ControlLabel+"."+apexFQDN] = &entry{kind: kindEmpty}
 	for _, r := range s.Regions {
 		name := r.GatewayName + "."
-		public[name] = &entry{kind: kindAddress, rr: &dns.A{Hdr: header(name, dns.TypeA, o.ttl), A: r.Active.AsSlice()}}
+		a.names[name] = &entry{kind: kindAddress, rr: &dns.A{Hdr: header(name, dns.TypeA, o.ttl), A: r.Active.AsSlice()}}
+		a.gateways[r.GatewayName] = name
 	}
 	for _, z := range s.Zones {
 		pz := newPrivateZone(z, s.Serial, o)
@@ -96,68 +103,49 @@ func newAnswers(s *topology.Snapshot, o options) *answers {
 			a.ents[ent] = append(a.ents[ent], pz)
 		}
 	}
-	targets := map[string]string{} // shared CNAME targets: the regions' gateway names
-	for name, srv := range s.Servers() {
-		public[name+"."+apexFQDN] = newAlias(name, srv, o, targets)
-	}
-	a.names = layermap.Of(public)
 	return a
 }
 
 // newPrivateZone builds the records of a private DNS zone.
 func newPrivateZone(z *topology.ZoneInfo, serial uint32, o options) *privateZone {
 	apex := z.Name + "."
-	pz := &privateZone{
-		info:    z,
-		apex:    apex,
-		records: make(map[string]*dns.A, len(z.Records)),
-	}
+	pz := &privateZone{info: z, apex: apex}
 	pz.soa, pz.soaNeg = soaPair(apex, "azureprivatedns.net.", "azureprivatedns-host.microsoft.com.", serial, o)
 	for _, n := range o.ns {
 		pz.ns = append(pz.ns, &dns.NS{Hdr: header(apex, dns.TypeNS, 3600), Ns: n})
 	}
-	for label, srv := range z.Records {
-		name := label + "." + apex
-		pz.records[name] = &dns.A{Hdr: header(name, dns.TypeA, o.ttl), A: srv.Address.AsSlice()}
-	}
 	return pz
 }
 
-// newAlias is a server's public name: a CNAME to its region's gateway name
-// or to its private zone's record. targets holds the gateway names already
-// made, which every public server of a region shares.
-func newAlias(name string, srv *topology.ServerInfo, o options, targets map[string]string) *entry {
-	owner := name + "." + apexFQDN
-	target, ok := targets[srv.CNAMETarget]
-	if !ok {
-		target = srv.CNAMETarget + "."
-		if !srv.Private {
-			targets[srv.CNAMETarget] = target
-		}
+// alias is the public name of a server, if qname (a lowercase FQDN inside
+// the apex) is one: a CNAME to its region's gateway name or to its private
+// zone's record, made from the server's entry in the snapshot.
+func (a *answers) alias(qname string) (cname *dns.CNAME, target string) {
+	label := qname[:max(0, len(qname)-len(apexFQDN)-1)]
+	if label == "" || strings.IndexByte(label, '.') >= 0 {
+		return nil, ""
 	}
-	return &entry{kind: kindAlias, target: target, rr: &dns.CNAME{Hdr: header(owner, dns.TypeCNAME, o.ttl), Target: target}}
+	srv := a.snap.Server(label)
+	if srv == nil {
+		return nil, ""
+	}
+	if srv.Private {
+		target = srv.Server.Name + "." + srv.Zone.Name + "."
+	} else {
+		target = a.gateways[srv.Region.GatewayName]
+	}
+	return &dns.CNAME{Hdr: header(qname, dns.TypeCNAME, a.ttl), Target: target}, target
 }
 
 // withServers returns the answers of s, which a change of servers alone
-// made from the snapshot of a (s.Change): the changed servers' names and
-// the private zones whose records changed are built again, and everything
-// else is shared. A private zone keeps its SOA serial until its records
-// change.
+// made from the snapshot of a (s.Change): the private zones whose records
+// changed are made again, and everything else is shared (servers' names
+// are answered from s itself). A private zone keeps its SOA serial until
+// its records change.
 func (a *answers) withServers(s *topology.Snapshot, o options) *answers {
 	next := *a
 	next.snap = s
 	next.soa, next.soaNeg = apexSOAs(s.Serial, o)
-	set := map[string]*entry{}
-	var deleted []string
-	for _, name := range s.Change.Servers {
-		owner := name + "." + apexFQDN
-		if srv := s.Server(name); srv != nil {
-			set[owner] = newAlias(name, srv, o, map[string]string{})
-		} else {
-			deleted = append(deleted, owner)
-		}
-	}
-	next.names = a.names.With(set, deleted)
 	if len(s.Change.Zones) == 0 {
 		return &next
 	}
@@ -185,7 +173,7 @@ func (a *answers) withServers(s *topology.Snapshot, o options) *answers {
 // view. It follows a CNAME to its target inside the apex (D2, D3) and sets the
 // response code of the last name in the chain (RFC 6604).
 func (a *answers) lookup(qname string, qtype uint16, view int) (answer, authority []dns.RR, rcode int) {
-	if e, ok := a.names.Get(qname); ok {
+	if e, ok := a.names[qname]; ok {
 		switch e.kind {
 		case kindApex:
 			switch qtype {
@@ -199,15 +187,16 @@ func (a *answers) lookup(qname string, qtype uint16, view int) (answer, authorit
 			if qtype == dns.TypeA || qtype == dns.TypeANY {
 				return []dns.RR{e.rr}, nil, dns.RcodeSuccess
 			}
-		case kindAlias:
-			if qtype == dns.TypeCNAME {
-				return []dns.RR{e.rr}, nil, dns.RcodeSuccess
-			}
-			chased, authority, rcode := a.lookup(e.target, qtype, view)
-			answer = make([]dns.RR, 0, 1+len(chased))
-			return append(append(answer, e.rr), chased...), authority, rcode
 		}
 		return nil, []dns.RR{a.soaNeg}, dns.RcodeSuccess // NODATA (D7)
+	}
+	if cname, target := a.alias(qname); cname != nil {
+		if qtype == dns.TypeCNAME {
+			return []dns.RR{cname}, nil, dns.RcodeSuccess
+		}
+		chased, authority, rcode := a.lookup(target, qtype, view)
+		answer = make([]dns.RR, 0, 1+len(chased))
+		return append(append(answer, cname), chased...), authority, rcode
 	}
 	if pz := a.privateZone(qname, view); pz != nil {
 		if qname == pz.apex && qtype == dns.TypeDS {
@@ -215,7 +204,7 @@ func (a *answers) lookup(qname string, qtype uint16, view int) (answer, authorit
 			// the parent's SOA says so (RFC 4035 3.1.4.1).
 			return nil, []dns.RR{a.soaNeg}, dns.RcodeSuccess
 		}
-		return pz.lookup(qname, qtype)
+		return pz.lookup(qname, qtype, a.ttl)
 	}
 	for _, pz := range a.ents[qname] {
 		if pz.info.LinkedTo(view) {
@@ -239,7 +228,7 @@ func (a *answers) privateZone(qname string, view int) *privateZone {
 	return nil
 }
 
-func (pz *privateZone) lookup(qname string, qtype uint16) (answer, authority []dns.RR, rcode int) {
+func (pz *privateZone) lookup(qname string, qtype uint16, ttl uint32) (answer, authority []dns.RR, rcode int) {
 	if qname == pz.apex {
 		switch qtype {
 		case dns.TypeSOA:
@@ -250,12 +239,13 @@ func (pz *privateZone) lookup(qname string, qtype uint16) (answer, authority []d
 		}
 		return nil, []dns.RR{pz.soaNeg}, dns.RcodeSuccess
 	}
-	rr, ok := pz.records[qname]
+	label := qname[:max(0, len(qname)-len(pz.apex)-1)]
+	srv, ok := pz.info.Records[label]
 	switch {
-	case !ok:
+	case !ok || strings.IndexByte(label, '.') >= 0:
 		return nil, []dns.RR{pz.soaNeg}, dns.RcodeNameError
 	case qtype == dns.TypeA || qtype == dns.TypeANY:
-		return []dns.RR{rr}, nil, dns.RcodeSuccess
+		return []dns.RR{&dns.A{Hdr: header(qname, dns.TypeA, ttl), A: srv.Address.AsSlice()}}, nil, dns.RcodeSuccess
 	}
 	return nil, []dns.RR{pz.soaNeg}, dns.RcodeSuccess
 }
