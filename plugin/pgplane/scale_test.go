@@ -1,0 +1,48 @@
+package pgplane
+
+import (
+	"os"
+	"runtime"
+	"testing"
+
+	"github.com/pgplane/pgplane/appliance"
+	"github.com/pgplane/pgplane/internal/benchkit"
+	"github.com/pgplane/pgplane/topology"
+)
+
+// BenchmarkAnswersMemory reports the heap the DNS answers of a
+// bench-scale topology (100,000 servers) hold beyond the snapshot, per
+// server: what the plugin adds to a server's cost in memory (#12).
+func BenchmarkAnswersMemory(b *testing.B) {
+	dir := b.TempDir()
+	g, err := benchkit.GenerateDNS(dir, benchkit.DNSScale{Servers: 100000, Zones: 10000, VNets: 5000, Regions: 10})
+	if err != nil {
+		b.Fatal(err)
+	}
+	data, err := os.ReadFile(g.Topology)
+	if err != nil {
+		b.Fatal(err)
+	}
+	topo, _, err := topology.Parse("topology.yaml", data)
+	if err != nil {
+		b.Fatal(err)
+	}
+	snap, err := topology.NewSnapshot(topo, topology.State{}, 1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	o := options{ttl: appliance.DefaultTTL, ns: []string{appliance.DefaultNS}}
+	var held *answers
+	var bytes float64
+	for b.Loop() {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		held = newAnswers(snap, o)
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		bytes = float64(after.HeapAlloc) - float64(before.HeapAlloc)
+	}
+	runtime.KeepAlive(held)
+	b.ReportMetric(bytes/float64(snap.ServerCount()), "B/server")
+}
