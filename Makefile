@@ -69,8 +69,10 @@ test: deps build
 	$(GO) vet ./...
 	PGPLANE_BIN=$(CURDIR)/$(PGPLANE) PGPLANECTL_BIN=$(CURDIR)/$(PGPLANECTL) $(GO) test -count=1 ./...
 
-# The soak (issue 15): three nodes under DNS, SQL and admin API load while a
-# seeded chaos loop kills and restarts nodes; `make test` runs 30 s of it.
+# The soak (issue 15): three nodes under DNS, SQL and admin API load, in a
+# network namespace of their own, while a seeded chaos loop kills, restarts
+# and cuts off nodes and crashes the PostgreSQL primary; `make test` runs
+# 30 s of it.
 DURATION ?= 2m
 soak: deps build
 	PGPLANE_SOAK=$(DURATION) PGPLANE_BIN=$(CURDIR)/$(PGPLANE) PGPLANECTL_BIN=$(CURDIR)/$(PGPLANECTL) $(GO) test -count=1 -timeout 0 -v -run '^TestSoak$$' ./test/e2e
