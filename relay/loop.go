@@ -86,7 +86,8 @@ func (ls *Loops) pick() *loop {
 // Start starts n loops, each a goroutine; n <= 0 means DefaultLoops. A
 // busy loop keeps a P while it waits for events (see run), so Start adds
 // one P per loop to GOMAXPROCS, and Stop takes them back: the rest of the
-// process keeps the Ps it had.
+// process keeps the Ps it had. (Setting GOMAXPROCS ends the runtime's own
+// updates of it when a container's CPU limit changes at run time.)
 func Start(n int) (*Loops, error) {
 	if n <= 0 {
 		n = DefaultLoops()
