@@ -111,6 +111,13 @@ func (s *Store) serveForward(conn net.Conn) {
 		return
 	}
 	deletionsAsNil(req.Changes)
+	select {
+	case <-s.raftReady:
+	case <-time.After(forwardTimeout / 2):
+		// Still starting: not the leader (the caller tries again).
+		json.NewEncoder(conn).Encode(encodeOutcome(0, errNotLeader))
+		return
+	}
 	index, err := s.lead(req)
 	json.NewEncoder(conn).Encode(encodeOutcome(index, err))
 }

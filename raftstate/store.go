@@ -141,13 +141,16 @@ const writeTimeout = 5 * time.Second
 
 // Store is one member's share of the replicated run-time changes.
 type Store struct {
-	cfg    Config
-	fsm    *fsm
-	log    zerolog.Logger
-	raft   *raft.Raft
-	stream *streamLayer // nil for a node without peers
-	db     *raftboltdb.BoltStore
-	peers  Peers // nil for a node without peers
+	cfg  Config
+	fsm  *fsm
+	log  zerolog.Logger
+	raft *raft.Raft
+	// raftReady is closed once raft is set: the stream layer takes
+	// forwarded writes before it is.
+	raftReady chan struct{}
+	stream    *streamLayer // nil for a node without peers
+	db        *raftboltdb.BoltStore
+	peers     Peers // nil for a node without peers
 	// gone is set when the Raft log's directory was found removed: Raft is
 	// stopped on this node and every write refused with it.
 	gone atomic.Pointer[StateDirError]
@@ -258,6 +261,7 @@ func (s *Store) Start(peers Peers) error {
 			closeAll(nil, db)
 			return err
 		}
+		s.raftReady = make(chan struct{})
 		if s.stream, err = newStreamLayer(s.cfg.Bind, s.cfg.Advertise, server, client, s.serveForward, s.report); err != nil {
 			closeAll(nil, db)
 			return err
@@ -293,6 +297,9 @@ func (s *Store) Start(peers Peers) error {
 		return fmt.Errorf("starting Raft: %w", err)
 	}
 	s.raft, s.db = r, db
+	if s.raftReady != nil {
+		close(s.raftReady)
+	}
 	go s.watchLeadership()
 	s.importPrevious()
 	return nil
