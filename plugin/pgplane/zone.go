@@ -129,10 +129,10 @@ func (a *answers) alias(qname string) (cname *dns.CNAME, target string) {
 	if srv == nil {
 		return nil, ""
 	}
-	if srv.Private {
-		target = srv.Server.Name + "." + srv.Zone.Name + "."
-	} else {
-		target = a.gateways[srv.Region.GatewayName]
+	name := srv.CNAMETarget()
+	target, ok := a.gateways[name] // a public server's: its region's, shared
+	if !ok {
+		target = name + "."
 	}
 	return &dns.CNAME{Hdr: header(qname, dns.TypeCNAME, a.ttl), Target: target}, target
 }
