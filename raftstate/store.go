@@ -148,6 +148,9 @@ type Store struct {
 	// raftReady is closed once raft is set: the stream layer takes
 	// forwarded writes before it is.
 	raftReady chan struct{}
+	// listening, if set (by tests), runs when the stream layer accepts
+	// and Raft is not set yet: the window raftReady covers.
+	listening func()
 	stream    *streamLayer // nil for a node without peers
 	db        *raftboltdb.BoltStore
 	peers     Peers // nil for a node without peers
@@ -270,6 +273,9 @@ func (s *Store) Start(peers Peers) error {
 			Stream: s.stream, MaxPool: 3, Timeout: 2 * time.Second, Logger: rc.Logger,
 			ServerAddressProvider: addressProvider{s.peers},
 		})
+		if s.listening != nil {
+			s.listening()
+		}
 	}
 	logs, err := newGuardedLog(db, dir, s.stateDirGone)
 	if err != nil {

@@ -69,6 +69,9 @@ type cluster struct {
 	timing Timing
 	// applied, if set, is each member's applied hook.
 	applied func(member int, keys []string)
+	// listening, if set, is the next started member's hook for the
+	// moment its transport accepts and its Raft is not set yet.
+	listening func(member int)
 }
 
 // slotRule refuses a third slot, as T11 refuses a server past a subnet's
@@ -149,6 +152,10 @@ func (c *cluster) start(i int) {
 	s, err := Open(cfg)
 	if err != nil {
 		c.t.Fatal(err)
+	}
+	if hook := c.listening; hook != nil {
+		s.listening = func() { hook(i) }
+		c.listening = nil
 	}
 	if err := s.Start(c.peers[i]); err != nil {
 		c.t.Fatal(err)
@@ -305,6 +312,45 @@ func TestFollowerWriteReadsItself(t *testing.T) {
 	if !equalValues(s.Values(), before) {
 		t.Fatal("a refused change changed the state")
 	}
+}
+
+// A write forwarded to a member that is starting (its transport accepts,
+// its Raft is not set yet) is answered "not the leader" once its Raft is
+// up, and the member keeps running: CI's soak once crashed a node there.
+//
+// SPEC: C5 A1
+func TestForwardDuringStartIsAnswered(t *testing.T) {
+	c := newCluster(t, 3)
+	starting := (c.leader() + 1) % 3
+	sender := (starting + 1) % 3
+	c.stop(starting)
+	type result struct {
+		index uint64
+		err   error
+	}
+	got := make(chan result, 1)
+	c.listening = func(member int) {
+		addr := c.peers[member].addrs[c.names[member]]
+		go func() {
+			index, err := c.stores[sender].forwardTo(addr, forwardRequest{Origin: c.names[sender], Changes: map[string]json.RawMessage{"rule/start": value(`true`)}})
+			got <- result{index, err}
+		}()
+		// Let the write arrive and wait in the window.
+		time.Sleep(300 * time.Millisecond)
+	}
+	c.restart(starting)
+	select {
+	case r := <-got:
+		if !errors.Is(r.err, errNotLeader) {
+			t.Fatalf("a write forwarded to a starting follower: index %d, error %v; want %q", r.index, r.err, errNotLeader)
+		}
+	case <-time.After(forwardTimeout):
+		t.Fatal("a write forwarded to a starting member was not answered")
+	}
+	if err := c.stores[starting].Change(map[string]json.RawMessage{"rule/after": value(`true`)}); err != nil {
+		t.Fatalf("the member that took a write while starting: %v", err)
+	}
+	c.converged(map[string]json.RawMessage{"rule/after": value(`true`)})
 }
 
 // A write through a follower returns only once the follower has served it:
