@@ -8,6 +8,7 @@ import (
 
 	"github.com/pgplane/pgplane/appliance"
 	"github.com/pgplane/pgplane/topology"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/coredns/coredns/plugin/pkg/dnstest"
 	"github.com/coredns/coredns/plugin/test"
@@ -166,5 +167,44 @@ func check(t *testing.T, m *dns.Msg, tc test.Case) {
 	sort.Sort(test.RRSet(tc.Ns))
 	if err := test.SortAndCheck(m, tc); err != nil {
 		t.Fatalf("%v\n%v", err, m)
+	}
+}
+
+// Answers are counted by the view that asked; a view's counters are made
+// when it first answers, so views that never ask hold none.
+//
+// SPEC: D4
+func TestAnswersCountedByView(t *testing.T) {
+	p := newTestPlugin(t, topology.State{})
+	a := p.answers.Load()
+	app, hub := -1, -1
+	for i, v := range a.snap.VNets {
+		switch v.Name {
+		case "app-vnet":
+			app = i
+		case "hub-vnet":
+			hub = i
+		}
+	}
+	if app < 0 || hub < 0 {
+		t.Fatal("testdata topology: app-vnet or hub-vnet missing")
+	}
+	noError, nxDomain := answersTotal.WithLabelValues("app-vnet", "NOERROR"), answersTotal.WithLabelValues("app-vnet", "NXDOMAIN")
+	before, beforeNX := testutil.ToFloat64(noError), testutil.ToFloat64(nxDomain)
+	for _, name := range []string{"orders-db.postgres.database.azure.com.", "orders-db.postgres.database.azure.com.", "nope.contoso.private.postgres.database.azure.com."} {
+		m := new(dns.Msg)
+		m.SetQuestion(name, dns.TypeA)
+		if _, err := p.ServeDNS(context.Background(), dnstest.NewRecorder(&test.ResponseWriter{RemoteIP: "127.0.1.77"}), m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, gotNX := testutil.ToFloat64(noError)-before, testutil.ToFloat64(nxDomain)-beforeNX; got != 2 || gotNX != 1 {
+		t.Fatalf("app-vnet's answers counted NOERROR +%v NXDOMAIN +%v, want +2 and +1", got, gotNX)
+	}
+	if a.counters[app+1].Load() == nil {
+		t.Fatal("app-vnet answered but holds no counters")
+	}
+	if a.counters[hub+1].Load() != nil {
+		t.Fatal("hub-vnet never asked but holds counters")
 	}
 }

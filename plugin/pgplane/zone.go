@@ -4,6 +4,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync/atomic"
 
 	"github.com/pgplane/pgplane/topology"
 
@@ -37,8 +38,8 @@ type answers struct {
 	// (NODATA) only for views linked to one of those zones.
 	ents map[string][]*privateZone
 	// counters count answers by view: index 0 is the public view, i+1 is
-	// VNet i.
-	counters []viewCounters
+	// VNet i; nil until the view first answers.
+	counters []atomic.Pointer[viewCounters]
 }
 
 type entryKind uint8
@@ -80,11 +81,7 @@ func newAnswers(s *topology.Snapshot, o options) *answers {
 		gateways: make(map[string]string, len(s.Regions)),
 		ttl:      o.ttl,
 	}
-	names := make([]string, len(s.VNets))
-	for i, v := range s.VNets {
-		names[i] = v.Name
-	}
-	a.counters = newViewCounters(names)
+	a.counters = make([]atomic.Pointer[viewCounters], len(s.VNets)+1)
 	a.soa, a.soaNeg = apexSOAs(s.Serial, o)
 	for _, n := range o.ns {
 		a.ns = append(a.ns, &dns.NS{Hdr: header(apexFQDN, dns.TypeNS, 3600), Ns: n})
