@@ -20,11 +20,31 @@ import (
 // top level that is not a plain block mapping), it falls back to Parse.
 // Validation always runs on the whole topology. A Parser is safe for
 // concurrent use.
+//
+// What it remembers costs 24 bytes a part: each part's key and where its
+// decoded value stands in the topology it returned last, which holds the
+// values themselves (a map of keys to decoded parts beside that topology
+// took about 100 bytes a server).
 type Parser struct {
 	mu     sync.Mutex
-	cache  map[chunkKey]*chunk
 	seeds  [2]maphash.Seed
 	seeded bool
+	// last is the topology of the file read last, nil when that file was
+	// parsed whole (Parse); parts are its parts in the file's order.
+	last  *Topology
+	parts []part
+}
+
+// part is a decoded part of the file read last: its key and where its
+// value stands in Parser.last.
+type part struct {
+	key chunkKey
+	// at is the item's index in its section's list, or -1 for a null
+	// item (yaml.v3 leaves it out of the list; it still counts for line
+	// numbers); 0 for a part that is a section's whole value.
+	at    int32
+	field uint8 // the section's field of Topology
+	item  bool
 }
 
 // chunkKey identifies a part of a file by the section it stands in and its
@@ -82,9 +102,37 @@ type span struct {
 type section struct {
 	keyLine int
 	item    bool
-	chunks  []*chunk
+	chunks  []chunk
 	spans   []span // where each chunk stands in this file, and its text
+	values  int    // the chunks that are not null items
 }
+
+// remembered returns the decoded parts of the file read last by key.
+func (p *Parser) remembered() map[chunkKey]chunk {
+	if p.last == nil {
+		return nil
+	}
+	last := reflect.ValueOf(p.last).Elem()
+	servers := p.last.Servers.Slice()
+	out := make(map[chunkKey]chunk, len(p.parts))
+	for _, pt := range p.parts {
+		field := last.Field(int(pt.field))
+		switch {
+		case !pt.item:
+			out[pt.key] = chunk{value: field}
+		case pt.at < 0:
+			out[pt.key] = chunk{null: true}
+		case field.Type() == serverListType:
+			out[pt.key] = chunk{value: reflect.ValueOf(servers[pt.at])}
+		default:
+			out[pt.key] = chunk{value: field.Index(int(pt.at))}
+		}
+	}
+	return out
+}
+
+// forget drops what the parser remembers: the file is parsed whole.
+func (p *Parser) forget() { p.last, p.parts = nil, nil }
 
 // Parse decodes and validates a topology file as the package's Parse does,
 // reusing the decoded parts of the previous call whose text is unchanged.
@@ -93,19 +141,20 @@ func (p *Parser) Parse(name string, data []byte) (*Topology, Violations, error) 
 	defer p.mu.Unlock()
 	spans, ok := splitTopology(data)
 	if !ok {
-		p.cache = nil
+		p.forget()
 		return Parse(name, data)
 	}
 	fields := yamlFieldIndexes(reflect.TypeOf(Topology{}))
 	t := &Topology{}
 	tv := reflect.ValueOf(t).Elem()
-	next := make(map[chunkKey]*chunk, len(spans))
+	known := p.remembered()
+	parts := make([]part, 0, len(spans))
 	sections := map[string]*section{}
 	var order []string
 	for _, s := range spans {
-		idx, known := fields[s.section]
-		if !known {
-			p.cache = nil
+		idx, isField := fields[s.section]
+		if !isField {
+			p.forget()
 			return Parse(name, data) // reports the unknown field
 		}
 		elem := tv.Field(idx).Type()
@@ -113,24 +162,30 @@ func (p *Parser) Parse(name string, data []byte) (*Topology, Violations, error) 
 			elem = itemType(elem)
 		}
 		key := p.key(s)
-		c := p.cache[key]
-		if c == nil {
-			if c = decodeChunk(s, elem); c == nil {
-				p.cache = nil
+		c, ok := known[key]
+		if !ok {
+			decoded := decodeChunk(s, elem)
+			if decoded == nil {
+				p.forget()
 				return Parse(name, data) // reports the problem as Parse does
 			}
+			c = *decoded
 		}
-		next[key] = c
 		sec := sections[s.section]
 		if sec == nil {
 			sec = &section{keyLine: s.keyLine, item: s.item}
 			sections[s.section] = sec
 			order = append(order, s.section)
 		}
+		pt := part{key: key, field: uint8(idx), item: s.item, at: -1}
+		if s.item && !c.null {
+			pt.at = int32(sec.values)
+			sec.values++
+		}
+		parts = append(parts, pt)
 		sec.chunks = append(sec.chunks, c)
 		sec.spans = append(sec.spans, s)
 	}
-	p.cache = next
 	for _, key := range order {
 		sec, field := sections[key], tv.Field(fields[key])
 		if !sec.item {
@@ -153,6 +208,7 @@ func (p *Parser) Parse(name string, data []byte) (*Topology, Violations, error) 
 		}
 		field.Set(slice)
 	}
+	p.last, p.parts = t, parts
 	violations, warnings := Validate(t)
 	firstKeyLine := 0
 	if len(order) > 0 {
