@@ -31,8 +31,8 @@ type desiredState struct {
 
 	mu   sync.Mutex         // serialises reloads and changes
 	base *topology.Topology // the file's topology, without run-time changes
-	// baseServers are base's servers by name, with their positions.
-	baseServers map[string]baseServer
+	// baseServers finds base's servers by name, with their positions.
+	baseServers topology.ServerIndex
 	checker     topology.Checker // checks changes of servers alone
 	// conflict says why the committed run-time changes are not served (they
 	// break a rule with this node's topology file), or is nil.
@@ -261,21 +261,16 @@ func (f *desiredState) swapServersLocked(d *topology.ServerDelta) error {
 }
 
 // fileServer returns the file's server of that name, or nil.
-func (f *desiredState) fileServer(name string) *topology.Server { return f.baseServers[name].srv }
+func (f *desiredState) fileServer(name string) *topology.Server {
+	srv, _ := f.baseServers.Find(name)
+	return srv
+}
 
 // filePos returns the position of the file's server of that name among the
 // file's servers, or -1.
 func (f *desiredState) filePos(name string) int {
-	if b, ok := f.baseServers[name]; ok {
-		return b.pos
-	}
-	return -1
-}
-
-// baseServer is a server of the topology file and its position there.
-type baseServer struct {
-	srv *topology.Server
-	pos int
+	_, pos := f.baseServers.Find(name)
+	return pos
 }
 
 // applied serves the state after committed changes were applied: keys are
