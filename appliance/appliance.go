@@ -69,6 +69,7 @@ func New(opts Options, publish func(*topology.Snapshot)) (*Appliance, error) {
 	if err := a.desired.load(); err != nil {
 		return nil, err
 	}
+	releaseMemory()
 	if err := a.newGateway(); err != nil {
 		return nil, err
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime/debug"
 	"time"
 
 	"github.com/pgplane/pgplane/topology"
@@ -110,10 +111,7 @@ func (f *desiredState) loadExpecting(settledAs *stamp) error {
 		return fmt.Errorf("topology file %s: %w", f.path, err)
 	}
 	f.sum, f.base = sum, file
-	f.baseServers = make(map[string]baseServer, file.Servers.Len())
-	for i, srv := range file.Servers.All() {
-		f.baseServers[srv.Name] = baseServer{srv, i}
-	}
+	f.baseServers = topology.NewServerIndex(file.Servers)
 	if conflict != nil {
 		f.setConflictLocked(conflict)
 	}
@@ -174,6 +172,14 @@ func (f *desiredState) settled() *stamp {
 	return &st
 }
 
+// releaseMemory returns to the operating system the heap a read of the
+// topology file left behind. Decoding a file takes several times the memory
+// its topology keeps (100,000 servers: a heap of about 200 MB at the peak,
+// 70 MB kept); the runtime gives the rest back over minutes, and RSS stays
+// near the peak meanwhile. It costs one collection (about 60 ms of one
+// core at 100,000 servers, the world stopped well under a millisecond).
+func releaseMemory() { debug.FreeOSMemory() }
+
 // watch polls the file until Stop.
 func (f *desiredState) watch() {
 	defer close(f.done)
@@ -200,6 +206,7 @@ func (f *desiredState) watch() {
 			if errors.Is(err, errWriting) {
 				continue
 			}
+			releaseMemory()
 			if err != nil {
 				f.log.Error().Msgf("topology %s refused, still serving serial %d:\n%v", f.path, f.serial(), err)
 				continue
