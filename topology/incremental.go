@@ -150,7 +150,10 @@ func (p *Parser) Parse(name string, data []byte) (*Topology, Violations, error) 
 	known := p.remembered()
 	parts := make([]part, 0, len(spans))
 	sections := map[string]*section{}
-	var order []string
+	var (
+		order []string
+		fresh []*Server // the servers decoded anew
+	)
 	for _, s := range spans {
 		idx, isField := fields[s.section]
 		if !isField {
@@ -170,6 +173,9 @@ func (p *Parser) Parse(name string, data []byte) (*Topology, Violations, error) 
 				return Parse(name, data) // reports the problem as Parse does
 			}
 			c = *decoded
+			if !c.null && c.value.Type() == serverType {
+				fresh = append(fresh, c.value.Interface().(*Server))
+			}
 		}
 		sec := sections[s.section]
 		if sec == nil {
@@ -208,6 +214,7 @@ func (p *Parser) Parse(name string, data []byte) (*Topology, Violations, error) 
 		}
 		field.Set(slice)
 	}
+	shareNames(t, fresh)
 	p.last, p.parts = t, parts
 	violations, warnings := Validate(t)
 	firstKeyLine := 0

@@ -3,8 +3,10 @@ package topology
 import (
 	"os"
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
+	"unsafe"
 )
 
 // A re-parse after an edit decodes only the parts whose text changed: every
@@ -66,4 +68,54 @@ func TestParserReusesUnchangedParts(t *testing.T) {
 	if !reflect.DeepEqual(want, t3) {
 		t.Fatalf("the Parser's topology differs from Parse's:\n%#v\n%#v", want, t3)
 	}
+}
+
+// Servers hold one copy of the names they share (region, access, VNet,
+// subnet, zone): the topology's own, whether a file is parsed whole, parsed
+// by a Parser, or re-parsed after an edit, and after collections ran
+// between servers (unique.Make's entries did not survive them).
+//
+// SPEC: A1
+func TestServersShareTheTopologysNames(t *testing.T) {
+	data, err := os.ReadFile("testdata/valid.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(data) + `  - name: orders-db-2
+    region: eastus2
+    access: private
+    network: {vnet: app-vnet, subnet: db, privateDnsZone: contoso.private.postgres.database.azure.com}
+    addresses: {primary: 10.0.1.6}
+    backends: {primary: "10.0.1.6:5432"}
+`
+	same := func(a, b string) bool { return len(a) > 0 && unsafe.StringData(a) == unsafe.StringData(b) }
+	check := func(how string, topo *Topology) {
+		t.Helper()
+		vnet := topo.VNets[0]
+		for _, srv := range topo.Servers.All() {
+			if !same(srv.Region, topo.Regions[0].Name) || !same(srv.Access, AccessPublic) && !same(srv.Access, AccessPrivate) {
+				t.Errorf("%s: server %s holds its own copy of its region or access", how, srv.Name)
+			}
+			if n := srv.Network; n != nil && (!same(n.VNet, vnet.Name) || !same(n.Subnet, vnet.Subnets[0].Name) || !same(n.PrivateDNSZone, topo.PrivateDNSZones[0].Name)) {
+				t.Errorf("%s: server %s holds its own copy of its VNet, subnet or zone", how, srv.Name)
+			}
+		}
+	}
+	whole, _, err := Parse("f.yaml", []byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("Parse", whole)
+	var p Parser
+	first, _, err := p.Parse("f.yaml", []byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("Parser", first)
+	runtime.GC()
+	edited, _, err := p.Parse("f.yaml", []byte(strings.Replace(text, "10.0.1.6:5432", "10.0.1.6:5433", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("Parser after an edit", edited)
 }

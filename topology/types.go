@@ -9,9 +9,6 @@ package topology
 
 import (
 	"slices"
-	"unique"
-
-	"gopkg.in/yaml.v3"
 )
 
 // Topology is the desired state of the service, as written in the topology
@@ -157,21 +154,40 @@ func CertificateNames(t *Topology) []string {
 	return append([]string{"*." + Apex}, slices.Compact(zones)...)
 }
 
-// UnmarshalYAML decodes a server as its fields read, then keeps one copy of
-// the strings many servers repeat (region, access, VNet, subnet, zone): a
-// topology file of 100,000 servers otherwise holds each of them 100,000
-// times over.
-func (s *Server) UnmarshalYAML(value *yaml.Node) error {
-	type plain Server // without this method
-	if err := value.Decode((*plain)(s)); err != nil {
-		return err
+// shareNames points the strings of servers that name a region, VNet,
+// subnet, private DNS zone or access mode at t's own copy of that name: a
+// topology file of 100,000 servers otherwise holds each of them once per
+// server. (unique.Make did this before, but drops an entry at the next
+// collection once no handle holds it, so a large file kept many copies.)
+func shareNames(t *Topology, servers []*Server) {
+	if len(servers) == 0 {
+		return
 	}
-	s.Region, s.Access = intern(s.Region), intern(s.Access)
-	if n := s.Network; n != nil {
-		n.VNet, n.Subnet, n.PrivateDNSZone = intern(n.VNet), intern(n.Subnet), intern(n.PrivateDNSZone)
+	names := map[string]string{AccessPublic: AccessPublic, AccessPrivate: AccessPrivate}
+	for _, r := range t.Regions {
+		names[r.Name] = r.Name
 	}
-	return nil
+	for _, v := range t.VNets {
+		names[v.Name] = v.Name
+		for _, sn := range v.Subnets {
+			names[sn.Name] = sn.Name
+		}
+	}
+	for _, z := range t.PrivateDNSZones {
+		names[z.Name] = z.Name
+	}
+	share := func(s *string) {
+		if c, ok := names[*s]; ok {
+			*s = c
+		}
+	}
+	for _, s := range servers {
+		share(&s.Region)
+		share(&s.Access)
+		if n := s.Network; n != nil {
+			share(&n.VNet)
+			share(&n.Subnet)
+			share(&n.PrivateDNSZone)
+		}
+	}
 }
-
-// intern returns the one copy of s that every holder shares.
-func intern(s string) string { return unique.Make(s).Value() }
