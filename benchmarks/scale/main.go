@@ -1,8 +1,9 @@
 // Command scale measures pgplane at 10,000, 100,000 and 1,000,000 servers
 // beside CoreDNS's file plugin holding the same names, in the same run: the
-// time from start to the first answer, RSS and bytes per server, the time of
-// a run-time change (a server created through the admin API) until the node
-// answers for it, and queries per second.
+// time from start to the first answer, RSS and bytes per server after start
+// (and the peak RSS by then), the time of a run-time change (a server created
+// through the admin API) until the node answers for it, queries per second,
+// and RSS and bytes per server after those queries.
 //
 // Usage: go run ./benchmarks/scale -bin bin/pgplane [-sizes 10000,100000] [-out DIR]
 package main
@@ -38,11 +39,13 @@ func main() {
 
 // result is what one server measured at one size.
 type result struct {
-	start  time.Duration
-	rssKiB int
-	after  int           // RSS after the changes, KiB
-	change time.Duration // median; 0 for file
-	qps    float64
+	start   time.Duration
+	rssKiB  int
+	peakKiB int           // the highest RSS by the first answer (VmHWM)
+	after   int           // RSS after the changes, KiB
+	change  time.Duration // median; 0 for file
+	qps     float64
+	loaded  int // RSS after the queries, KiB: the heap grown to its GC goal under load
 }
 
 func run(bin, out, sizes string, changes int, perfTime time.Duration) error {
@@ -57,7 +60,7 @@ func run(bin, out, sizes string, changes int, perfTime time.Duration) error {
 	}
 	fmt.Printf("empty CoreDNS (file plugin, one SOA): RSS %.1f MB\n\n", float64(empty)/1024)
 	var report bytes.Buffer
-	fmt.Fprintf(&report, "%-9s %-8s %9s %9s %11s %13s %12s %9s\n", "servers", "server", "start", "RSS MB", "B/server", "change→answer", "RSS after MB", "qps")
+	fmt.Fprintf(&report, "%-9s %-8s %9s %9s %11s %12s %13s %12s %9s %13s %11s\n", "servers", "server", "start", "RSS MB", "B/server", "peak RSS MB", "change→answer", "RSS after MB", "qps", "RSS loaded MB", "B/server")
 	for _, s := range strings.Split(sizes, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
 		if err != nil || n < 20 {
@@ -81,7 +84,7 @@ func run(bin, out, sizes string, changes int, perfTime time.Duration) error {
 		if err != nil {
 			return fmt.Errorf("pgplane at %d: %w", n, err)
 		}
-		perServer := func(r result) float64 { return float64(r.rssKiB-empty) * 1024 / float64(n) }
+		perServer := func(kib int) float64 { return float64(kib-empty) * 1024 / float64(n) }
 		for _, row := range []struct {
 			name string
 			r    result
@@ -90,14 +93,16 @@ func run(bin, out, sizes string, changes int, perfTime time.Duration) error {
 			if row.r.change > 0 {
 				change = row.r.change.Round(100 * time.Microsecond).String()
 			}
-			fmt.Fprintf(&report, "%-9d %-8s %9s %9.1f %11.0f %13s %12.1f %9.0f\n", n, row.name, row.r.start.Round(time.Millisecond), float64(row.r.rssKiB)/1024, perServer(row.r), change, float64(row.r.after)/1024, row.r.qps)
+			fmt.Fprintf(&report, "%-9d %-8s %9s %9.1f %11.0f %12.1f %13s %12.1f %9.0f %13.1f %11.0f\n", n, row.name, row.r.start.Round(time.Millisecond), float64(row.r.rssKiB)/1024, perServer(row.r.rssKiB),
+				float64(row.r.peakKiB)/1024, change, float64(row.r.after)/1024, row.r.qps, float64(row.r.loaded)/1024, perServer(row.r.loaded))
 		}
-		fmt.Fprintf(&report, "%-9d %-8s %8.2fx %8.2fx %10.2fx %13s %12s %8.2fx\n", n, "ratio", float64(pg.start)/float64(file.start), float64(pg.rssKiB)/float64(file.rssKiB), perServer(pg)/perServer(file), "", "", pg.qps/file.qps)
+		fmt.Fprintf(&report, "%-9d %-8s %8.2fx %8.2fx %10.2fx %11.2fx %13s %12s %8.2fx %12.2fx %10.2fx\n", n, "ratio", float64(pg.start)/float64(file.start), float64(pg.rssKiB)/float64(file.rssKiB), perServer(pg.rssKiB)/perServer(file.rssKiB),
+			float64(pg.peakKiB)/float64(file.peakKiB), "", "", pg.qps/file.qps, float64(pg.loaded)/float64(file.loaded), perServer(pg.loaded)/perServer(file.loaded))
 		fmt.Printf("%d servers measured\n", n)
 		os.RemoveAll(dir) // the 1,000,000-server files take about 300 MB
 	}
 	fmt.Print("\n" + report.String())
-	fmt.Printf("\nbytes per server are (RSS − the empty CoreDNS's) / servers; change→answer is the median of %d\nserver creations through the admin API until dig-like queries see the name.\n", changes)
+	fmt.Printf("\nbytes per server are (RSS − the empty CoreDNS's) / servers, 2 s after the first answer and\nafter the queries (the heap grown to its GC goal under load); peak RSS is the highest by the\nfirst answer; change→answer is the median of %d server creations through the admin API until\ndig-like queries see the name.\n", changes)
 	return os.WriteFile(filepath.Join(out, "results.txt"), report.Bytes(), 0o644)
 }
 
@@ -124,6 +129,9 @@ func measure(bin, dir, directive string, g benchkit.DNSTopology, changes int, pe
 		return r, fmt.Errorf("%w\n%s", err, tail(proc.Log.String()))
 	}
 	r.start = time.Since(began)
+	if r.peakKiB, err = benchkit.PeakRSSKiB(proc.Cmd.Process.Pid); err != nil {
+		return r, err
+	}
 	time.Sleep(2 * time.Second) // let start-up garbage be collected
 	if r.rssKiB, err = benchkit.RSSKiB(proc.Cmd.Process.Pid); err != nil {
 		return r, err
@@ -160,7 +168,8 @@ func measure(bin, dir, directive string, g benchkit.DNSTopology, changes int, pe
 		return r, err
 	}
 	r.qps = p.QPS
-	return r, nil
+	r.loaded, err = benchkit.RSSKiB(proc.Cmd.Process.Pid)
+	return r, err
 }
 
 // waitAnswer asks until the answer is NOERROR with records.

@@ -8,15 +8,22 @@ import (
 )
 
 // RSSKiB reads a process's resident set size in KiB from /proc.
-func RSSKiB(pid int) (int, error) {
+func RSSKiB(pid int) (int, error) { return statusKiB(pid, "VmRSS:") }
+
+// PeakRSSKiB returns the highest resident set size of a process so far
+// (VmHWM), in KiB.
+func PeakRSSKiB(pid int) (int, error) { return statusKiB(pid, "VmHWM:") }
+
+// statusKiB reads one KiB field of /proc/PID/status.
+func statusKiB(pid int, field string) (int, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0, err
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == field {
 			return strconv.Atoi(f[1])
 		}
 	}
-	return 0, fmt.Errorf("no VmRSS for PID %d", pid)
+	return 0, fmt.Errorf("no %s in /proc/%d/status", field, pid)
 }
