@@ -1,7 +1,6 @@
 package topology
 
 import (
-	"bytes"
 	"hash/maphash"
 	"reflect"
 	"strconv"
@@ -152,7 +151,7 @@ func (p *Parser) Parse(name string, data []byte) (*Topology, Violations, error) 
 	sections := map[string]*section{}
 	var (
 		order []string
-		fresh []*Server // the servers decoded anew
+		fresh decoded // what this parse decodes anew
 	)
 	for _, s := range spans {
 		idx, isField := fields[s.section]
@@ -167,15 +166,12 @@ func (p *Parser) Parse(name string, data []byte) (*Topology, Violations, error) 
 		key := p.key(s)
 		c, ok := known[key]
 		if !ok {
-			decoded := decodeChunk(s, elem)
-			if decoded == nil {
+			d := decodeChunk(s, elem)
+			if d == nil {
 				p.forget()
 				return Parse(name, data) // reports the problem as Parse does
 			}
-			c = *decoded
-			if !c.null && c.value.Type() == serverType {
-				fresh = append(fresh, c.value.Interface().(*Server))
-			}
+			c = *d
 		}
 		sec := sections[s.section]
 		if sec == nil {
@@ -187,6 +183,9 @@ func (p *Parser) Parse(name string, data []byte) (*Topology, Violations, error) 
 		if s.item && !c.null {
 			pt.at = int32(sec.values)
 			sec.values++
+		}
+		if !ok {
+			fresh.note(s.section, pt, c)
 		}
 		parts = append(parts, pt)
 		sec.chunks = append(sec.chunks, c)
@@ -214,7 +213,7 @@ func (p *Parser) Parse(name string, data []byte) (*Topology, Violations, error) 
 		}
 		field.Set(slice)
 	}
-	shareNames(t, fresh)
+	settle(t, fresh)
 	p.last, p.parts = t, parts
 	violations, warnings := Validate(t)
 	firstKeyLine := 0
@@ -294,12 +293,19 @@ func decodeChunk(s span, elem reflect.Type) *chunk {
 
 // splitTopology cuts a file into top-level sections and the items of
 // top-level block sequences. It reports false when the file is not a plain
-// block mapping whose parts stand alone.
+// block mapping whose parts stand alone. A part's text is a substring of
+// the file's.
 func splitTopology(data []byte) ([]span, bool) {
-	if bytes.ContainsAny(data, "&*\t\r") {
-		return nil, false // anchors and aliases tie parts together; tabs and CRs are left to Parse
+	if !plainASCII(data) {
+		return nil, false
 	}
-	lines := strings.SplitAfter(string(data), "\n")
+	text := string(data)
+	lines := strings.SplitAfter(text, "\n")
+	// at[i] is the offset of line i in text; at[len(lines)] its end.
+	at := make([]int, len(lines)+1)
+	for i, line := range lines {
+		at[i+1] = at[i] + len(line)
+	}
 	var spans []span
 	seen := map[string]bool{}
 	for i := 0; i < len(lines); {
@@ -324,10 +330,10 @@ func splitTopology(data []byte) ([]span, bool) {
 			j++
 		}
 		keyLine := i + 1
-		if items, ok := splitSequence(key, keyLine, lines, i+1, j, rest); ok {
+		if items, ok := splitSequence(key, keyLine, lines, i+1, j, rest, text, at); ok {
 			spans = append(spans, items...)
 		} else {
-			spans = append(spans, span{section: key, keyLine: keyLine, first: keyLine, text: strings.Join(lines[i:j], "")})
+			spans = append(spans, span{section: key, keyLine: keyLine, first: keyLine, text: text[at[i]:at[j]]})
 		}
 		i = j
 	}
@@ -336,13 +342,25 @@ func splitTopology(data []byte) ([]span, bool) {
 
 // splitSequence cuts lines[from:to], the block under a top-level key, into
 // the items of a block sequence. It reports false when the block is not a
-// block sequence whose items start at one indentation.
-func splitSequence(key string, keyLine int, lines []string, from, to int, rest string) ([]span, bool) {
+// block sequence whose items start at one indentation. An item's text runs
+// from its first line to its last line that is not blank or a comment,
+// blank lines and comments between them included (left out, they shifted
+// the line numbers of what followed them: FuzzParserMatchesParse found it).
+func splitSequence(key string, keyLine int, lines []string, from, to int, rest, text string, at []int) ([]span, bool) {
 	if r := strings.TrimSpace(rest); r != "" && !strings.HasPrefix(r, "#") {
 		return nil, false // a value on the key's line
 	}
 	indent := -1
-	var spans []span
+	var (
+		spans []span
+		start int // the current item's first line
+		last  int // the current item's last line that is not blank
+	)
+	closeItem := func() {
+		if len(spans) > 0 {
+			spans[len(spans)-1].text = text[at[start]:at[last+1]]
+		}
+	}
 	for k := from; k < to; k++ {
 		line := lines[k]
 		if isBlankOrComment(line) {
@@ -359,12 +377,29 @@ func splitSequence(key string, keyLine int, lines []string, from, to int, rest s
 			return nil, false
 		}
 		if n == indent && item {
+			closeItem()
 			spans = append(spans, span{section: key, item: true, keyLine: keyLine, first: k + 1})
+			start = k
 		}
-		last := &spans[len(spans)-1]
-		last.text += line
+		last = k
 	}
+	closeItem()
 	return spans, len(spans) > 0
+}
+
+// plainASCII reports whether data holds printable ASCII and newlines only,
+// without the anchors and aliases (& and *) that tie parts together. Tabs,
+// CRs, other control characters and non-ASCII text are left to Parse,
+// whose YAML reader decides what it accepts ("#\f", a comment with a form
+// feed, is an error there: FuzzParserMatchesParse found the Parser taking
+// it as a comment).
+func plainASCII(data []byte) bool {
+	for _, b := range data {
+		if b == '&' || b == '*' || b < 0x20 && b != '\n' || b >= 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 // topKey reads a top-level "key:" line.

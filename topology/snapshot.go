@@ -218,13 +218,16 @@ func NewSnapshot(t *Topology, state State, serial uint32) (*Snapshot, error) {
 	}
 	servers := make(map[string]*ServerInfo, t.Servers.Len())
 	subnets := map[string][]string{}
-	for _, srv := range t.Servers.All() {
+	// The servers' views are allocated together: one by one, between the
+	// indexes' allocations, they were spread over more heap pages.
+	infos := make([]ServerInfo, t.Servers.Len())
+	for i, srv := range t.Servers.All() {
 		if n := srv.Network; n != nil {
 			k := subnetKey(n.VNet, n.Subnet)
 			subnets[k] = append(subnets[k], srv.Name)
 		}
-		si, err := s.newServerInfo(srv)
-		if err != nil {
+		si := &infos[i]
+		if err := s.fillServerInfo(si, srv); err != nil {
 			return nil, err
 		}
 		if si.Private {
@@ -284,20 +287,29 @@ func (s *Snapshot) ServerCount() int { return s.servers.Len() }
 // regions, VNets and zones it points at; the caller files it in
 // s's servers and, for a private server, in its zone's records.
 func (s *Snapshot) newServerInfo(srv *Server) (*ServerInfo, error) {
-	si := &ServerInfo{Server: srv, Private: srv.Access == AccessPrivate, Region: s.Regions[srv.Region], Backend: srv.Backends.Primary,
+	si := new(ServerInfo)
+	if err := s.fillServerInfo(si, srv); err != nil {
+		return nil, err
+	}
+	return si, nil
+}
+
+// fillServerInfo sets si to srv's hot-path view in snapshot s.
+func (s *Snapshot) fillServerInfo(si *ServerInfo, srv *Server) error {
+	*si = ServerInfo{Server: srv, Private: srv.Access == AccessPrivate, Region: s.Regions[srv.Region], Backend: srv.Backends.Primary,
 		ServerPolicies: s.policiesOf(srv.Parameters)}
 	failed := srv.HighAvailability && s.State.FailedOver[srv.Name]
 	if failed {
 		si.Backend = srv.Backends.Standby
 	}
 	if si.Region == nil {
-		return nil, fmt.Errorf("server %q: region %q is not defined", srv.Name, srv.Region)
+		return fmt.Errorf("server %q: region %q is not defined", srv.Name, srv.Region)
 	}
 	if si.Private {
 		si.VNet = s.vnetByName[srv.Network.VNet]
 		si.Zone = s.Zones[CanonicalZone(srv.Network.PrivateDNSZone)]
 		if si.VNet == nil || si.Zone == nil {
-			return nil, fmt.Errorf("server %q: vnet or private DNS zone is not defined", srv.Name)
+			return fmt.Errorf("server %q: vnet or private DNS zone is not defined", srv.Name)
 		}
 		addr := srv.Addresses.Primary
 		switch {
@@ -308,7 +320,7 @@ func (s *Snapshot) newServerInfo(srv *Server) (*ServerInfo, error) {
 		}
 		si.Address, _ = parseIPv4(addr)
 	}
-	return si, nil
+	return nil
 }
 
 // CNAMETarget is where NAME.postgres.database.azure.com points: the

@@ -160,9 +160,6 @@ func CertificateNames(t *Topology) []string {
 // server. (unique.Make did this before, but drops an entry at the next
 // collection once no handle holds it, so a large file kept many copies.)
 func shareNames(t *Topology, servers []*Server) {
-	if len(servers) == 0 {
-		return
-	}
 	names := map[string]string{AccessPublic: AccessPublic, AccessPrivate: AccessPrivate}
 	for _, r := range t.Regions {
 		names[r.Name] = r.Name
