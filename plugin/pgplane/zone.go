@@ -57,12 +57,36 @@ type entry struct {
 }
 
 // privateZone is a private DNS zone, visible to linked views only. Its
-// records are its servers' (info.Records), made into A records when asked.
+// records are its servers' (info.Records), made into A records when asked;
+// its SOA and NS records are made when first asked (made with the zone,
+// they took about 350 bytes a zone whether anyone asked or not).
 type privateZone struct {
-	info        *topology.ZoneInfo
-	apex        string
+	info   *topology.ZoneInfo
+	apex   string
+	serial uint32
+	opts   *options
+	apexRR atomic.Pointer[zoneApex]
+}
+
+// zoneApex are a private zone's SOA and NS records.
+type zoneApex struct {
 	soa, soaNeg *dns.SOA
 	ns          []dns.RR // the apex's NS: in the views that see it, it is a zone of its own
+}
+
+// records returns the zone's SOA and NS records, making them on first use.
+// Two first uses at once make them twice, equal: either is kept.
+func (pz *privateZone) records() *zoneApex {
+	if r := pz.apexRR.Load(); r != nil {
+		return r
+	}
+	r := &zoneApex{}
+	r.soa, r.soaNeg = soaPair(pz.apex, "azureprivatedns.net.", "azureprivatedns-host.microsoft.com.", pz.serial, *pz.opts)
+	for _, n := range pz.opts.ns {
+		r.ns = append(r.ns, &dns.NS{Hdr: header(pz.apex, dns.TypeNS, 3600), Ns: n})
+	}
+	pz.apexRR.Store(r)
+	return r
 }
 
 // options are the Corefile settings that shape answers.
@@ -94,7 +118,7 @@ func newAnswers(s *topology.Snapshot, o options) *answers {
 		a.gateways[r.GatewayName] = name
 	}
 	for _, z := range s.Zones {
-		pz := newPrivateZone(z, s.Serial, o)
+		pz := newPrivateZone(z, s.Serial, &o)
 		a.zones[pz.apex] = pz
 		for ent := parentName(pz.apex); ent != apexFQDN && ent != ""; ent = parentName(ent) {
 			a.ents[ent] = append(a.ents[ent], pz)
@@ -103,15 +127,10 @@ func newAnswers(s *topology.Snapshot, o options) *answers {
 	return a
 }
 
-// newPrivateZone builds the records of a private DNS zone.
-func newPrivateZone(z *topology.ZoneInfo, serial uint32, o options) *privateZone {
-	apex := z.Name + "."
-	pz := &privateZone{info: z, apex: apex}
-	pz.soa, pz.soaNeg = soaPair(apex, "azureprivatedns.net.", "azureprivatedns-host.microsoft.com.", serial, o)
-	for _, n := range o.ns {
-		pz.ns = append(pz.ns, &dns.NS{Hdr: header(apex, dns.TypeNS, 3600), Ns: n})
-	}
-	return pz
+// newPrivateZone returns a private DNS zone whose SOA has serial; o
+// outlives it (the answers' options).
+func newPrivateZone(z *topology.ZoneInfo, serial uint32, o *options) *privateZone {
+	return &privateZone{info: z, apex: z.Name + ".", serial: serial, opts: o}
 }
 
 // alias is the public name of a server, if qname (a lowercase FQDN inside
@@ -152,7 +171,7 @@ func (a *answers) withServers(s *topology.Snapshot, o options) *answers {
 		if z == nil {
 			continue
 		}
-		pz := newPrivateZone(z, s.Serial, o)
+		pz := newPrivateZone(z, s.Serial, &o)
 		was := next.zones[pz.apex]
 		next.zones[pz.apex] = pz
 		for ent := parentName(pz.apex); ent != apexFQDN && ent != ""; ent = parentName(ent) {
@@ -226,25 +245,26 @@ func (a *answers) privateZone(qname string, view int) *privateZone {
 }
 
 func (pz *privateZone) lookup(qname string, qtype uint16, ttl uint32) (answer, authority []dns.RR, rcode int) {
+	r := pz.records()
 	if qname == pz.apex {
 		switch qtype {
 		case dns.TypeSOA:
-			return []dns.RR{pz.soa}, nil, dns.RcodeSuccess
+			return []dns.RR{r.soa}, nil, dns.RcodeSuccess
 		case dns.TypeNS:
 			// A copy: later plugins (loadbalance) reorder answers in place.
-			return slices.Clone(pz.ns), nil, dns.RcodeSuccess
+			return slices.Clone(r.ns), nil, dns.RcodeSuccess
 		}
-		return nil, []dns.RR{pz.soaNeg}, dns.RcodeSuccess
+		return nil, []dns.RR{r.soaNeg}, dns.RcodeSuccess
 	}
 	label := qname[:max(0, len(qname)-len(pz.apex)-1)]
 	srv, ok := pz.info.Records[label]
 	switch {
 	case !ok || strings.IndexByte(label, '.') >= 0:
-		return nil, []dns.RR{pz.soaNeg}, dns.RcodeNameError
+		return nil, []dns.RR{r.soaNeg}, dns.RcodeNameError
 	case qtype == dns.TypeA || qtype == dns.TypeANY:
 		return []dns.RR{&dns.A{Hdr: header(qname, dns.TypeA, ttl), A: srv.Address.AsSlice()}}, nil, dns.RcodeSuccess
 	}
-	return nil, []dns.RR{pz.soaNeg}, dns.RcodeSuccess
+	return nil, []dns.RR{r.soaNeg}, dns.RcodeSuccess
 }
 
 // inZone reports whether a lowercase FQDN is the apex or below it.
