@@ -41,6 +41,7 @@ func main() {
 type result struct {
 	start   time.Duration
 	rssKiB  int
+	anonKiB int           // RssAnon beside rssKiB: without the binary's pages
 	peakKiB int           // the highest RSS by the first answer (VmHWM)
 	after   int           // RSS after the changes, KiB
 	change  time.Duration // median; 0 for file
@@ -54,13 +55,14 @@ func run(bin, out, sizes string, changes int, perfTime time.Duration) error {
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		return err
 	}
-	empty, err := emptyRSS(bin, out)
+	emptyR, err := emptyRSS(bin, out)
 	if err != nil {
 		return fmt.Errorf("empty CoreDNS: %w", err)
 	}
-	fmt.Printf("empty CoreDNS (file plugin, one SOA): RSS %.1f MB\n\n", float64(empty)/1024)
+	empty, emptyAnon := emptyR.rssKiB, emptyR.anonKiB
+	fmt.Printf("empty CoreDNS (file plugin, one SOA): RSS %.1f MB, of which anonymous %.1f MB\n\n", float64(empty)/1024, float64(emptyAnon)/1024)
 	var report bytes.Buffer
-	fmt.Fprintf(&report, "%-9s %-8s %9s %9s %11s %12s %13s %12s %9s %13s %11s\n", "servers", "server", "start", "RSS MB", "B/server", "peak RSS MB", "change→answer", "RSS after MB", "qps", "RSS loaded MB", "B/server")
+	fmt.Fprintf(&report, "%-9s %-8s %9s %9s %11s %11s %12s %13s %12s %9s %13s %11s\n", "servers", "server", "start", "RSS MB", "B/server", "anon B/srv", "peak RSS MB", "change→answer", "RSS after MB", "qps", "RSS loaded MB", "B/server")
 	for _, s := range strings.Split(sizes, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
 		if err != nil || n < 20 {
@@ -85,6 +87,7 @@ func run(bin, out, sizes string, changes int, perfTime time.Duration) error {
 			return fmt.Errorf("pgplane at %d: %w", n, err)
 		}
 		perServer := func(kib int) float64 { return float64(kib-empty) * 1024 / float64(n) }
+		anonPerServer := func(r result) float64 { return float64(r.anonKiB-emptyAnon) * 1024 / float64(n) }
 		for _, row := range []struct {
 			name string
 			r    result
@@ -93,16 +96,16 @@ func run(bin, out, sizes string, changes int, perfTime time.Duration) error {
 			if row.r.change > 0 {
 				change = row.r.change.Round(100 * time.Microsecond).String()
 			}
-			fmt.Fprintf(&report, "%-9d %-8s %9s %9.1f %11.0f %12.1f %13s %12.1f %9.0f %13.1f %11.0f\n", n, row.name, row.r.start.Round(time.Millisecond), float64(row.r.rssKiB)/1024, perServer(row.r.rssKiB),
-				float64(row.r.peakKiB)/1024, change, float64(row.r.after)/1024, row.r.qps, float64(row.r.loaded)/1024, perServer(row.r.loaded))
+			fmt.Fprintf(&report, "%-9d %-8s %9s %9.1f %11.0f %11.0f %12.1f %13s %12.1f %9.0f %13.1f %11.0f\n", n, row.name, row.r.start.Round(time.Millisecond), float64(row.r.rssKiB)/1024, perServer(row.r.rssKiB),
+				anonPerServer(row.r), float64(row.r.peakKiB)/1024, change, float64(row.r.after)/1024, row.r.qps, float64(row.r.loaded)/1024, perServer(row.r.loaded))
 		}
-		fmt.Fprintf(&report, "%-9d %-8s %8.2fx %8.2fx %10.2fx %11.2fx %13s %12s %8.2fx %12.2fx %10.2fx\n", n, "ratio", float64(pg.start)/float64(file.start), float64(pg.rssKiB)/float64(file.rssKiB), perServer(pg.rssKiB)/perServer(file.rssKiB),
-			float64(pg.peakKiB)/float64(file.peakKiB), "", "", pg.qps/file.qps, float64(pg.loaded)/float64(file.loaded), perServer(pg.loaded)/perServer(file.loaded))
+		fmt.Fprintf(&report, "%-9d %-8s %8.2fx %8.2fx %10.2fx %10.2fx %11.2fx %13s %12s %8.2fx %12.2fx %10.2fx\n", n, "ratio", float64(pg.start)/float64(file.start), float64(pg.rssKiB)/float64(file.rssKiB), perServer(pg.rssKiB)/perServer(file.rssKiB),
+			anonPerServer(pg)/anonPerServer(file), float64(pg.peakKiB)/float64(file.peakKiB), "", "", pg.qps/file.qps, float64(pg.loaded)/float64(file.loaded), perServer(pg.loaded)/perServer(file.loaded))
 		fmt.Printf("%d servers measured\n", n)
 		os.RemoveAll(dir) // the 1,000,000-server files take about 300 MB
 	}
 	fmt.Print("\n" + report.String())
-	fmt.Printf("\nbytes per server are (RSS − the empty CoreDNS's) / servers, 2 s after the first answer and\nafter the queries (the heap grown to its GC goal under load); peak RSS is the highest by the\nfirst answer; change→answer is the median of %d server creations through the admin API until\ndig-like queries see the name.\n", changes)
+	fmt.Printf("\nbytes per server are (RSS − the empty CoreDNS's) / servers, 2 s after the first answer and\nafter the queries (the heap grown to its GC goal under load); anon B/srv counts anonymous pages\nonly (RssAnon: heap and stacks, not the binary's code); peak RSS is the highest by the\nfirst answer; change→answer is the median of %d server creations through the admin API until\ndig-like queries see the name.\n", changes)
 	return os.WriteFile(filepath.Join(out, "results.txt"), report.Bytes(), 0o644)
 }
 
@@ -134,6 +137,9 @@ func measure(bin, dir, directive string, g benchkit.DNSTopology, changes int, pe
 	}
 	time.Sleep(2 * time.Second) // let start-up garbage be collected
 	if r.rssKiB, err = benchkit.RSSKiB(proc.Cmd.Process.Pid); err != nil {
+		return r, err
+	}
+	if r.anonKiB, err = benchkit.AnonRSSKiB(proc.Cmd.Process.Pid); err != nil {
 		return r, err
 	}
 	var times []time.Duration
@@ -187,15 +193,14 @@ func waitAnswer(port int, name string, qtype uint16, limit time.Duration) error 
 	return fmt.Errorf("no answer for %s %s within %s", name, dns.TypeToString[qtype], limit)
 }
 
-// emptyRSS is the RSS of the appliance binary serving a zone of one SOA
-// with the file plugin: what CoreDNS takes before any name.
-func emptyRSS(bin, out string) (int, error) {
+// emptyRSS measures the appliance binary serving a zone of one SOA with the
+// file plugin: what CoreDNS takes before any name.
+func emptyRSS(bin, out string) (result, error) {
 	dir := filepath.Join(out, "empty")
 	os.MkdirAll(dir, 0o755)
 	zone := filepath.Join(dir, "db.empty")
 	os.WriteFile(zone, []byte("$ORIGIN postgres.database.azure.com.\n@ 3600 IN SOA ns1.pgplane.invalid. hostmaster.postgres.database.azure.com. 1 3600 600 86400 5\n@ 3600 IN NS ns1.pgplane.invalid.\n"), 0o644)
-	r, err := measure(bin, dir, "file "+zone, benchkit.DNSTopology{}, 0, 0)
-	return r.rssKiB, err
+	return measure(bin, dir, "file "+zone, benchkit.DNSTopology{}, 0, 0)
 }
 
 func tail(s string) string {

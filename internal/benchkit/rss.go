@@ -14,6 +14,10 @@ func RSSKiB(pid int) (int, error) { return statusKiB(pid, "VmRSS:") }
 // (VmHWM), in KiB.
 func PeakRSSKiB(pid int) (int, error) { return statusKiB(pid, "VmHWM:") }
 
+// AnonRSSKiB returns the anonymous part of a process's resident set (its
+// heap and stacks, without the pages of its binary and libraries), in KiB.
+func AnonRSSKiB(pid int) (int, error) { return statusKiB(pid, "RssAnon:") }
+
 // statusKiB reads one KiB field of /proc/PID/status.
 func statusKiB(pid int, field string) (int, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
