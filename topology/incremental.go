@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"unsafe"
 
 	"gopkg.in/yaml.v3"
 )
@@ -102,7 +103,8 @@ type section struct {
 	keyLine int
 	item    bool
 	chunks  []chunk
-	spans   []span // where each chunk stands in this file, and its text
+	spans   []span // where each chunk stands in this file, and its text: part of Parse's spans
+	from    int    // the index of the section's first span in Parse's spans
 	values  int    // the chunks that are not null items
 }
 
@@ -135,6 +137,7 @@ func (p *Parser) forget() { p.last, p.parts = nil, nil }
 
 // Parse decodes and validates a topology file as the package's Parse does,
 // reusing the decoded parts of the previous call whose text is unchanged.
+// data must not change while Parse runs; nothing of it is kept after.
 func (p *Parser) Parse(name string, data []byte) (*Topology, Violations, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -153,7 +156,7 @@ func (p *Parser) Parse(name string, data []byte) (*Topology, Violations, error) 
 		order []string
 		fresh decoded // what this parse decodes anew
 	)
-	for _, s := range spans {
+	for k, s := range spans {
 		idx, isField := fields[s.section]
 		if !isField {
 			p.forget()
@@ -175,7 +178,7 @@ func (p *Parser) Parse(name string, data []byte) (*Topology, Violations, error) 
 		}
 		sec := sections[s.section]
 		if sec == nil {
-			sec = &section{keyLine: s.keyLine, item: s.item}
+			sec = &section{keyLine: s.keyLine, item: s.item, from: k}
 			sections[s.section] = sec
 			order = append(order, s.section)
 		}
@@ -189,7 +192,7 @@ func (p *Parser) Parse(name string, data []byte) (*Topology, Violations, error) 
 		}
 		parts = append(parts, pt)
 		sec.chunks = append(sec.chunks, c)
-		sec.spans = append(sec.spans, s)
+		sec.spans = spans[sec.from : k+1] // a section's spans are contiguous
 	}
 	for _, key := range order {
 		sec, field := sections[key], tv.Field(fields[key])
@@ -299,7 +302,10 @@ func splitTopology(data []byte) ([]span, bool) {
 	if !plainASCII(data) {
 		return nil, false
 	}
-	text := string(data)
+	// The spans' texts are read during Parse only (hashed, and parsed
+	// into values of their own), so they may share data's bytes: a copy
+	// was the file's size again at the peak of a large start.
+	text := unsafe.String(unsafe.SliceData(data), len(data))
 	lines := strings.SplitAfter(text, "\n")
 	// at[i] is the offset of line i in text; at[len(lines)] its end.
 	at := make([]int, len(lines)+1)
