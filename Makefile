@@ -6,6 +6,9 @@ BIN       := bin
 PGPLANE   := $(BIN)/pgplane
 PGPLANECTL:= $(BIN)/pgplanectl
 FUZZTIME  ?= 30s
+# FUZZMINIMIZETIME bounds the shrinking of each new input: with go test's 60 s, the targets whose
+# seeds are whole topology files stalled (a worker shrank inputs for minutes while nothing ran).
+FUZZMINIMIZETIME ?= 2s
 # Debian packages the tests and benchmarks use: command (or file) -> package.
 # The drivers' e2e test also installs node-postgres from the npm registry.
 DEB_CMDS  := dig:dnsutils nslookup:dnsutils dnsperf:dnsperf ip:iproute2 setpriv:util-linux \
@@ -115,24 +118,24 @@ lint:
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 
 fuzz:
-	$(GO) test ./plugin/pgplane -run '^$$' -fuzz FuzzServeDNS -fuzztime $(FUZZTIME)
-	$(GO) test ./topology -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./topology -run '^$$' -fuzz FuzzParserMatchesParse -fuzztime $(FUZZTIME)
-	$(GO) test ./gateway -run '^$$' -fuzz FuzzStartupPacket -fuzztime $(FUZZTIME)
-	$(GO) test ./gateway -run '^$$' -fuzz FuzzProxyHeader -fuzztime $(FUZZTIME)
-	$(GO) test ./gateway -run '^$$' -fuzz FuzzSession -fuzztime $(FUZZTIME)
-	$(GO) test ./gateway -run '^$$' -fuzz FuzzFrames -fuzztime $(FUZZTIME)
-	$(GO) test ./relay -run '^$$' -fuzz FuzzRelayPassesBytes -fuzztime $(FUZZTIME)
-	$(GO) test ./pgwire -run '^$$' -fuzz FuzzScramServer -fuzztime $(FUZZTIME)
-	$(GO) test ./pgwire -run '^$$' -fuzz FuzzScramClient -fuzztime $(FUZZTIME)
-	$(GO) test ./topology -run '^$$' -fuzz FuzzOverlay -fuzztime $(FUZZTIME)
-	$(GO) test ./topology -run '^$$' -fuzz FuzzServerChangesMatchFullRebuild -fuzztime $(FUZZTIME)
-	$(GO) test ./topology -run '^$$' -fuzz FuzzServerListMatchesSlice -fuzztime $(FUZZTIME)
-	$(GO) test ./topology -run '^$$' -fuzz FuzzStateChangesMatchFullRebuild -fuzztime $(FUZZTIME)
-	$(GO) test ./raftstate -run '^$$' -fuzz FuzzApplyEntry -fuzztime $(FUZZTIME)
-	$(GO) test ./raftstate -run '^$$' -fuzz FuzzForwardResponse -fuzztime $(FUZZTIME)
-	$(GO) test ./raftstate -run '^$$' -fuzz FuzzValueSetMatchesScan -fuzztime $(FUZZTIME)
-	$(GO) test ./cmd/pgplanectl -run '^$$' -fuzz FuzzCorefileReader -fuzztime $(FUZZTIME)
+	$(GO) test ./plugin/pgplane -run '^$$' -fuzz FuzzServeDNS -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME)
+	$(GO) test ./topology -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME)
+	$(GO) test ./topology -run '^$$' -fuzz FuzzParserMatchesParse -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME)
+	$(GO) test ./gateway -run '^$$' -fuzz FuzzStartupPacket -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME)
+	$(GO) test ./gateway -run '^$$' -fuzz FuzzProxyHeader -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME)
+	$(GO) test ./gateway -run '^$$' -fuzz FuzzSession -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME)
+	$(GO) test ./gateway -run '^$$' -fuzz FuzzFrames -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME)
+	$(GO) test ./relay -run '^$$' -fuzz FuzzRelayPassesBytes -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME)
+	$(GO) test ./pgwire -run '^$$' -fuzz FuzzScramServer -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME)
+	$(GO) test ./pgwire -run '^$$' -fuzz FuzzScramClient -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME)
+	$(GO) test ./topology -run '^$$' -fuzz FuzzOverlay -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME)
+	$(GO) test ./topology -run '^$$' -fuzz FuzzServerChangesMatchFullRebuild -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME)
+	$(GO) test ./topology -run '^$$' -fuzz FuzzServerListMatchesSlice -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME)
+	$(GO) test ./topology -run '^$$' -fuzz FuzzStateChangesMatchFullRebuild -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME)
+	$(GO) test ./raftstate -run '^$$' -fuzz FuzzApplyEntry -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME)
+	$(GO) test ./raftstate -run '^$$' -fuzz FuzzForwardResponse -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME)
+	$(GO) test ./raftstate -run '^$$' -fuzz FuzzValueSetMatchesScan -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME)
+	$(GO) test ./cmd/pgplanectl -run '^$$' -fuzz FuzzCorefileReader -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME)
 
 clean:
 	rm -rf $(BIN) benchmarks/*/out
