@@ -210,7 +210,7 @@ func (s *Server) clusterShow(w http.ResponseWriter, r *http.Request) {
 		if !si.Server.HighAvailability {
 			continue
 		}
-		sv := ServerView{Name: name, OnStandby: snap.State.FailedOver[name], Backend: si.Backend, RecordBlocked: si.RecordBlocked}
+		sv := ServerView{Name: name, OnStandby: snap.State.FailedOver[name], Backend: si.Backend(), RecordBlocked: si.RecordBlocked}
 		if si.Private {
 			sv.Address = si.Address.String()
 		}

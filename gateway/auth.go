@@ -45,7 +45,7 @@ func (s *session) authenticateThenBackend(si *topology.ServerInfo, p *startupPac
 	if authRole == "" {
 		authRole = s.g.cfg.AuthRole
 	}
-	sec, err := s.g.verifiers.lookup(si.Backend, authRole, s.user)
+	sec, err := s.g.verifiers.lookup(si.Backend(), authRole, s.user)
 	if err != nil {
 		return nil, nil, refuse(decisionAuthLookup, &pgwire.Error{Code: pgwire.CodeConnectionFailure, Message: fmt.Sprintf("server %q cannot check passwords now: the gateway could not look up the role on the backend", si.Server.Name),
 			Hint: "try again in a moment; if it persists, the gateway's log names the cause (the backend, or the auth role's login and lookup function)"}).wrapping(err)
@@ -70,7 +70,7 @@ func (s *session) authenticateThenBackend(si *topology.ServerInfo, p *startupPac
 	}
 	out = append(out, pgwire.AuthMessage(pgwire.AuthOK, nil)...)
 	if s.g.pool != nil {
-		s.poolKey = &poolKey{server: si.Server.Name, backend: si.Backend, params: p.sessionKey()}
+		s.poolKey = &poolKey{server: si.Server.Name, backend: si.Backend(), params: p.sessionKey()}
 		if pc := s.g.pool.get(*s.poolKey); pc != nil {
 			// A pooled connection: the client gets what a login would
 			// have told it.
@@ -91,7 +91,7 @@ func (s *session) authenticateThenBackend(si *topology.ServerInfo, p *startupPac
 		var pe *pgwire.Error
 		if errors.As(err, &pe) {
 			if pe.Code == pgwire.CodeInvalidPassword {
-				s.g.verifiers.forget(si.Backend, authRole, s.user)
+				s.g.verifiers.forget(si.Backend(), authRole, s.user)
 			}
 			return nil, nil, refuse(decisionBackendRejected, pe).wrapping(err)
 		}
@@ -105,7 +105,7 @@ func (s *session) authenticateThenBackend(si *topology.ServerInfo, p *startupPac
 // PostgreSQL's own words for both; repeated failures from one address are
 // answered more and more slowly (G7).
 func (s *session) authFailed(si *topology.ServerInfo, authRole string, sec secret) error {
-	s.g.verifiers.forget(si.Backend, authRole, s.user)
+	s.g.verifiers.forget(si.Backend(), authRole, s.user)
 	reason := "password does not match"
 	if sec.mock {
 		reason = "mock authentication: " + sec.why

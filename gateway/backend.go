@@ -21,15 +21,15 @@ import (
 // dialBackend connects to the server's backend, over TLS unless disabled
 // (G7), and sends the startup message.
 func (s *session) dialBackend(si *topology.ServerInfo, p *startupPacket) (net.Conn, *bufio.Reader, error) {
-	host, _, _ := net.SplitHostPort(si.Backend)
-	c, err := net.DialTimeout("tcp", si.Backend, s.g.cfg.DialTimeout)
+	host, _, _ := net.SplitHostPort(si.Backend())
+	c, err := net.DialTimeout("tcp", si.Backend(), s.g.cfg.DialTimeout)
 	var backend net.Conn
 	var br *bufio.Reader
 	if err == nil {
 		if s.g.relay != nil {
 			c = relay.NewSocket(c)
 		}
-		backend, br, err = pgwire.Secure(c, si.Backend, s.g.backendTLSConfig(host), s.g.cfg.DialTimeout)
+		backend, br, err = pgwire.Secure(c, si.Backend(), s.g.backendTLSConfig(host), s.g.cfg.DialTimeout)
 	}
 	if err != nil {
 		return nil, nil, refuse(decisionBackendDown, &pgwire.Error{Code: pgwire.CodeConnectionFailure, Message: fmt.Sprintf("server %q is not reachable: its backend does not answer", si.Server.Name),
@@ -87,7 +87,7 @@ func (s *session) finishLogin(backend net.Conn, br *bufio.Reader, out []byte) (l
 // key and ReadyForQuery), copies the session both ways, and gives the
 // backend connection back to the pool when the client left it idle.
 func (s *session) passThrough(si *topology.ServerInfo, pc *pooledConn, out []byte) error {
-	key := s.g.sessions.newKey(backendKey{server: si.Server.Name, addr: si.Backend, pid: pc.pid, secret: pc.secret})
+	key := s.g.sessions.newKey(backendKey{server: si.Server.Name, addr: si.Backend(), pid: pc.pid, secret: pc.secret})
 	var k [8]byte
 	binary.BigEndian.PutUint32(k[:], key.pid)
 	binary.BigEndian.PutUint32(k[4:], key.secret)
@@ -101,9 +101,9 @@ func (s *session) passThrough(si *topology.ServerInfo, pc *pooledConn, out []byt
 	s.decision = decisionProxied
 	s.raw.SetDeadline(time.Time{})
 	pc.conn.SetDeadline(time.Time{})
-	s.backend, s.backendAddr = pc.conn, si.Backend
+	s.backend, s.backendAddr = pc.conn, si.Backend()
 	s.g.sessions.startProxy(s)
-	if cur := s.g.snapshot.Load().Server(si.Server.Name); cur == nil || cur.Backend != si.Backend {
+	if cur := s.g.snapshot.Load().Server(si.Server.Name); cur == nil || cur.Backend() != si.Backend() {
 		// The server moved while this session logged in.
 		s.reason = "closed: the server's backend changed (failover) while it logged in"
 		s.unregister(key)

@@ -256,7 +256,7 @@ func (g *Gateway) Start() error { return g.reconcile() }
 func (g *Gateway) Update(s *topology.Snapshot) error {
 	g.snapshot.Store(s)
 	if g.pool != nil {
-		g.pool.drop(func(k poolKey) bool { si := s.Server(k.server); return si != nil && si.Backend == k.backend })
+		g.pool.drop(func(k poolKey) bool { si := s.Server(k.server); return si != nil && si.Backend() == k.backend })
 	}
 	if n := g.sessions.closeMoved(s); n > 0 {
 		g.cfg.Logger.Warn().Int("connections", n).Msg("gateway: closed the connections to backends their servers moved away from")
@@ -460,7 +460,7 @@ func (t *sessionTable) closeMoved(snap *topology.Snapshot) int {
 	n := 0
 	for s := range t.proxied {
 		si := snap.Server(s.server)
-		if si != nil && si.Backend == s.backendAddr {
+		if si != nil && si.Backend() == s.backendAddr {
 			continue
 		}
 		s.moved.Store(true)

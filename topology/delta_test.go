@@ -171,7 +171,7 @@ func indexed(s *Snapshot) string {
 			lines = append(lines, "MISFILED "+name)
 		}
 		line := fmt.Sprintf("server %s private=%v region=%s addr=%s backend=%s cname=%s blocked=%v tls=%+v role=%s failover=%+v access=%+v",
-			name, si.Private, si.Region.Name, si.Address, si.Backend, si.CNAMETarget(), si.RecordBlocked, si.TLS, si.AuthRole, si.Failover, si.access)
+			name, si.Private, si.Region.Name, si.Address, si.Backend(), si.CNAMETarget(), si.RecordBlocked, si.TLS, si.AuthRole, si.Failover, si.access)
 		if si.Private {
 			line += fmt.Sprintf(" vnet=%s zone=%s", si.VNet.Name, si.Zone.Name)
 			if s.Zones[si.Zone.Name] != si.Zone || si.Zone.Records[name] != si {

@@ -77,24 +77,34 @@ type RegionInfo struct {
 
 // ServerInfo is a server as the hot paths see it.
 type ServerInfo struct {
-	Server  *Server
-	Private bool
-	Region  *RegionInfo
+	Server *Server
+	Region *RegionInfo
 	// VNet and Zone are set for private servers.
 	VNet *VNetInfo
 	Zone *ZoneInfo
 	// Address is the private address the server's record gives out now: the
 	// primary address, or the standby's after a failover.
 	Address netip.Addr
-	// Backend is the host:port the gateway routes to now.
-	Backend string
-	// RecordBlocked is set when the server failed over but its private
-	// zone's ReadOnly lock keeps the record on the old address (D10).
-	RecordBlocked bool
 	// ServerPolicies are what the server's parameters make of it (si.TLS,
 	// si.AuthRole, si.Failover); servers without parameters share one.
 	*ServerPolicies
 	access access
+	// Private is set for a private server.
+	Private bool
+	// RecordBlocked is set when the server failed over but its private
+	// zone's ReadOnly lock keeps the record on the old address (D10).
+	RecordBlocked bool
+	onStandby     bool // the HA server failed over: Backend is the standby's
+}
+
+// Backend is the host:port the gateway routes to now: the primary's, or
+// the standby's after a failover. (A method, not a field: a string per
+// server less.)
+func (si *ServerInfo) Backend() string {
+	if si.onStandby {
+		return si.Server.Backends.Standby
+	}
+	return si.Server.Backends.Primary
 }
 
 // ServerPolicies are a server's policies from its parameters, held apart
@@ -296,12 +306,9 @@ func (s *Snapshot) newServerInfo(srv *Server) (*ServerInfo, error) {
 
 // fillServerInfo sets si to srv's hot-path view in snapshot s.
 func (s *Snapshot) fillServerInfo(si *ServerInfo, srv *Server) error {
-	*si = ServerInfo{Server: srv, Private: srv.Access == AccessPrivate, Region: s.Regions[srv.Region], Backend: srv.Backends.Primary,
-		ServerPolicies: s.policiesOf(srv.Parameters)}
 	failed := srv.HighAvailability && s.State.FailedOver[srv.Name]
-	if failed {
-		si.Backend = srv.Backends.Standby
-	}
+	*si = ServerInfo{Server: srv, Private: srv.Access == AccessPrivate, Region: s.Regions[srv.Region], onStandby: failed,
+		ServerPolicies: s.policiesOf(srv.Parameters)}
 	if si.Region == nil {
 		return fmt.Errorf("server %q: region %q is not defined", srv.Name, srv.Region)
 	}

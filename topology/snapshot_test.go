@@ -72,8 +72,8 @@ func TestSnapshotState(t *testing.T) {
 	tp := base(t)
 	s := snapshot(t, tp, State{})
 	orders := s.Server("orders-db")
-	if orders.Address.String() != "10.0.1.4" || orders.Backend != "10.0.1.4:5432" {
-		t.Fatalf("primary: got %s %s", orders.Address, orders.Backend)
+	if orders.Address.String() != "10.0.1.4" || orders.Backend() != "10.0.1.4:5432" {
+		t.Fatalf("primary: got %s %s", orders.Address, orders.Backend())
 	}
 	if orders.CNAMETarget() != "orders-db.contoso.private.postgres.database.azure.com" {
 		t.Fatalf("cname target %s", orders.CNAMETarget())
@@ -106,7 +106,7 @@ func TestReadOnlyLockBlocksRecordFlip(t *testing.T) {
 	if !si.RecordBlocked || si.Address.String() != "10.0.1.4" {
 		t.Fatalf("the lock must keep the record on the primary: blocked=%v address=%s", si.RecordBlocked, si.Address)
 	}
-	if si.Backend != "10.0.1.5:5432" {
-		t.Fatalf("the gateway still routes to the standby, got %s", si.Backend)
+	if si.Backend() != "10.0.1.5:5432" {
+		t.Fatalf("the gateway still routes to the standby, got %s", si.Backend())
 	}
 }
