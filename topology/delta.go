@@ -232,29 +232,6 @@ func (s *Snapshot) withServers(d *ServerDelta, st State, serial uint32) (*Snapsh
 		}
 	}
 	set := map[string]*ServerInfo{} // the servers indexed again
-	if len(zones) > 0 {
-		next.Zones = maps.Clone(s.Zones)
-		for name := range zones {
-			z := next.Zones[name]
-			if z == nil {
-				continue
-			}
-			cp := *z
-			cp.Records = make(map[string]*ServerInfo, len(z.Records))
-			next.Zones[name] = &cp
-			// Every private server of the zone points at it: it is
-			// indexed again with the zone's new record set.
-			for label, si := range z.Records {
-				if slices.Contains(names, label) {
-					continue
-				}
-				member := *si
-				member.Zone = &cp
-				cp.Records[label] = &member
-				set[label] = &member
-			}
-		}
-	}
 	var deleted []string
 	for _, n := range names {
 		srv := byName[n]
@@ -267,9 +244,6 @@ func (s *Snapshot) withServers(d *ServerDelta, st State, serial uint32) (*Snapsh
 			return nil, err
 		}
 		si.buildAccess()
-		if si.Private {
-			si.Zone.Records[n] = si
-		}
 		set[n] = si
 	}
 	next.servers = s.servers.With(set, deleted)

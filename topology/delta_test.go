@@ -174,14 +174,20 @@ func indexed(s *Snapshot) string {
 			name, si.Private, si.Region.Name, si.Address, si.Backend(), si.CNAMETarget(), si.RecordBlocked, si.TLS, si.AuthRole, si.Failover, si.access)
 		if si.Private {
 			line += fmt.Sprintf(" vnet=%s zone=%s", si.VNet.Name, si.Zone.Name)
-			if s.Zones[si.Zone.Name] != si.Zone || si.Zone.Records[name] != si {
+			if s.Zones[si.Zone.Name] != si.Zone || s.ZoneRecord(si.Zone, name) != si {
 				line += " ZONE-MISMATCH"
 			}
 		}
 		lines = append(lines, line)
 	}
-	for name, z := range s.Zones {
-		lines = append(lines, fmt.Sprintf("zone %s records %v", name, slices.Sorted(maps.Keys(z.Records))))
+	records := map[string][]string{}
+	for name, si := range s.Servers() {
+		if si.Private {
+			records[si.Zone.Name] = append(records[si.Zone.Name], name)
+		}
+	}
+	for name := range s.Zones {
+		lines = append(lines, fmt.Sprintf("zone %s records %v", name, slices.Sorted(slices.Values(records[name]))))
 	}
 	for k, members := range s.subnets.All() {
 		lines = append(lines, fmt.Sprintf("subnet %q members %v", k, slices.Sorted(slices.Values(members))))

@@ -143,8 +143,6 @@ type ZoneInfo struct {
 	Name  string
 	Index int
 	Lock  string
-	// Records maps a label in the zone to its server.
-	Records map[string]*ServerInfo
 	links   []int32 // the linked VNets' indexes, sorted: a zone links a few of them
 }
 
@@ -217,7 +215,7 @@ func NewSnapshot(t *Topology, state State, serial uint32) (*Snapshot, error) {
 	}
 	s.sources = newPrefixTable(entries)
 	for i, z := range t.PrivateDNSZones {
-		zi := &ZoneInfo{Name: CanonicalZone(z.Name), Index: i, Lock: z.Lock, Records: map[string]*ServerInfo{}}
+		zi := &ZoneInfo{Name: CanonicalZone(z.Name), Index: i, Lock: z.Lock}
 		for _, l := range z.Links {
 			if vi := s.vnetByName[l]; vi != nil {
 				zi.links = append(zi.links, int32(vi.Index))
@@ -240,9 +238,6 @@ func NewSnapshot(t *Topology, state State, serial uint32) (*Snapshot, error) {
 		if err := s.fillServerInfo(si, srv); err != nil {
 			return nil, err
 		}
-		if si.Private {
-			si.Zone.Records[srv.Name] = si
-		}
 		si.buildAccess()
 		servers[srv.Name] = si
 	}
@@ -250,6 +245,16 @@ func NewSnapshot(t *Topology, state State, serial uint32) (*Snapshot, error) {
 	s.subnets = layermap.Of(subnets)
 	s.buildCloud()
 	return s, nil
+}
+
+// ZoneRecord returns the server whose record label holds in zone z (a
+// private server placed in z), or nil. A zone's records are its servers':
+// they are found through the servers' index rather than kept per zone.
+func (s *Snapshot) ZoneRecord(z *ZoneInfo, label string) *ServerInfo {
+	if si := s.Server(label); si != nil && si.Private && si.Zone.Name == z.Name {
+		return si
+	}
+	return nil
 }
 
 // Server returns the server of that name, or nil.

@@ -57,7 +57,7 @@ type entry struct {
 }
 
 // privateZone is a private DNS zone, visible to linked views only. Its
-// records are its servers' (info.Records), made into A records when asked;
+// records are its servers' (Snapshot.ZoneRecord), made into A records when asked;
 // its SOA and NS records are made when first asked (made with the zone,
 // they took about 350 bytes a zone whether anyone asked or not).
 type privateZone struct {
@@ -220,7 +220,7 @@ func (a *answers) lookup(qname string, qtype uint16, view int) (answer, authorit
 			// the parent's SOA says so (RFC 4035 3.1.4.1).
 			return nil, []dns.RR{a.soaNeg}, dns.RcodeSuccess
 		}
-		return pz.lookup(qname, qtype, a.ttl)
+		return pz.lookup(a.snap, qname, qtype, a.ttl)
 	}
 	for _, pz := range a.ents[qname] {
 		if pz.info.LinkedTo(view) {
@@ -244,7 +244,7 @@ func (a *answers) privateZone(qname string, view int) *privateZone {
 	return nil
 }
 
-func (pz *privateZone) lookup(qname string, qtype uint16, ttl uint32) (answer, authority []dns.RR, rcode int) {
+func (pz *privateZone) lookup(snap *topology.Snapshot, qname string, qtype uint16, ttl uint32) (answer, authority []dns.RR, rcode int) {
 	r := pz.records()
 	if qname == pz.apex {
 		switch qtype {
@@ -257,9 +257,12 @@ func (pz *privateZone) lookup(qname string, qtype uint16, ttl uint32) (answer, a
 		return nil, []dns.RR{r.soaNeg}, dns.RcodeSuccess
 	}
 	label := qname[:max(0, len(qname)-len(pz.apex)-1)]
-	srv, ok := pz.info.Records[label]
+	var srv *topology.ServerInfo
+	if strings.IndexByte(label, '.') < 0 {
+		srv = snap.ZoneRecord(pz.info, label)
+	}
 	switch {
-	case !ok || strings.IndexByte(label, '.') >= 0:
+	case srv == nil:
 		return nil, []dns.RR{r.soaNeg}, dns.RcodeNameError
 	case qtype == dns.TypeA || qtype == dns.TypeANY:
 		return []dns.RR{&dns.A{Hdr: header(qname, dns.TypeA, ttl), A: srv.Address.AsSlice()}}, nil, dns.RcodeSuccess
