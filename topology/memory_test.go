@@ -1,0 +1,54 @@
+package topology
+
+import (
+	"os"
+	"runtime"
+	"testing"
+
+	"github.com/pgplane/pgplane/internal/benchkit"
+)
+
+// BenchmarkStateMemory reports what a bench-scale topology (100,000
+// servers) costs a node in memory once loaded, per server: the live heap
+// of the parsed topology and its snapshot (B/server), and the heap pages
+// they keep in use (inuse-B/server: live objects and the free room of the
+// pages they sit on, what RSS holds after start). The gap between the two
+// is how scattered the kept objects are (#12).
+func BenchmarkStateMemory(b *testing.B) {
+	g, err := benchkit.GenerateDNS(b.TempDir(), benchkit.DNSScale{Servers: 100000, Zones: 10000, VNets: 5000, Regions: 10})
+	if err != nil {
+		b.Fatal(err)
+	}
+	data, err := os.ReadFile(g.Topology)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var (
+		p          *Parser
+		snap       *Snapshot
+		live, used float64
+	)
+	for b.Loop() {
+		var before, after runtime.MemStats
+		p, snap = nil, nil
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		p = new(Parser)
+		topo, _, err := p.Parse("topology.yaml", data)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if snap, err = NewSnapshot(topo, State{}, 1); err != nil {
+			b.Fatal(err)
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		live = float64(after.HeapAlloc) - float64(before.HeapAlloc)
+		used = float64(after.HeapInuse) - float64(before.HeapInuse)
+	}
+	runtime.KeepAlive(p)
+	runtime.KeepAlive(snap)
+	n := float64(snap.ServerCount())
+	b.ReportMetric(live/n, "B/server")
+	b.ReportMetric(used/n, "inuse-B/server")
+}
