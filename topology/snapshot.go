@@ -143,7 +143,7 @@ type ZoneInfo struct {
 	Name  string
 	Index int
 	Lock  string
-	links   []int32 // the linked VNets' indexes, sorted: a zone links a few of them
+	links []int32 // the linked VNets' indexes, sorted: a zone links a few of them
 }
 
 // LinkedTo reports whether clients in the given view see the zone.
