@@ -100,3 +100,21 @@ func BenchmarkCheckScale(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkVNetChangeScale is BenchmarkChangeScale for a change of a VNet
+// (one created and deleted in turn), which does not go the servers' way.
+func BenchmarkVNetChangeScale(b *testing.B) {
+	a := scaleAppliance(b)
+	defer a.Stop()
+	i := 0
+	for b.Loop() {
+		i++
+		value := json.RawMessage(`{"region":"r0","addressSpaces":["127.200.0.0/24"]}`)
+		if i%2 == 0 {
+			value = nil
+		}
+		if err := a.Change(map[string]json.RawMessage{topology.VNetKey("bench-vnet"): value}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
