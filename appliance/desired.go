@@ -156,7 +156,11 @@ func (f *desiredState) check(changes map[string]json.RawMessage) error {
 	// The rules that bind a change come first: they say why a change that
 	// also breaks a state rule (a subnet's new CIDR leaving its server
 	// outside) is refused.
-	return f.attributedLocked(refusal(changes, problems, append(topology.CheckTransition(f.current.Topology, next), state...)), next, changes)
+	err := f.attributedLocked(refusal(changes, problems, append(topology.CheckTransition(f.current.Topology, next), state...)), next, changes)
+	if err == nil {
+		f.checked = &checkedChange{from: f.current, changes: changes, whole: next}
+	}
+	return err
 }
 
 // attributedLocked validates a refused change's topology again with the
@@ -286,8 +290,14 @@ func (f *desiredState) applied(keys []string) {
 	f.checked = nil
 	if checked.matches(f.current, keys, f.storeValue) {
 		// This node's leader checked this very change against the state
-		// it applies to: its delta is served as it was checked.
-		if err := f.swapServersLocked(checked.delta); err == nil {
+		// it applies to: what it checked (a delta, or the whole topology
+		// with every run-time change laid over the file) is served as it
+		// was checked, without laying and validating it again.
+		if checked.delta != nil {
+			if err := f.swapServersLocked(checked.delta); err == nil {
+				return
+			}
+		} else if err := f.swapLocked(checked.whole, f.current.State); err == nil {
 			return
 		}
 	}
@@ -313,13 +323,14 @@ func (f *desiredState) applied(keys []string) {
 	}
 }
 
-// checkedChange is a change of servers alone the leader checked: the
-// snapshot it was checked against and the delta it makes, served as it is
-// when the committed entry is that change applied to that snapshot.
+// checkedChange is a change the leader checked: the snapshot it was
+// checked against and what it makes, served as it is when the committed
+// entry is that change applied to that snapshot.
 type checkedChange struct {
 	from    *topology.Snapshot
 	changes map[string]json.RawMessage
-	delta   *topology.ServerDelta
+	delta   *topology.ServerDelta // a change of servers alone
+	whole   *topology.Topology    // any other: the file with every run-time change laid over it, validated
 }
 
 // matches reports whether applying keys, which now hold the values value
