@@ -3,9 +3,11 @@ package topology
 import (
 	"hash/maphash"
 	"reflect"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 
 	"gopkg.in/yaml.v3"
@@ -156,6 +158,17 @@ func (p *Parser) Parse(name string, data []byte) (*Topology, Violations, error) 
 		order []string
 		fresh decoded // what this parse decodes anew
 	)
+	// What each span is, and which of them to decode: those the file
+	// read last did not hold.
+	type spanInfo struct {
+		field int
+		elem  reflect.Type
+		key   chunkKey
+		c     chunk
+		known bool
+	}
+	infos := make([]spanInfo, len(spans))
+	var todo []int
 	for k, s := range spans {
 		idx, isField := fields[s.section]
 		if !isField {
@@ -166,16 +179,18 @@ func (p *Parser) Parse(name string, data []byte) (*Topology, Violations, error) 
 		if s.item {
 			elem = itemType(elem)
 		}
-		key := p.key(s)
-		c, ok := known[key]
-		if !ok {
-			d := decodeChunk(s, elem)
-			if d == nil {
-				p.forget()
-				return Parse(name, data) // reports the problem as Parse does
-			}
-			c = *d
+		in := &infos[k]
+		in.field, in.elem, in.key = idx, elem, p.key(s)
+		if in.c, in.known = known[in.key]; !in.known {
+			todo = append(todo, k)
 		}
+	}
+	if !decodeSpans(spans, todo, func(k int) reflect.Type { return infos[k].elem }, func(k int, c chunk) { infos[k].c = c }) {
+		p.forget()
+		return Parse(name, data) // reports the problem as Parse does
+	}
+	for k, s := range spans {
+		idx, key, c, ok := infos[k].field, infos[k].key, infos[k].c, infos[k].known
 		sec := sections[s.section]
 		if sec == nil {
 			sec = &section{keyLine: s.keyLine, item: s.item, from: k}
@@ -272,6 +287,42 @@ func spanNode(s span) *yaml.Node {
 		return root.Content[1]
 	}
 	return nil
+}
+
+// decodeSpans decodes the spans at the indexes todo (elem gives each one's
+// type, set receives each result), on as many goroutines as the runtime has
+// Ps: YAML decoding is most of a large file's start, and the parts stand
+// alone. It reports false when a span does not decode cleanly on its own.
+func decodeSpans(spans []span, todo []int, elem func(int) reflect.Type, set func(int, chunk)) bool {
+	const block = 256 // spans a goroutine takes at a time
+	workers := min(runtime.GOMAXPROCS(0), (len(todo)+block-1)/block)
+	var (
+		next   atomic.Int64
+		failed atomic.Bool
+		wg     sync.WaitGroup
+	)
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for !failed.Load() {
+				from := int(next.Add(block)) - block
+				if from >= len(todo) {
+					return
+				}
+				for _, k := range todo[from:min(from+block, len(todo))] {
+					c := decodeChunk(spans[k], elem(k))
+					if c == nil {
+						failed.Store(true)
+						return
+					}
+					set(k, *c)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return !failed.Load()
 }
 
 // decodeChunk parses and decodes one span, or returns nil when it does not

@@ -1,12 +1,16 @@
 package topology
 
 import (
+	"bytes"
+	"fmt"
 	"os"
 	"reflect"
 	"runtime"
 	"strings"
 	"testing"
 	"unsafe"
+
+	"github.com/pgplane/pgplane/internal/benchkit"
 )
 
 // A re-parse after an edit decodes only the parts whose text changed: every
@@ -118,4 +122,43 @@ func TestServersShareTheTopologysNames(t *testing.T) {
 		t.Fatal(err)
 	}
 	check("Parser after an edit", edited)
+}
+
+// A file of thousands of parts is decoded on several goroutines: the
+// result is Parse's, and a part that does not decode, far down the file,
+// gives Parse's error.
+//
+// SPEC: A1
+func TestParserDecodesLargeFilesAsParse(t *testing.T) {
+	g, err := benchkit.GenerateDNS(t.TempDir(), benchkit.DNSScale{Servers: 4000, Zones: 400, VNets: 200, Regions: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(g.Topology)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prev := runtime.GOMAXPROCS(4)
+	defer runtime.GOMAXPROCS(prev)
+	want, _, err := Parse("f.yaml", data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p Parser
+	got, _, err := p.Parse("f.yaml", data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(want, got) {
+		t.Fatal("the Parser's topology of a large file differs from Parse's")
+	}
+	bad := []byte(strings.Replace(string(data), "name: pub-01999,", "name: pub-01999, colour: blue,", 1))
+	if bytes.Equal(bad, data) {
+		t.Fatal("test file: the last public server is not where the test expects it")
+	}
+	_, _, wantErr := Parse("f.yaml", bad)
+	_, _, gotErr := new(Parser).Parse("f.yaml", bad)
+	if wantErr == nil || fmt.Sprint(wantErr) != fmt.Sprint(gotErr) {
+		t.Fatalf("an unknown field in the last server:\nParse:  %v\nParser: %v", wantErr, gotErr)
+	}
 }
