@@ -56,6 +56,20 @@ func (l ServerList) Len() int {
 	return l.ends[len(l.ends)-1]
 }
 
+// Same reports whether l and m are the same list: the same chunks, shared.
+// (Lists never change in place, so a shared chunk holds the same servers.)
+func (l ServerList) Same(m ServerList) bool {
+	if len(l.chunks) != len(m.chunks) {
+		return false
+	}
+	for i, c := range l.chunks {
+		if len(c) != len(m.chunks[i]) || &c[0] != &m.chunks[i][0] {
+			return false
+		}
+	}
+	return true
+}
+
 // IsZero reports whether the list is empty (for omitempty and omitzero).
 func (l ServerList) IsZero() bool { return l.Len() == 0 }
 

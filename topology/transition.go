@@ -17,19 +17,75 @@ import (
 func CheckTransition(old, next *Topology) Violations {
 	out := lockedZones(old, next)
 	out = append(out, removedInUse(old, next)...)
-	oldServers := make(map[string]*Server, old.Servers.Len())
-	for _, s := range old.Servers.All() {
-		oldServers[s.Name] = s
+	// A change of VNets, subnets or zones alone shares the server list:
+	// no server changed, so none moved, changed access or zone, or
+	// changed a locked zone's records, and the passes over every server
+	// are skipped (at 100,000 servers they were most of a VNet change's
+	// check).
+	sameServers := old.Servers.Same(next.Servers)
+	if !sameServers {
+		out = append(out, serverTransitions(old, next)...)
+		out = append(out, lockedRecords(old, next)...)
 	}
-	occupied := map[[2]string]string{} // vnet, subnet -> a server in it
-	for _, s := range old.Servers.All() {
-		if s.Network != nil {
-			occupied[[2]string{s.Network.VNet, s.Network.Subnet}] = s.Name
+	var occupied map[[2]string]string // vnet, subnet -> a server in it; made when asked
+	holder := func(key [2]string) string {
+		if occupied == nil {
+			occupied = map[[2]string]string{}
+			for _, s := range old.Servers.All() {
+				if s.Network != nil {
+					occupied[[2]string{s.Network.VNet, s.Network.Subnet}] = s.Name
+				}
+			}
+		}
+		return occupied[key]
+	}
+	oldCIDR := map[[2]string]string{}
+	for _, vn := range old.VNets {
+		for _, sn := range vn.Subnets {
+			oldCIDR[[2]string{vn.Name, sn.Name}] = sn.CIDR
 		}
 	}
+	for i, vn := range next.VNets {
+		for j, sn := range vn.Subnets {
+			key := [2]string{vn.Name, sn.Name}
+			if was, ok := oldCIDR[key]; ok && was != sn.CIDR {
+				if h := holder(key); h != "" {
+					out = append(out, Violation{Rule: "T10", Path: fmt.Sprintf("vnets.%d.subnets.%d.cidr", i, j),
+						Object: fmt.Sprintf("subnet %q in vnet %q", sn.Name, vn.Name), Field: "cidr",
+						Message: fmt.Sprintf("the CIDR %s cannot change while the subnet holds server %q", was, h)})
+				}
+			}
+		}
+	}
+	return out
+}
+
+// serverTransitions refuses what a server may not change (T2, T10, Z3).
+// The lists are compared place by place first: servers are shared between
+// topologies, so an unchanged server is the same pointer at the same place,
+// and the servers are found by name only past a place where they differ.
+func serverTransitions(old, next *Topology) Violations {
+	olds := old.Servers.Slice()
+	var byName map[string]*Server
+	before := func(i int, name string) *Server {
+		if i < len(olds) && olds[i].Name == name {
+			return olds[i]
+		}
+		if byName == nil {
+			byName = make(map[string]*Server, len(olds))
+			for _, s := range olds {
+				byName[s.Name] = s
+			}
+		}
+		return byName[name]
+	}
+	var out Violations
 	for i, s := range next.Servers.All() {
-		was := oldServers[s.Name]
-		if was == nil {
+		if i < len(olds) && olds[i] == s {
+			continue
+		}
+		was := before(i, s.Name)
+		if was == nil || was == s {
 			continue
 		}
 		path := fmt.Sprintf("servers.%d", i)
@@ -49,24 +105,6 @@ func CheckTransition(old, next *Topology) Violations {
 		if CanonicalZone(was.Network.PrivateDNSZone) != CanonicalZone(s.Network.PrivateDNSZone) && (was.HighAvailability || s.HighAvailability) {
 			out = append(out, Violation{Rule: "Z3", Path: path + ".network.privateDnsZone", Object: obj, Field: "network.privateDnsZone",
 				Message: fmt.Sprintf("the private DNS zone cannot change from %q while high availability is on; disable HA first", was.Network.PrivateDNSZone)})
-		}
-	}
-	out = append(out, lockedRecords(old, next)...)
-	oldCIDR := map[[2]string]string{}
-	for _, vn := range old.VNets {
-		for _, sn := range vn.Subnets {
-			oldCIDR[[2]string{vn.Name, sn.Name}] = sn.CIDR
-		}
-	}
-	for i, vn := range next.VNets {
-		for j, sn := range vn.Subnets {
-			key := [2]string{vn.Name, sn.Name}
-			was, ok := oldCIDR[key]
-			if holder := occupied[key]; ok && holder != "" && was != sn.CIDR {
-				out = append(out, Violation{Rule: "T10", Path: fmt.Sprintf("vnets.%d.subnets.%d.cidr", i, j),
-					Object: fmt.Sprintf("subnet %q in vnet %q", sn.Name, vn.Name), Field: "cidr",
-					Message: fmt.Sprintf("the CIDR %s cannot change while the subnet holds server %q", was, holder)})
-			}
 		}
 	}
 	return out
@@ -123,55 +161,62 @@ func lockedRecords(old, next *Topology) Violations {
 // removedInUse refuses the deletion of a VNet, subnet or private DNS zone
 // that a server still uses, once per object, at the first server using it.
 func removedInUse(old, next *Topology) Violations {
-	has := map[string]bool{}
+	// An object a server can use: a VNet, a subnet of a VNet, or a zone.
+	type object struct{ kind, name, sub string }
+	has := map[object]bool{}
 	for _, vn := range next.VNets {
-		has["vnet/"+vn.Name] = true
+		has[object{"vnet", vn.Name, ""}] = true
 		for _, sn := range vn.Subnets {
-			has["subnet/"+vn.Name+"/"+sn.Name] = true
+			has[object{"subnet", vn.Name, sn.Name}] = true
 		}
 	}
 	for _, z := range next.PrivateDNSZones {
-		has["zone/"+CanonicalZone(z.Name)] = true
+		has[object{"zone", CanonicalZone(z.Name), ""}] = true
 	}
-	had := map[string]bool{} // what old has and next has not
+	had := map[object]bool{} // what old has and next has not
 	for _, vn := range old.VNets {
-		if !has["vnet/"+vn.Name] {
-			had["vnet/"+vn.Name] = true
+		if o := (object{"vnet", vn.Name, ""}); !has[o] {
+			had[o] = true
 		}
 		for _, sn := range vn.Subnets {
-			if key := "subnet/" + vn.Name + "/" + sn.Name; !has[key] {
-				had[key] = true
+			if o := (object{"subnet", vn.Name, sn.Name}); !has[o] {
+				had[o] = true
 			}
 		}
 	}
 	for _, z := range old.PrivateDNSZones {
-		if key := "zone/" + CanonicalZone(z.Name); !has[key] {
-			had[key] = true
+		if o := (object{"zone", CanonicalZone(z.Name), ""}); !has[o] {
+			had[o] = true
 		}
 	}
 	if len(had) == 0 {
 		return nil // nothing a server could use was deleted
 	}
 	var out Violations
-	reported := map[string]bool{}
+	reported := map[object]bool{}
 	for i, s := range next.Servers.All() {
-		if s.Network == nil {
+		n := s.Network
+		if n == nil {
 			continue
 		}
-		n := s.Network
-		for _, use := range []struct{ key, rule, object, field string }{
-			{"vnet/" + n.VNet, "T10", fmt.Sprintf("vnet %q", n.VNet), "vnet"},
-			{"subnet/" + n.VNet + "/" + n.Subnet, "T10", fmt.Sprintf("subnet %q in vnet %q", n.Subnet, n.VNet), "subnet"},
-			{"zone/" + CanonicalZone(n.PrivateDNSZone), "in-use", fmt.Sprintf("private DNS zone %q", n.PrivateDNSZone), "privateDnsZone"},
-		} {
-			if !had[use.key] || has[use.key] || reported[use.key] {
+		for _, use := range [3]object{{"vnet", n.VNet, ""}, {"subnet", n.VNet, n.Subnet}, {"zone", CanonicalZone(n.PrivateDNSZone), ""}} {
+			if !had[use] || reported[use] {
 				continue
 			}
-			reported[use.key] = true
-			if use.field == "subnet" && reported["vnet/"+n.VNet] {
-				continue // the VNet's deletion says it
+			reported[use] = true
+			var rule, obj, field string
+			switch use.kind {
+			case "vnet":
+				rule, obj, field = "T10", fmt.Sprintf("vnet %q", n.VNet), "vnet"
+			case "subnet":
+				if reported[object{"vnet", n.VNet, ""}] {
+					continue // the VNet's deletion says it
+				}
+				rule, obj, field = "T10", fmt.Sprintf("subnet %q in vnet %q", n.Subnet, n.VNet), "subnet"
+			default:
+				rule, obj, field = "in-use", fmt.Sprintf("private DNS zone %q", n.PrivateDNSZone), "privateDnsZone"
 			}
-			out = append(out, Violation{Rule: use.rule, Path: fmt.Sprintf("servers.%d.network.%s", i, use.field), Object: use.object,
+			out = append(out, Violation{Rule: rule, Path: fmt.Sprintf("servers.%d.network.%s", i, field), Object: obj,
 				Message: fmt.Sprintf("server %q uses it; delete the server first", s.Name)})
 		}
 	}

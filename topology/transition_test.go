@@ -1,6 +1,7 @@
 package topology
 
 import (
+	"slices"
 	"strings"
 	"testing"
 )
@@ -78,5 +79,41 @@ func TestReadOnlyZoneRecordsCannotChange(t *testing.T) {
 	server(next, "orders-db").Addresses.Primary = "10.0.1.6"
 	if vs := CheckTransition(old, next); len(vs) != 0 {
 		t.Fatalf("the lock removed in the same change: %v", vs)
+	}
+}
+
+// A change of VNets alone shares the server list with the topology before
+// it: the rules that bind the change are still found (an occupied subnet's
+// CIDR, a VNet in use deleted), and the server list is not read for rules
+// no server could break.
+//
+// SPEC: T10
+func TestTransitionOfVNetsAloneSharesTheServers(t *testing.T) {
+	old := base(t)
+	withVNets := func(edit func([]VNet) []VNet) *Topology {
+		next := *old
+		next.VNets = edit(slices.Clone(old.VNets))
+		if !next.Servers.Same(old.Servers) {
+			t.Fatal("the copy does not share the server list")
+		}
+		return &next
+	}
+	cidr := withVNets(func(vns []VNet) []VNet {
+		vns[0].Subnets = slices.Clone(vns[0].Subnets)
+		vns[0].Subnets[0].CIDR = "10.0.1.16/28"
+		return vns
+	})
+	if vs := CheckTransition(old, cidr); len(vs) != 1 || vs[0].Rule != "T10" || !strings.Contains(vs[0].Message, `holds server "orders-db"`) {
+		t.Fatalf("an occupied subnet's CIDR changed: %v", vs)
+	}
+	deleted := withVNets(func(vns []VNet) []VNet { return vns[1:] })
+	if vs := CheckTransition(old, deleted); len(vs) != 1 || vs[0].Rule != "T10" || !strings.Contains(vs[0].Message, "delete the server first") {
+		t.Fatalf("a VNet in use deleted: %v", vs)
+	}
+	added := withVNets(func(vns []VNet) []VNet {
+		return append(vns, VNet{Name: "new-vnet", Region: "eastus2", AddressSpaces: []string{"10.9.0.0/16"}})
+	})
+	if vs := CheckTransition(old, added); len(vs) != 0 {
+		t.Fatalf("a VNet added: %v", vs)
 	}
 }
