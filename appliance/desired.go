@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -152,7 +153,7 @@ func (f *desiredState) check(changes map[string]json.RawMessage) error {
 	values := f.values()
 	maps.Copy(values, changes)
 	next, problems := topology.Overlay(f.base, values)
-	state, _ := topology.Validate(next)
+	state := f.validateLocked(next, slices.Collect(maps.Keys(changes)))
 	// The rules that bind a change come first: they say why a change that
 	// also breaks a state rule (a subnet's new CIDR leaving its server
 	// outside) is refused.
@@ -161,6 +162,18 @@ func (f *desiredState) check(changes map[string]json.RawMessage) error {
 		f.checked = &checkedChange{from: f.current, changes: changes, whole: next}
 	}
 	return err
+}
+
+// validateLocked returns the violations of next, the topology served with
+// the change of keys laid over it: for a change of VNets alone, at the cost
+// of the servers in those VNets (topology.ValidateVNets: the topology
+// served broke nothing), else of the whole topology.
+func (f *desiredState) validateLocked(next *topology.Topology, keys []string) topology.Violations {
+	if vnets, ok := topology.VNetChanges(keys); ok && f.conflict == nil {
+		return topology.ValidateVNets(next, vnets)
+	}
+	vs, _ := topology.Validate(next)
+	return vs
 }
 
 // attributedLocked validates a refused change's topology again with the
@@ -313,7 +326,24 @@ func (f *desiredState) applied(keys []string) {
 	// Anything else, a combination refused with this node's state
 	// included: the whole overlay serves it, or says why and records the
 	// conflict.
-	next, err := f.overlay(f.base, f.values())
+	var (
+		next *topology.Topology
+		err  error
+	)
+	if _, ok := topology.VNetChanges(keys); ok && f.conflict == nil {
+		// VNets alone changed: the overlay is validated at the cost of
+		// those VNets' servers.
+		var problems []topology.OverlayProblem
+		next, problems = topology.Overlay(f.base, f.values())
+		for _, p := range problems {
+			f.log.Error().Msgf("%v; skipped", p)
+		}
+		if vs := f.validateLocked(next, keys); len(vs) > 0 {
+			next, err = nil, vs
+		}
+	} else {
+		next, err = f.overlay(f.base, f.values())
+	}
 	if err == nil {
 		err = f.swapLocked(next, f.current.State)
 	}
