@@ -152,8 +152,12 @@ func (f *desiredState) check(changes map[string]json.RawMessage) error {
 	}
 	values := f.values()
 	maps.Copy(values, changes)
+	keys := slices.Collect(maps.Keys(changes))
 	next, problems := topology.Overlay(f.base, values)
-	state := f.validateLocked(next, slices.Collect(maps.Keys(changes)))
+	if _, ok := topology.VNetChanges(keys); ok && f.conflict == nil && len(problems) == 0 {
+		next = f.withServedServers(next)
+	}
+	state := f.validateLocked(next, keys)
 	// The rules that bind a change come first: they say why a change that
 	// also breaks a state rule (a subnet's new CIDR leaving its server
 	// outside) is refused.
@@ -162,6 +166,40 @@ func (f *desiredState) check(changes map[string]json.RawMessage) error {
 		f.checked = &checkedChange{from: f.current, changes: changes, whole: next}
 	}
 	return err
+}
+
+// overlayVNetsLocked lays the run-time values over the file for a change
+// of VNets alone, with the server list served (withServedServers); the
+// overlay's problems are logged.
+func (f *desiredState) overlayVNetsLocked(values map[string]json.RawMessage) *topology.Topology {
+	next, problems := topology.Overlay(f.base, values)
+	for _, p := range problems {
+		f.log.Error().Msgf("%v; skipped", p)
+	}
+	return f.withServedServers(next)
+}
+
+// withServedServers returns next with the server list served: a change of
+// VNets alone changes no server, and the overlay's list holds the same
+// servers in new copies. Sharing the list lets the snapshot keep its
+// servers' views (Snapshot.WithVNets) and CheckTransition skip them.
+func (f *desiredState) withServedServers(next *topology.Topology) *topology.Topology {
+	shared := *next
+	shared.Servers = f.current.Topology.Servers
+	return &shared
+}
+
+// swapVNetsLocked publishes the snapshot of next, the topology served with
+// a change of VNets alone, indexed at the cost of the VNets.
+func (f *desiredState) swapVNetsLocked(next *topology.Topology) error {
+	snap, err := f.current.WithVNets(next, f.nextSerialLocked())
+	if err != nil {
+		return err
+	}
+	f.current = snap
+	f.publish(snap)
+	f.setConflictLocked(nil)
+	return nil
 }
 
 // validateLocked returns the violations of next, the topology served with
@@ -310,6 +348,10 @@ func (f *desiredState) applied(keys []string) {
 			if err := f.swapServersLocked(checked.delta); err == nil {
 				return
 			}
+		} else if _, ok := topology.VNetChanges(keys); ok && checked.whole.Servers.Same(f.current.Topology.Servers) {
+			if err := f.swapVNetsLocked(checked.whole); err == nil {
+				return
+			}
 		} else if err := f.swapLocked(checked.whole, f.current.State); err == nil {
 			return
 		}
@@ -332,14 +374,12 @@ func (f *desiredState) applied(keys []string) {
 	)
 	if _, ok := topology.VNetChanges(keys); ok && f.conflict == nil {
 		// VNets alone changed: the overlay is validated at the cost of
-		// those VNets' servers.
-		var problems []topology.OverlayProblem
-		next, problems = topology.Overlay(f.base, f.values())
-		for _, p := range problems {
-			f.log.Error().Msgf("%v; skipped", p)
-		}
-		if vs := f.validateLocked(next, keys); len(vs) > 0 {
-			next, err = nil, vs
+		// those VNets' servers, and indexed at the cost of the VNets.
+		next = f.overlayVNetsLocked(f.values())
+		if err = f.validateLocked(next, keys).Err(); err == nil {
+			if err = f.swapVNetsLocked(next); err == nil {
+				return
+			}
 		}
 	} else {
 		next, err = f.overlay(f.base, f.values())

@@ -4,7 +4,9 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -281,6 +283,76 @@ func TestAcknowledgedChangeIsServed(t *testing.T) {
 		si := a.Snapshot().Server("reports-db")
 		if si == nil || !slices.ContainsFunc(si.Server.FirewallRules, func(r topology.FirewallRule) bool { return r.Name == rule }) {
 			t.Fatalf("change %d acknowledged but not served", i)
+		}
+	}
+}
+
+// Changes of VNets alone are served at the cost of the VNets: a new VNet's
+// view answers for its addresses, the servers of VNets the change did not
+// touch keep their views, a server's VNet changed is indexed again, an
+// occupied subnet's new CIDR is refused (T10), and the snapshot served is
+// the one made from scratch for the same topology.
+//
+// SPEC: D4 T10 A1
+func TestVNetChangesServedAtTheirCost(t *testing.T) {
+	dir, path := topologyFileIn(t, nil)
+	a := startTestAppliance(t, path, func(o *Options) { o.State.Dir = filepath.Join(dir, "state") })
+	defer a.Stop()
+	change := func(key, value string) error {
+		v := json.RawMessage(value)
+		if value == "" {
+			v = nil
+		}
+		return a.Change(map[string]json.RawMessage{key: v})
+	}
+	before := a.Snapshot().Server("orders-db")
+	if err := change(topology.VNetKey("new-vnet"), `{"region":"eastus2","addressSpaces":["127.0.9.0/24"],"resolverAddress":"127.0.9.250"}`); err != nil {
+		t.Fatal(err)
+	}
+	snap := a.Snapshot()
+	view := snap.ViewOf(netip.Addr{}, netip.MustParseAddr("127.0.9.7"))
+	if view < 0 || snap.VNets[view].Name != "new-vnet" {
+		t.Fatalf("an address of the new VNet is in view %d", view)
+	}
+	if si := snap.Server("orders-db"); si != before {
+		t.Fatal("a server of a VNet the change did not touch was indexed again")
+	}
+	for _, c := range []struct{ key, value string }{
+		{topology.SubnetKey("new-vnet", "db"), `{"cidr":"127.0.9.0/28","delegation":"Microsoft.DBforPostgreSQL/flexibleServers"}`},
+		{topology.ServerKey("new-db"), `{"region":"eastus2","access":"private","network":{"vnet":"new-vnet","subnet":"db","privateDnsZone":"contoso.private.postgres.database.azure.com"},"addresses":{"primary":"127.0.9.4"},"backends":{"primary":"127.0.9.4:5432"}}`},
+		{topology.VNetKey("new-vnet"), `{"region":"eastus2","addressSpaces":["127.0.9.0/24","127.0.10.0/24"],"resolverAddress":"127.0.9.250"}`},
+	} {
+		if err := change(c.key, c.value); err != nil {
+			t.Fatalf("%s: %v", c.key, err)
+		}
+	}
+	snap = a.Snapshot()
+	si := snap.Server("new-db")
+	if si == nil || si.VNet.Name != "new-vnet" || snap.VNets[si.VNet.Index] != si.VNet || len(si.VNet.Spaces) != 2 {
+		t.Fatalf("the server of a changed VNet points at a stale view: %+v", si)
+	}
+	err := change(topology.SubnetKey("new-vnet", "db"), `{"cidr":"127.0.9.16/28","delegation":"Microsoft.DBforPostgreSQL/flexibleServers"}`)
+	if vs := (topology.Violations{}); !errors.As(err, &vs) || vs[0].Rule != "T10" {
+		t.Fatalf("an occupied subnet's CIDR changed: %v", err)
+	}
+	if a.Snapshot() != snap {
+		t.Fatal("a refused change changed the snapshot")
+	}
+	fresh, err := topology.NewSnapshot(snap.Topology, snap.State, snap.Serial)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, got := range snap.Servers() {
+		want := fresh.Server(name)
+		if got.Address != want.Address || got.Backend() != want.Backend() || (got.VNet == nil) != (want.VNet == nil) ||
+			got.VNet != nil && (got.VNet.Index != want.VNet.Index || got.Zone.Name != want.Zone.Name) {
+			t.Errorf("server %s: served %+v, from scratch %+v", name, got, want)
+		}
+	}
+	for _, addr := range []string{"127.0.1.9", "127.0.9.9", "127.0.10.9", "127.0.2.9"} {
+		a := netip.MustParseAddr(addr)
+		if got, want := snap.ViewOf(netip.Addr{}, a), fresh.ViewOf(netip.Addr{}, a); got != want {
+			t.Errorf("view of %s: served %d, from scratch %d", addr, got, want)
 		}
 	}
 }

@@ -3,6 +3,7 @@ package topology
 import (
 	"fmt"
 	"iter"
+	"maps"
 	"net/netip"
 	"slices"
 	"sort"
@@ -162,15 +163,7 @@ func GatewayName(region string) string {
 
 // NewSnapshot builds the indexes of a topology that Validate accepted.
 func NewSnapshot(t *Topology, state State, serial uint32) (*Snapshot, error) {
-	s := &Snapshot{
-		Topology:   t,
-		State:      state,
-		Serial:     serial,
-		Regions:    make(map[string]*RegionInfo, len(t.Regions)),
-		Zones:      make(map[string]*ZoneInfo, len(t.PrivateDNSZones)),
-		vnetByName: make(map[string]*VNetInfo, len(t.VNets)),
-		resolvers:  map[netip.Addr]int{},
-	}
+	s := &Snapshot{Topology: t, State: state, Serial: serial, Regions: make(map[string]*RegionInfo, len(t.Regions))}
 	for _, r := range t.Regions {
 		ri := &RegionInfo{Name: r.Name, GatewayName: GatewayName(r.Name)}
 		for _, g := range r.Addresses() {
@@ -187,42 +180,8 @@ func NewSnapshot(t *Topology, state State, serial uint32) (*Snapshot, error) {
 		ri.Active = ri.Gateways[active]
 		s.Regions[r.Name] = ri
 	}
-	var entries []prefixEntry
-	for i, vn := range t.VNets {
-		vi := &VNetInfo{Index: i, Name: vn.Name, Region: vn.Region, Peers: map[int]bool{}}
-		for _, sp := range vn.AddressSpaces {
-			p, problem := parseIPv4Prefix(sp)
-			if problem != "" {
-				return nil, fmt.Errorf("vnet %q: %s", vn.Name, problem)
-			}
-			vi.Spaces = append(vi.Spaces, p)
-			entries = append(entries, prefixEntry{p, i})
-		}
-		if vn.ResolverAddress != "" {
-			a, _ := parseIPv4(vn.ResolverAddress)
-			s.resolvers[a] = i
-		}
-		s.VNets = append(s.VNets, vi)
-		s.vnetByName[vn.Name] = vi
-	}
-	for i, vn := range t.VNets {
-		for _, p := range vn.Peerings {
-			if peer := s.vnetByName[p]; peer != nil {
-				s.VNets[i].Peers[peer.Index] = true
-				peer.Peers[i] = true
-			}
-		}
-	}
-	s.sources = newPrefixTable(entries)
-	for i, z := range t.PrivateDNSZones {
-		zi := &ZoneInfo{Name: CanonicalZone(z.Name), Index: i, Lock: z.Lock}
-		for _, l := range z.Links {
-			if vi := s.vnetByName[l]; vi != nil {
-				zi.links = append(zi.links, int32(vi.Index))
-			}
-		}
-		slices.Sort(zi.links)
-		s.Zones[zi.Name] = zi
+	if err := s.buildNetwork(nil); err != nil {
+		return nil, err
 	}
 	servers := make(map[string]*ServerInfo, t.Servers.Len())
 	subnets := map[string][]string{}
@@ -245,6 +204,145 @@ func NewSnapshot(t *Topology, state State, serial uint32) (*Snapshot, error) {
 	s.subnets = layermap.Of(subnets)
 	s.buildCloud()
 	return s, nil
+}
+
+// buildNetwork indexes s.Topology's VNets and private DNS zones: s.VNets,
+// the views' lookups (by name, resolver address and source address) and
+// s.Zones. An equal VNetInfo or ZoneInfo of was (nil: none) is taken over
+// rather than made again, so that the servers pointing at it stay as they
+// are.
+func (s *Snapshot) buildNetwork(was *Snapshot) error {
+	t := s.Topology
+	s.VNets = make([]*VNetInfo, 0, len(t.VNets))
+	s.Zones = make(map[string]*ZoneInfo, len(t.PrivateDNSZones))
+	s.vnetByName = make(map[string]*VNetInfo, len(t.VNets))
+	s.resolvers = map[netip.Addr]int{}
+	var entries []prefixEntry
+	for i, vn := range t.VNets {
+		vi := &VNetInfo{Index: i, Name: vn.Name, Region: vn.Region, Peers: map[int]bool{}}
+		for _, sp := range vn.AddressSpaces {
+			p, problem := parseIPv4Prefix(sp)
+			if problem != "" {
+				return fmt.Errorf("vnet %q: %s", vn.Name, problem)
+			}
+			vi.Spaces = append(vi.Spaces, p)
+			entries = append(entries, prefixEntry{p, i})
+		}
+		if vn.ResolverAddress != "" {
+			a, _ := parseIPv4(vn.ResolverAddress)
+			s.resolvers[a] = i
+		}
+		s.VNets = append(s.VNets, vi)
+		s.vnetByName[vn.Name] = vi
+	}
+	for i, vn := range t.VNets {
+		for _, p := range vn.Peerings {
+			if peer := s.vnetByName[p]; peer != nil {
+				s.VNets[i].Peers[peer.Index] = true
+				peer.Peers[i] = true
+			}
+		}
+	}
+	if was != nil {
+		for i, vi := range s.VNets {
+			if old := was.vnetByName[vi.Name]; old != nil && old.Index == vi.Index && old.Region == vi.Region && slices.Equal(old.Spaces, vi.Spaces) && maps.Equal(old.Peers, vi.Peers) {
+				s.VNets[i], s.vnetByName[vi.Name] = old, old
+			}
+		}
+	}
+	s.sources = newPrefixTable(entries)
+	for i, z := range t.PrivateDNSZones {
+		zi := &ZoneInfo{Name: CanonicalZone(z.Name), Index: i, Lock: z.Lock}
+		for _, l := range z.Links {
+			if vi := s.vnetByName[l]; vi != nil {
+				zi.links = append(zi.links, int32(vi.Index))
+			}
+		}
+		slices.Sort(zi.links)
+		if was != nil {
+			if old := was.Zones[zi.Name]; old != nil && old.Index == zi.Index && old.Lock == zi.Lock && slices.Equal(old.links, zi.links) {
+				zi = old
+			}
+		}
+		s.Zones[zi.Name] = zi
+	}
+	return nil
+}
+
+// WithVNets returns the snapshot of t, a topology that differs from s's in
+// its VNets alone (their region, address spaces, subnets and peerings;
+// created or deleted; Validate accepted it), at the cost of the VNets and
+// zones and of the private servers whose VNet or zone is indexed anew: the
+// views and zones are indexed again (a few per VNet), the servers of
+// unchanged VNets and zones are taken over as they are.
+//
+// t must share s's server list (ServerList.Same): the servers' views point
+// at their servers. Given another list it makes the snapshot from scratch.
+func (s *Snapshot) WithVNets(t *Topology, serial uint32) (*Snapshot, error) {
+	if !t.Servers.Same(s.Topology.Servers) {
+		return NewSnapshot(t, s.State, serial)
+	}
+	next := &Snapshot{Topology: t, State: s.State, Serial: serial, Regions: s.Regions, subnets: s.subnets, defaults: s.defaults}
+	if err := next.buildNetwork(s); err != nil {
+		return nil, err
+	}
+	set := map[string]*ServerInfo{}
+	again := func(name string, si *ServerInfo) error {
+		if !si.Private {
+			return nil
+		}
+		n := si.Server.Network
+		if next.vnetByName[n.VNet] == si.VNet && next.Zones[CanonicalZone(n.PrivateDNSZone)] == si.Zone {
+			return nil
+		}
+		fresh, err := next.newServerInfo(si.Server)
+		if err != nil {
+			return err
+		}
+		fresh.buildAccess()
+		set[name] = fresh
+		return nil
+	}
+	if next.sameZones(s) {
+		// The servers to index again are in the VNets indexed anew:
+		// found through the subnets they are placed in.
+		for _, vn := range s.Topology.VNets {
+			if next.vnetByName[vn.Name] == s.vnetByName[vn.Name] {
+				continue
+			}
+			for _, sn := range vn.Subnets {
+				for _, name := range s.SubnetMembers(vn.Name, sn.Name) {
+					if err := again(name, s.Server(name)); err != nil {
+						return nil, err
+					}
+				}
+			}
+		}
+	} else {
+		// Zones indexed anew (a VNet's deletion moved the indexes their
+		// links hold): any private server may point at one.
+		for name, si := range s.servers.All() {
+			if err := again(name, si); err != nil {
+				return nil, err
+			}
+		}
+	}
+	next.servers = s.servers.With(set, nil)
+	next.buildCloud()
+	return next, nil
+}
+
+// sameZones reports whether s holds was's zones, the same ZoneInfos.
+func (s *Snapshot) sameZones(was *Snapshot) bool {
+	if len(s.Zones) != len(was.Zones) {
+		return false
+	}
+	for name, z := range s.Zones {
+		if was.Zones[name] != z {
+			return false
+		}
+	}
+	return true
 }
 
 // ZoneRecord returns the server whose record label holds in zone z (a
