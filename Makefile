@@ -132,7 +132,7 @@ fuzz:
 	$(GO) test ./topology -run '^$$' -fuzz FuzzServerChangesMatchFullRebuild -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME)
 	$(GO) test ./topology -run '^$$' -fuzz FuzzServerListMatchesSlice -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME)
 	$(GO) test ./topology -run '^$$' -fuzz FuzzStateChangesMatchFullRebuild -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME)
-	$(GO) test ./topology -run '^$$' -fuzz FuzzVNetChangesMatchValidate -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME)
+	$(GO) test ./topology -run '^$$' -fuzz FuzzNetworkChangesMatchValidate -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME)
 	$(GO) test ./raftstate -run '^$$' -fuzz FuzzApplyEntry -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME)
 	$(GO) test ./raftstate -run '^$$' -fuzz FuzzForwardResponse -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME)
 	$(GO) test ./raftstate -run '^$$' -fuzz FuzzValueSetMatchesScan -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME)

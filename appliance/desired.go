@@ -154,7 +154,7 @@ func (f *desiredState) check(changes map[string]json.RawMessage) error {
 	maps.Copy(values, changes)
 	keys := slices.Collect(maps.Keys(changes))
 	next, problems := topology.Overlay(f.base, values)
-	if _, ok := topology.VNetChanges(keys); ok && f.conflict == nil && len(problems) == 0 {
+	if _, _, ok := topology.NetworkChanges(keys); ok && f.conflict == nil && len(problems) == 0 {
 		next = f.withServedServers(next)
 	}
 	state := f.validateLocked(next, keys)
@@ -168,10 +168,10 @@ func (f *desiredState) check(changes map[string]json.RawMessage) error {
 	return err
 }
 
-// overlayVNetsLocked lays the run-time values over the file for a change
-// of VNets alone, with the server list served (withServedServers); the
-// overlay's problems are logged.
-func (f *desiredState) overlayVNetsLocked(values map[string]json.RawMessage) *topology.Topology {
+// overlayNetworkLocked lays the run-time values over the file for a change
+// of VNets or zones alone, with the server list served (withServedServers);
+// the overlay's problems are logged.
+func (f *desiredState) overlayNetworkLocked(values map[string]json.RawMessage) *topology.Topology {
 	next, problems := topology.Overlay(f.base, values)
 	for _, p := range problems {
 		f.log.Error().Msgf("%v; skipped", p)
@@ -180,19 +180,19 @@ func (f *desiredState) overlayVNetsLocked(values map[string]json.RawMessage) *to
 }
 
 // withServedServers returns next with the server list served: a change of
-// VNets alone changes no server, and the overlay's list holds the same
-// servers in new copies. Sharing the list lets the snapshot keep its
-// servers' views (Snapshot.WithVNets) and CheckTransition skip them.
+// VNets or zones alone changes no server, and the overlay's list holds the
+// same servers in new copies. Sharing the list lets the snapshot keep its
+// servers' views (Snapshot.WithNetwork) and CheckTransition skip them.
 func (f *desiredState) withServedServers(next *topology.Topology) *topology.Topology {
 	shared := *next
 	shared.Servers = f.current.Topology.Servers
 	return &shared
 }
 
-// swapVNetsLocked publishes the snapshot of next, the topology served with
-// a change of VNets alone, indexed at the cost of the VNets.
-func (f *desiredState) swapVNetsLocked(next *topology.Topology) error {
-	snap, err := f.current.WithVNets(next, f.nextSerialLocked())
+// swapNetworkLocked publishes the snapshot of next, the topology served
+// with a change of VNets or zones alone, indexed at the cost of those.
+func (f *desiredState) swapNetworkLocked(next *topology.Topology) error {
+	snap, err := f.current.WithNetwork(next, f.nextSerialLocked())
 	if err != nil {
 		return err
 	}
@@ -203,12 +203,12 @@ func (f *desiredState) swapVNetsLocked(next *topology.Topology) error {
 }
 
 // validateLocked returns the violations of next, the topology served with
-// the change of keys laid over it: for a change of VNets alone, at the cost
-// of the servers in those VNets (topology.ValidateVNets: the topology
-// served broke nothing), else of the whole topology.
+// the change of keys laid over it: for a change of VNets or zones alone, at
+// the cost of their servers (topology.ValidateNetwork: the topology served
+// broke nothing), else of the whole topology.
 func (f *desiredState) validateLocked(next *topology.Topology, keys []string) topology.Violations {
-	if vnets, ok := topology.VNetChanges(keys); ok && f.conflict == nil {
-		return topology.ValidateVNets(next, vnets)
+	if vnets, zones, ok := topology.NetworkChanges(keys); ok && f.conflict == nil {
+		return topology.ValidateNetwork(next, vnets, zones)
 	}
 	vs, _ := topology.Validate(next)
 	return vs
@@ -348,8 +348,8 @@ func (f *desiredState) applied(keys []string) {
 			if err := f.swapServersLocked(checked.delta); err == nil {
 				return
 			}
-		} else if _, ok := topology.VNetChanges(keys); ok && checked.whole.Servers.Same(f.current.Topology.Servers) {
-			if err := f.swapVNetsLocked(checked.whole); err == nil {
+		} else if _, _, ok := topology.NetworkChanges(keys); ok && checked.whole.Servers.Same(f.current.Topology.Servers) {
+			if err := f.swapNetworkLocked(checked.whole); err == nil {
 				return
 			}
 		} else if err := f.swapLocked(checked.whole, f.current.State); err == nil {
@@ -372,12 +372,12 @@ func (f *desiredState) applied(keys []string) {
 		next *topology.Topology
 		err  error
 	)
-	if _, ok := topology.VNetChanges(keys); ok && f.conflict == nil {
-		// VNets alone changed: the overlay is validated at the cost of
-		// those VNets' servers, and indexed at the cost of the VNets.
-		next = f.overlayVNetsLocked(f.values())
+	if _, _, ok := topology.NetworkChanges(keys); ok && f.conflict == nil {
+		// VNets or zones alone changed: the overlay is validated at the
+		// cost of their servers, and indexed at the cost of the objects.
+		next = f.overlayNetworkLocked(f.values())
 		if err = f.validateLocked(next, keys).Err(); err == nil {
-			if err = f.swapVNetsLocked(next); err == nil {
+			if err = f.swapNetworkLocked(next); err == nil {
 				return
 			}
 		}

@@ -287,14 +287,15 @@ func TestAcknowledgedChangeIsServed(t *testing.T) {
 	}
 }
 
-// Changes of VNets alone are served at the cost of the VNets: a new VNet's
-// view answers for its addresses, the servers of VNets the change did not
-// touch keep their views, a server's VNet changed is indexed again, an
-// occupied subnet's new CIDR is refused (T10), and the snapshot served is
-// the one made from scratch for the same topology.
+// Changes of VNets and zones alone are served at the cost of those: a new
+// VNet's view answers for its addresses, the servers of VNets the change
+// did not touch keep their views, a server's VNet or zone changed is
+// indexed again, an occupied subnet's new CIDR is refused (T10), a zone
+// linked to a VNet is seen from it, and the snapshot served is the one made
+// from scratch for the same topology.
 //
-// SPEC: D4 T10 A1
-func TestVNetChangesServedAtTheirCost(t *testing.T) {
+// SPEC: D4 D5 T10 A1
+func TestNetworkChangesServedAtTheirCost(t *testing.T) {
 	dir, path := topologyFileIn(t, nil)
 	a := startTestAppliance(t, path, func(o *Options) { o.State.Dir = filepath.Join(dir, "state") })
 	defer a.Stop()
@@ -337,6 +338,26 @@ func TestVNetChangesServedAtTheirCost(t *testing.T) {
 	}
 	if a.Snapshot() != snap {
 		t.Fatal("a refused change changed the snapshot")
+	}
+	const zone = "contoso.private.postgres.database.azure.com"
+	for _, c := range []struct{ key, value string }{
+		{topology.ZoneKey("fabrikam.private.postgres.database.azure.com"), `{}`},
+		{topology.LinkKey("fabrikam.private.postgres.database.azure.com", "new-vnet"), `{}`},
+		{topology.LinkKey(zone, "new-vnet"), `{}`},
+	} {
+		if err := change(c.key, c.value); err != nil {
+			t.Fatalf("%s: %v", c.key, err)
+		}
+	}
+	snap = a.Snapshot()
+	newView := snap.ViewOf(netip.Addr{}, netip.MustParseAddr("127.0.9.7"))
+	for _, z := range []string{zone, "fabrikam.private.postgres.database.azure.com"} {
+		if zi := snap.Zones[z]; zi == nil || !zi.LinkedTo(newView) {
+			t.Fatalf("zone %s is not seen from the VNet it was linked to", z)
+		}
+	}
+	if si := snap.Server("new-db"); si.Zone != snap.Zones[zone] {
+		t.Fatal("a server of a zone indexed anew points at a stale zone")
 	}
 	fresh, err := topology.NewSnapshot(snap.Topology, snap.State, snap.Serial)
 	if err != nil {

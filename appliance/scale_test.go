@@ -118,3 +118,23 @@ func BenchmarkVNetChangeScale(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkZoneChangeScale is BenchmarkVNetChangeScale for a private DNS
+// zone's link to a VNet, set and deleted in turn.
+func BenchmarkZoneChangeScale(b *testing.B) {
+	a := scaleAppliance(b)
+	defer a.Stop()
+	zone := a.Snapshot().Topology.PrivateDNSZones[0].Name
+	vnet := a.Snapshot().Topology.VNets[len(a.Snapshot().Topology.VNets)-1].Name
+	i := 0
+	for b.Loop() {
+		i++
+		value := json.RawMessage(`{}`)
+		if i%2 == 0 {
+			value = nil
+		}
+		if err := a.Change(map[string]json.RawMessage{topology.LinkKey(zone, vnet): value}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -269,16 +269,16 @@ func (s *Snapshot) buildNetwork(was *Snapshot) error {
 	return nil
 }
 
-// WithVNets returns the snapshot of t, a topology that differs from s's in
-// its VNets alone (their region, address spaces, subnets and peerings;
-// created or deleted; Validate accepted it), at the cost of the VNets and
-// zones and of the private servers whose VNet or zone is indexed anew: the
-// views and zones are indexed again (a few per VNet), the servers of
-// unchanged VNets and zones are taken over as they are.
+// WithNetwork returns the snapshot of t, a topology that differs from s's
+// in its VNets and private DNS zones alone (NetworkChanges; Validate
+// accepted it), at the cost of the VNets and zones and of the private
+// servers whose VNet or zone is indexed anew: the views and zones are
+// indexed again, equal ones taken over, and the servers of unchanged VNets
+// and zones are kept as they are.
 //
 // t must share s's server list (ServerList.Same): the servers' views point
 // at their servers. Given another list it makes the snapshot from scratch.
-func (s *Snapshot) WithVNets(t *Topology, serial uint32) (*Snapshot, error) {
+func (s *Snapshot) WithNetwork(t *Topology, serial uint32) (*Snapshot, error) {
 	if !t.Servers.Same(s.Topology.Servers) {
 		return NewSnapshot(t, s.State, serial)
 	}
@@ -287,8 +287,8 @@ func (s *Snapshot) WithVNets(t *Topology, serial uint32) (*Snapshot, error) {
 		return nil, err
 	}
 	set := map[string]*ServerInfo{}
-	again := func(name string, si *ServerInfo) error {
-		if !si.Private {
+	again := func(si *ServerInfo) error {
+		if si == nil || !si.Private || set[si.Server.Name] != nil {
 			return nil
 		}
 		n := si.Server.Network
@@ -300,30 +300,34 @@ func (s *Snapshot) WithVNets(t *Topology, serial uint32) (*Snapshot, error) {
 			return err
 		}
 		fresh.buildAccess()
-		set[name] = fresh
+		set[si.Server.Name] = fresh
 		return nil
 	}
-	if next.sameZones(s) {
-		// The servers to index again are in the VNets indexed anew:
-		// found through the subnets they are placed in.
-		for _, vn := range s.Topology.VNets {
-			if next.vnetByName[vn.Name] == s.vnetByName[vn.Name] {
-				continue
-			}
-			for _, sn := range vn.Subnets {
-				for _, name := range s.SubnetMembers(vn.Name, sn.Name) {
-					if err := again(name, s.Server(name)); err != nil {
-						return nil, err
-					}
+	// The servers of the VNets indexed anew, through the subnets they are
+	// placed in.
+	for _, vn := range s.Topology.VNets {
+		if next.vnetByName[vn.Name] == s.vnetByName[vn.Name] {
+			continue
+		}
+		for _, sn := range vn.Subnets {
+			for _, name := range s.SubnetMembers(vn.Name, sn.Name) {
+				if err := again(s.Server(name)); err != nil {
+					return nil, err
 				}
 			}
 		}
-	} else {
-		// Zones indexed anew (a VNet's deletion moved the indexes their
-		// links hold): any private server may point at one.
-		for name, si := range s.servers.All() {
-			if err := again(name, si); err != nil {
-				return nil, err
+	}
+	// The servers of the zones indexed anew (a zone's lock or links
+	// changed, or a VNet's deletion moved the indexes its links hold): a
+	// pass over the server list, reading only the zones' names.
+	if changed := next.zonesAnew(s); len(changed) > 0 {
+		for _, chunk := range t.Servers.Chunks() {
+			for _, srv := range chunk {
+				if srv.Network != nil && changed[CanonicalZone(srv.Network.PrivateDNSZone)] {
+					if err := again(s.Server(srv.Name)); err != nil {
+						return nil, err
+					}
+				}
 			}
 		}
 	}
@@ -332,17 +336,16 @@ func (s *Snapshot) WithVNets(t *Topology, serial uint32) (*Snapshot, error) {
 	return next, nil
 }
 
-// sameZones reports whether s holds was's zones, the same ZoneInfos.
-func (s *Snapshot) sameZones(was *Snapshot) bool {
-	if len(s.Zones) != len(was.Zones) {
-		return false
-	}
-	for name, z := range s.Zones {
-		if was.Zones[name] != z {
-			return false
+// zonesAnew returns the names of the zones was held that s holds as other
+// ZoneInfos, or not at all.
+func (s *Snapshot) zonesAnew(was *Snapshot) map[string]bool {
+	changed := map[string]bool{}
+	for name, z := range was.Zones {
+		if s.Zones[name] != z {
+			changed[name] = true
 		}
 	}
-	return true
+	return changed
 }
 
 // ZoneRecord returns the server whose record label holds in zone z (a

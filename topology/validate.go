@@ -63,19 +63,23 @@ func Validate(t *Topology) (violations, warnings Violations) {
 	return v.out, v.warn
 }
 
-// ValidateVNets is Validate's violations for a topology that differs from a
-// valid one only in the named VNets (their region, address spaces, subnets
-// and peerings; created or deleted): every rule but the servers' is checked
-// on the whole topology (no server is read for them), and the servers'
-// rules for the servers placed in those VNets, all in the file's order.
-// A server elsewhere breaks nothing: its rules read its own VNet, the
-// regions and the zones, none of which changed.
-func ValidateVNets(t *Topology, vnets map[string]bool) Violations {
+// ValidateNetwork is Validate's violations for a topology that differs from
+// a valid one only in the named VNets (their region, address spaces,
+// subnets and peerings) and private DNS zones (their lock and links), each
+// maybe created or deleted: every rule but the servers' is checked on the
+// whole topology (no server is read for them), and the servers' rules for
+// the servers those objects hold (placed in one of the VNets, or with their
+// record in one of the zones) and for a server whose name a zone's first
+// label takes (Z2), all in the file's order. A server elsewhere breaks
+// nothing: its rules read its own VNet and zone, the regions, and the
+// zones' names, none of which changed. zones are canonical names.
+func ValidateNetwork(t *Topology, vnets, zones map[string]bool) Violations {
 	v := learnFacts(t)
 	var check []int
 	for from, chunk := range t.Servers.Chunks() {
 		for i, s := range chunk {
-			if s.Network != nil && vnets[s.Network.VNet] {
+			n := s.Network
+			if n != nil && (vnets[n.VNet] || len(zones) > 0 && zones[CanonicalZone(n.PrivateDNSZone)]) || len(zones) > 0 && zones[s.Name+"."+Apex] {
 				check = append(check, from+i)
 			}
 		}
@@ -84,18 +88,25 @@ func ValidateVNets(t *Topology, vnets map[string]bool) Violations {
 	return v.out
 }
 
-// VNetChanges returns the VNets a change touches when it changes VNets
-// alone (a VNet, its subnets or its peerings), and whether it does.
-func VNetChanges(keys []string) (map[string]bool, bool) {
-	vnets := map[string]bool{}
+// NetworkChanges returns the VNets and the private DNS zones (canonical
+// names) a change touches when it changes those alone (a VNet, its subnets
+// or peerings; a zone or its links), and whether it does.
+func NetworkChanges(keys []string) (vnets, zones map[string]bool, ok bool) {
+	vnets, zones = map[string]bool{}, map[string]bool{}
 	for _, key := range keys {
 		k, ok := ParseKey(key)
-		if !ok || k.Kind != KindVNet || k.ChildKind != "" && k.ChildKind != KindSubnet && k.ChildKind != KindPeering {
-			return nil, false
+		switch {
+		case !ok:
+			return nil, nil, false
+		case k.Kind == KindVNet && (k.ChildKind == "" || k.ChildKind == KindSubnet || k.ChildKind == KindPeering):
+			vnets[k.Name] = true
+		case k.Kind == KindZone && (k.ChildKind == "" || k.ChildKind == KindLink):
+			zones[CanonicalZone(k.Name)] = true
+		default:
+			return nil, nil, false
 		}
-		vnets[k.Name] = true
 	}
-	return vnets, len(vnets) > 0
+	return vnets, zones, len(vnets)+len(zones) > 0
 }
 
 // learnFacts checks everything but the servers and returns the validator
@@ -458,7 +469,7 @@ func (v *validator) subnets(vpath string, vn *VNet, facts *vnetFacts) {
 		}
 		// The subnets before this one, in the file's order: a map's order
 		// changed the order of the messages from one check to the next
-		// (FuzzVNetChangesMatchValidate found it).
+		// (FuzzNetworkChangesMatchValidate found it).
 		for k, other := range vn.Subnets[:j] {
 			if slices.ContainsFunc(vn.Subnets[:k], func(o Subnet) bool { return o.Name == other.Name }) {
 				continue // a name defined twice has its first definition's facts
