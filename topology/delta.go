@@ -2,6 +2,7 @@ package topology
 
 import (
 	"encoding/json"
+	"fmt"
 	"maps"
 	"math"
 	"slices"
@@ -190,19 +191,14 @@ func (s *Snapshot) CheckServers(d *ServerDelta) Violations {
 // the named servers' entries and the private zones they leave or join. The
 // zones whose records changed are listed in the snapshot's Change.
 func (s *Snapshot) WithServers(d *ServerDelta, serial uint32) (*Snapshot, error) {
-	return s.withServers(d, s.State, serial)
+	return s.withServers(d, s.State, serial, nil, nil)
 }
 
 // WithState returns the snapshot of s's topology in a new run-time state: a
-// failover decision. When only servers' failovers changed, only those
-// servers (and their private zones' records) are indexed again; a region's
-// gateway flip indexes everything, as NewSnapshot does.
+// failover decision. Only the servers whose failover changed (and their
+// private zones' records) are indexed again, and on a region's gateway
+// flip the region and its servers (Change.Regions names the regions).
 func (s *Snapshot) WithState(st State, serial uint32) (*Snapshot, error) {
-	for name := range s.Regions {
-		if s.State.ActiveGateway[name] != st.ActiveGateway[name] {
-			return NewSnapshot(s.Topology, st, serial)
-		}
-	}
 	d := &ServerDelta{Topology: s.Topology, Before: map[string]*Server{}, After: map[string]*Server{}}
 	for _, failed := range []map[string]bool{s.State.FailedOver, st.FailedOver} {
 		for name := range failed {
@@ -214,13 +210,52 @@ func (s *Snapshot) WithState(st State, serial uint32) (*Snapshot, error) {
 			d.Before[name], d.After[name] = si.Server, si.Server
 		}
 	}
+	// A region whose active gateway address changed gets a RegionInfo of
+	// its own, and its servers, which point at it, are indexed again.
+	var (
+		flipped []string
+		regions map[string]*RegionInfo
+	)
+	for name, ri := range s.Regions {
+		active := st.ActiveGateway[name]
+		if s.State.ActiveGateway[name] == active {
+			continue
+		}
+		if active < 0 || active >= len(ri.Gateways) {
+			return nil, fmt.Errorf("region %q: active gateway index %d out of range", name, active)
+		}
+		if regions == nil {
+			regions = maps.Clone(s.Regions)
+		}
+		cp := *ri
+		cp.Active = ri.Gateways[active]
+		regions[name] = &cp
+		flipped = append(flipped, name)
+	}
+	if len(flipped) > 0 {
+		slices.Sort(flipped)
+		for _, chunk := range s.Topology.Servers.Chunks() {
+			for _, srv := range chunk {
+				if _, listed := d.After[srv.Name]; !listed && slices.Contains(flipped, srv.Region) {
+					d.Names = append(d.Names, srv.Name)
+					d.Before[srv.Name], d.After[srv.Name] = srv, srv
+				}
+			}
+		}
+	}
 	slices.Sort(d.Names)
-	return s.withServers(d, st, serial)
+	return s.withServers(d, st, serial, regions, flipped)
 }
 
-func (s *Snapshot) withServers(d *ServerDelta, st State, serial uint32) (*Snapshot, error) {
+// withServers indexes the servers d names again in a copy of s with state
+// st; regions, if not nil, replace s's (flipped names the regions whose
+// active gateway changed).
+func (s *Snapshot) withServers(d *ServerDelta, st State, serial uint32, regions map[string]*RegionInfo, flipped []string) (*Snapshot, error) {
 	next := *s
 	next.Topology, next.Serial, next.State = d.Topology, serial, st
+	if regions != nil {
+		next.Regions = regions
+	}
 	names, byName := d.Names, d.After
 	zones := map[string]bool{} // zones whose records change
 	for _, n := range names {
@@ -248,7 +283,7 @@ func (s *Snapshot) withServers(d *ServerDelta, st State, serial uint32) (*Snapsh
 	}
 	next.servers = s.servers.With(set, deleted)
 	next.subnets = s.subnetsWith(names, byName)
-	next.Change = &Change{From: s.Serial, Servers: names, Zones: slices.Sorted(maps.Keys(zones))}
+	next.Change = &Change{From: s.Serial, Servers: names, Zones: slices.Sorted(maps.Keys(zones)), Regions: flipped}
 	return &next, nil
 }
 
@@ -293,4 +328,5 @@ type Change struct {
 	From    uint32   // the serial of the snapshot before
 	Servers []string // changed, added or deleted
 	Zones   []string // private zones whose records changed
+	Regions []string // regions whose active gateway address changed
 }

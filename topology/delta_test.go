@@ -170,6 +170,9 @@ func indexed(s *Snapshot) string {
 		if si.Server.Name != name {
 			lines = append(lines, "MISFILED "+name)
 		}
+		if s.Regions[si.Region.Name] != si.Region {
+			lines = append(lines, "REGION-MISMATCH "+name)
+		}
 		line := fmt.Sprintf("server %s private=%v region=%s addr=%s backend=%s cname=%s blocked=%v tls=%+v role=%s failover=%+v access=%+v",
 			name, si.Private, si.Region.Name, si.Address, si.Backend(), si.CNAMETarget(), si.RecordBlocked, si.TLS, si.AuthRole, si.Failover, si.access)
 		if si.Private {
@@ -179,6 +182,9 @@ func indexed(s *Snapshot) string {
 			}
 		}
 		lines = append(lines, line)
+	}
+	for name, r := range s.Regions {
+		lines = append(lines, fmt.Sprintf("region %s active=%s gateways=%v name=%s", name, r.Active, r.Gateways, r.GatewayName))
 	}
 	records := map[string][]string{}
 	for name, si := range s.Servers() {
@@ -219,6 +225,7 @@ func FuzzStateChangesMatchFullRebuild(f *testing.F) {
 `, 1)
 	f.Add([]byte{0, 1, 0, 2, 1, 1}, false)
 	f.Add([]byte{3, 0, 0, 1, 3, 0}, true)
+	f.Add([]byte{2, 0, 0, 0, 2, 1, 2, 0}, true)
 	f.Fuzz(func(t *testing.T, script []byte, readOnly bool) {
 		lock := "none"
 		if readOnly {

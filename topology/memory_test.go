@@ -4,6 +4,7 @@ import (
 	"os"
 	"runtime"
 	"testing"
+	"time"
 
 	"github.com/pgplane/pgplane/internal/benchkit"
 )
@@ -51,4 +52,42 @@ func BenchmarkStateMemory(b *testing.B) {
 	n := float64(snap.ServerCount())
 	b.ReportMetric(live/n, "B/server")
 	b.ReportMetric(used/n, "inuse-B/server")
+}
+
+// BenchmarkGatewayFlipScale measures a region's gateway flip (a failover
+// decision) on a bench-scale topology (100,000 servers, 10 regions):
+// WithState, which indexes the region's servers again, beside NewSnapshot,
+// which a flip cost before (the baseline, reported as full-ns/op).
+func BenchmarkGatewayFlipScale(b *testing.B) {
+	g, err := benchkit.GenerateDNS(b.TempDir(), benchkit.DNSScale{Servers: 100000, Zones: 10000, VNets: 5000, Regions: 10})
+	if err != nil {
+		b.Fatal(err)
+	}
+	data, err := os.ReadFile(g.Topology)
+	if err != nil {
+		b.Fatal(err)
+	}
+	topo, _, err := Parse("topology.yaml", data)
+	if err != nil {
+		b.Fatal(err)
+	}
+	snap, err := NewSnapshot(topo, State{}, 1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	start := time.Now()
+	if _, err := NewSnapshot(topo, State{ActiveGateway: map[string]int{"r0": 1}}, 2); err != nil {
+		b.Fatal(err)
+	}
+	full := time.Since(start)
+	i := 0
+	for b.Loop() {
+		i++
+		next, err := snap.WithState(State{ActiveGateway: map[string]int{"r0": i % 2}}, snap.Serial+1)
+		if err != nil {
+			b.Fatal(err)
+		}
+		snap = next
+	}
+	b.ReportMetric(float64(full.Nanoseconds()), "full-ns/op")
 }

@@ -109,3 +109,38 @@ func answered(a *answers, q question, view int) string {
 	}
 	return b.String()
 }
+
+// The answers of a snapshot made by a run-time state change (a region's
+// gateway flip, a server's failover), built from the answers before by what
+// changed, answer every name in every view as answers built from scratch do.
+//
+// SPEC: C4 T1 D1 D2
+func TestStateChangeAnswersMatchFull(t *testing.T) {
+	p := newTestPlugin(t, topology.State{})
+	o := options{ttl: appliance.DefaultTTL, ns: []string{appliance.DefaultNS}}
+	for i, st := range []topology.State{
+		{ActiveGateway: map[string]int{"eastus2": 1}},
+		{ActiveGateway: map[string]int{"eastus2": 1}, FailedOver: map[string]bool{"orders-db": true}},
+		{FailedOver: map[string]bool{"orders-db": true}},
+		{},
+	} {
+		prev := p.answers.Load()
+		snap, err := prev.snap.WithState(st, prev.snap.Serial+1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if snap.Change == nil {
+			t.Fatalf("step %d: the state change was not made at its cost", i)
+		}
+		p.publish(snap)
+		got, want := p.answers.Load(), newAnswers(snap, o)
+		qs := append(queries(snap, []string{"orders-db", "reports-db"}), question{"eastus2.control." + apexFQDN, dns.TypeA})
+		for _, q := range qs {
+			for view := topology.PublicView; view < len(snap.VNets); view++ {
+				if a, b := answered(got, q, view), answered(want, q, view); a != b {
+					t.Fatalf("step %d: %s %s in view %d:\nincremental: %s\nfull:        %s", i, q.name, dns.TypeToString[q.qtype], view, a, b)
+				}
+			}
+		}
+	}
+}

@@ -114,7 +114,7 @@ func newAnswers(s *topology.Snapshot, o options) *answers {
 	a.names[topology.ControlLabel+"."+apexFQDN] = &entry{kind: kindEmpty}
 	for _, r := range s.Regions {
 		name := r.GatewayName + "."
-		a.names[name] = &entry{kind: kindAddress, rr: &dns.A{Hdr: header(name, dns.TypeA, o.ttl), A: r.Active.AsSlice()}}
+		a.names[name] = gatewayEntry(r, o.ttl)
 		a.gateways[r.GatewayName] = name
 	}
 	for _, z := range s.Zones {
@@ -125,6 +125,12 @@ func newAnswers(s *topology.Snapshot, o options) *answers {
 		}
 	}
 	return a
+}
+
+// gatewayEntry is a region's gateway name, answering its active address.
+func gatewayEntry(r *topology.RegionInfo, ttl uint32) *entry {
+	name := r.GatewayName + "."
+	return &entry{kind: kindAddress, rr: &dns.A{Hdr: header(name, dns.TypeA, ttl), A: r.Active.AsSlice()}}
 }
 
 // newPrivateZone returns a private DNS zone whose SOA has serial; o
@@ -154,14 +160,24 @@ func (a *answers) alias(qname string) (cname *dns.CNAME, target string) {
 }
 
 // withServers returns the answers of s, which a change of servers alone
-// made from the snapshot of a (s.Change): the private zones whose records
-// changed are made again, and everything else is shared (servers' names
-// are answered from s itself). A private zone keeps its SOA serial until
+// or of the run-time state made from the snapshot of a (s.Change): the
+// private zones whose records changed and the names of the regions whose
+// gateway flipped are made again, and everything else is shared (servers'
+// names are answered from s itself). A private zone keeps its SOA serial until
 // its records change.
 func (a *answers) withServers(s *topology.Snapshot, o options) *answers {
 	next := *a
 	next.snap = s
 	next.soa, next.soaNeg = apexSOAs(s.Serial, o)
+	if len(s.Change.Regions) > 0 {
+		// A gateway flip: the region's name answers its new address.
+		next.names = maps.Clone(a.names)
+		for _, region := range s.Change.Regions {
+			if r := s.Regions[region]; r != nil {
+				next.names[r.GatewayName+"."] = gatewayEntry(r, o.ttl)
+			}
+		}
+	}
 	if len(s.Change.Zones) == 0 {
 		return &next
 	}
