@@ -148,69 +148,106 @@ func (p *Parser) Parse(name string, data []byte) (*Topology, Violations, error) 
 		p.forget()
 		return Parse(name, data)
 	}
-	fields := yamlFieldIndexes(reflect.TypeOf(Topology{}))
-	t := &Topology{}
-	tv := reflect.ValueOf(t).Elem()
-	known := p.remembered()
-	parts := make([]part, 0, len(spans))
-	sections := map[string]*section{}
-	var (
-		order []string
-		fresh decoded // what this parse decodes anew
-	)
-	// What each span is, and which of them to decode: those the file
-	// read last did not hold.
-	type spanInfo struct {
-		field int
-		elem  reflect.Type
-		key   chunkKey
-		c     chunk
-		known bool
+	decodedSpans, ok := p.decodeSpans(spans)
+	if !ok {
+		p.forget()
+		return Parse(name, data) // reports the unknown field or the problem as Parse does
 	}
-	infos := make([]spanInfo, len(spans))
+	t, a := assemble(spans, decodedSpans)
+	settle(t, a.fresh)
+	p.last, p.parts = t, a.parts
+	violations, warnings := Validate(t)
+	firstKeyLine := 0
+	if len(a.order) > 0 {
+		firstKeyLine = a.sections[a.order[0]].keyLine
+	}
+	for _, vs := range []Violations{violations, warnings} {
+		for i := range vs {
+			vs[i].File = name
+			vs[i].Line = sectionLine(a.sections, vs[i].Path, firstKeyLine)
+		}
+	}
+	if len(violations) > 0 {
+		return t, warnings, violations
+	}
+	return t, warnings, nil
+}
+
+// spanValue is a span's place in Topology and its decoded value.
+type spanValue struct {
+	field int          // the span's section's field of Topology
+	elem  reflect.Type // the type its text decodes to
+	key   chunkKey
+	c     chunk
+	known bool // c is the file read last's, not decoded anew
+}
+
+// decodeSpans returns each span's value: the file read last's for a span
+// whose text it held, decoded anew (on every P, decodeAll) for the others.
+// It reports false when a span is of no known section, or does not decode
+// cleanly on its own.
+func (p *Parser) decodeSpans(spans []span) ([]spanValue, bool) {
+	known := p.remembered()
+	fields := yamlFieldIndexes(reflect.TypeOf(Topology{}))
+	out := make([]spanValue, len(spans))
 	var todo []int
 	for k, s := range spans {
 		idx, isField := fields[s.section]
 		if !isField {
-			p.forget()
-			return Parse(name, data) // reports the unknown field
+			return nil, false
 		}
-		elem := tv.Field(idx).Type()
+		elem := reflect.TypeOf(Topology{}).Field(idx).Type
 		if s.item {
 			elem = itemType(elem)
 		}
-		in := &infos[k]
-		in.field, in.elem, in.key = idx, elem, p.key(s)
-		if in.c, in.known = known[in.key]; !in.known {
+		v := &out[k]
+		v.field, v.elem, v.key = idx, elem, p.key(s)
+		if v.c, v.known = known[v.key]; !v.known {
 			todo = append(todo, k)
 		}
 	}
-	if !decodeSpans(spans, todo, func(k int) reflect.Type { return infos[k].elem }, func(k int, c chunk) { infos[k].c = c }) {
-		p.forget()
-		return Parse(name, data) // reports the problem as Parse does
-	}
+	ok := decodeAll(spans, todo, func(k int) reflect.Type { return out[k].elem }, func(k int, c chunk) { out[k].c = c })
+	return out, ok
+}
+
+// assembly is what assemble learned on the way: the sections in the
+// file's order, each part's place for the next parse, and what was
+// decoded anew.
+type assembly struct {
+	sections map[string]*section
+	order    []string
+	parts    []part
+	fresh    decoded
+}
+
+// assemble builds the topology of the spans from their values.
+func assemble(spans []span, values []spanValue) (*Topology, assembly) {
+	t := &Topology{}
+	tv := reflect.ValueOf(t).Elem()
+	a := assembly{sections: map[string]*section{}, parts: make([]part, 0, len(spans))}
 	for k, s := range spans {
-		idx, key, c, ok := infos[k].field, infos[k].key, infos[k].c, infos[k].known
-		sec := sections[s.section]
+		v := values[k]
+		sec := a.sections[s.section]
 		if sec == nil {
 			sec = &section{keyLine: s.keyLine, item: s.item, from: k}
-			sections[s.section] = sec
-			order = append(order, s.section)
+			a.sections[s.section] = sec
+			a.order = append(a.order, s.section)
 		}
-		pt := part{key: key, field: uint8(idx), item: s.item, at: -1}
-		if s.item && !c.null {
+		pt := part{key: v.key, field: uint8(v.field), item: s.item, at: -1}
+		if s.item && !v.c.null {
 			pt.at = int32(sec.values)
 			sec.values++
 		}
-		if !ok {
-			fresh.note(s.section, pt, c)
+		if !v.known {
+			a.fresh.note(s.section, pt, v.c)
 		}
-		parts = append(parts, pt)
-		sec.chunks = append(sec.chunks, c)
+		a.parts = append(a.parts, pt)
+		sec.chunks = append(sec.chunks, v.c)
 		sec.spans = spans[sec.from : k+1] // a section's spans are contiguous
 	}
-	for _, key := range order {
-		sec, field := sections[key], tv.Field(fields[key])
+	for _, key := range a.order {
+		sec := a.sections[key]
+		field := tv.Field(values[sec.from].field)
 		if !sec.item {
 			field.Set(sec.chunks[0].value)
 			continue
@@ -231,23 +268,7 @@ func (p *Parser) Parse(name string, data []byte) (*Topology, Violations, error) 
 		}
 		field.Set(slice)
 	}
-	settle(t, fresh)
-	p.last, p.parts = t, parts
-	violations, warnings := Validate(t)
-	firstKeyLine := 0
-	if len(order) > 0 {
-		firstKeyLine = sections[order[0]].keyLine
-	}
-	for _, vs := range []Violations{violations, warnings} {
-		for i := range vs {
-			vs[i].File = name
-			vs[i].Line = sectionLine(sections, vs[i].Path, firstKeyLine)
-		}
-	}
-	if len(violations) > 0 {
-		return t, warnings, violations
-	}
-	return t, warnings, nil
+	return t, a
 }
 
 // sectionLine finds the line of a path as lineOf does on the whole document.
@@ -289,11 +310,11 @@ func spanNode(s span) *yaml.Node {
 	return nil
 }
 
-// decodeSpans decodes the spans at the indexes todo (elem gives each one's
+// decodeAll decodes the spans at the indexes todo (elem gives each one's
 // type, set receives each result), on as many goroutines as the runtime has
 // Ps: YAML decoding is most of a large file's start, and the parts stand
 // alone. It reports false when a span does not decode cleanly on its own.
-func decodeSpans(spans []span, todo []int, elem func(int) reflect.Type, set func(int, chunk)) bool {
+func decodeAll(spans []span, todo []int, elem func(int) reflect.Type, set func(int, chunk)) bool {
 	const block = 256 // spans a goroutine takes at a time
 	workers := min(runtime.GOMAXPROCS(0), (len(todo)+block-1)/block)
 	var (
