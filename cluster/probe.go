@@ -39,7 +39,11 @@ func (n *Node) every(interval time.Duration, f func()) {
 
 // probeResult is what one probe learned.
 type probeResult struct {
-	up      bool
+	up bool
+	// late is set when a failed probe took far longer than its timeout:
+	// this process was not run on time (a starved host, a stopped
+	// process), so the failure says nothing of the target.
+	late    time.Duration
 	role    Role
 	roleErr error
 }
@@ -55,7 +59,7 @@ func (n *Node) probeAll() {
 		go func() {
 			defer wg.Done()
 			r := &results[i]
-			if r.up = probe(t.addr, t.postgres, n.cfg.ProbeTimeout); r.up && t.postgres {
+			if r.up, r.late = probe(t.addr, t.postgres, n.cfg.ProbeTimeout); r.up && t.postgres {
 				r.role, r.roleErr = n.prober.role(t.addr, t.patroni)
 			}
 		}()
@@ -73,6 +77,12 @@ func (n *Node) probeAll() {
 			probed[t.addr] = true
 		}
 		r := results[i]
+		if r.late > 0 {
+			// Neither up nor down: the target's count of failures stays.
+			probesTotal.WithLabelValues(targetKind(t.id), "late").Inc()
+			n.cfg.Logger.Warn().Str("target", string(t.id)).Dur("late", r.late).Dur("timeout", n.cfg.ProbeTimeout).Msg("probe: this node ran late; the failed probe is not counted")
+			continue
+		}
 		observeProbe(t.id, r.up)
 		if t.postgres {
 			n.observeRoleLocked(t, r)
@@ -160,24 +170,44 @@ func (n *Node) targets(s *topology.Snapshot) []probeTarget {
 	return out
 }
 
+// lateMargin is how far past its deadline a probe's wait may end before
+// the failure is put down to this process not being run on time (a
+// starved host, a stopped process) rather than to the target: a wait ends
+// within milliseconds of its deadline otherwise. On a starved host such
+// failures made false failovers (session 9's CI).
+const lateMargin = 200 * time.Millisecond
+
 // probe connects to a target; a PostgreSQL backend must also answer an
-// SSLRequest with S or N.
-func probe(addr string, postgres bool, timeout time.Duration) bool {
+// SSLRequest with S or N. A failure whose wait ended later than its deadline
+// by more than lateMargin returns how late it ended: it says nothing of
+// the target.
+func probe(addr string, postgres bool, timeout time.Duration) (up bool, late time.Duration) {
+	began := time.Now()
 	c, err := net.DialTimeout("tcp", addr, timeout)
 	if err != nil {
-		return false
+		return false, overdue(began.Add(timeout))
 	}
 	defer c.Close()
 	if !postgres {
-		return true
+		return true, 0
 	}
-	c.SetDeadline(time.Now().Add(timeout))
+	deadline := time.Now().Add(timeout)
+	c.SetDeadline(deadline)
 	if _, err := c.Write(pgwire.SSLRequest()); err != nil {
-		return false
+		return false, overdue(deadline)
 	}
 	var b [1]byte
 	if _, err := io.ReadFull(c, b[:]); err != nil {
-		return false
+		return false, overdue(deadline)
 	}
-	return b[0] == 'S' || b[0] == 'N'
+	return b[0] == 'S' || b[0] == 'N', 0
+}
+
+// overdue returns how long after deadline it is now, when that is more
+// than lateMargin; else 0.
+func overdue(deadline time.Time) time.Duration {
+	if late := time.Since(deadline); late > lateMargin {
+		return late
+	}
+	return 0
 }
