@@ -107,12 +107,16 @@ func (f *desiredState) swapLocked(next *topology.Topology, state topology.State)
 	if err != nil {
 		return err
 	}
+	f.serveLocked(snap)
+	return nil
+}
+
+// serveLocked serves snap, the file with every run-time change laid over
+// it: no conflict stands.
+func (f *desiredState) serveLocked(snap *topology.Snapshot) {
 	f.current = snap
 	f.publish(snap)
-	// What is served is the file with every run-time change laid over it:
-	// no conflict stands.
 	f.setConflictLocked(nil)
-	return nil
 }
 
 // nextSerialLocked is the serial of the next snapshot: the time in seconds,
@@ -196,9 +200,7 @@ func (f *desiredState) swapNetworkLocked(next *topology.Topology) error {
 	if err != nil {
 		return err
 	}
-	f.current = snap
-	f.publish(snap)
-	f.setConflictLocked(nil)
+	f.serveLocked(snap)
 	return nil
 }
 

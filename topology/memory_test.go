@@ -16,14 +16,7 @@ import (
 // pages they sit on, what RSS holds after start). The gap between the two
 // is how scattered the kept objects are (#12).
 func BenchmarkStateMemory(b *testing.B) {
-	g, err := benchkit.GenerateDNS(b.TempDir(), benchkit.DNSScale{Servers: 100000, Zones: 10000, VNets: 5000, Regions: 10})
-	if err != nil {
-		b.Fatal(err)
-	}
-	data, err := os.ReadFile(g.Topology)
-	if err != nil {
-		b.Fatal(err)
-	}
+	data := benchScaleFile(b)
 	var (
 		p          *Parser
 		snap       *Snapshot
@@ -59,14 +52,7 @@ func BenchmarkStateMemory(b *testing.B) {
 // WithState, which indexes the region's servers again, beside NewSnapshot,
 // which a flip cost before (the baseline, reported as full-ns/op).
 func BenchmarkGatewayFlipScale(b *testing.B) {
-	g, err := benchkit.GenerateDNS(b.TempDir(), benchkit.DNSScale{Servers: 100000, Zones: 10000, VNets: 5000, Regions: 10})
-	if err != nil {
-		b.Fatal(err)
-	}
-	data, err := os.ReadFile(g.Topology)
-	if err != nil {
-		b.Fatal(err)
-	}
+	data := benchScaleFile(b)
 	topo, _, err := Parse("topology.yaml", data)
 	if err != nil {
 		b.Fatal(err)
@@ -90,4 +76,19 @@ func BenchmarkGatewayFlipScale(b *testing.B) {
 		snap = next
 	}
 	b.ReportMetric(float64(full.Nanoseconds()), "full-ns/op")
+}
+
+// benchScaleFile writes a topology file of the bench-scale shape at
+// 100,000 servers and returns its text.
+func benchScaleFile(b *testing.B) []byte {
+	b.Helper()
+	g, err := benchkit.GenerateDNS(b.TempDir(), benchkit.DNSScale{Servers: 100000, Zones: 10000, VNets: 5000, Regions: 10})
+	if err != nil {
+		b.Fatal(err)
+	}
+	data, err := os.ReadFile(g.Topology)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return data
 }
