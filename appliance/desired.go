@@ -51,20 +51,35 @@ type desiredState struct {
 }
 
 // overlay lays the run-time changes over the file's topology and validates
-// the result. Without changes the file's topology, already valid, is the
-// result.
-func (f *desiredState) overlay(file *topology.Topology, values map[string]json.RawMessage) (*topology.Topology, error) {
+// the result (validateLocked: keys are the change's, nil for a file read).
+// Without changes the file's topology, already valid, is the result.
+func (f *desiredState) overlay(file *topology.Topology, values map[string]json.RawMessage, keys []string) (*topology.Topology, error) {
 	if len(values) == 0 {
 		return file, nil
 	}
-	next, problems := topology.Overlay(file, values)
+	next, problems := f.layLocked(file, values, keys)
 	for _, p := range problems {
 		f.log.Error().Msgf("%v; skipped", p)
 	}
-	if vs, _ := topology.Validate(next); len(vs) > 0 {
+	if vs := f.validateLocked(next, keys); len(vs) > 0 {
 		return nil, vs
 	}
 	return next, nil
+}
+
+// layLocked lays values over file. For a change of VNets or zones alone
+// (keys) the result keeps the server list served: such a change changes no
+// server, and the overlay's list holds the same servers in new copies.
+// Sharing the list lets the snapshot keep its servers' views
+// (Snapshot.WithNetwork) and CheckTransition skip them.
+func (f *desiredState) layLocked(file *topology.Topology, values map[string]json.RawMessage, keys []string) (*topology.Topology, []topology.OverlayProblem) {
+	next, problems := topology.Overlay(file, values)
+	if _, _, ok := topology.NetworkChanges(keys); ok && f.conflict == nil {
+		shared := *next
+		shared.Servers = f.current.Topology.Servers
+		next = &shared
+	}
+	return next, problems
 }
 
 // values returns a copy of the run-time changes; none without a store.
@@ -157,10 +172,7 @@ func (f *desiredState) check(changes map[string]json.RawMessage) error {
 	values := f.values()
 	maps.Copy(values, changes)
 	keys := slices.Collect(maps.Keys(changes))
-	next, problems := topology.Overlay(f.base, values)
-	if _, _, ok := topology.NetworkChanges(keys); ok && f.conflict == nil && len(problems) == 0 {
-		next = f.withServedServers(next)
-	}
+	next, problems := f.layLocked(f.base, values, keys)
 	state := f.validateLocked(next, keys)
 	// The rules that bind a change come first: they say why a change that
 	// also breaks a state rule (a subnet's new CIDR leaving its server
@@ -172,30 +184,15 @@ func (f *desiredState) check(changes map[string]json.RawMessage) error {
 	return err
 }
 
-// overlayNetworkLocked lays the run-time values over the file for a change
-// of VNets or zones alone, with the server list served (withServedServers);
-// the overlay's problems are logged.
-func (f *desiredState) overlayNetworkLocked(values map[string]json.RawMessage) *topology.Topology {
-	next, problems := topology.Overlay(f.base, values)
-	for _, p := range problems {
-		f.log.Error().Msgf("%v; skipped", p)
+// swapChangedLocked publishes the snapshot of next, the topology served
+// with the change of keys laid over it: for a change of VNets or zones
+// alone indexed at the cost of those (Snapshot.WithNetwork, which makes
+// the whole snapshot when next does not share the served server list),
+// else whole.
+func (f *desiredState) swapChangedLocked(next *topology.Topology, keys []string) error {
+	if _, _, ok := topology.NetworkChanges(keys); !ok {
+		return f.swapLocked(next, f.current.State)
 	}
-	return f.withServedServers(next)
-}
-
-// withServedServers returns next with the server list served: a change of
-// VNets or zones alone changes no server, and the overlay's list holds the
-// same servers in new copies. Sharing the list lets the snapshot keep its
-// servers' views (Snapshot.WithNetwork) and CheckTransition skip them.
-func (f *desiredState) withServedServers(next *topology.Topology) *topology.Topology {
-	shared := *next
-	shared.Servers = f.current.Topology.Servers
-	return &shared
-}
-
-// swapNetworkLocked publishes the snapshot of next, the topology served
-// with a change of VNets or zones alone, indexed at the cost of those.
-func (f *desiredState) swapNetworkLocked(next *topology.Topology) error {
 	snap, err := f.current.WithNetwork(next, f.nextSerialLocked())
 	if err != nil {
 		return err
@@ -350,11 +347,7 @@ func (f *desiredState) applied(keys []string) {
 			if err := f.swapServersLocked(checked.delta); err == nil {
 				return
 			}
-		} else if _, _, ok := topology.NetworkChanges(keys); ok && checked.whole.Servers.Same(f.current.Topology.Servers) {
-			if err := f.swapNetworkLocked(checked.whole); err == nil {
-				return
-			}
-		} else if err := f.swapLocked(checked.whole, f.current.State); err == nil {
+		} else if err := f.swapChangedLocked(checked.whole, keys); err == nil {
 			return
 		}
 	}
@@ -370,24 +363,9 @@ func (f *desiredState) applied(keys []string) {
 	// Anything else, a combination refused with this node's state
 	// included: the whole overlay serves it, or says why and records the
 	// conflict.
-	var (
-		next *topology.Topology
-		err  error
-	)
-	if _, _, ok := topology.NetworkChanges(keys); ok && f.conflict == nil {
-		// VNets or zones alone changed: the overlay is validated at the
-		// cost of their servers, and indexed at the cost of the objects.
-		next = f.overlayNetworkLocked(f.values())
-		if err = f.validateLocked(next, keys).Err(); err == nil {
-			if err = f.swapNetworkLocked(next); err == nil {
-				return
-			}
-		}
-	} else {
-		next, err = f.overlay(f.base, f.values())
-	}
+	next, err := f.overlay(f.base, f.values(), keys)
 	if err == nil {
-		err = f.swapLocked(next, f.current.State)
+		err = f.swapChangedLocked(next, keys)
 	}
 	if err != nil {
 		f.setConflictLocked(err)

@@ -85,7 +85,7 @@ func (f *desiredState) loadExpecting(settledAs *stamp) error {
 	for _, w := range warnings {
 		f.log.Warn().Msg(w.Error())
 	}
-	next, conflict := f.overlay(file, f.values())
+	next, conflict := f.overlay(file, f.values(), nil)
 	if conflict != nil {
 		if f.current != nil {
 			return fmt.Errorf("topology file %s with the run-time changes laid over it:\n%w", f.path, conflict)

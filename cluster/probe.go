@@ -40,9 +40,9 @@ func (n *Node) every(interval time.Duration, f func()) {
 // probeResult is what one probe learned.
 type probeResult struct {
 	up bool
-	// late is set when a failed probe took far longer than its timeout:
-	// this process was not run on time (a starved host, a stopped
-	// process), so the failure says nothing of the target.
+	// late is set when a failed probe's wait ended more than lateMargin
+	// past its deadline: this process was not run on time (a starved
+	// host, a stopped process), so the failure says nothing of the target.
 	late    time.Duration
 	role    Role
 	roleErr error
