@@ -47,6 +47,7 @@ func main() {
 	flag.BoolVar(&syscallDetail, "syscall-detail", false, "print each run's system calls by kind (perf) to stderr")
 	flag.StringVar(&profileTo, "profile", "", "write a CPU profile of pgplane during its first TLS run to this file")
 	flag.StringVar(&profileMode, "profile-mode", "select", "which run to profile: select or connect")
+	flag.IntVar(&profileSeconds, "profile-seconds", 5, "length of the CPU profile (shorter than the run)")
 	flag.Parse()
 	if err := run(*bin, *out, *rounds, *duration, *connDuration, *clients); err != nil {
 		fmt.Fprintln(os.Stderr, "bench-gateway:", err)
@@ -57,6 +58,9 @@ func main() {
 // profileTo, when set, names the file for a CPU profile of pgplane during
 // its first run of profileMode with client TLS.
 var profileTo, profileMode string
+
+// profileSeconds is the profile's length.
+var profileSeconds int
 
 // syscallDetail prints each run's system calls by kind.
 var syscallDetail bool
@@ -236,6 +240,10 @@ listen pg
 			}
 			return fmt.Sprintf("host=127.0.0.1 port=%d user=%s@bench-plain dbname=%s sslmode=disable", gwPort, pgtest.User, pgtest.Database)
 		}},
+		// HAProxy runs next to pgplane in every round (the order reverses
+		// from round to round), so that their per-round ratio compares
+		// runs under the same load of the shared machine.
+		{"haproxy", haPID, func(tls bool) string { return fmt.Sprintf("host=127.0.0.1 port=%d %s %s", haPort, base, sslmode(tls)) }},
 		{"pgplane-plainbe", plainPID, func(tls bool) string {
 			if tls {
 				return fmt.Sprintf("host=bench-db.postgres.database.azure.com hostaddr=127.0.0.1 port=%d %s sslmode=require", gwPlainPort, base)
@@ -251,7 +259,10 @@ listen pg
 		{"pgbouncer", bouncerPID, func(tls bool) string {
 			return fmt.Sprintf("host=127.0.0.1 port=%d %s %s", bouncerPort, base, sslmode(tls))
 		}},
-		{"haproxy", haPID, func(tls bool) string { return fmt.Sprintf("host=127.0.0.1 port=%d %s %s", haPort, base, sslmode(tls)) }},
+	}
+	byName := func(name string) target {
+		i := slices.IndexFunc(targets, func(t target) bool { return t.name == name })
+		return targets[i]
 	}
 	fmt.Printf("pgbench -S -c %d -j 2: %s per run (-C runs %s), %d rounds, order alternating; PostgreSQL 15 on loopback, scale 10\n\n", clients, d, connD, rounds)
 	type key struct {
@@ -304,6 +315,12 @@ listen pg
 				}
 				fmt.Fprintf(&report, "  %-19s %10.0f %7.2fx %14s %16s\n", t.name, tps, tps/direct, cpu, calls)
 			}
+			if mode == "select" {
+				pg, ha := results[key{"pgplane", tls, mode}], results[key{"haproxy", tls, mode}]
+				fmt.Fprintf(&report, "  pgplane / haproxy, median of per-round ratios: TPS %.2fx, CPU/xact %.2fx\n",
+					medianRatio(pg, ha, func(r result) float64 { return r.tps }),
+					medianRatio(pg, ha, func(r result) float64 { return float64(r.cpuPerXact) }))
+			}
 		}
 	}
 	if idleSessions > 0 {
@@ -314,7 +331,7 @@ listen pg
 		fmt.Fprintf(&report, "\nMemory: %d idle client sessions, logged in with client TLS, one query run, backend connected\n", proxied)
 		fmt.Fprintf(&report, "  %-19s %12s %12s %14s\n", "target", "RSS before", "RSS after", "per session")
 		var perSession []float64
-		for _, t := range []target{targets[1], targets[3], targets[4]} {
+		for _, t := range []target{byName("pgplane"), byName("pgplane-goroutines"), byName("pgbouncer")} {
 			before, after, err := loggedInMemory(t.pid, t.conn(true)+" password="+pgtest.Password, proxied)
 			if err != nil {
 				return fmt.Errorf("%s logged-in sessions: %w", t.name, err)
@@ -454,7 +471,7 @@ func measure(t target, tls bool, args []string) (result, error) {
 	before := cpuTime(t.pid)
 	if mode := map[bool]string{true: "connect", false: "select"}[args[2] == "-C"]; profileTo != "" && t.name == "pgplane" && tls && mode == profileMode {
 		go func(file string) {
-			if out, err := exec.Command("curl", "-s", "-o", file, "http://"+pprofAddr+"/debug/pprof/profile?seconds=5").CombinedOutput(); err != nil {
+			if out, err := exec.Command("curl", "-s", "-o", file, fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", pprofAddr, profileSeconds)).CombinedOutput(); err != nil {
 				fmt.Fprintf(os.Stderr, "profile: %v %s\n", err, out)
 			}
 		}(profileTo)
@@ -491,7 +508,7 @@ func countSyscalls(pid int) func() float64 {
 	var out bytes.Buffer
 	events := "raw_syscalls:sys_enter"
 	if syscallDetail {
-		events += ",syscalls:sys_enter_read,syscalls:sys_enter_write,syscalls:sys_enter_epoll_pwait,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_epoll_ctl,syscalls:sys_enter_futex,syscalls:sys_enter_nanosleep,syscalls:sys_enter_recvfrom,syscalls:sys_enter_sendto,syscalls:sys_enter_getpid,syscalls:sys_enter_tgkill"
+		events += ",syscalls:sys_enter_read,syscalls:sys_enter_write,syscalls:sys_enter_epoll_pwait,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_epoll_ctl,syscalls:sys_enter_futex,syscalls:sys_enter_nanosleep,syscalls:sys_enter_recvfrom,syscalls:sys_enter_sendto,syscalls:sys_enter_getpid,syscalls:sys_enter_tgkill,context-switches,task-clock"
 	}
 	cmd := exec.Command("perf", "stat", "-x,", "-e", events, "-p", strconv.Itoa(pid))
 	cmd.Stderr = &out
@@ -534,6 +551,22 @@ func cpuTime(pid int) time.Duration {
 	utime, _ := strconv.Atoi(fields[11])
 	stime, _ := strconv.Atoi(fields[12])
 	return time.Duration(utime+stime) * 10 * time.Millisecond
+}
+
+// medianRatio is the median over rounds of f(a[i]) / f(b[i]): runs of the
+// same round, taken one after the other, share the machine's load.
+func medianRatio(a, b []result, f func(result) float64) float64 {
+	var ratios []float64
+	for i := range min(len(a), len(b)) {
+		if d := f(b[i]); d > 0 {
+			ratios = append(ratios, f(a[i])/d)
+		}
+	}
+	if len(ratios) == 0 {
+		return 0
+	}
+	slices.Sort(ratios)
+	return ratios[len(ratios)/2]
 }
 
 func medianOf(rs []result, f func(result) float64) float64 {
