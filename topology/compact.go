@@ -43,7 +43,16 @@ func settle(t *Topology, d decoded) {
 		return
 	}
 	shareNames(t, d.servers)
-	copies := compactServers(d.servers)
+	copies := make([]*Server, len(d.servers))
+	c := &compactor{}
+	for c.pass = 0; c.pass < 2; c.pass++ {
+		if c.pass == 1 {
+			c.start()
+		}
+		for i, s := range d.servers {
+			copies[i] = c.server(s)
+		}
+	}
 	all := t.Servers.Slice()
 	j := 0
 	for i, s := range all {
@@ -75,34 +84,49 @@ func everything(t *Topology) decoded {
 	return decoded{servers: t.Servers.Slice(), items: []decodedItem{{"datacenterRanges", -1}, {"regions", -1}, {"vnets", -1}, {"privateDnsZones", -1}}}
 }
 
-// compactor copies the strings, string lists and subnets of topology items
-// in two passes over the same items: the first measures them, the second
-// moves each into one string, one []string and one []Subnet.
+// compactor copies topology items or servers in two passes over the same
+// values: the first measures them, the second moves them into memory sized
+// to fit: their strings into one string, their lists of strings, subnets,
+// servers, networks, addresses and firewall rules into one slice each. The
+// memory stays while any value in it does: a server edited in the file and
+// decoded again leaves its old copy there until the others in it go too.
 type compactor struct {
-	pass  int
-	b     strings.Builder // pass 0: every string, in order
-	arena string          // pass 1: b's text, handed out in the same order
-	at    int
-	nstrs int
-	strs  []string
-	nsubs int
-	subs  []Subnet
+	pass int
+	size int             // pass 0: the strings' bytes
+	b    strings.Builder // pass 1: grown to size once, so never moved
+
+	nstrs, nsubs, nservers, nnets, naddrs, nrules int
+
+	strs    []string
+	subs    []Subnet
+	servers []Server
+	nets    []Network
+	addrs   []Addresses
+	rules   []FirewallRule
 }
 
 // start ends the measuring pass and allocates what the copies go to.
 func (c *compactor) start() {
-	c.arena = c.b.String()
+	c.b.Grow(c.size)
 	c.strs = make([]string, 0, c.nstrs)
 	c.subs = make([]Subnet, 0, c.nsubs)
+	c.servers = make([]Server, 0, c.nservers)
+	c.nets = make([]Network, 0, c.nnets)
+	c.addrs = make([]Addresses, 0, c.naddrs)
+	c.rules = make([]FirewallRule, 0, c.nrules)
 }
 
+// str copies a string. The builder holds exactly the measured bytes, so
+// it never grows again and every copy shares its one buffer (a Builder
+// appends only: what String returned earlier stays as it was).
 func (c *compactor) str(p *string) {
 	if c.pass == 0 {
-		c.b.WriteString(*p)
+		c.size += len(*p)
 		return
 	}
-	*p = c.arena[c.at : c.at+len(*p)]
-	c.at += len(*p)
+	at := c.b.Len()
+	c.b.WriteString(*p)
+	*p = c.b.String()[at:]
 }
 
 // list copies a list of strings; a nil or empty list stays as it is.
@@ -112,8 +136,8 @@ func (c *compactor) list(p *[]string) {
 	}
 	if c.pass == 0 {
 		c.nstrs += len(*p)
-		for _, s := range *p {
-			c.b.WriteString(s)
+		for i := range *p {
+			c.str(&(*p)[i])
 		}
 		return
 	}
@@ -198,79 +222,48 @@ func (c *compactor) item(t *Topology, it decodedItem) {
 	}
 }
 
-// compactServers returns copies of servers allocated together: the Server
-// values in one slice, their Network and Addresses values in one each, their
-// firewall rules in one, and the strings only a server holds (its name,
-// addresses, backends and rules' fields) in one string. A slab stays in
-// memory while any server in it does: a server edited in the file and
-// re-decoded leaves its old copy there until the file's other servers in
-// it go too.
-func compactServers(servers []*Server) []*Server {
-	var nets, addrs, rules, size int
-	for _, s := range servers {
-		size += len(s.Name) + len(s.Backends.Primary) + len(s.Backends.Standby)
+// server copies a server: in pass 0 it only measures it and returns it,
+// in pass 1 it returns its copy. Network's names are not copied: they are
+// the topology's own (shareNames).
+func (c *compactor) server(s *Server) *Server {
+	if c.pass == 0 {
+		c.nservers++
 		if s.Network != nil {
-			nets++
+			c.nnets++
 		}
-		if a := s.Addresses; a != nil {
-			addrs++
-			size += len(a.Primary) + len(a.Standby)
+		if s.Addresses != nil {
+			c.naddrs++
 		}
-		rules += len(s.FirewallRules)
-		for _, r := range s.FirewallRules {
-			size += len(r.Name) + len(r.StartIPAddress) + len(r.EndIPAddress)
-		}
-	}
-	var b strings.Builder
-	b.Grow(size)
-	for _, s := range servers {
-		b.WriteString(s.Name)
-		b.WriteString(s.Backends.Primary)
-		b.WriteString(s.Backends.Standby)
-		if a := s.Addresses; a != nil {
-			b.WriteString(a.Primary)
-			b.WriteString(a.Standby)
-		}
-		for _, r := range s.FirewallRules {
-			b.WriteString(r.Name)
-			b.WriteString(r.StartIPAddress)
-			b.WriteString(r.EndIPAddress)
-		}
-	}
-	arena, at := b.String(), 0
-	// next returns the arena's copy of v: the strings are taken back
-	// in the order they were written.
-	next := func(v string) string {
-		c := arena[at : at+len(v)]
-		at += len(v)
-		return c
-	}
-	slab := make([]Server, len(servers))
-	netSlab := make([]Network, 0, nets)
-	addrSlab := make([]Addresses, 0, addrs)
-	ruleSlab := make([]FirewallRule, 0, rules)
-	out := make([]*Server, len(servers))
-	for i, s := range servers {
-		c := &slab[i]
-		*c = *s
-		c.Name = next(s.Name)
-		c.Backends = Backends{Primary: next(s.Backends.Primary), Standby: next(s.Backends.Standby)}
+		c.nrules += len(s.FirewallRules)
+	} else {
+		c.servers = append(c.servers, *s)
+		s = &c.servers[len(c.servers)-1]
 		if s.Network != nil {
-			netSlab = append(netSlab, *s.Network)
-			c.Network = &netSlab[len(netSlab)-1]
+			c.nets = append(c.nets, *s.Network)
+			s.Network = &c.nets[len(c.nets)-1]
 		}
-		if a := s.Addresses; a != nil {
-			addrSlab = append(addrSlab, Addresses{Primary: next(a.Primary), Standby: next(a.Standby)})
-			c.Addresses = &addrSlab[len(addrSlab)-1]
+		if s.Addresses != nil {
+			c.addrs = append(c.addrs, *s.Addresses)
+			s.Addresses = &c.addrs[len(c.addrs)-1]
 		}
 		if len(s.FirewallRules) > 0 {
-			from := len(ruleSlab)
-			for _, r := range s.FirewallRules {
-				ruleSlab = append(ruleSlab, FirewallRule{Name: next(r.Name), StartIPAddress: next(r.StartIPAddress), EndIPAddress: next(r.EndIPAddress)})
-			}
-			c.FirewallRules = ruleSlab[from:len(ruleSlab):len(ruleSlab)]
+			from := len(c.rules)
+			c.rules = append(c.rules, s.FirewallRules...)
+			s.FirewallRules = c.rules[from:len(c.rules):len(c.rules)]
 		}
-		out[i] = c
 	}
-	return out
+	c.str(&s.Name)
+	c.str(&s.Backends.Primary)
+	c.str(&s.Backends.Standby)
+	if a := s.Addresses; a != nil {
+		c.str(&a.Primary)
+		c.str(&a.Standby)
+	}
+	for i := range s.FirewallRules {
+		r := &s.FirewallRules[i]
+		c.str(&r.Name)
+		c.str(&r.StartIPAddress)
+		c.str(&r.EndIPAddress)
+	}
+	return s
 }
