@@ -267,6 +267,7 @@ func TestSoak(t *testing.T) {
 		alive[i] = true
 	}
 	isAlive := func(i int) bool { aliveMu.Lock(); defer aliveMu.Unlock(); return alive[i] }
+	setAlive := func(i int, up bool) { aliveMu.Lock(); defer aliveMu.Unlock(); alive[i] = up }
 
 	// DNS: every node, every 20 ms; the answer must be eastus2's gateway,
 	// held by a node that is up.
@@ -462,9 +463,7 @@ func TestSoak(t *testing.T) {
 			w := events.open(time.Now())
 			burst.Store(true)
 			time.Sleep(500 * time.Millisecond)
-			aliveMu.Lock()
-			alive[victim] = false
-			aliveMu.Unlock()
+			setAlive(victim, false)
 			c.nodes[victim].stop(syscall.SIGTERM)
 			select {
 			case <-c.nodes[victim].done:
@@ -474,9 +473,7 @@ func TestSoak(t *testing.T) {
 			}
 			chaos = append(chaos, fmt.Sprintf("%s restart of n%d during a write burst", time.Since(start).Round(time.Millisecond), victim+1))
 			c.start(t, victim)
-			aliveMu.Lock()
-			alive[victim] = true
-			aliveMu.Unlock()
+			setAlive(victim, true)
 			time.Sleep(time.Second)
 			burst.Store(false)
 			events.close(w, time.Now())
@@ -485,16 +482,12 @@ func TestSoak(t *testing.T) {
 		victim := rng.IntN(2)
 		down := time.Duration(2000+rng.IntN(2000)) * time.Millisecond
 		w := events.open(time.Now())
-		aliveMu.Lock()
-		alive[victim] = false
-		aliveMu.Unlock()
+		setAlive(victim, false)
 		c.nodes[victim].stop(syscall.SIGKILL)
 		chaos = append(chaos, fmt.Sprintf("%s kill -9 n%d, down %s", time.Since(start).Round(time.Millisecond), victim+1, down))
 		time.Sleep(down)
 		c.start(t, victim)
-		aliveMu.Lock()
-		alive[victim] = true
-		aliveMu.Unlock()
+		setAlive(victim, true)
 		events.close(w, time.Now())
 	}
 	wg.Wait()
