@@ -138,8 +138,8 @@ func (s *session) passThrough(si *topology.ServerInfo, pc *pooledConn, out []byt
 // connection comes back to Go's poller, is reset and goes to the pool.
 func (s *session) relay(pc *pooledConn, key cancelKey) {
 	legs := [2]relay.Leg{
-		{Socket: socketOf(s.raw), Reader: s.r, Writer: s.conn},
-		{Socket: socketOf(pc.conn), Reader: pc.r, Writer: pc.conn},
+		{Socket: socketOf(s.raw), Reader: unbuffered(s.r, s.conn), Writer: s.conn},
+		{Socket: socketOf(pc.conn), Reader: unbuffered(pc.r, pc.conn), Writer: pc.conn},
 	}
 	var end func(from int, stopped bool) bool
 	var idle *idleTracker
@@ -183,6 +183,15 @@ func (s *session) relay(pc *pooledConn, key cancelKey) {
 		pc.conn.Close()
 		s.reason = "closed: " + err.Error()
 	}
+}
+
+// unbuffered returns what a relay reads a leg from: the connection itself
+// when its bufio.Reader holds nothing, which spares every read a layer.
+func unbuffered(r *bufio.Reader, c net.Conn) io.Reader {
+	if r.Buffered() > 0 {
+		return r
+	}
+	return c
 }
 
 // socketOf returns the relay Socket under a connection, or nil.

@@ -106,15 +106,26 @@ func tlsVersion(v string) uint16 {
 }
 
 // bufferedConn reads through a bufio.Reader that may hold bytes already read
-// from the connection. noCommonVersion is set by the TLS configuration when
-// the client's hello offers no TLS version the server allows.
+// from the connection, and from the connection itself once the reader is
+// empty (the reader is then dropped: a relayed session's every read would
+// otherwise pass through it). noCommonVersion is set by the TLS
+// configuration when the client's hello offers no TLS version the server
+// allows.
 type bufferedConn struct {
 	net.Conn
 	r               *bufio.Reader
 	noCommonVersion bool
 }
 
-func (c *bufferedConn) Read(b []byte) (int, error) { return c.r.Read(b) }
+func (c *bufferedConn) Read(b []byte) (int, error) {
+	if c.r != nil {
+		if c.r.Buffered() > 0 {
+			return c.r.Read(b)
+		}
+		c.r = nil
+	}
+	return c.Conn.Read(b)
+}
 
 func (g *Gateway) trustedProxy(a netip.Addr) bool {
 	for _, p := range g.cfg.TrustedProxies {

@@ -228,7 +228,7 @@ type loop struct {
 	stopped bool
 	closed  bool // epfd and wakefd are closed
 
-	legs map[int32]*leg // loop thread only
+	legs []*leg // by file descriptor; loop thread only
 }
 
 func newLoop() (*loop, error) {
@@ -248,7 +248,7 @@ func newLoop() (*loop, error) {
 		return nil, fmt.Errorf("relay: epoll: %w", err)
 	}
 	// 16 KiB: a TLS record's plaintext, so one read takes a whole record.
-	return &loop{epfd: epfd, wakefd: wakefd, buf: make([]byte, 16<<10), legs: map[int32]*leg{}}, nil
+	return &loop{epfd: epfd, wakefd: wakefd, buf: make([]byte, 16<<10)}, nil
 }
 
 // add hands a pair to the loop; false when the loop has stopped.
@@ -337,11 +337,9 @@ func (l *loop) run() {
 				}
 				continue
 			}
-			lg := l.legs[ev.Fd]
-			if lg == nil {
-				continue
+			if lg := l.leg(ev.Fd); lg != nil {
+				l.handle(lg, ev.Events)
 			}
-			l.handle(lg, ev.Events)
 		}
 	}
 }
@@ -373,7 +371,9 @@ func (l *loop) takeRequests() bool {
 	}
 	if stopped {
 		for _, lg := range l.legs {
-			l.finish(lg.pair, net.ErrClosed)
+			if lg != nil {
+				l.finish(lg.pair, net.ErrClosed)
+			}
 		}
 		l.mu.Lock()
 		l.closed = true
@@ -401,12 +401,23 @@ func (l *loop) start(p *pair) {
 			l.finish(p, fmt.Errorf("relay: epoll: %w", err))
 			return
 		}
+		if int(lg.fd) >= len(l.legs) {
+			l.legs = append(l.legs, make([]*leg, int(lg.fd)+1-len(l.legs))...)
+		}
 		l.legs[lg.fd] = lg
 	}
 	if p.n == 2 {
 		l.pump(&p.legs[0])
 		l.pump(&p.legs[1])
 	}
+}
+
+// leg returns the leg of a file descriptor in the loop, or nil.
+func (l *loop) leg(fd int32) *leg {
+	if fd < 0 || int(fd) >= len(l.legs) {
+		return nil
+	}
+	return l.legs[fd]
 }
 
 // handle acts on one epoll event of a leg.
@@ -472,7 +483,7 @@ func (l *loop) pump(src *leg) {
 		}
 		if err != nil {
 			switch {
-			case errors.Is(err, ErrWouldBlock):
+			case err == ErrWouldBlock || errors.Is(err, ErrWouldBlock):
 			case errors.Is(err, io.EOF):
 				l.ended(src, false)
 			default:
@@ -536,8 +547,8 @@ func (l *loop) finish(p *pair, err error) {
 	p.result.Err = err
 	for i := range p.n {
 		lg := &p.legs[i]
-		if l.legs[lg.fd] == lg {
-			delete(l.legs, lg.fd)
+		if l.leg(lg.fd) == lg {
+			l.legs[lg.fd] = nil
 			unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, int(lg.fd), nil)
 		}
 		lg.Socket.detach()

@@ -48,6 +48,8 @@ func main() {
 	flag.StringVar(&profileTo, "profile", "", "write a CPU profile of pgplane during its first TLS run to this file")
 	flag.StringVar(&profileMode, "profile-mode", "select", "which run to profile: select or connect")
 	flag.IntVar(&profileSeconds, "profile-seconds", 5, "length of the CPU profile (shorter than the run)")
+	flag.StringVar(&compareBin, "compare", "", "a second appliance binary, run as pgplane-compare with pgplane's settings (before and after a change, in the same run)")
+	flag.StringVar(&perfRecordTo, "perf-record", "", "directory for perf record files (kernel and user stacks) of each proxy's first pgbench -S run with client TLS")
 	flag.Parse()
 	if err := run(*bin, *out, *rounds, *duration, *connDuration, *clients); err != nil {
 		fmt.Fprintln(os.Stderr, "bench-gateway:", err)
@@ -61,6 +63,17 @@ var profileTo, profileMode string
 
 // profileSeconds is the profile's length.
 var profileSeconds int
+
+// perfRecordTo, when set, is where perf record writes a profile of each
+// proxy's first select run with client TLS, kernel included (pprof sees a
+// system call as one frame).
+var perfRecordTo string
+
+// compareBin, when set, is a second binary measured beside pgplane.
+var compareBin string
+
+// perfRecorded lists the proxies already recorded.
+var perfRecorded = map[string]bool{}
 
 // syscallDetail prints each run's system calls by kind.
 var syscallDetail bool
@@ -175,6 +188,19 @@ servers:
 		return err
 	}
 
+	// -compare: another build with pgplane's settings.
+	var comparePID, gwComparePort int
+	if compareBin != "" {
+		compareDir := filepath.Join(out, "compare")
+		os.MkdirAll(compareDir, 0o755)
+		gwComparePort = benchkit.FreePort("127.0.0.1")
+		os.WriteFile(filepath.Join(compareDir, "topology.yaml"), []byte(topo), 0o644)
+		os.WriteFile(filepath.Join(compareDir, "Corefile"), []byte(fmt.Sprintf(".:%d {\n    bind 127.0.0.1\n    pgplane topology.yaml {\n        gateway 127.0.0.1:%d\n        gateway_tls dev %s\n        gateway_auth_user pgplane_auth %s\n        gateway_max_connections 1000\n    }\n}\n", benchkit.FreePort("127.0.0.1"), gwComparePort, tlsDir, authFile)), 0o644)
+		if comparePID, err = start("pgplane-compare", exec.Command(compareBin, "-conf", filepath.Join(compareDir, "Corefile")), fmt.Sprintf("127.0.0.1:%d", gwComparePort)); err != nil {
+			return err
+		}
+	}
+
 	// PgBouncer: session pooling, terminating client TLS, TLS to the server.
 	bouncerPort := benchkit.FreePort("127.0.0.1")
 	os.WriteFile(filepath.Join(out, "userlist.txt"), []byte(fmt.Sprintf("%q %q\n", pgtest.User, pgtest.Password)), 0o644)
@@ -260,6 +286,14 @@ listen pg
 			return fmt.Sprintf("host=127.0.0.1 port=%d %s %s", bouncerPort, base, sslmode(tls))
 		}},
 	}
+	if compareBin != "" {
+		targets = slices.Insert(targets, 2, target{"pgplane-compare", comparePID, func(tls bool) string {
+			if tls {
+				return fmt.Sprintf("host=bench-db.postgres.database.azure.com hostaddr=127.0.0.1 port=%d %s sslmode=require", gwComparePort, base)
+			}
+			return fmt.Sprintf("host=127.0.0.1 port=%d user=%s@bench-plain dbname=%s sslmode=disable", gwComparePort, pgtest.User, pgtest.Database)
+		}})
+	}
 	byName := func(name string) target {
 		i := slices.IndexFunc(targets, func(t target) bool { return t.name == name })
 		return targets[i]
@@ -320,6 +354,11 @@ listen pg
 				fmt.Fprintf(&report, "  pgplane / haproxy, median of per-round ratios: TPS %.2fx, CPU/xact %.2fx\n",
 					medianRatio(pg, ha, func(r result) float64 { return r.tps }),
 					medianRatio(pg, ha, func(r result) float64 { return float64(r.cpuPerXact) }))
+				if cmp := results[key{"pgplane-compare", tls, mode}]; len(cmp) > 0 {
+					fmt.Fprintf(&report, "  pgplane / pgplane-compare, median of per-round ratios: TPS %.2fx, CPU/xact %.2fx\n",
+						medianRatio(pg, cmp, func(r result) float64 { return r.tps }),
+						medianRatio(pg, cmp, func(r result) float64 { return float64(r.cpuPerXact) }))
+				}
 			}
 		}
 	}
@@ -477,8 +516,14 @@ func measure(t target, tls bool, args []string) (result, error) {
 		}(profileTo)
 		profileTo = ""
 	}
+	stopRecord := func() {}
+	if perfRecordTo != "" && t.pid != 0 && tls && args[2] != "-C" && !perfRecorded[t.name] {
+		perfRecorded[t.name] = true
+		stopRecord = perfRecord(t.pid, filepath.Join(perfRecordTo, t.name+".perf.data"))
+	}
 	syscalls := countSyscalls(t.pid)
 	out, err := pgbench(t.conn(tls), args...)
+	stopRecord()
 	after := cpuTime(t.pid)
 	calls := syscalls()
 	if err != nil {
@@ -528,6 +573,21 @@ func countSyscalls(pid int) func() float64 {
 			}
 		}
 		return 0
+	}
+}
+
+// perfRecord starts perf record on a process, with call graphs, and
+// returns the function that stops it.
+func perfRecord(pid int, file string) func() {
+	os.MkdirAll(filepath.Dir(file), 0o755)
+	cmd := exec.Command("perf", "record", "-q", "-g", "-o", file, "-p", strconv.Itoa(pid))
+	if err := cmd.Start(); err != nil {
+		fmt.Fprintf(os.Stderr, "perf record: %v\n", err)
+		return func() {}
+	}
+	return func() {
+		cmd.Process.Signal(syscall.SIGINT)
+		cmd.Wait()
 	}
 }
 
