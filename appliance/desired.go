@@ -2,10 +2,10 @@ package appliance
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"maps"
 	"slices"
 	"strconv"
@@ -42,7 +42,8 @@ type desiredState struct {
 	// seen applied yet, or nil.
 	checked *checkedChange
 	current *topology.Snapshot
-	sum     [sha256.Size]byte
+	sum     fileSum
+	seeds   [2]maphash.Seed // fileSum's, made with the first
 	mtime   time.Time
 	size    int64
 
@@ -294,12 +295,90 @@ func (f *desiredState) layServersLocked(changed map[string]json.RawMessage, valu
 	if !ok || len(names) == 0 || f.conflict != nil {
 		return nil, nil, nil, false
 	}
+	d, problems, vs, _, ok = f.layServerNamesLocked(names, valuesOf)
+	return d, problems, vs, ok
+}
+
+// layServerNamesLocked lays the named servers over the topology served
+// again, from the file and their run-time values, and checks them: the
+// delta, the entries that could not be applied, the rules broken and the
+// warnings.
+func (f *desiredState) layServerNamesLocked(names []string, valuesOf func(string) map[string]json.RawMessage) (d *topology.ServerDelta, problems []topology.OverlayProblem, vs, warnings topology.Violations, ok bool) {
 	d, problems, ok = topology.OverlayServers(f.base, f.current.Topology, f.fileServer, f.current.FindServer, f.filePos, valuesOf, names)
 	if !ok {
-		return nil, nil, nil, false
+		return nil, nil, nil, nil, false
 	}
 	d.From = f.current
-	return d, problems, append(f.current.CheckServers(d), f.checker.ValidateServers(d)...), true
+	violations, warnings := f.checker.ValidateServersWarning(d)
+	return d, problems, append(f.current.CheckServers(d), violations...), warnings, true
+}
+
+// editedServersLocked serves an edit of the topology file that changed its
+// servers alone (fresh: those decoded anew, in the file's order) at the
+// cost of those servers, as a run-time change of servers is served: laid
+// over with their run-time values, checked against the rest, indexed
+// alone. It reports false, and leaves everything as it was, when the edit
+// is not that or breaks a rule: the whole load then reads the file and
+// says what is wrong, with its lines.
+func (f *desiredState) editedServersLocked(file *topology.Topology, fresh []*topology.Server) bool {
+	index := topology.NewServerIndex(file.Servers)
+	edited := make(map[string]bool, len(fresh))
+	var added []string
+	for _, s := range fresh {
+		if got, _ := index.Find(s.Name); got != s || edited[s.Name] {
+			return false // a name the file holds twice
+		}
+		if was, _ := f.baseServers.Find(s.Name); was == nil {
+			if f.current.FindServer(s.Name) != nil {
+				return false // made at run time, now in the file too: it moves among the file's
+			}
+		}
+		edited[s.Name] = true
+		added = append(added, s.Name)
+	}
+	// The file's other servers must be the same, in the same order, but
+	// for those it no longer holds; those come first (OverlayServers).
+	var removed []string
+	olds, news := f.base.Servers.Slice(), file.Servers.Slice()
+	j := 0
+	next := func() {
+		for j < len(news) && edited[news[j].Name] {
+			j++
+		}
+	}
+	for _, s := range olds {
+		if edited[s.Name] {
+			continue
+		}
+		next()
+		if j < len(news) && news[j] == s {
+			j++
+			continue
+		}
+		if got, _ := index.Find(s.Name); got != nil {
+			return false // moved, or held again under its old text
+		}
+		removed = append(removed, s.Name)
+	}
+	next()
+	names := append(removed, added...)
+	if j != len(news) || len(names) > 64 && len(names) > len(news)/16 {
+		return false // a server moved, or so many changed that the whole load costs less
+	}
+	base, baseServers := f.base, f.baseServers
+	f.base, f.baseServers = file, index
+	if len(names) == 0 {
+		return true // the servers' text is as it was (a comment, a blank line)
+	}
+	d, problems, vs, warnings, ok := f.layServerNamesLocked(names, f.serverValues(nil))
+	if ok && len(problems) == 0 && len(vs) == 0 && f.swapServersLocked(d) == nil {
+		for _, w := range warnings {
+			f.log.Warn().Msg(w.Error())
+		}
+		return true
+	}
+	f.base, f.baseServers = base, baseServers
+	return false
 }
 
 // swapServersLocked publishes the snapshot of a change of servers alone,

@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
+	"github.com/pgplane/pgplane/internal/benchkit"
 	"github.com/pgplane/pgplane/topology"
 )
 
@@ -136,5 +138,52 @@ func BenchmarkZoneChangeScale(b *testing.B) {
 		if err := a.Change(map[string]json.RawMessage{topology.LinkKey(zone, vnet): value}); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// BenchmarkFileEditScale measures a reload of a 100,000-server topology
+// file (the bench-scale shape) after one server's backend was edited:
+// "servers" is the edit alone, served at the cost of that server; "whole"
+// is the same edit with a comment added inside a VNet, which sends the
+// load the whole way (decode what changed, validate and index everything):
+// the baseline, in the same run.
+func BenchmarkFileEditScale(b *testing.B) {
+	g, err := benchkit.GenerateDNS(b.TempDir(), benchkit.DNSScale{Servers: 100000, Zones: 10000, VNets: 5000, Regions: 10})
+	if err != nil {
+		b.Fatal(err)
+	}
+	data, err := os.ReadFile(g.Topology)
+	if err != nil {
+		b.Fatal(err)
+	}
+	text := string(data)
+	const backend, vnet = `backends: {primary: "127.10.0.4:5432"}}`, "  - name: vnet-000\n"
+	server := strings.Replace(text, backend, `backends: {primary: "127.10.0.4:5433"}}`, 1)
+	whole := strings.Replace(server, vnet, vnet+"    # edited\n", 1)
+	if server == text || whole == server {
+		b.Fatal("the generated topology no longer has the lines the benchmark edits")
+	}
+	for _, c := range []struct{ name, edited string }{{"servers", server}, {"whole", whole}} {
+		b.Run(c.name, func(b *testing.B) {
+			path := filepath.Join(b.TempDir(), "topology.yaml")
+			if err := os.WriteFile(path, data, 0o644); err != nil {
+				b.Fatal(err)
+			}
+			a, err := New(NewOptions(path, ""), nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			versions := []string{c.edited, text}
+			i := 0
+			for b.Loop() {
+				b.StopTimer()
+				os.WriteFile(path, []byte(versions[i%2]), 0o644)
+				i++
+				b.StartTimer()
+				if err := a.desired.load(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

@@ -26,8 +26,9 @@ type decodedItem struct {
 
 // settle compacts what a parse decoded into t: the sections' items first,
 // then the servers, which share the names of t's regions, VNets, subnets
-// and zones (shareNames) and move, in t's server list, to compact copies.
-func settle(t *Topology, d decoded) {
+// and zones (shareNames) and move, in t's server list and in d, to compact
+// copies.
+func settle(t *Topology, d *decoded) {
 	if len(d.items) > 0 {
 		c := &compactor{}
 		for c.pass = 0; c.pass < 2; c.pass++ {
@@ -62,6 +63,7 @@ func settle(t *Topology, d decoded) {
 		}
 	}
 	t.Servers = NewServerList(all...)
+	d.servers = copies
 }
 
 // note records a part decoded anew, filed in its section as pt says.

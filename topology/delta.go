@@ -53,8 +53,9 @@ func ServerValues(values map[string]json.RawMessage) func(server string) map[str
 // them: a server of the file where the file has it, a server made at run
 // time after the file's, in name order. cur must be Overlay(base, values)
 // for the values before the change. It reports false when a server cannot
-// be placed without the whole overlay: a server of the file that a run-time
-// change had deleted, made again. inCur, if not nil, finds a server of cur
+// be placed without the whole overlay: a server of the file that cur does
+// not serve (new to the file, or a run-time deletion of it undone), when
+// filePos is nil. inCur, if not nil, finds a server of cur
 // by name (a snapshot's index, which must hold exactly cur's names), so
 // that its place is found by comparing pointers rather than every name, and
 // a new server's absence without a scan. valuesOf returns a server's
@@ -62,7 +63,10 @@ func ServerValues(values map[string]json.RawMessage) func(server string) map[str
 // from a map of every value). filePos, if not nil, gives a file server's
 // position among the file's servers (-1: not the file's): a server's place
 // is then found by bisection on the order Overlay keeps rather than by a
-// scan, and the delta keeps it for ValidateServers.
+// scan, and the delta keeps it for ValidateServers. When base is not the
+// file cur was laid over (an edit of the file's servers), names must list
+// the servers base no longer holds first: bisection needs every server in
+// the list to rank by base.
 func OverlayServers(base, cur *Topology, inBase, inCur func(string) *Server, filePos func(string) int, valuesOf func(server string) map[string]json.RawMessage, names []string) (*ServerDelta, []OverlayProblem, bool) {
 	next := *cur // its server list is shared until a server changes: Set, Insert and Delete copy what they touch
 	d := &ServerDelta{Topology: &next, Names: names, Before: map[string]*Server{}, After: map[string]*Server{}, FilePos: filePos}
@@ -103,7 +107,19 @@ func OverlayServers(base, cur *Topology, inBase, inCur func(string) *Server, fil
 			next.Servers = next.Servers.Delete(at)
 		case now == nil:
 		case fileServer != nil:
-			return nil, nil, false // its place among the file's servers is the whole overlay's to find
+			// A server of the file not served yet (added to the file, or
+			// its deletion at run time undone): among the file's servers
+			// at its place in the file, found by bisection on the order
+			// Overlay keeps (those made at run time rank last).
+			pos := -1
+			if filePos != nil {
+				pos = filePos(name)
+			}
+			if pos < 0 {
+				return nil, nil, false
+			}
+			at := next.Servers.Search(0, func(s *Server) bool { p := filePos(s.Name); return p < 0 || p > pos })
+			next.Servers = next.Servers.Insert(at, now)
 		default:
 			// After the file's servers, among those made at run time, in
 			// name order. The file's come first: the boundary is found by

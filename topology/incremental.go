@@ -20,8 +20,8 @@ import (
 // those of Parse: whenever a part does not decode cleanly, or the file uses
 // YAML that ties parts together (anchors, aliases, several documents, a
 // top level that is not a plain block mapping), it falls back to Parse.
-// Validation always runs on the whole topology. A Parser is safe for
-// concurrent use.
+// Parse validates the whole topology; EditOfServers leaves validating an
+// edit of servers alone to its caller. A Parser is safe for concurrent use.
 //
 // What it remembers costs 24 bytes a part: each part's key and where its
 // decoded value stands in the topology it returned last, which holds the
@@ -143,19 +143,10 @@ func (p *Parser) forget() { p.last, p.parts = nil, nil }
 func (p *Parser) Parse(name string, data []byte) (*Topology, Violations, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	spans, ok := splitTopology(data)
+	t, a, ok := p.decodeLocked(data)
 	if !ok {
-		p.forget()
-		return Parse(name, data)
-	}
-	decodedSpans, ok := p.decodeSpans(spans)
-	if !ok {
-		p.forget()
 		return Parse(name, data) // reports the unknown field or the problem as Parse does
 	}
-	t, a := assemble(spans, decodedSpans)
-	settle(t, a.fresh)
-	p.last, p.parts = t, a.parts
 	violations, warnings := Validate(t)
 	firstKeyLine := 0
 	if len(a.order) > 0 {
@@ -171,6 +162,75 @@ func (p *Parser) Parse(name string, data []byte) (*Topology, Violations, error) 
 		return t, warnings, violations
 	}
 	return t, warnings, nil
+}
+
+// EditOfServers decodes a file as Parse does, without validating it, when
+// it differs from the file read last in the text of its servers alone
+// (every other section's parts the same, in the same order): it returns
+// the topology and the servers decoded anew, in the file's order. ok is
+// false when anything else changed, or the file must be parsed whole; a
+// Parse of the same data then finds every part this call decoded known.
+// The caller validates what changed (a server removed is one of the last
+// file's that the new one lacks).
+func (p *Parser) EditOfServers(data []byte) (t *Topology, fresh []*Server, ok bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.last == nil {
+		return nil, nil, false
+	}
+	before := p.parts
+	t, a, ok := p.decodeLocked(data)
+	if !ok || len(a.fresh.items) > 0 || !sameOtherParts(before, a.parts) {
+		return nil, nil, false
+	}
+	return t, a.fresh.servers, true
+}
+
+// sameOtherParts reports whether two files' parts outside the servers
+// section are the same text in the same order.
+func sameOtherParts(a, b []part) bool {
+	i, j := 0, 0
+	for {
+		for i < len(a) && int(a[i].field) == serversField {
+			i++
+		}
+		for j < len(b) && int(b[j].field) == serversField {
+			j++
+		}
+		if i == len(a) || j == len(b) {
+			return i == len(a) && j == len(b)
+		}
+		if a[i].key != b[j].key || a[i].item != b[j].item {
+			return false
+		}
+		i, j = i+1, j+1
+	}
+}
+
+// serversField is the index of Topology's Servers field.
+var serversField = func() int {
+	f, _ := reflect.TypeOf(Topology{}).FieldByName("Servers")
+	return f.Index[0]
+}()
+
+// decodeLocked decodes data into a topology, reusing the parts of the file
+// read last whose text is unchanged, and remembers it; false (and nothing
+// remembered) when the file must be parsed whole.
+func (p *Parser) decodeLocked(data []byte) (*Topology, assembly, bool) {
+	spans, ok := splitTopology(data)
+	if !ok {
+		p.forget()
+		return nil, assembly{}, false
+	}
+	decodedSpans, ok := p.decodeSpans(spans)
+	if !ok {
+		p.forget()
+		return nil, assembly{}, false
+	}
+	t, a := assemble(spans, decodedSpans)
+	settle(t, &a.fresh)
+	p.last, p.parts = t, a.parts
+	return t, a, true
 }
 
 // spanValue is a span's place in Topology and its decoded value.

@@ -48,7 +48,8 @@ func Parse(name string, data []byte) (*Topology, Violations, error) {
 	if err := doc.Decode(t); err != nil {
 		return nil, nil, Violations{{Rule: "schema", File: name, Line: yamlErrorLine(err), Message: strings.TrimPrefix(err.Error(), "yaml: ")}}
 	}
-	settle(t, everything(t))
+	d := everything(t)
+	settle(t, &d)
 	violations, warnings := Validate(t)
 	locate(violations, doc, name)
 	locate(warnings, doc, name)

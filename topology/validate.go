@@ -141,6 +141,13 @@ type Checker struct {
 // server of their subnets, in the file's order. Servers elsewhere break
 // nothing they did not break before, and the topology before broke nothing.
 func (c *Checker) ValidateServers(d *ServerDelta) Violations {
+	violations, _ := c.ValidateServersWarning(d)
+	return violations
+}
+
+// ValidateServersWarning is ValidateServers that also returns the warnings
+// Validate gives the servers it checks (D10).
+func (c *Checker) ValidateServersWarning(d *ServerDelta) (violations, warnings Violations) {
 	t := d.Topology
 	if c.facts == nil || !sameSlice(c.regions, t.Regions) || !sameSlice(c.vnets, t.VNets) || !sameSlice(c.zones, t.PrivateDNSZones) || !sameSlice(c.ranges, t.DatacenterRanges) {
 		c.regions, c.vnets, c.zones, c.ranges, c.facts = t.Regions, t.VNets, t.PrivateDNSZones, t.DatacenterRanges, learnFacts(t)
@@ -209,7 +216,7 @@ func (c *Checker) ValidateServers(d *ServerDelta) Violations {
 		v.vnetOver[k.vnet] = &cp
 	}
 	v.checkServers(check)
-	return append(slices.Clone(c.facts.out), v.out...)
+	return append(slices.Clone(c.facts.out), v.out...), v.warn
 }
 
 // sameSlice reports whether two slices are the same memory: topologies

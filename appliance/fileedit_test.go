@@ -1,0 +1,200 @@
+package appliance
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/pgplane/pgplane/topology"
+)
+
+// An edit of the topology file that changes servers alone is served at
+// their cost: the servers it did not touch keep their index entries, the
+// edited ones come with their run-time changes laid over them, and an edit
+// that breaks a rule is refused with its line and changes nothing.
+//
+// SPEC: A1 A2
+func TestFileEditOfServersServedAtTheirCost(t *testing.T) {
+	dir, path := topologyFileIn(t, nil)
+	a := startTestAppliance(t, path, func(o *Options) { o.State.Dir = filepath.Join(dir, "state") })
+	defer a.Stop()
+	rule := topology.FirewallRuleKey("reports-db", "office")
+	if err := a.Change(map[string]json.RawMessage{rule: json.RawMessage(`{"startIpAddress":"10.1.0.1","endIpAddress":"10.1.0.9"}`)}); err != nil {
+		t.Fatal(err)
+	}
+	before := a.Snapshot()
+	orders := before.Server("orders-db")
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edited := strings.Replace(string(data), `backends: {primary: "127.0.0.1:55432"}
+    firewallRules:`, `backends: {primary: "127.0.0.1:55439"}
+    firewallRules:`, 1)
+	if edited == string(data) {
+		t.Fatal("the dev topology no longer has reports-db's backend line")
+	}
+	edited += "  - name: added-db\n    region: eastus2\n    access: public\n    backends: {primary: \"127.0.0.1:55440\"}\n"
+	write := func(text string) {
+		t.Helper()
+		if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(edited)
+	if err := a.desired.load(); err != nil {
+		t.Fatal(err)
+	}
+	snap := a.Snapshot()
+	if snap.Server("orders-db") != orders {
+		t.Fatal("a server the edit did not touch was indexed again (the whole topology was rebuilt)")
+	}
+	reports := snap.Server("reports-db")
+	if reports == nil || reports.Server.Backends.Primary != "127.0.0.1:55439" {
+		t.Fatalf("the edited server is not served as edited: %+v", reports)
+	}
+	if !slices.ContainsFunc(reports.Server.FirewallRules, func(r topology.FirewallRule) bool { return r.Name == "office" }) {
+		t.Fatal("the edited server lost the firewall rule added at run time")
+	}
+	if snap.Server("added-db") == nil || snap.Serial <= before.Serial {
+		t.Fatalf("the server added to the file is not served (serial %d after %d)", snap.Serial, before.Serial)
+	}
+
+	// A duplicate address in the subnet: refused whole, with its line.
+	broken := strings.Replace(edited, "addresses: {primary: 127.0.1.4, standby: 127.0.1.5}", "addresses: {primary: 127.0.1.4, standby: 127.0.1.4}", 1)
+	write(broken)
+	err = a.desired.load()
+	var vs topology.Violations
+	if !errors.As(err, &vs) || vs[0].Line == 0 {
+		t.Fatalf("an edit that breaks a rule was not refused with its line: %v", err)
+	}
+	if a.Snapshot() != snap {
+		t.Fatal("a refused edit changed the snapshot")
+	}
+}
+
+// Edits of servers served at their cost give what the whole load gives:
+// random scripts of one to three servers edited, added and removed
+// anywhere in the file at once (and now and then a duplicate name or two
+// servers swapped, which go the whole way), each compared with a fresh
+// parse of the same file.
+//
+// SPEC: A1 A2
+func TestFileEditsOfServersMatchWholeLoad(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "t.yaml")
+	devData, err := os.ReadFile(devTopology)
+	if err != nil {
+		t.Fatal(err)
+	}
+	head := string(devData[:strings.Index(string(devData), "\nservers:")+1])
+	server := func(name string, port int) string {
+		return fmt.Sprintf("  - name: %s\n    region: eastus2\n    access: public\n    backends: {primary: \"127.0.0.1:%d\"}\n    firewallRules:\n      - {name: r, startIpAddress: 10.0.%d.1, endIpAddress: 10.0.%d.9}\n", name, port, port%250, port%250)
+	}
+	var servers []string
+	for i := range 40 {
+		servers = append(servers, server(fmt.Sprintf("s%03d", i), 20000+i))
+	}
+	text := func() string { return head + "servers:\n" + strings.Join(servers, "") }
+	if err := os.WriteFile(path, []byte(text()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a, err := New(NewOptions(path, ""), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(11, 29))
+	next, atCost := 40, 0
+	for step := range 300 {
+		kept := slices.Clone(servers)
+		for range 1 + rng.IntN(3) {
+			switch op := rng.IntN(10); {
+			case op < 4 && len(servers) > 0: // edit
+				i := rng.IntN(len(servers))
+				name := servers[i][len("  - name: ") : len("  - name: ")+4]
+				servers[i] = server(name, 30000+rng.IntN(10000))
+			case op < 7: // add anywhere
+				servers = slices.Insert(servers, rng.IntN(len(servers)+1), server(fmt.Sprintf("s%03d", next), 20000+next))
+				next++
+			case op < 9 && len(servers) > 0: // remove
+				i := rng.IntN(len(servers))
+				servers = slices.Delete(servers, i, i+1)
+			case len(servers) > 1: // a duplicate name, or two servers swapped
+				i, j := rng.IntN(len(servers)), rng.IntN(len(servers))
+				if rng.IntN(2) == 0 {
+					servers = slices.Insert(servers, j, servers[i])
+				} else {
+					servers[i], servers[j] = servers[j], servers[i]
+				}
+			}
+		}
+		if err := os.WriteFile(path, []byte(text()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		served := a.Snapshot()
+		// A server in the file before and after, with the same text: its
+		// index entry stays when the edit is served at the servers' cost.
+		var untouched *topology.ServerInfo
+		for _, sv := range kept {
+			if strings.Count(text(), sv) == 1 {
+				untouched = served.Server(sv[len("  - name: ") : len("  - name: ")+4])
+				break
+			}
+		}
+		loadErr := a.desired.load()
+		whole, _, parseErr := topology.Parse(path, []byte(text()))
+		if (loadErr == nil) != (parseErr == nil) {
+			t.Fatalf("step %d: the load says %v, a whole parse %v", step, loadErr, parseErr)
+		}
+		if loadErr != nil {
+			if a.Snapshot() != served {
+				t.Fatalf("step %d: a refused edit changed the snapshot", step)
+			}
+			servers = kept
+			continue
+		}
+		if untouched != nil && a.Snapshot().Server(untouched.Server.Name) == untouched {
+			atCost++
+		}
+		got, want := a.Snapshot().Topology.Servers.Slice(), whole.Servers.Slice()
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("step %d: served servers differ from the whole parse:\n%s", step, serverNames(got, want))
+		}
+		wholeSnap, err := topology.NewSnapshot(whole, topology.State{}, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range want {
+			g, w := a.Snapshot().Server(s.Name), wholeSnap.Server(s.Name)
+			if g == nil || !reflect.DeepEqual(*g.Server, *w.Server) || g.Region.Name != w.Region.Name || g.Backend() != w.Backend() {
+				t.Fatalf("step %d: %s is indexed as %+v, the whole load indexes %+v", step, s.Name, g, w)
+			}
+		}
+	}
+	if atCost < 150 {
+		t.Fatalf("only %d of 300 edits were served at the servers' cost", atCost)
+	}
+	t.Logf("%d of 300 edits served at the servers' cost", atCost)
+}
+
+func serverNames(got, want []*topology.Server) string {
+	var b strings.Builder
+	for i := range max(len(got), len(want)) {
+		g, w := "-", "-"
+		if i < len(got) {
+			g = fmt.Sprintf("%+v", *got[i])
+		}
+		if i < len(want) {
+			w = fmt.Sprintf("%+v", *want[i])
+		}
+		fmt.Fprintf(&b, "%d: served %s\n   whole  %s\n", i, g, w)
+	}
+	return b.String()
+}
