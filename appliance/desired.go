@@ -43,9 +43,12 @@ type desiredState struct {
 	checked *checkedChange
 	current *topology.Snapshot
 	sum     fileSum
-	seeds   [2]maphash.Seed // fileSum's, made with the first
-	mtime   time.Time
-	size    int64
+	// parsedServed is true when the parser's last read of the file is the
+	// topology served (not a file refused, or one read while a conflict stood).
+	parsedServed bool
+	seeds        [2]maphash.Seed // fileSum's, made with the first
+	mtime        time.Time
+	size         int64
 
 	stop chan struct{}
 	done chan struct{}
@@ -322,46 +325,52 @@ func (f *desiredState) layServerNamesLocked(names []string, valuesOf func(string
 // says what is wrong, with its lines.
 func (f *desiredState) editedServersLocked(file *topology.Topology, fresh []*topology.Server) bool {
 	index := topology.NewServerIndex(file.Servers)
-	edited := make(map[string]bool, len(fresh))
-	var added []string
+	isNew := make(map[string]bool, len(fresh))    // in the file, not in the last one served
+	isEdited := make(map[string]bool, len(fresh)) // in both, decoded anew
+	var edited, added []string
 	for _, s := range fresh {
-		if got, _ := index.Find(s.Name); got != s || edited[s.Name] {
+		if got, _ := index.Find(s.Name); got != s {
 			return false // a name the file holds twice
 		}
-		if was, _ := f.baseServers.Find(s.Name); was == nil {
-			if f.current.FindServer(s.Name) != nil {
-				return false // made at run time, now in the file too: it moves among the file's
-			}
+		if was, _ := f.baseServers.Find(s.Name); was != nil {
+			isEdited[s.Name] = true
+			edited = append(edited, s.Name)
+			continue
 		}
-		edited[s.Name] = true
+		if isNew[s.Name] || f.current.FindServer(s.Name) != nil {
+			return false // held twice; or made at run time, now in the file too: it moves among the file's
+		}
+		isNew[s.Name] = true
 		added = append(added, s.Name)
 	}
-	// The file's other servers must be the same, in the same order, but
-	// for those it no longer holds; those come first (OverlayServers).
+	// Every server of the file served last is, in the new one, gone, or at
+	// the same place among the others and either decoded anew or the very
+	// same server (the Parser's last read may be a refused file, whose
+	// servers were never served); those gone come first (OverlayServers).
 	var removed []string
 	olds, news := f.base.Servers.Slice(), file.Servers.Slice()
 	j := 0
-	next := func() {
-		for j < len(news) && edited[news[j].Name] {
+	skipNew := func() {
+		for j < len(news) && isNew[news[j].Name] {
 			j++
 		}
 	}
 	for _, s := range olds {
-		if edited[s.Name] {
+		if got, _ := index.Find(s.Name); got == nil {
+			removed = append(removed, s.Name)
 			continue
 		}
-		next()
-		if j < len(news) && news[j] == s {
-			j++
-			continue
+		skipNew()
+		if j == len(news) || news[j].Name != s.Name {
+			return false // moved
 		}
-		if got, _ := index.Find(s.Name); got != nil {
-			return false // moved, or held again under its old text
+		if news[j] != s && !isEdited[s.Name] {
+			return false // decoded from a refused file
 		}
-		removed = append(removed, s.Name)
+		j++
 	}
-	next()
-	names := append(removed, added...)
+	skipNew()
+	names := slices.Concat(removed, edited, added)
 	if j != len(news) || len(names) > 64 && len(names) > len(news)/16 {
 		return false // a server moved, or so many changed that the whole load costs less
 	}

@@ -80,11 +80,15 @@ func (f *desiredState) loadExpecting(settledAs *stamp) error {
 	if f.current != nil && sum == f.sum {
 		return nil
 	}
-	if f.current != nil && f.conflict == nil {
+	// The Parser compares a file with the one it read last, which must be
+	// the one served for an edit to be what changed since.
+	lastServed := f.parsedServed
+	f.parsedServed = false
+	if lastServed && f.current != nil && f.conflict == nil {
 		// An edit of servers alone is served at their cost; anything
 		// else, or an edit that breaks a rule, is read whole below.
 		if file, fresh, ok := f.parser.EditOfServers(data); ok && f.editedServersLocked(file, fresh) {
-			f.sum = sum
+			f.sum, f.parsedServed = sum, true
 			return nil
 		}
 	}
@@ -130,7 +134,7 @@ func (f *desiredState) loadExpecting(settledAs *stamp) error {
 	if err := f.swapLocked(next, state); err != nil {
 		return fmt.Errorf("topology file %s: %w", f.path, err)
 	}
-	f.sum, f.base = sum, file
+	f.sum, f.base, f.parsedServed = sum, file, true
 	f.baseServers = topology.NewServerIndex(file.Servers)
 	if conflict != nil {
 		f.setConflictLocked(conflict)

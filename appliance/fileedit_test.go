@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -77,6 +78,40 @@ func TestFileEditOfServersServedAtTheirCost(t *testing.T) {
 	}
 	if a.Snapshot() != snap {
 		t.Fatal("a refused edit changed the snapshot")
+	}
+
+	// An edit refused for another server's sake, then mended: the server
+	// it changed is served as the file now has it, though the refused
+	// read decoded it already.
+	again := strings.Replace(broken, `backends: {primary: "127.0.0.1:55439"}`, `backends: {primary: "127.0.0.1:55441"}`, 1)
+	write(again)
+	if err := a.desired.load(); err == nil {
+		t.Fatal("the broken address was not refused")
+	}
+	write(strings.Replace(again, "standby: 127.0.1.4}", "standby: 127.0.1.5}", 1))
+	if err := a.desired.load(); err != nil {
+		t.Fatal(err)
+	}
+	if got := a.Snapshot().Server("reports-db").Server.Backends.Primary; got != "127.0.0.1:55441" {
+		t.Fatalf("reports-db is served with backend %s after the mended edit, want 127.0.0.1:55441", got)
+	}
+
+	// The same with a VNet changed in the refused file: the mended file
+	// differs from the refused one in a server alone, but from the file
+	// served in its VNet too, which is served.
+	mended := strings.Replace(again, "standby: 127.0.1.4}", "standby: 127.0.1.5}", 1)
+	withVNet := strings.Replace(again, "addressSpaces: [127.0.2.0/24]", "addressSpaces: [127.0.2.0/24, 127.0.4.0/24]", 1)
+	write(withVNet)
+	if err := a.desired.load(); err == nil {
+		t.Fatal("the broken address was not refused")
+	}
+	write(strings.Replace(mended, "addressSpaces: [127.0.2.0/24]", "addressSpaces: [127.0.2.0/24, 127.0.4.0/24]", 1))
+	if err := a.desired.load(); err != nil {
+		t.Fatal(err)
+	}
+	snap = a.Snapshot()
+	if view := snap.ViewOf(netip.Addr{}, netip.MustParseAddr("127.0.4.7")); view < 0 || snap.VNets[view].Name != "hub-vnet" {
+		t.Fatal("the VNet changed in a refused file and kept in the mended one is not served")
 	}
 }
 

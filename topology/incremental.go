@@ -110,28 +110,71 @@ type section struct {
 	values  int    // the chunks that are not null items
 }
 
-// remembered returns the decoded parts of the file read last by key.
-func (p *Parser) remembered() map[chunkKey]chunk {
-	if p.last == nil {
-		return nil
+// rememberedParts finds the decoded parts of the file read last by key. A
+// file is mostly read again in the same order, so the parts are looked for
+// at the place the last one found was followed by (and a few beyond: parts
+// removed since); a map of every part is made only once the order has
+// failed too often (sections moved, parts swapped). A part not found is
+// decoded anew, which costs time, never a wrong value.
+type rememberedParts struct {
+	p       *Parser
+	last    reflect.Value
+	servers []*Server
+	next    int              // the part expected next
+	misses  int              // parts not found at their expected place
+	all     map[chunkKey]int // every part by key, once misses ran out
+}
+
+// partLookAhead is how many parts past the expected one are looked at;
+// partMisses how many parts may go unfound before the map is made.
+const partLookAhead, partMisses = 8, 64
+
+func (p *Parser) remembered() *rememberedParts {
+	r := &rememberedParts{p: p}
+	if p.last != nil {
+		r.last, r.servers = reflect.ValueOf(p.last).Elem(), p.last.Servers.Slice()
 	}
-	last := reflect.ValueOf(p.last).Elem()
-	servers := p.last.Servers.Slice()
-	out := make(map[chunkKey]chunk, len(p.parts))
-	for _, pt := range p.parts {
-		field := last.Field(int(pt.field))
-		switch {
-		case !pt.item:
-			out[pt.key] = chunk{value: field}
-		case pt.at < 0:
-			out[pt.key] = chunk{null: true}
-		case field.Type() == serverListType:
-			out[pt.key] = chunk{value: reflect.ValueOf(servers[pt.at])}
-		default:
-			out[pt.key] = chunk{value: field.Index(int(pt.at))}
+	return r
+}
+
+// find returns the remembered part with that key.
+func (r *rememberedParts) find(key chunkKey) (chunk, bool) {
+	parts := r.p.parts
+	if r.all == nil {
+		for i := r.next; i < len(parts) && i <= r.next+partLookAhead; i++ {
+			if parts[i].key == key {
+				r.next = i + 1
+				return r.chunk(parts[i]), true
+			}
+		}
+		if r.misses++; r.misses <= partMisses {
+			return chunk{}, false
+		}
+		r.all = make(map[chunkKey]int, len(parts))
+		for i, pt := range parts {
+			r.all[pt.key] = i
 		}
 	}
-	return out
+	i, ok := r.all[key]
+	if !ok {
+		return chunk{}, false
+	}
+	return r.chunk(parts[i]), true
+}
+
+// chunk is a remembered part's decoded value.
+func (r *rememberedParts) chunk(pt part) chunk {
+	field := r.last.Field(int(pt.field))
+	switch {
+	case !pt.item:
+		return chunk{value: field}
+	case pt.at < 0:
+		return chunk{null: true}
+	case field.Type() == serverListType:
+		return chunk{value: reflect.ValueOf(r.servers[pt.at])}
+	default:
+		return chunk{value: field.Index(int(pt.at))}
+	}
 }
 
 // forget drops what the parser remembers: the file is parsed whole.
@@ -217,7 +260,7 @@ var serversField = func() int {
 // read last whose text is unchanged, and remembers it; false (and nothing
 // remembered) when the file must be parsed whole.
 func (p *Parser) decodeLocked(data []byte) (*Topology, assembly, bool) {
-	spans, ok := splitTopology(data)
+	spans, ok := splitTopology(data, len(p.parts))
 	if !ok {
 		p.forget()
 		return nil, assembly{}, false
@@ -262,7 +305,7 @@ func (p *Parser) decodeSpans(spans []span) ([]spanValue, bool) {
 		}
 		v := &out[k]
 		v.field, v.elem, v.key = idx, elem, p.key(s)
-		if v.c, v.known = known[v.key]; !v.known {
+		if v.c, v.known = known.find(v.key); !v.known {
 			todo = append(todo, k)
 		}
 	}
@@ -430,7 +473,7 @@ func decodeChunk(s span, elem reflect.Type) *chunk {
 // top-level block sequences. It reports false when the file is not a plain
 // block mapping whose parts stand alone. A part's text is a substring of
 // the file's.
-func splitTopology(data []byte) ([]span, bool) {
+func splitTopology(data []byte, hint int) ([]span, bool) {
 	if !plainASCII(data) {
 		return nil, false
 	}
@@ -444,7 +487,7 @@ func splitTopology(data []byte) ([]span, bool) {
 	for i, line := range lines {
 		at[i+1] = at[i] + len(line)
 	}
-	var spans []span
+	spans := make([]span, 0, hint+hint/8) // the last file's parts, and room to grow
 	seen := map[string]bool{}
 	for i := 0; i < len(lines); {
 		line := lines[i]
@@ -468,8 +511,8 @@ func splitTopology(data []byte) ([]span, bool) {
 			j++
 		}
 		keyLine := i + 1
-		if items, ok := splitSequence(key, keyLine, lines, i+1, j, rest, text, at); ok {
-			spans = append(spans, items...)
+		if items, ok := splitSequence(spans, key, keyLine, lines, i+1, j, rest, text, at); ok {
+			spans = items
 		} else {
 			spans = append(spans, span{section: key, keyLine: keyLine, first: keyLine, text: text[at[i]:at[j]]})
 		}
@@ -479,23 +522,23 @@ func splitTopology(data []byte) ([]span, bool) {
 }
 
 // splitSequence cuts lines[from:to], the block under a top-level key, into
-// the items of a block sequence. It reports false when the block is not a
+// the items of a block sequence, appended to spans. It reports false when the block is not a
 // block sequence whose items start at one indentation. An item's text runs
 // from its first line to its last line that is not blank or a comment,
 // blank lines and comments between them included (left out, they shifted
 // the line numbers of what followed them: FuzzParserMatchesParse found it).
-func splitSequence(key string, keyLine int, lines []string, from, to int, rest, text string, at []int) ([]span, bool) {
+func splitSequence(spans []span, key string, keyLine int, lines []string, from, to int, rest, text string, at []int) ([]span, bool) {
 	if r := strings.TrimSpace(rest); r != "" && !strings.HasPrefix(r, "#") {
 		return nil, false // a value on the key's line
 	}
 	indent := -1
 	var (
-		spans []span
 		start int // the current item's first line
 		last  int // the current item's last line that is not blank
 	)
+	before := len(spans)
 	closeItem := func() {
-		if len(spans) > 0 {
+		if len(spans) > before {
 			spans[len(spans)-1].text = text[at[start]:at[last+1]]
 		}
 	}
@@ -522,7 +565,7 @@ func splitSequence(key string, keyLine int, lines []string, from, to int, rest, 
 		last = k
 	}
 	closeItem()
-	return spans, len(spans) > 0
+	return spans, len(spans) > before
 }
 
 // plainASCII reports whether data holds printable ASCII and newlines only,
