@@ -356,15 +356,19 @@ func (f *desiredState) editedServersLocked(file *topology.Topology, fresh []*top
 		}
 	}
 	for _, s := range olds {
+		skipNew()
+		if j < len(news) && news[j] == s {
+			j++ // the same server, at its place (most of them: no lookup)
+			continue
+		}
 		if got, _ := index.Find(s.Name); got == nil {
 			removed = append(removed, s.Name)
 			continue
 		}
-		skipNew()
 		if j == len(news) || news[j].Name != s.Name {
 			return false // moved
 		}
-		if news[j] != s && !isEdited[s.Name] {
+		if !isEdited[s.Name] {
 			return false // decoded from a refused file
 		}
 		j++
