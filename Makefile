@@ -140,7 +140,8 @@ FUZZ_TARGETS ?= plugin/pgplane:FuzzServeDNS \
                raftstate:FuzzApplyEntry \
                raftstate:FuzzForwardResponse \
                raftstate:FuzzValueSetMatchesScan \
-               cmd/pgplanectl:FuzzCorefileReader
+               cmd/pgplanectl:FuzzCorefileReader \
+               appliance:FuzzFileEditsOfServers
 fuzz:
 	@failed=; for t in $(FUZZ_TARGETS); do \
 	  pkg=$${t%%:*}; name=$${t##*:}; echo "== $$name (./$$pkg), $(FUZZTIME)"; \

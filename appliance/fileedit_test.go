@@ -117,12 +117,50 @@ func TestFileEditOfServersServedAtTheirCost(t *testing.T) {
 
 // Edits of servers served at their cost give what the whole load gives:
 // random scripts of one to three servers edited, added and removed
-// anywhere in the file at once (and now and then a duplicate name or two
-// servers swapped, which go the whole way), each compared with a fresh
-// parse of the same file.
+// anywhere in the file at once (and now and then a duplicate name, two
+// servers swapped or a server in a region that does not exist, which go
+// the whole way), each compared with a fresh parse of the same file. The
+// step after a refused file starts from the file served before it.
 //
 // SPEC: A1 A2
 func TestFileEditsOfServersMatchWholeLoad(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 29))
+	atCost := fileEdits(t, 300, rng.IntN)
+	if atCost < 120 {
+		t.Fatalf("only %d of 300 edits were served at the servers' cost", atCost)
+	}
+	t.Logf("%d of 300 edits served at the servers' cost", atCost)
+}
+
+// FuzzFileEditsOfServers is TestFileEditsOfServersMatchWholeLoad with the
+// script's choices read from the input.
+//
+// SPEC: A1 A2
+func FuzzFileEditsOfServers(f *testing.F) {
+	f.Add([]byte{0, 3, 1, 5, 7, 2, 2, 1, 9, 1, 4, 0, 8, 8, 6, 3})
+	f.Add([]byte{9, 1, 0, 2, 9, 0, 1, 7, 3, 3, 3, 8, 0, 5, 5, 5, 2, 6, 1})
+	f.Fuzz(func(t *testing.T, script []byte) {
+		if len(script) > 64 {
+			script = script[:64]
+		}
+		at := 0
+		pick := func(n int) int {
+			if at >= len(script) {
+				return 0
+			}
+			at++
+			return int(script[at-1]) % n
+		}
+		fileEdits(t, len(script)/3, pick)
+	})
+}
+
+// fileEdits runs a script of edits of a topology file's servers, pick
+// making its choices (a number below n), and checks each load against a
+// whole parse of the same file; it returns how many edits were served at
+// the servers' cost.
+func fileEdits(t testing.TB, steps int, pick func(n int) int) (atCost int) {
+	t.Helper()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "t.yaml")
 	devData, err := os.ReadFile(devTopology)
@@ -130,12 +168,13 @@ func TestFileEditsOfServersMatchWholeLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	head := string(devData[:strings.Index(string(devData), "\nservers:")+1])
-	server := func(name string, port int) string {
-		return fmt.Sprintf("  - name: %s\n    region: eastus2\n    access: public\n    backends: {primary: \"127.0.0.1:%d\"}\n    firewallRules:\n      - {name: r, startIpAddress: 10.0.%d.1, endIpAddress: 10.0.%d.9}\n", name, port, port%250, port%250)
+	server := func(name, region string, port int) string {
+		return fmt.Sprintf("  - name: %s\n    region: %s\n    access: public\n    backends: {primary: \"127.0.0.1:%d\"}\n    firewallRules:\n      - {name: r, startIpAddress: 10.0.%d.1, endIpAddress: 10.0.%d.9}\n", name, region, port, port%250, port%250)
 	}
+	nameOf := func(sv string) string { return sv[len("  - name: ") : len("  - name: ")+4] }
 	var servers []string
 	for i := range 40 {
-		servers = append(servers, server(fmt.Sprintf("s%03d", i), 20000+i))
+		servers = append(servers, server(fmt.Sprintf("s%03d", i), "eastus2", 20000+i))
 	}
 	text := func() string { return head + "servers:\n" + strings.Join(servers, "") }
 	if err := os.WriteFile(path, []byte(text()), 0o644); err != nil {
@@ -145,25 +184,31 @@ func TestFileEditsOfServersMatchWholeLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rng := rand.New(rand.NewPCG(11, 29))
-	next, atCost := 40, 0
-	for step := range 300 {
-		kept := slices.Clone(servers)
-		for range 1 + rng.IntN(3) {
-			switch op := rng.IntN(10); {
+	next, good, mend := 40, slices.Clone(servers), false
+	for step := range steps {
+		before := text()
+		if mend {
+			// The last file was refused: this step starts from the one
+			// served before it, so the edit mends it.
+			servers, mend = slices.Clone(good), false
+		}
+		for range 1 + pick(3) {
+			switch op := pick(12); {
 			case op < 4 && len(servers) > 0: // edit
-				i := rng.IntN(len(servers))
-				name := servers[i][len("  - name: ") : len("  - name: ")+4]
-				servers[i] = server(name, 30000+rng.IntN(10000))
+				i := pick(len(servers))
+				servers[i] = server(nameOf(servers[i]), "eastus2", 30000+pick(10000))
 			case op < 7: // add anywhere
-				servers = slices.Insert(servers, rng.IntN(len(servers)+1), server(fmt.Sprintf("s%03d", next), 20000+next))
+				servers = slices.Insert(servers, pick(len(servers)+1), server(fmt.Sprintf("s%03d", next), "eastus2", 20000+next))
 				next++
 			case op < 9 && len(servers) > 0: // remove
-				i := rng.IntN(len(servers))
+				i := pick(len(servers))
 				servers = slices.Delete(servers, i, i+1)
+			case op < 10 && len(servers) > 0: // a region that does not exist: refused
+				i := pick(len(servers))
+				servers[i] = server(nameOf(servers[i]), "nowhere", 30000+pick(10000))
 			case len(servers) > 1: // a duplicate name, or two servers swapped
-				i, j := rng.IntN(len(servers)), rng.IntN(len(servers))
-				if rng.IntN(2) == 0 {
+				i, j := pick(len(servers)), pick(len(servers))
+				if pick(2) == 0 {
 					servers = slices.Insert(servers, j, servers[i])
 				} else {
 					servers[i], servers[j] = servers[j], servers[i]
@@ -177,9 +222,9 @@ func TestFileEditsOfServersMatchWholeLoad(t *testing.T) {
 		// A server in the file before and after, with the same text: its
 		// index entry stays when the edit is served at the servers' cost.
 		var untouched *topology.ServerInfo
-		for _, sv := range kept {
-			if strings.Count(text(), sv) == 1 {
-				untouched = served.Server(sv[len("  - name: ") : len("  - name: ")+4])
+		for _, sv := range servers {
+			if strings.Count(text(), sv) == 1 && strings.Count(before, sv) == 1 {
+				untouched = served.Server(nameOf(sv))
 				break
 			}
 		}
@@ -192,9 +237,10 @@ func TestFileEditsOfServersMatchWholeLoad(t *testing.T) {
 			if a.Snapshot() != served {
 				t.Fatalf("step %d: a refused edit changed the snapshot", step)
 			}
-			servers = kept
+			mend = true
 			continue
 		}
+		good = slices.Clone(servers)
 		if untouched != nil && a.Snapshot().Server(untouched.Server.Name) == untouched {
 			atCost++
 		}
@@ -213,10 +259,7 @@ func TestFileEditsOfServersMatchWholeLoad(t *testing.T) {
 			}
 		}
 	}
-	if atCost < 150 {
-		t.Fatalf("only %d of 300 edits were served at the servers' cost", atCost)
-	}
-	t.Logf("%d of 300 edits served at the servers' cost", atCost)
+	return atCost
 }
 
 func serverNames(got, want []*topology.Server) string {
