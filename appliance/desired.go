@@ -316,6 +316,68 @@ func (f *desiredState) layServerNamesLocked(names []string, valuesOf func(string
 	return d, problems, append(f.current.CheckServers(d), violations...), warnings, true
 }
 
+// editedNetworkLocked serves an edit of the topology file that changed its
+// VNets and private DNS zones alone (vnets and zones: those decoded anew)
+// as a run-time change of them is served: the run-time changes laid over
+// the file, the network rules checked on every VNet and zone and the
+// servers' rules on the servers those hold (ValidateNetwork), the views
+// and zones indexed again and only the servers of changed ones
+// (WithNetwork). It reports false, and leaves everything as it was, when
+// the edit is not that or breaks a rule.
+func (f *desiredState) editedNetworkLocked(file *topology.Topology, vnets, zones []string) bool {
+	// The servers must be the very ones served (the Parser's last read is
+	// the file served): the served server list is kept.
+	olds, news := f.base.Servers.Slice(), file.Servers.Slice()
+	if !slices.Equal(olds, news) {
+		return false
+	}
+	var keys []string
+	for _, v := range vnets {
+		keys = append(keys, topology.VNetKey(v))
+	}
+	for _, z := range zones {
+		keys = append(keys, topology.ZoneKey(z))
+	}
+	now := make(map[string]bool, len(file.VNets)+len(file.PrivateDNSZones))
+	for _, v := range file.VNets {
+		now[topology.VNetKey(v.Name)] = true
+	}
+	for _, z := range file.PrivateDNSZones {
+		now[topology.ZoneKey(z.Name)] = true
+	}
+	for _, v := range f.base.VNets {
+		if k := topology.VNetKey(v.Name); !now[k] {
+			keys = append(keys, k) // removed
+		}
+	}
+	for _, z := range f.base.PrivateDNSZones {
+		if k := topology.ZoneKey(z.Name); !now[k] {
+			keys = append(keys, k)
+		}
+	}
+	vnetSet, zoneSet, ok := topology.NetworkChanges(keys)
+	if !ok {
+		return false
+	}
+	file.Servers = f.base.Servers // the same servers: the file's index stays valid
+	laid, problems := topology.Overlay(file, f.values())
+	if len(problems) > 0 {
+		return false
+	}
+	next := *laid
+	next.Servers = f.current.Topology.Servers
+	if vs := append(topology.CheckTransition(f.current.Topology, &next), topology.ValidateNetwork(&next, vnetSet, zoneSet)...); len(vs) > 0 {
+		return false
+	}
+	snap, err := f.current.WithNetwork(&next, f.nextSerialLocked())
+	if err != nil {
+		return false
+	}
+	f.base = file
+	f.serveLocked(snap)
+	return true
+}
+
 // editedServersLocked serves an edit of the topology file that changed its
 // servers alone (fresh: those decoded anew, in the file's order) at the
 // cost of those servers, as a run-time change of servers is served: laid

@@ -85,11 +85,21 @@ func (f *desiredState) loadExpecting(settledAs *stamp) error {
 	lastServed := f.parsedServed
 	f.parsedServed = false
 	if lastServed && f.current != nil && f.conflict == nil {
-		// An edit of servers alone is served at their cost; anything
-		// else, or an edit that breaks a rule, is read whole below.
-		if file, fresh, ok := f.parser.EditOfServers(data); ok && f.editedServersLocked(file, fresh) {
-			f.sum, f.parsedServed = sum, true
-			return nil
+		// An edit of servers alone, or of VNets and zones alone, is
+		// served at their cost; anything else, or an edit that breaks a
+		// rule, is read whole below.
+		if file, e, ok := f.parser.Edit(data); ok {
+			served := false
+			switch {
+			case !e.Network:
+				served = f.editedServersLocked(file, e.Servers)
+			case e.ServersSame:
+				served = f.editedNetworkLocked(file, e.VNets, e.Zones)
+			}
+			if served {
+				f.sum, f.parsedServed = sum, true
+				return nil
+			}
 		}
 	}
 	file, warnings, err := f.parser.Parse(f.path, data)

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net/netip"
 	"os"
@@ -275,4 +276,175 @@ func serverNames(got, want []*topology.Server) string {
 		fmt.Fprintf(&b, "%d: served %s\n   whole  %s\n", i, g, w)
 	}
 	return b.String()
+}
+
+// Edits of VNets and private DNS zones served at their cost give what the
+// whole load gives: random scripts of VNets edited (a second address
+// space), added anywhere and removed, and zones' links changed, added and
+// removed (a removed VNet still linked, or a link to one that does not
+// exist, is refused and mended from the file served), each compared with
+// a whole parse of the same file, view by view and zone by zone.
+//
+// SPEC: A1 A2 D4
+func TestFileEditsOfNetworkMatchWholeLoad(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "t.yaml")
+	devData, err := os.ReadFile(devTopology)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev := string(devData)
+	head := dev[:strings.Index(dev, "\nvnets:")+1]
+	devVNets := dev[strings.Index(dev, "\nvnets:")+len("\nvnets:\n") : strings.Index(dev, "\nprivateDnsZones:")+1]
+	devZones := dev[strings.Index(dev, "\nprivateDnsZones:")+len("\nprivateDnsZones:\n") : strings.Index(dev, "\nservers:")+1]
+	servers := dev[strings.Index(dev, "\nservers:")+1:]
+	vnet := func(i int, wide bool) string {
+		spaces := fmt.Sprintf("127.20.%d.0/24", i)
+		if wide {
+			spaces += fmt.Sprintf(", 127.21.%d.0/24", i)
+		}
+		return fmt.Sprintf("  - name: v%02d\n    region: eastus2\n    addressSpaces: [%s]\n", i, spaces)
+	}
+	zone := func(i int, links []int) string {
+		var names []string
+		for _, l := range links {
+			names = append(names, fmt.Sprintf("v%02d", l))
+		}
+		return fmt.Sprintf("  - name: z%02d.private.postgres.database.azure.com\n    links: [%s]\n", i, strings.Join(names, ", "))
+	}
+	type zoneDef struct {
+		i     int
+		links []int
+	}
+	var vnets []int // VNet numbers in file order; wide ones are kept in a set
+	wide := map[int]bool{}
+	var zones []zoneDef
+	for i := range 12 {
+		vnets = append(vnets, i)
+	}
+	for i := range 4 {
+		zones = append(zones, zoneDef{i, []int{i, i + 4}})
+	}
+	text := func() string {
+		var b strings.Builder
+		b.WriteString(head + "vnets:\n" + devVNets)
+		for _, v := range vnets {
+			b.WriteString(vnet(v, wide[v]))
+		}
+		b.WriteString("privateDnsZones:\n" + devZones)
+		for _, z := range zones {
+			b.WriteString(zone(z.i, z.links))
+		}
+		b.WriteString(servers)
+		return b.String()
+	}
+	if err := os.WriteFile(path, []byte(text()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a, err := New(NewOptions(path, ""), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(5, 17))
+	type state struct {
+		vnets []int
+		wide  map[int]bool
+		zones []zoneDef
+	}
+	save := func() state {
+		zs := make([]zoneDef, len(zones))
+		for i, z := range zones {
+			zs[i] = zoneDef{z.i, slices.Clone(z.links)}
+		}
+		return state{slices.Clone(vnets), maps.Clone(wide), zs}
+	}
+	good, mend, nextVNet, nextZone, atCost := save(), false, 12, 4, 0
+	for step := range 200 {
+		if mend {
+			vnets, wide, zones, mend = good.vnets, good.wide, good.zones, false
+			good = save()
+		}
+		for range 1 + rng.IntN(2) {
+			switch op := rng.IntN(8); {
+			case op < 2 && len(vnets) > 0: // a VNet's address spaces
+				v := vnets[rng.IntN(len(vnets))]
+				wide[v] = !wide[v]
+			case op < 4: // a VNet added anywhere
+				vnets = slices.Insert(vnets, rng.IntN(len(vnets)+1), nextVNet)
+				nextVNet++
+			case op < 5 && len(vnets) > 0: // a VNet removed (refused while a zone links it)
+				i := rng.IntN(len(vnets))
+				vnets = slices.Delete(vnets, i, i+1)
+			case op < 7 && len(zones) > 0 && len(vnets) > 0: // a zone's links
+				z := &zones[rng.IntN(len(zones))]
+				z.links = []int{vnets[rng.IntN(len(vnets))]}
+				if rng.IntN(2) == 0 {
+					z.links = append(z.links, nextVNet+7) // no such VNet: refused
+				}
+			case op < 8 && len(vnets) > 0: // a zone added or removed
+				if rng.IntN(2) == 0 || len(zones) == 0 {
+					zones = slices.Insert(zones, rng.IntN(len(zones)+1), zoneDef{nextZone, []int{vnets[rng.IntN(len(vnets))]}})
+					nextZone++
+				} else {
+					i := rng.IntN(len(zones))
+					zones = slices.Delete(zones, i, i+1)
+				}
+			}
+		}
+		if err := os.WriteFile(path, []byte(text()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		served := a.Snapshot()
+		orders := served.Server("orders-db")
+		loadErr := a.desired.load()
+		whole, _, parseErr := topology.Parse(path, []byte(text()))
+		if (loadErr == nil) != (parseErr == nil) {
+			t.Fatalf("step %d: the load says %v, a whole parse %v", step, loadErr, parseErr)
+		}
+		if loadErr != nil {
+			if a.Snapshot() != served {
+				t.Fatalf("step %d: a refused edit changed the snapshot", step)
+			}
+			mend = true
+			continue
+		}
+		good = save()
+		snap := a.Snapshot()
+		if snap.Server("orders-db") == orders {
+			atCost++ // app-vnet and the contoso zone did not change: orders-db kept its entry
+		}
+		wholeSnap, err := topology.NewSnapshot(whole, topology.State{}, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(snap.VNets) != len(wholeSnap.VNets) {
+			t.Fatalf("step %d: %d views served, the whole load makes %d", step, len(snap.VNets), len(wholeSnap.VNets))
+		}
+		for i, w := range wholeSnap.VNets {
+			g := snap.VNets[i]
+			if g.Name != w.Name || !reflect.DeepEqual(g.Spaces, w.Spaces) || g.Index != i {
+				t.Fatalf("step %d: view %d is %s %v (index %d), the whole load's %s %v", step, i, g.Name, g.Spaces, g.Index, w.Name, w.Spaces)
+			}
+			for name, wz := range wholeSnap.Zones {
+				gz := snap.Zones[name]
+				if gz == nil || gz.LinkedTo(i) != wz.LinkedTo(i) {
+					t.Fatalf("step %d: zone %s linked to view %d (%s): served %v, whole load %v", step, name, i, w.Name, gz != nil && gz.LinkedTo(i), wz.LinkedTo(i))
+				}
+			}
+		}
+		if len(snap.Zones) != len(wholeSnap.Zones) {
+			t.Fatalf("step %d: %d zones served, the whole load has %d", step, len(snap.Zones), len(wholeSnap.Zones))
+		}
+		si := snap.Server("orders-db")
+		if si == nil || si.VNet == nil || snap.VNets[si.VNet.Index] != si.VNet || si.VNet.Name != "app-vnet" {
+			t.Fatalf("step %d: orders-db points at a stale view: %+v", step, si)
+		}
+		if got, want := snap.Topology.VNets, whole.VNets; !reflect.DeepEqual(got, want) {
+			t.Fatalf("step %d: served VNets differ from the whole parse", step)
+		}
+	}
+	if atCost < 60 {
+		t.Fatalf("only %d of 200 edits were served at their cost", atCost)
+	}
+	t.Logf("%d of 200 edits served at their cost", atCost)
 }

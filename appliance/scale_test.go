@@ -143,10 +143,11 @@ func BenchmarkZoneChangeScale(b *testing.B) {
 
 // BenchmarkFileEditScale measures a reload of a 100,000-server topology
 // file (the bench-scale shape) after one server's backend was edited:
-// "servers" is the edit alone, served at the cost of that server; "whole"
-// is the same edit with a comment added inside a VNet, which sends the
-// load the whole way (decode what changed, validate and index everything):
-// the baseline, in the same run.
+// "servers" is the edit alone, served at the cost of that server;
+// "network" is a VNet's text edited (a comment added inside it), served as
+// a change of that VNet; "whole" is both at once, which sends the load the
+// whole way (decode what changed, validate and index everything): the
+// baseline, in the same run.
 func BenchmarkFileEditScale(b *testing.B) {
 	g, err := benchkit.GenerateDNS(b.TempDir(), benchkit.DNSScale{Servers: 100000, Zones: 10000, VNets: 5000, Regions: 10})
 	if err != nil {
@@ -159,11 +160,12 @@ func BenchmarkFileEditScale(b *testing.B) {
 	text := string(data)
 	const backend, vnet = `backends: {primary: "127.10.0.4:5432"}}`, "  - name: vnet-000\n"
 	server := strings.Replace(text, backend, `backends: {primary: "127.10.0.4:5433"}}`, 1)
+	network := strings.Replace(text, vnet, vnet+"    # edited\n", 1)
 	whole := strings.Replace(server, vnet, vnet+"    # edited\n", 1)
-	if server == text || whole == server {
+	if server == text || whole == server || network == text {
 		b.Fatal("the generated topology no longer has the lines the benchmark edits")
 	}
-	for _, c := range []struct{ name, edited string }{{"servers", server}, {"whole", whole}} {
+	for _, c := range []struct{ name, edited string }{{"servers", server}, {"network", network}, {"whole", whole}} {
 		b.Run(c.name, func(b *testing.B) {
 			path := filepath.Join(b.TempDir(), "topology.yaml")
 			if err := os.WriteFile(path, data, 0o644); err != nil {

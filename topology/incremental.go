@@ -20,8 +20,8 @@ import (
 // those of Parse: whenever a part does not decode cleanly, or the file uses
 // YAML that ties parts together (anchors, aliases, several documents, a
 // top level that is not a plain block mapping), it falls back to Parse.
-// Parse validates the whole topology; EditOfServers leaves validating an
-// edit of servers alone to its caller. A Parser is safe for concurrent use.
+// Parse validates the whole topology; Edit leaves validating an edit of
+// servers, VNets or zones to its caller. A Parser is safe for concurrent use.
 //
 // What it remembers costs 24 bytes a part: each part's key and where its
 // decoded value stands in the topology it returned last, which holds the
@@ -207,37 +207,69 @@ func (p *Parser) Parse(name string, data []byte) (*Topology, Violations, error) 
 	return t, warnings, nil
 }
 
-// EditOfServers decodes a file as Parse does, without validating it, when
-// it differs from the file read last in the text of its servers alone
-// (every other section's parts the same, in the same order): it returns
-// the topology and the servers decoded anew, in the file's order. ok is
-// false when anything else changed, or the file must be parsed whole; a
-// Parse of the same data then finds every part this call decoded known.
-// The caller validates what changed (a server removed is one of the last
-// file's that the new one lacks).
-func (p *Parser) EditOfServers(data []byte) (t *Topology, fresh []*Server, ok bool) {
+// FileEdit is what a file changed since the one a Parser read last, by
+// section: ServersSame or Servers (those decoded anew), and Network, VNets
+// and Zones (the names of those decoded anew; one removed is one the last
+// file had that the new one lacks).
+type FileEdit struct {
+	// ServersSame is true when the servers' parts are the same text in
+	// the same order: the same servers.
+	ServersSame bool
+	Servers     []*Server
+	// Network is true when the VNets' or zones' parts are not the same
+	// text in the same order.
+	Network      bool
+	VNets, Zones []string
+}
+
+// Edit decodes a file as Parse does, without validating it, when it
+// differs from the file read last in its servers, VNets and private DNS
+// zones alone (its datacenter ranges and regions the same text): it returns
+// the topology and what changed. ok is false when anything else changed,
+// or the file must be parsed whole; a Parse of the same data then finds
+// every part this call decoded known. The caller validates what changed.
+func (p *Parser) Edit(data []byte) (t *Topology, e FileEdit, ok bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.last == nil {
-		return nil, nil, false
+		return nil, FileEdit{}, false
 	}
 	before := p.parts
 	t, a, ok := p.decodeLocked(data)
-	if !ok || len(a.fresh.items) > 0 || !sameOtherParts(before, a.parts) {
-		return nil, nil, false
+	if !ok {
+		return nil, FileEdit{}, false
 	}
-	return t, a.fresh.servers, true
+	same := func(field int) bool { return sameParts(before, a.parts, field) }
+	for _, it := range a.fresh.items {
+		switch {
+		case it.section == "vnets" && it.at >= 0:
+			e.VNets = append(e.VNets, t.VNets[it.at].Name)
+		case it.section == "privateDnsZones" && it.at >= 0:
+			e.Zones = append(e.Zones, t.PrivateDNSZones[it.at].Name)
+		default:
+			return nil, FileEdit{}, false // a whole section, or another one
+		}
+	}
+	for field := range reflect.TypeOf(Topology{}).NumField() {
+		if field != serversField && field != vnetsField && field != zonesField && !same(field) {
+			return nil, FileEdit{}, false
+		}
+	}
+	e.ServersSame = same(serversField)
+	e.Servers = a.fresh.servers
+	e.Network = !same(vnetsField) || !same(zonesField)
+	return t, e, true
 }
 
-// sameOtherParts reports whether two files' parts outside the servers
-// section are the same text in the same order.
-func sameOtherParts(a, b []part) bool {
+// sameParts reports whether two files' parts of one section (a field of
+// Topology) are the same text in the same order.
+func sameParts(a, b []part, field int) bool {
 	i, j := 0, 0
 	for {
-		for i < len(a) && int(a[i].field) == serversField {
+		for i < len(a) && int(a[i].field) != field {
 			i++
 		}
-		for j < len(b) && int(b[j].field) == serversField {
+		for j < len(b) && int(b[j].field) != field {
 			j++
 		}
 		if i == len(a) || j == len(b) {
@@ -250,11 +282,17 @@ func sameOtherParts(a, b []part) bool {
 	}
 }
 
-// serversField is the index of Topology's Servers field.
-var serversField = func() int {
-	f, _ := reflect.TypeOf(Topology{}).FieldByName("Servers")
+// The indexes of Topology's fields that an Edit tells apart.
+var (
+	serversField = topologyField("Servers")
+	vnetsField   = topologyField("VNets")
+	zonesField   = topologyField("PrivateDNSZones")
+)
+
+func topologyField(name string) int {
+	f, _ := reflect.TypeOf(Topology{}).FieldByName(name)
 	return f.Index[0]
-}()
+}
 
 // decodeLocked decodes data into a topology, reusing the parts of the file
 // read last whose text is unchanged, and remembers it; false (and nothing
