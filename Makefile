@@ -141,7 +141,8 @@ FUZZ_TARGETS ?= plugin/pgplane:FuzzServeDNS \
                raftstate:FuzzForwardResponse \
                raftstate:FuzzValueSetMatchesScan \
                cmd/pgplanectl:FuzzCorefileReader \
-               appliance:FuzzFileEditsOfServers
+               appliance:FuzzFileEditsOfServers \
+               appliance:FuzzFileEditsOfNetwork
 fuzz:
 	@failed=; for t in $(FUZZ_TARGETS); do \
 	  pkg=$${t%%:*}; name=$${t##*:}; echo "== $$name (./$$pkg), $(FUZZTIME)"; \

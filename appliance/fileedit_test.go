@@ -287,6 +287,43 @@ func serverNames(got, want []*topology.Server) string {
 //
 // SPEC: A1 A2 D4
 func TestFileEditsOfNetworkMatchWholeLoad(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 17))
+	atCost := networkEdits(t, 200, rng.IntN)
+	if atCost < 60 {
+		t.Fatalf("only %d of 200 edits were served at their cost", atCost)
+	}
+	t.Logf("%d of 200 edits served at their cost", atCost)
+}
+
+// FuzzFileEditsOfNetwork is TestFileEditsOfNetworkMatchWholeLoad with the
+// script's choices read from the input.
+//
+// SPEC: A1 A2 D4
+func FuzzFileEditsOfNetwork(f *testing.F) {
+	f.Add([]byte{1, 0, 3, 2, 5, 1, 0, 4, 0, 6, 1, 1, 7, 0, 2, 2, 3, 1})
+	f.Add([]byte{0, 6, 2, 1, 1, 9, 0, 4, 3, 1, 7, 1, 3, 0, 2, 5, 5})
+	f.Fuzz(func(t *testing.T, script []byte) {
+		if len(script) > 64 {
+			script = script[:64]
+		}
+		at := 0
+		pick := func(n int) int {
+			if at >= len(script) {
+				return 0
+			}
+			at++
+			return int(script[at-1]) % n
+		}
+		networkEdits(t, len(script)/3, pick)
+	})
+}
+
+// networkEdits runs a script of edits of a topology file's VNets and
+// zones, pick making its choices (a number below n), and checks each load
+// against a whole load of the same file; it returns how many edits were
+// served at their cost.
+func networkEdits(t testing.TB, steps int, pick func(n int) int) (atCost int) {
+	t.Helper()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "t.yaml")
 	devData, err := os.ReadFile(devTopology)
@@ -345,7 +382,6 @@ func TestFileEditsOfNetworkMatchWholeLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rng := rand.New(rand.NewPCG(5, 17))
 	type state struct {
 		vnets []int
 		wide  map[int]bool
@@ -358,35 +394,35 @@ func TestFileEditsOfNetworkMatchWholeLoad(t *testing.T) {
 		}
 		return state{slices.Clone(vnets), maps.Clone(wide), zs}
 	}
-	good, mend, nextVNet, nextZone, atCost := save(), false, 12, 4, 0
-	for step := range 200 {
+	good, mend, nextVNet, nextZone := save(), false, 12, 4
+	for step := range steps {
 		if mend {
 			vnets, wide, zones, mend = good.vnets, good.wide, good.zones, false
 			good = save()
 		}
-		for range 1 + rng.IntN(2) {
-			switch op := rng.IntN(8); {
+		for range 1 + pick(2) {
+			switch op := pick(8); {
 			case op < 2 && len(vnets) > 0: // a VNet's address spaces
-				v := vnets[rng.IntN(len(vnets))]
+				v := vnets[pick(len(vnets))]
 				wide[v] = !wide[v]
 			case op < 4: // a VNet added anywhere
-				vnets = slices.Insert(vnets, rng.IntN(len(vnets)+1), nextVNet)
+				vnets = slices.Insert(vnets, pick(len(vnets)+1), nextVNet)
 				nextVNet++
 			case op < 5 && len(vnets) > 0: // a VNet removed (refused while a zone links it)
-				i := rng.IntN(len(vnets))
+				i := pick(len(vnets))
 				vnets = slices.Delete(vnets, i, i+1)
 			case op < 7 && len(zones) > 0 && len(vnets) > 0: // a zone's links
-				z := &zones[rng.IntN(len(zones))]
-				z.links = []int{vnets[rng.IntN(len(vnets))]}
-				if rng.IntN(2) == 0 {
+				z := &zones[pick(len(zones))]
+				z.links = []int{vnets[pick(len(vnets))]}
+				if pick(2) == 0 {
 					z.links = append(z.links, nextVNet+7) // no such VNet: refused
 				}
 			case op < 8 && len(vnets) > 0: // a zone added or removed
-				if rng.IntN(2) == 0 || len(zones) == 0 {
-					zones = slices.Insert(zones, rng.IntN(len(zones)+1), zoneDef{nextZone, []int{vnets[rng.IntN(len(vnets))]}})
+				if pick(2) == 0 || len(zones) == 0 {
+					zones = slices.Insert(zones, pick(len(zones)+1), zoneDef{nextZone, []int{vnets[pick(len(vnets))]}})
 					nextZone++
 				} else {
-					i := rng.IntN(len(zones))
+					i := pick(len(zones))
 					zones = slices.Delete(zones, i, i+1)
 				}
 			}
@@ -443,8 +479,5 @@ func TestFileEditsOfNetworkMatchWholeLoad(t *testing.T) {
 			t.Fatalf("step %d: served VNets differ from the whole parse", step)
 		}
 	}
-	if atCost < 60 {
-		t.Fatalf("only %d of 200 edits were served at their cost", atCost)
-	}
-	t.Logf("%d of 200 edits served at their cost", atCost)
+	return atCost
 }
