@@ -138,22 +138,7 @@ func TestFileEditsOfServersMatchWholeLoad(t *testing.T) {
 //
 // SPEC: A1 A2
 func FuzzFileEditsOfServers(f *testing.F) {
-	f.Add([]byte{0, 3, 1, 5, 7, 2, 2, 1, 9, 1, 4, 0, 8, 8, 6, 3})
-	f.Add([]byte{9, 1, 0, 2, 9, 0, 1, 7, 3, 3, 3, 8, 0, 5, 5, 5, 2, 6, 1})
-	f.Fuzz(func(t *testing.T, script []byte) {
-		if len(script) > 64 {
-			script = script[:64]
-		}
-		at := 0
-		pick := func(n int) int {
-			if at >= len(script) {
-				return 0
-			}
-			at++
-			return int(script[at-1]) % n
-		}
-		fileEdits(t, len(script)/3, pick)
-	})
+	fuzzEdits(f, fileEdits, []byte{0, 3, 1, 5, 7, 2, 2, 1, 9, 1, 4, 0, 8, 8, 6, 3}, []byte{9, 1, 0, 2, 9, 0, 1, 7, 3, 3, 3, 8, 0, 5, 5, 5, 2, 6, 1})
 }
 
 // fileEdits runs a script of edits of a topology file's servers, pick
@@ -300,22 +285,7 @@ func TestFileEditsOfNetworkMatchWholeLoad(t *testing.T) {
 //
 // SPEC: A1 A2 D4
 func FuzzFileEditsOfNetwork(f *testing.F) {
-	f.Add([]byte{1, 0, 3, 2, 5, 1, 0, 4, 0, 6, 1, 1, 7, 0, 2, 2, 3, 1})
-	f.Add([]byte{0, 6, 2, 1, 1, 9, 0, 4, 3, 1, 7, 1, 3, 0, 2, 5, 5})
-	f.Fuzz(func(t *testing.T, script []byte) {
-		if len(script) > 64 {
-			script = script[:64]
-		}
-		at := 0
-		pick := func(n int) int {
-			if at >= len(script) {
-				return 0
-			}
-			at++
-			return int(script[at-1]) % n
-		}
-		networkEdits(t, len(script)/3, pick)
-	})
+	fuzzEdits(f, networkEdits, []byte{1, 0, 3, 2, 5, 1, 0, 4, 0, 6, 1, 1, 7, 0, 2, 2, 3, 1}, []byte{0, 6, 2, 1, 1, 9, 0, 4, 3, 1, 7, 1, 3, 0, 2, 5, 5})
 }
 
 // networkEdits runs a script of edits of a topology file's VNets and
@@ -480,4 +450,26 @@ func networkEdits(t testing.TB, steps int, pick func(n int) int) (atCost int) {
 		}
 	}
 	return atCost
+}
+
+// fuzzEdits runs an edit script (fileEdits, networkEdits) with its choices
+// read from the fuzzer's input, a byte each.
+func fuzzEdits(f *testing.F, run func(t testing.TB, steps int, pick func(n int) int) int, seeds ...[]byte) {
+	for _, seed := range seeds {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, script []byte) {
+		if len(script) > 64 {
+			script = script[:64]
+		}
+		at := 0
+		pick := func(n int) int {
+			if at >= len(script) {
+				return 0
+			}
+			at++
+			return int(script[at-1]) % n
+		}
+		run(t, len(script)/3, pick)
+	})
 }
