@@ -440,6 +440,9 @@ func (f *desiredState) editedServersLocked(file *topology.Topology, fresh []*top
 	if j != len(news) || len(names) > 64 && len(names) > len(news)/16 {
 		return false // a server moved, or so many changed that the whole load costs less
 	}
+	// The other sections are the same text as the served file's: keep one
+	// copy of them, not two.
+	file.DatacenterRanges, file.Regions, file.VNets, file.PrivateDNSZones = f.base.DatacenterRanges, f.base.Regions, f.base.VNets, f.base.PrivateDNSZones
 	base, baseServers := f.base, f.baseServers
 	f.base, f.baseServers = file, index
 	if len(names) == 0 {
