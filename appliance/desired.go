@@ -46,9 +46,11 @@ type desiredState struct {
 	// parsedServed is true when the parser's last read of the file is the
 	// topology served (not a file refused, or one read while a conflict stood).
 	parsedServed bool
-	seeds        [2]maphash.Seed // fileSum's, made with the first
-	mtime        time.Time
-	size         int64
+	// loaded says how the last load that served a file went (loadedHow).
+	loaded string
+	seeds  [2]maphash.Seed // fileSum's, made with the first
+	mtime  time.Time
+	size   int64
 
 	stop chan struct{}
 	done chan struct{}
@@ -375,6 +377,7 @@ func (f *desiredState) editedNetworkLocked(file *topology.Topology, vnets, zones
 	}
 	f.base = file
 	f.serveLocked(snap)
+	f.loaded = fmt.Sprintf("VNets changed: %d, zones: %d, checked and indexed with their servers", len(vnetSet), len(zoneSet))
 	return true
 }
 
@@ -446,13 +449,15 @@ func (f *desiredState) editedServersLocked(file *topology.Topology, fresh []*top
 	base, baseServers := f.base, f.baseServers
 	f.base, f.baseServers = file, index
 	if len(names) == 0 {
-		return true // the servers' text is as it was (a comment, a blank line)
+		f.loaded = "the same servers" // a comment, a blank line
+		return true
 	}
 	d, problems, vs, warnings, ok := f.layServerNamesLocked(names, f.serverValues(nil))
 	if ok && len(problems) == 0 && len(vs) == 0 && f.swapServersLocked(d) == nil {
 		for _, w := range warnings {
 			f.log.Warn().Msg(w.Error())
 		}
+		f.loaded = fmt.Sprintf("servers changed: %d, checked and indexed alone", len(names))
 		return true
 	}
 	f.base, f.baseServers = base, baseServers

@@ -78,6 +78,7 @@ func (f *desiredState) loadExpecting(settledAs *stamp) error {
 	}
 	sum := f.sumOf(data)
 	if f.current != nil && sum == f.sum {
+		f.loaded = "the same text"
 		return nil
 	}
 	// The Parser compares a file with the one it read last, which must be
@@ -144,7 +145,7 @@ func (f *desiredState) loadExpecting(settledAs *stamp) error {
 	if err := f.swapLocked(next, state); err != nil {
 		return fmt.Errorf("topology file %s: %w", f.path, err)
 	}
-	f.sum, f.base, f.parsedServed = sum, file, true
+	f.sum, f.base, f.parsedServed, f.loaded = sum, file, true, "whole"
 	f.baseServers = topology.NewServerIndex(file.Servers)
 	if conflict != nil {
 		f.setConflictLocked(conflict)
@@ -240,14 +241,25 @@ func (f *desiredState) watch() {
 			if errors.Is(err, errWriting) {
 				continue
 			}
-			releaseMemory()
+			how := f.loadedHow()
+			if err != nil || how == "whole" {
+				releaseMemory() // a whole read's garbage; an edit at its cost leaves little
+			}
 			if err != nil {
 				f.log.Error().Msgf("topology %s refused, still serving serial %d:\n%v", f.path, f.serial(), err)
 				continue
 			}
-			f.log.Info().Msgf("topology %s loaded: serial %d in %s", f.path, f.serial(), time.Since(start).Round(time.Microsecond))
+			f.log.Info().Msgf("topology %s loaded (%s): serial %d in %s", f.path, how, f.serial(), time.Since(start).Round(time.Microsecond))
 		}
 	}
+}
+
+// loadedHow says how the last load that served a file went: "whole", or
+// the edit it served at its cost.
+func (f *desiredState) loadedHow() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.loaded
 }
 
 func (f *desiredState) serial() uint32 {

@@ -54,6 +54,9 @@ func TestFileEditOfServersServedAtTheirCost(t *testing.T) {
 	if err := a.desired.load(); err != nil {
 		t.Fatal(err)
 	}
+	if how := a.desired.loadedHow(); how != "servers changed: 2, checked and indexed alone" {
+		t.Fatalf("the load says it went %q", how)
+	}
 	snap := a.Snapshot()
 	if snap.Server("orders-db") != orders {
 		t.Fatal("a server the edit did not touch was indexed again (the whole topology was rebuilt)")
