@@ -127,7 +127,7 @@ func (r reloadResult) median() time.Duration {
 	return s[len(s)/2]
 }
 
-var loadedRE = regexp.MustCompile(`loaded: serial \d+ in ([0-9.]+[µmn]?s)`)
+var loadedRE = regexp.MustCompile(`loaded \([^)]*\): serial \d+ in ([0-9.]+[µmn]?s)`)
 
 // reloadUnderLoad starts pgplane with a quick reload interval, sends a steady
 // load from four VNets, and rewrites the topology file five times (a link
