@@ -6,6 +6,7 @@ import (
 	"os"
 	"reflect"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"unsafe"
@@ -160,5 +161,40 @@ func TestParserDecodesLargeFilesAsParse(t *testing.T) {
 	_, _, gotErr := new(Parser).Parse("f.yaml", bad)
 	if wantErr == nil || fmt.Sprint(wantErr) != fmt.Sprint(gotErr) {
 		t.Fatalf("an unknown field in the last server:\nParse:  %v\nParser: %v", wantErr, gotErr)
+	}
+}
+
+// plainASCII's word-at-a-time check answers as the byte-at-a-time one does,
+// for every byte value at every place in a word.
+func TestPlainASCIIMatchesBytes(t *testing.T) {
+	base := []byte("servers:\n  - {name: a, region: r0}\n")
+	for at := range len(base) {
+		for b := range 256 {
+			data := slices.Clone(base)
+			data[at] = byte(b)
+			if got, want := plainASCII(data), plainBytes(data); got != want {
+				t.Fatalf("byte %#x at %d: plainASCII %v, byte by byte %v", b, at, got, want)
+			}
+		}
+	}
+}
+
+// BenchmarkPlainASCII measures the Parser's first pass over a file's text,
+// word at a time against byte at a time ("bytes", the baseline).
+func BenchmarkPlainASCII(b *testing.B) {
+	line := "  - {name: priv-00000, region: r0, access: private, network: {vnet: vnet-000, subnet: db}, backends: {primary: \"127.10.0.4:5432\"}}\n"
+	data := []byte(strings.Repeat(line, 1<<20/len(line)))
+	for _, c := range []struct {
+		name string
+		f    func([]byte) bool
+	}{{"words", plainASCII}, {"bytes", plainBytes}} {
+		b.Run(c.name, func(b *testing.B) {
+			b.SetBytes(int64(len(data)))
+			for b.Loop() {
+				if !c.f(data) {
+					b.Fatal("plain text taken for not plain")
+				}
+			}
+		})
 	}
 }
