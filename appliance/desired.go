@@ -361,22 +361,20 @@ func (f *desiredState) editedNetworkLocked(file *topology.Topology, vnets, zones
 	if !ok {
 		return false
 	}
+	// From here as a run-time change of these VNets and zones: laid over
+	// keeping the served servers, checked, served with WithNetwork.
 	file.Servers = f.base.Servers // the same servers: the file's index stays valid
-	laid, problems := topology.Overlay(file, f.values())
+	next, problems := f.layLocked(file, f.values(), keys)
 	if len(problems) > 0 {
 		return false
 	}
-	next := *laid
-	next.Servers = f.current.Topology.Servers
-	if vs := append(topology.CheckTransition(f.current.Topology, &next), topology.ValidateNetwork(&next, vnetSet, zoneSet)...); len(vs) > 0 {
+	if vs := append(topology.CheckTransition(f.current.Topology, next), f.validateLocked(next, keys)...); len(vs) > 0 {
 		return false
 	}
-	snap, err := f.current.WithNetwork(&next, f.nextSerialLocked())
-	if err != nil {
+	if f.swapChangedLocked(next, keys) != nil {
 		return false
 	}
 	f.base = file
-	f.serveLocked(snap)
 	f.loaded = fmt.Sprintf("VNets changed: %d, zones: %d, checked and indexed with their servers", len(vnetSet), len(zoneSet))
 	return true
 }
