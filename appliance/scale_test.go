@@ -149,7 +149,7 @@ func BenchmarkZoneChangeScale(b *testing.B) {
 // whole way (decode what changed, validate and index everything): the
 // baseline, in the same run.
 func BenchmarkFileEditScale(b *testing.B) {
-	g, err := benchkit.GenerateDNS(b.TempDir(), benchkit.DNSScale{Servers: 100000, Zones: 10000, VNets: 5000, Regions: 10})
+	g, err := benchkit.GenerateDNS(b.TempDir(), benchkit.ScaleShape(100000))
 	if err != nil {
 		b.Fatal(err)
 	}

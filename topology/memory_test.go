@@ -82,7 +82,7 @@ func BenchmarkGatewayFlipScale(b *testing.B) {
 // 100,000 servers and returns its text.
 func benchScaleFile(b *testing.B) []byte {
 	b.Helper()
-	g, err := benchkit.GenerateDNS(b.TempDir(), benchkit.DNSScale{Servers: 100000, Zones: 10000, VNets: 5000, Regions: 10})
+	g, err := benchkit.GenerateDNS(b.TempDir(), benchkit.ScaleShape(100000))
 	if err != nil {
 		b.Fatal(err)
 	}

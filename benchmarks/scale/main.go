@@ -72,7 +72,7 @@ func run(bin, out, sizes string, changes int, perfTime time.Duration) error {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return err
 		}
-		g, err := benchkit.GenerateDNS(dir, benchkit.DNSScale{Servers: n, Zones: n / 10, VNets: n / 20, Regions: 10})
+		g, err := benchkit.GenerateDNS(dir, benchkit.ScaleShape(n))
 		if err != nil {
 			return err
 		}

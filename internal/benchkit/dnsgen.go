@@ -24,6 +24,13 @@ type DNSTopology struct {
 // vnetSpace returns the /24 address space of VNet i, inside 127.0.0.0/8.
 func vnetSpace(i int) (a, b int) { return 10 + i/250, i % 250 }
 
+// ScaleShape is the topology make bench-scale generates for n servers: a
+// private DNS zone per 10 servers, a VNet per 20, 10 regions. The scale
+// benchmarks of the packages use it at 100,000 servers.
+func ScaleShape(n int) DNSScale {
+	return DNSScale{Servers: n, Zones: n / 10, VNets: n / 20, Regions: 10}
+}
+
 // GenerateDNS writes a topology of the given scale: half the servers public, half
 // private; private server j lives in VNet j%vnets and zone j%zones; zone z is
 // linked to VNets z%vnets and (z+vnets/2)%vnets; VNets are peered in pairs.

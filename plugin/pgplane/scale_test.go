@@ -15,7 +15,7 @@ import (
 // server: what the plugin adds to a server's cost in memory (#12).
 func BenchmarkAnswersMemory(b *testing.B) {
 	dir := b.TempDir()
-	g, err := benchkit.GenerateDNS(dir, benchkit.DNSScale{Servers: 100000, Zones: 10000, VNets: 5000, Regions: 10})
+	g, err := benchkit.GenerateDNS(dir, benchkit.ScaleShape(100000))
 	if err != nil {
 		b.Fatal(err)
 	}
