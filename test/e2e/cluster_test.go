@@ -74,6 +74,12 @@ func TestThreeNodeFailover(t *testing.T) {
 		writeFile(t, ndir, "gossip.key", base64.StdEncoding.EncodeToString(gossipKey))
 		// n3 is a DNS-only witness: it probes the backends' roles with a
 		// monitoring role of its own line (n1 and n2 use the auth role).
+		// Both backends claim to be primary, so a backend slow to answer
+		// two probes on a loaded machine (make test runs packages side
+		// by side) would move the names before the test begins: probes
+		// here wait a second and a target is down after three failures.
+		// A stopped server or a killed node is refused at once, so the
+		// failovers below are still seen within about a second.
 		gw := "cluster_monitor_user pgplane_auth auth.pgpass"
 		if i < 2 {
 			gw = fmt.Sprintf("gateway 127.0.0.2%d:%d\n        gateway_tls dev %s\n        gateway_auth_user pgplane_auth auth.pgpass\n        node_id %d", i+1, gwPort, tlsDir, i+1)
@@ -90,6 +96,8 @@ func TestThreeNodeFailover(t *testing.T) {
         cluster_bind %s
         cluster_join %s
         cluster_key_file gossip.key
+        cluster_probe_timeout 1s
+        cluster_fail_after 3
     }
 }
 `, dnsPort, i+1, gw, name, gossip[i], strings.Join(gossip, " "))
@@ -106,13 +114,23 @@ func TestThreeNodeFailover(t *testing.T) {
 	salesVia := func(gw string) (string, error) {
 		return psql(t, fmt.Sprintf("host=sales-db.postgres.database.azure.com hostaddr=%s port=%d sslmode=verify-full sslrootcert=%s user=app dbname=appdb", gw, gwPort, ca), "SELECT inet_server_port()")
 	}
+	pgplanectl := func(args ...string) (string, int) {
+		cmd := exec.Command(ctl, append(args, "--endpoint", fmt.Sprintf("http://127.0.0.12:%d", adminPort))...)
+		out, err := cmd.CombinedOutput()
+		code := 0
+		if e, ok := err.(*exec.ExitError); ok {
+			code = e.ExitCode()
+		}
+		return string(out), code
+	}
 	for i := range nodes {
 		if !answers(i, "127.0.1.10", "orders-db.postgres.database.azure.com", "127.0.1.4") || !answers(i, "127.0.0.1", "sales-db.postgres.database.azure.com", "127.0.0.21") {
 			t.Fatalf("node n%d does not start on the primaries", i+1)
 		}
 	}
 	if out, err := salesVia("127.0.0.21"); err != nil || out != fmt.Sprint(pgs[0].Port) {
-		t.Fatalf("sales-db must reach the primary: %v %s", err, out)
+		show, _ := pgplanectl("cluster", "show")
+		t.Fatalf("sales-db must reach the primary: %v %s\n%s", err, out, show)
 	}
 
 	// The primary PostgreSQL stops: every node answers the standby address,
@@ -148,15 +166,6 @@ func TestThreeNodeFailover(t *testing.T) {
 
 	// The operator fails back: refused while the primary is down, done
 	// once it is back, on every node.
-	pgplanectl := func(args ...string) (string, int) {
-		cmd := exec.Command(ctl, append(args, "--endpoint", fmt.Sprintf("http://127.0.0.12:%d", adminPort))...)
-		out, err := cmd.CombinedOutput()
-		code := 0
-		if e, ok := err.(*exec.ExitError); ok {
-			code = e.ExitCode()
-		}
-		return string(out), code
-	}
 	if out, code := pgplanectl("server", "failback", "--name", "orders-db"); code != 1 || !strings.Contains(out, "down") {
 		t.Fatalf("a failback to a dead primary must be refused: %d %s", code, out)
 	}
