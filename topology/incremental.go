@@ -473,19 +473,90 @@ func decodeAll(spans []span, todo []int, elem func(int) reflect.Type, set func(i
 				if from >= len(todo) {
 					return
 				}
-				for _, k := range todo[from:min(from+block, len(todo))] {
-					c := decodeChunk(spans[k], elem(k))
-					if c == nil {
-						failed.Store(true)
-						return
-					}
-					set(k, *c)
+				if !decodeBlock(spans, todo[from:min(from+block, len(todo))], elem, set) {
+					failed.Store(true)
+					return
 				}
 			}
 		}()
 	}
 	wg.Wait()
 	return !failed.Load()
+}
+
+// decodeBlock decodes the spans at the indexes block. Items of one
+// section that follow each other in block are parsed as one sequence
+// (decodeItems), since yaml.v3's set-up of a parse costs as much as a
+// small item's own parse; a run that does not parse as one falls back to
+// its spans one by one. It reports false when a span does not decode
+// cleanly on its own.
+func decodeBlock(spans []span, block []int, elem func(int) reflect.Type, set func(int, chunk)) bool {
+	for len(block) > 0 {
+		n := 1
+		if first := spans[block[0]]; first.item {
+			for n < len(block) && spans[block[n]].item && spans[block[n]].section == first.section {
+				n++
+			}
+		}
+		run := block[:n]
+		block = block[n:]
+		if n > 1 {
+			if chunks := decodeItems(spans, run, elem(run[0])); chunks != nil {
+				for i, k := range run {
+					set(k, chunks[i])
+				}
+				continue
+			}
+		}
+		for _, k := range run {
+			c := decodeChunk(spans[k], elem(k))
+			if c == nil {
+				return false
+			}
+			set(k, *c)
+		}
+	}
+	return true
+}
+
+// decodeItems parses the item spans at the indexes run, of one section, as
+// one sequence and decodes each item, or returns nil when that sequence
+// is not exactly those items, each decoding cleanly. The items come out as
+// each span's own parse gives them: a span's text starts with its item's
+// "- " at the section's indentation and its other lines are deeper, so a
+// sequence of exactly as many items holds each span's item alone (and no
+// alias ties one item to another: a file with an anchor or alias is parsed
+// whole, see plainASCII).
+func decodeItems(spans []span, run []int, elem reflect.Type) []chunk {
+	size := 0
+	for _, k := range run {
+		size += len(spans[k].text) + 1
+	}
+	text := make([]byte, 0, size)
+	for _, k := range run {
+		text = append(text, spans[k].text...)
+		if !strings.HasSuffix(spans[k].text, "\n") {
+			text = append(text, '\n')
+		}
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(text, &doc); err != nil || len(doc.Content) != 1 {
+		return nil
+	}
+	root := doc.Content[0]
+	if root.Kind != yaml.SequenceNode || len(root.Content) != len(run) {
+		return nil
+	}
+	chunks := make([]chunk, len(run))
+	known := schema{}
+	for i, node := range root.Content {
+		c := decodeNode(node, true, elem, known)
+		if c == nil {
+			return nil
+		}
+		chunks[i] = *c
+	}
+	return chunks
 }
 
 // decodeChunk parses and decodes one span, or returns nil when it does not
@@ -495,10 +566,16 @@ func decodeChunk(s span, elem reflect.Type) *chunk {
 	if node == nil {
 		return nil
 	}
-	if s.item && node.Kind == yaml.ScalarNode && node.ShortTag() == "!!null" {
+	return decodeNode(node, s.item, elem, schema{})
+}
+
+// decodeNode decodes a span's node (an item's, when item), or returns nil
+// when it has fields elem does not know (read in known) or does not decode.
+func decodeNode(node *yaml.Node, item bool, elem reflect.Type, known schema) *chunk {
+	if item && node.Kind == yaml.ScalarNode && node.ShortTag() == "!!null" {
 		return &chunk{null: true}
 	}
-	if len(unknownFields(node, elem, "")) > 0 {
+	if len(known.unknown(node, elem, "")) > 0 {
 		return nil
 	}
 	v := reflect.New(elem)

@@ -198,3 +198,39 @@ func BenchmarkPlainASCII(b *testing.B) {
 		})
 	}
 }
+
+// A server that refers to another's anchor follows an edit of the anchor:
+// a file with an anchor or an alias is parsed whole, so the Parser cannot
+// keep the alias's old value as an unchanged part.
+//
+// SPEC: A1
+func TestParserFollowsAnAliasToAnotherServer(t *testing.T) {
+	data, err := os.ReadFile("testdata/valid.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := strings.Replace(string(data), "    firewallRules:\n      - {name: office,", "    firewallRules: &rules\n      - {name: office,", 1)
+	first += "  - name: audit-db\n    region: eastus2\n    access: public\n    backends: {primary: \"127.0.0.1:55434\"}\n    firewallRules: *rules\n"
+	second := strings.Replace(first, "startIpAddress: 203.0.113.1, endIpAddress: 203.0.113.9", "startIpAddress: 203.0.113.1, endIpAddress: 203.0.113.20", 1)
+	if first == string(data) || second == first {
+		t.Fatal("testdata/valid.yaml no longer has the lines the test edits")
+	}
+	var p Parser
+	for i, text := range []string{first, second} {
+		got, _, err := p.Parse("f.yaml", []byte(text))
+		if err != nil {
+			t.Fatalf("version %d: %v", i+1, err)
+		}
+		want, _, err := Parse("f.yaml", []byte(text))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(want, got) {
+			t.Fatalf("version %d: the Parser's topology differs from Parse's", i+1)
+		}
+		audit := got.Servers.At(got.Servers.Len() - 1)
+		if end := audit.FirewallRules[0].EndIPAddress; audit.Name != "audit-db" || end != []string{"203.0.113.9", "203.0.113.20"}[i] {
+			t.Fatalf("version %d: %s's first rule ends at %s", i+1, audit.Name, end)
+		}
+	}
+}

@@ -106,6 +106,25 @@ func lineIn(n *yaml.Node, parts []string, line, offset int) int {
 // unknownFields walks the YAML tree beside the Go type it decodes into and
 // reports every mapping key that has no field, with its line.
 func unknownFields(n *yaml.Node, t reflect.Type, name string) Violations {
+	return schema{}.unknown(n, t, name)
+}
+
+// schema holds the YAML keys of the struct types one walk has met, so
+// that a walk over many servers reads each type's fields once.
+type schema map[reflect.Type]map[string]reflect.Type
+
+// fields returns the YAML keys of a struct type and their field types.
+func (s schema) fields(t reflect.Type) map[string]reflect.Type {
+	f, ok := s[t]
+	if !ok {
+		f = yamlFields(t)
+		s[t] = f
+	}
+	return f
+}
+
+// unknown is unknownFields with the walk's schema.
+func (s schema) unknown(n *yaml.Node, t reflect.Type, name string) Violations {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
@@ -114,7 +133,7 @@ func unknownFields(n *yaml.Node, t reflect.Type, name string) Violations {
 	case n.Kind == yaml.AliasNode:
 		return nil
 	case t.Kind() == reflect.Struct && n.Kind == yaml.MappingNode:
-		fields := yamlFields(t)
+		fields := s.fields(t)
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			key := n.Content[i]
 			ft, ok := fields[key.Value]
@@ -123,15 +142,15 @@ func unknownFields(n *yaml.Node, t reflect.Type, name string) Violations {
 					Message: fmt.Sprintf("unknown field %q in %s (known: %s)", key.Value, typeNoun(t), strings.Join(sortedKeys(fields), ", "))})
 				continue
 			}
-			out = append(out, unknownFields(n.Content[i+1], ft, name)...)
+			out = append(out, s.unknown(n.Content[i+1], ft, name)...)
 		}
 	case t == serverListType && n.Kind == yaml.SequenceNode:
 		for _, item := range n.Content {
-			out = append(out, unknownFields(item, serverType, name)...)
+			out = append(out, s.unknown(item, serverType, name)...)
 		}
 	case t.Kind() == reflect.Slice && n.Kind == yaml.SequenceNode:
 		for _, item := range n.Content {
-			out = append(out, unknownFields(item, t.Elem(), name)...)
+			out = append(out, s.unknown(item, t.Elem(), name)...)
 		}
 	}
 	return out
