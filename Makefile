@@ -125,6 +125,7 @@ lint:
 FUZZ_TARGETS ?= plugin/pgplane:FuzzServeDNS \
                topology:FuzzParse \
                topology:FuzzParserMatchesParse \
+               topology:FuzzPlainItemMatchesYAML \
                gateway:FuzzStartupPacket \
                gateway:FuzzProxyHeader \
                gateway:FuzzSession \

@@ -468,12 +468,14 @@ func decodeAll(spans []span, todo []int, elem func(int) reflect.Type, set func(i
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			var nodes plainNodes
+			known := schema{}
 			for !failed.Load() {
 				from := int(next.Add(block)) - block
 				if from >= len(todo) {
 					return
 				}
-				if !decodeBlock(spans, todo[from:min(from+block, len(todo))], elem, set) {
+				if !decodeBlock(spans, todo[from:min(from+block, len(todo))], elem, set, &nodes, known) {
 					failed.Store(true)
 					return
 				}
@@ -484,39 +486,59 @@ func decodeAll(spans []span, todo []int, elem func(int) reflect.Type, set func(i
 	return !failed.Load()
 }
 
-// decodeBlock decodes the spans at the indexes block. Items of one
-// section that follow each other in block are parsed as one sequence
-// (decodeItems), since yaml.v3's set-up of a parse costs as much as a
-// small item's own parse; a run that does not parse as one falls back to
-// its spans one by one. It reports false when a span does not decode
-// cleanly on its own.
-func decodeBlock(spans []span, block []int, elem func(int) reflect.Type, set func(int, chunk)) bool {
-	for len(block) > 0 {
-		n := 1
-		if first := spans[block[0]]; first.item {
-			for n < len(block) && spans[block[n]].item && spans[block[n]].section == first.section {
-				n++
-			}
-		}
-		run := block[:n]
-		block = block[n:]
-		if n > 1 {
-			if chunks := decodeItems(spans, run, elem(run[0])); chunks != nil {
+// decodeBlock decodes the spans at the indexes block, with a goroutine's
+// plainNodes and schema. An item in the plainest YAML is read by plainItem; the other items of a section are
+// parsed by yaml.v3 as one sequence (decodeItems), since yaml.v3's set-up
+// of a parse costs as much as a small item's own parse, and one by one if
+// that fails. It reports false when a span does not decode cleanly on its
+// own.
+func decodeBlock(spans []span, block []int, elem func(int) reflect.Type, set func(int, chunk), nodes *plainNodes, known schema) bool {
+	var parse []int // items left to yaml.v3, of one section
+	parsed := func() bool {
+		run := parse
+		parse = parse[:0]
+		if len(run) > 1 {
+			if chunks := decodeItems(spans, run, elem(run[0]), known); chunks != nil {
 				for i, k := range run {
 					set(k, chunks[i])
 				}
-				continue
+				return true
 			}
 		}
 		for _, k := range run {
-			c := decodeChunk(spans[k], elem(k))
+			c := decodeChunk(spans[k], elem(k), known)
 			if c == nil {
 				return false
 			}
 			set(k, *c)
 		}
+		return true
 	}
-	return true
+	for _, k := range block {
+		s := spans[k]
+		if s.item {
+			if node, ok := plainItem(s.text, nodes); ok {
+				if c := decodeNode(node, true, elem(k), known); c != nil {
+					set(k, *c)
+					continue
+				}
+			}
+			if len(parse) > 0 && spans[parse[0]].section != s.section && !parsed() {
+				return false
+			}
+			parse = append(parse, k)
+			continue
+		}
+		if !parsed() {
+			return false
+		}
+		c := decodeChunk(s, elem(k), known)
+		if c == nil {
+			return false
+		}
+		set(k, *c)
+	}
+	return parsed()
 }
 
 // decodeItems parses the item spans at the indexes run, of one section, as
@@ -527,7 +549,7 @@ func decodeBlock(spans []span, block []int, elem func(int) reflect.Type, set fun
 // sequence of exactly as many items holds each span's item alone (and no
 // alias ties one item to another: a file with an anchor or alias is parsed
 // whole, see plainASCII).
-func decodeItems(spans []span, run []int, elem reflect.Type) []chunk {
+func decodeItems(spans []span, run []int, elem reflect.Type, known schema) []chunk {
 	size := 0
 	for _, k := range run {
 		size += len(spans[k].text) + 1
@@ -548,7 +570,6 @@ func decodeItems(spans []span, run []int, elem reflect.Type) []chunk {
 		return nil
 	}
 	chunks := make([]chunk, len(run))
-	known := schema{}
 	for i, node := range root.Content {
 		c := decodeNode(node, true, elem, known)
 		if c == nil {
@@ -561,12 +582,12 @@ func decodeItems(spans []span, run []int, elem reflect.Type) []chunk {
 
 // decodeChunk parses and decodes one span, or returns nil when it does not
 // decode cleanly on its own.
-func decodeChunk(s span, elem reflect.Type) *chunk {
+func decodeChunk(s span, elem reflect.Type, known schema) *chunk {
 	node := spanNode(s)
 	if node == nil {
 		return nil
 	}
-	return decodeNode(node, s.item, elem, schema{})
+	return decodeNode(node, s.item, elem, known)
 }
 
 // decodeNode decodes a span's node (an item's, when item), or returns nil
