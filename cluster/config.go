@@ -32,7 +32,8 @@ type Config struct {
 	ProbeInterval time.Duration
 	ProbeTimeout  time.Duration
 	FailAfter     int
-	// VoteTTL is how long a node's votes count without being refreshed.
+	// VoteTTL is how long a node's votes count without being refreshed;
+	// zero: DefaultVoteTTL, or longer when rounds are slower (voteTTL).
 	VoteTTL time.Duration
 	// GatewayPort is the port probed on a gateway address whose port no
 	// member has announced.
@@ -70,3 +71,13 @@ const (
 	DefaultVoteTTL       = 1500 * time.Millisecond
 	rejoinInterval       = 5 * time.Second
 )
+
+// voteTTL is DefaultVoteTTL, or the time of two rounds when that is longer:
+// a node sends its votes once a round, and a round takes the probe interval
+// or, when a target lets its probe wait out the timeout twice (connect,
+// then the SSLRequest's answer), twice the timeout. Without it a probe
+// interval past the TTL lets every node's votes lapse between rounds, and
+// a quorum is there only now and then.
+func voteTTL(interval, timeout time.Duration) time.Duration {
+	return max(DefaultVoteTTL, 2*max(interval, 2*timeout))
+}

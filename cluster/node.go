@@ -90,7 +90,7 @@ func New(cfg Config, hooks Hooks) (*Node, error) {
 		cfg.FailAfter = DefaultFailAfter
 	}
 	if cfg.VoteTTL <= 0 {
-		cfg.VoteTTL = DefaultVoteTTL
+		cfg.VoteTTL = voteTTL(cfg.ProbeInterval, cfg.ProbeTimeout)
 	}
 	if cfg.GatewayPort == 0 {
 		cfg.GatewayPort = 5432

@@ -177,3 +177,55 @@ func TestDecisionsSurviveARestart(t *testing.T) {
 		t.Fatalf("the restored decision must be applied at start: %+v", applied)
 	}
 }
+
+// A node sends its votes once a round: with probes slower than the default
+// vote TTL (an interval of 2 s here), every member's votes must still count
+// at every moment, or a quorum is there only now and then.
+//
+// SPEC: C2 C3
+func TestVotesStayFreshWithSlowProbes(t *testing.T) {
+	primary, standby := pgtest.NoTLS(t, "127.0.0.1:0"), pgtest.NoTLS(t, "127.0.0.1:0")
+	topo := strings.NewReplacer("10.0.1.4:5432", primary.Addr().String(), "10.0.1.5:5432", standby.Addr().String()).Replace(testTopology)
+	parsed, _, err := topology.Parse("t.yaml", []byte(topo))
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap, _ := topology.NewSnapshot(parsed, topology.State{}, 1)
+	names := []string{"n1", "n2", "n3"}
+	binds := []string{freeAddr(t, "127.0.0.54"), freeAddr(t, "127.0.0.55"), freeAddr(t, "127.0.0.56")}
+	var nodes []*Node
+	for i, name := range names {
+		n, err := New(Config{
+			Name: name, Members: names, Bind: binds[i], Join: binds, Dev: true, NodeID: uint8(i + 1),
+			ProbeInterval: 2 * time.Second, Logger: zerolog.New(io.Discard),
+		}, Hooks{Snapshot: func() *topology.Snapshot { return snap }, Apply: func(topology.State) {}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		nodes = append(nodes, n)
+		defer n.Stop()
+	}
+	fresh := func(n *Node) int {
+		count := 0
+		for _, m := range n.Status().Members {
+			if m.VotesFresh {
+				count++
+			}
+		}
+		return count
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for fresh(nodes[0]) < 3 || fresh(nodes[1]) < 3 || fresh(nodes[2]) < 3 {
+		if time.Now().After(deadline) {
+			t.Fatal("the members' votes never all counted")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for end := time.Now().Add(5 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		for _, n := range nodes {
+			if got := fresh(n); got != 3 {
+				t.Fatalf("%s counts the votes of %d members of 3, with a probe round every 2 s", n.cfg.Name, got)
+			}
+		}
+	}
+}
