@@ -101,14 +101,13 @@ type span struct {
 	text    string
 }
 
-// section is one top-level key of a parsed file with its chunks.
+// section is one top-level key of a parsed file with its parts.
 type section struct {
 	keyLine int
 	item    bool
-	chunks  []chunk
-	spans   []span // where each chunk stands in this file, and its text: part of Parse's spans
+	spans   []span // where each part stands in this file, and its text: part of Parse's spans
 	from    int    // the index of the section's first span in Parse's spans
-	values  int    // the chunks that are not null items
+	values  int    // the parts that are not null items
 }
 
 // rememberedParts finds the decoded parts of the file read last by key. A
@@ -333,14 +332,22 @@ func (p *Parser) decodeSpans(spans []span) ([]spanValue, bool) {
 	fields := yamlFieldIndexes(reflect.TypeOf(Topology{}))
 	out := make([]spanValue, len(spans))
 	var todo []int
+	var (
+		idx     int
+		elem    reflect.Type
+		of      string // the section idx and elem are of
+		ofItems bool
+	)
 	for k, s := range spans {
-		idx, isField := fields[s.section]
-		if !isField {
-			return nil, false
-		}
-		elem := reflect.TypeOf(Topology{}).Field(idx).Type
-		if s.item {
-			elem = itemType(elem)
+		if k == 0 || s.section != of || s.item != ofItems {
+			var isField bool
+			if idx, isField = fields[s.section]; !isField {
+				return nil, false
+			}
+			elem, of, ofItems = reflect.TypeOf(Topology{}).Field(idx).Type, s.section, s.item
+			if s.item {
+				elem = itemType(elem)
+			}
 		}
 		v := &out[k]
 		v.field, v.elem, v.key = idx, elem, p.key(s)
@@ -384,29 +391,35 @@ func assemble(spans []span, values []spanValue) (*Topology, assembly) {
 			a.fresh.note(s.section, pt, v.c)
 		}
 		a.parts = append(a.parts, pt)
-		sec.chunks = append(sec.chunks, v.c)
 		sec.spans = spans[sec.from : k+1] // a section's spans are contiguous
 	}
 	for _, key := range a.order {
 		sec := a.sections[key]
 		field := tv.Field(values[sec.from].field)
 		if !sec.item {
-			field.Set(sec.chunks[0].value)
+			field.Set(values[sec.from].c.value)
 			continue
 		}
-		sliceType := field.Type()
-		if sliceType == serverListType {
-			sliceType = reflect.SliceOf(serverType)
-		}
-		slice := reflect.MakeSlice(sliceType, 0, len(sec.chunks))
-		for _, c := range sec.chunks {
-			if !c.null {
-				slice = reflect.Append(slice, c.value)
-			}
-		}
+		// The section's items, made at their length: at 100,000 servers
+		// appending them one by one (through reflect) took 70 ms an edit.
+		items := values[sec.from : sec.from+len(sec.spans)]
 		if field.Type() == serverListType {
-			field.Set(reflect.ValueOf(NewServerList(slice.Interface().([]*Server)...)))
+			servers := make([]*Server, 0, sec.values)
+			for k, v := range items {
+				if !v.c.null && spans[sec.from+k].section == key {
+					servers = append(servers, v.c.value.Interface().(*Server))
+				}
+			}
+			field.Set(reflect.ValueOf(NewServerList(servers...)))
 			continue
+		}
+		slice := reflect.MakeSlice(field.Type(), sec.values, sec.values)
+		j := 0
+		for k, v := range items {
+			if !v.c.null && spans[sec.from+k].section == key {
+				slice.Index(j).Set(v.c.value)
+				j++
+			}
 		}
 		field.Set(slice)
 	}
@@ -427,7 +440,7 @@ func sectionLine(sections map[string]*section, path string, docLine int) int {
 		return sec.keyLine
 	}
 	i, err := strconv.Atoi(parts[1])
-	if err != nil || i < 0 || i >= len(sec.chunks) {
+	if err != nil || i < 0 || i >= len(sec.spans) {
 		return sec.keyLine
 	}
 	offset := sec.spans[i].first - 1
