@@ -500,11 +500,11 @@ func decodeAll(spans []span, todo []int, elem func(int) reflect.Type, set func(i
 }
 
 // decodeBlock decodes the spans at the indexes block, with a goroutine's
-// plainNodes and schema. An item in the plainest YAML is read by plainItem; the other items of a section are
-// parsed by yaml.v3 as one sequence (decodeItems), since yaml.v3's set-up
-// of a parse costs as much as a small item's own parse, and one by one if
-// that fails. It reports false when a span does not decode cleanly on its
-// own.
+// plainNodes and schema. An item in the plainest YAML is read by
+// plainItem; the other items of a section are parsed by yaml.v3 as one
+// sequence (decodeItems), since yaml.v3's set-up of a parse costs as much
+// as a small item's own parse, and one by one if that fails. It reports
+// false when a span does not decode cleanly on its own.
 func decodeBlock(spans []span, block []int, elem func(int) reflect.Type, set func(int, chunk), nodes *plainNodes, known schema) bool {
 	var parse []int // items left to yaml.v3, of one section
 	parsed := func() bool {
