@@ -90,7 +90,10 @@ func New(cfg Config, hooks Hooks) (*Node, error) {
 		cfg.FailAfter = DefaultFailAfter
 	}
 	if cfg.VoteTTL <= 0 {
-		cfg.VoteTTL = voteTTL(cfg.ProbeInterval, cfg.ProbeTimeout)
+		if cfg.VoteTTL = voteTTL(cfg.ProbeInterval, cfg.ProbeTimeout); cfg.VoteTTL > DefaultVoteTTL {
+			cfg.Logger.Info().Dur("vote_ttl", cfg.VoteTTL).Dur("probe_interval", cfg.ProbeInterval).Dur("probe_timeout", cfg.ProbeTimeout).
+				Msg("cluster: probes slower than the default: a node's votes count for two probe rounds")
+		}
 	}
 	if cfg.GatewayPort == 0 {
 		cfg.GatewayPort = 5432
