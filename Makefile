@@ -121,7 +121,9 @@ lint:
 # after it; the run fails at the end and names them. FUZZPARALLEL sets each target's workers.
 # go test kills a worker whose input runs more than 10 s and reports it as "hung or terminated
 # unexpectedly: exit status 2" (golang/go#56238): a worker starved of CPU that long (a low-priority
-# run beside benchmarks) reports this too, with an input that passes on its own.
+# run beside benchmarks) reports this too, with an input that passes on its own. A run that ends
+# with "context deadline exceeded" and no failing input is go test's own race at the end of
+# -fuzztime (golang/go#75804), not a failure.
 FUZZ_TARGETS ?= plugin/pgplane:FuzzServeDNS \
                topology:FuzzParse \
                topology:FuzzParserMatchesParse \
@@ -145,11 +147,16 @@ FUZZ_TARGETS ?= plugin/pgplane:FuzzServeDNS \
                appliance:FuzzFileEditsOfServers \
                appliance:FuzzFileEditsOfNetwork
 fuzz:
-	@failed=; for t in $(FUZZ_TARGETS); do \
+	@failed=; log=$$(mktemp); trap 'rm -f $$log' EXIT; for t in $(FUZZ_TARGETS); do \
 	  pkg=$${t%%:*}; name=$${t##*:}; echo "== $$name (./$$pkg), $(FUZZTIME)"; \
 	  grep -qs "^func $$name(" $$pkg/*_test.go || { echo "no fuzz target $$name in ./$$pkg"; failed="$$failed $$name"; continue; }; \
-	  $(GO) test ./$$pkg -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) \
-	    $(if $(FUZZPARALLEL),-parallel $(FUZZPARALLEL)) || failed="$$failed $$name"; \
+	  { $(GO) test ./$$pkg -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) \
+	    $(if $(FUZZPARALLEL),-parallel $(FUZZPARALLEL)) && echo ok > $$log.rc || echo failed > $$log.rc; } 2>&1 | tee $$log; \
+	  if [ "$$(cat $$log.rc)" = failed ]; then \
+	    if grep -q '^    context deadline exceeded$$' $$log && ! grep -q 'Failing input written' $$log; then \
+	      echo "$$name: ran its time; go test's coordinator reported its own deadline (golang/go#75804), no failing input"; \
+	    else failed="$$failed $$name"; fi; \
+	  fi; rm -f $$log.rc; \
 	done; \
 	if [ -n "$$failed" ]; then echo "fuzz targets that failed:$$failed"; exit 1; fi
 
