@@ -131,6 +131,7 @@ FUZZ_TARGETS ?= plugin/pgplane:FuzzServeDNS \
                gateway:FuzzStartupPacket \
                gateway:FuzzProxyHeader \
                gateway:FuzzSession \
+               gateway:FuzzSessionAfterTLS \
                gateway:FuzzFrames \
                relay:FuzzRelayPassesBytes \
                pgwire:FuzzScramServer \

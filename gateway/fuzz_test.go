@@ -69,6 +69,34 @@ func FuzzSession(f *testing.F) {
 	for _, s := range seeds {
 		f.Add(s)
 	}
+	g := fuzzGateway(f)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		client, server := tcpPair(t)
+		done := make(chan struct{})
+		// Some sessions are ones the gateway refuses over its cap: they
+		// negotiate, then get the refusal.
+		var refusal *pgwire.Error
+		if len(data)%5 == 0 {
+			refusal = g.tooManyClients()
+		}
+		go g.serve(relay.NewSocket(server), refusal, func() { close(done) })
+		client.Write(data)
+		// Half-close: the session sees the end of the input at once instead
+		// of waiting for its handshake timeout (which bounds it regardless).
+		client.(*net.TCPConn).CloseWrite()
+		go io.Copy(io.Discard, client)
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("session did not end")
+		}
+		client.Close()
+	})
+}
+
+// fuzzGateway makes a gateway with the dev certificate and the fixture
+// topology, every backend at a closed address.
+func fuzzGateway(f *testing.F) *Gateway {
 	dir := f.TempDir()
 	cert, _, err := DevCertificates(filepath.Join(dir, "tls"), gatewayNames)
 	if err != nil {
@@ -92,27 +120,50 @@ func FuzzSession(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
+	return g
+}
+
+// FuzzSessionAfterTLS feeds arbitrary bytes to a gateway session inside a
+// TLS connection that a real client negotiated, as every default client
+// does: raw bytes (FuzzSession) cannot get past the handshake, so the
+// startup, password and cancel messages that come after it are fuzzed
+// here. The session must end without a panic. SPEC: G8 G2
+func FuzzSessionAfterTLS(f *testing.F) {
+	for _, s := range [][]byte{
+		startup(protocolV3, "user", "app", "database", "appdb"),
+		startup(protocolV3, "user", "app@reports-db", "database", "appdb", "application_name", "fuzz"),
+		startup(protocolV3, "user", "app", "options", "-c search_path=x"),
+		append(startup(protocolV3, "user", "app"), 'p', 0, 0, 0, 7, 'p', 'w', 0),
+		requestPacket(cancelRequestCode, 3<<24|1, 42),
+		startup(3<<16|2, "user", "app", "_pq_.x", "1"),
+		requestPacket(sslRequestCode),
+	} {
+		f.Add(s)
+	}
+	g := fuzzGateway(f)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		client, server := tcpPair(t)
+		defer client.Close()
 		done := make(chan struct{})
-		// Some sessions are ones the gateway refuses over its cap: they
-		// negotiate, then get the refusal.
-		var refusal *pgwire.Error
-		if len(data)%5 == 0 {
-			refusal = g.tooManyClients()
+		go g.serve(relay.NewSocket(server), nil, func() { close(done) })
+		client.SetDeadline(time.Now().Add(5 * time.Second))
+		client.Write(requestPacket(sslRequestCode))
+		var answer [1]byte
+		if _, err := io.ReadFull(client, answer[:]); err != nil || answer[0] != 'S' {
+			t.Fatalf("the SSLRequest was answered %q (%v), want S", answer[:], err)
 		}
-		go g.serve(relay.NewSocket(server), refusal, func() { close(done) })
-		client.Write(data)
-		// Half-close: the session sees the end of the input at once instead
-		// of waiting for its handshake timeout (which bounds it regardless).
-		client.(*net.TCPConn).CloseWrite()
-		go io.Copy(io.Discard, client)
+		tc := tls.Client(client, &tls.Config{InsecureSkipVerify: true, ServerName: "reports-db.postgres.database.azure.com"})
+		if err := tc.Handshake(); err != nil {
+			t.Fatalf("TLS handshake: %v", err)
+		}
+		tc.Write(data)
+		tc.CloseWrite() // close_notify: the session sees the end of the input
+		go io.Copy(io.Discard, tc)
 		select {
 		case <-done:
 		case <-time.After(5 * time.Second):
 			t.Fatalf("session did not end")
 		}
-		client.Close()
 	})
 }
 
