@@ -69,7 +69,7 @@ func FuzzSession(f *testing.F) {
 	for _, s := range seeds {
 		f.Add(s)
 	}
-	g := fuzzGateway(f)
+	g := fuzzGateway(f, 200*time.Millisecond) // it bounds the sessions waiting for more input
 	f.Fuzz(func(t *testing.T, data []byte) {
 		client, server := tcpPair(t)
 		done := make(chan struct{})
@@ -95,8 +95,9 @@ func FuzzSession(f *testing.F) {
 }
 
 // fuzzGateway makes a gateway with the dev certificate and the fixture
-// topology, every backend at a closed address.
-func fuzzGateway(f *testing.F) *Gateway {
+// topology, every backend at a closed address, and the handshake timeout
+// given.
+func fuzzGateway(f *testing.F, handshakeTimeout time.Duration) *Gateway {
 	dir := f.TempDir()
 	cert, _, err := DevCertificates(filepath.Join(dir, "tls"), gatewayNames)
 	if err != nil {
@@ -114,7 +115,7 @@ func fuzzGateway(f *testing.F) *Gateway {
 	if err != nil {
 		f.Fatal(err)
 	}
-	g, err := New(Config{TLS: &tls.Config{Certificates: []tls.Certificate{cert}}, HandshakeTimeout: 200 * time.Millisecond,
+	g, err := New(Config{TLS: &tls.Config{Certificates: []tls.Certificate{cert}}, HandshakeTimeout: handshakeTimeout,
 		AuthRole: pgtest.AuthRole, AuthPassfile: passfile,
 		DialTimeout: 200 * time.Millisecond, Logger: zerolog.New(io.Discard)}, snap)
 	if err != nil {
@@ -140,13 +141,15 @@ func FuzzSessionAfterTLS(f *testing.F) {
 	} {
 		f.Add(s)
 	}
-	g := fuzzGateway(f)
+	// The client's close_notify ends a session waiting for more input; the
+	// handshake must not time out on a fuzzing worker starved of CPU.
+	g := fuzzGateway(f, 5*time.Second)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		client, server := tcpPair(t)
 		defer client.Close()
 		done := make(chan struct{})
 		go g.serve(relay.NewSocket(server), nil, func() { close(done) })
-		client.SetDeadline(time.Now().Add(5 * time.Second))
+		client.SetDeadline(time.Now().Add(10 * time.Second))
 		client.Write(requestPacket(sslRequestCode))
 		var answer [1]byte
 		if _, err := io.ReadFull(client, answer[:]); err != nil || answer[0] != 'S' {
@@ -161,7 +164,7 @@ func FuzzSessionAfterTLS(f *testing.F) {
 		go io.Copy(io.Discard, tc)
 		select {
 		case <-done:
-		case <-time.After(5 * time.Second):
+		case <-time.After(10 * time.Second):
 			t.Fatalf("session did not end")
 		}
 	})
