@@ -128,13 +128,7 @@ func atoi(s string) int {
 //
 // SPEC: C4 C5
 func TestDecisionsSurviveARestart(t *testing.T) {
-	primary, standby := pgtest.NoTLS(t, "127.0.0.1:0"), pgtest.NoTLS(t, "127.0.0.1:0")
-	topo := strings.NewReplacer("10.0.1.4:5432", primary.Addr().String(), "10.0.1.5:5432", standby.Addr().String()).Replace(testTopology)
-	parsed, _, err := topology.Parse("t.yaml", []byte(topo))
-	if err != nil {
-		t.Fatal(err)
-	}
-	snap, _ := topology.NewSnapshot(parsed, topology.State{}, 1)
+	snap := haSnapshot(t)
 	dir := t.TempDir()
 	var mu sync.Mutex
 	var applied []topology.State
@@ -184,13 +178,7 @@ func TestDecisionsSurviveARestart(t *testing.T) {
 //
 // SPEC: C2 C3
 func TestVotesStayFreshWithSlowProbes(t *testing.T) {
-	primary, standby := pgtest.NoTLS(t, "127.0.0.1:0"), pgtest.NoTLS(t, "127.0.0.1:0")
-	topo := strings.NewReplacer("10.0.1.4:5432", primary.Addr().String(), "10.0.1.5:5432", standby.Addr().String()).Replace(testTopology)
-	parsed, _, err := topology.Parse("t.yaml", []byte(topo))
-	if err != nil {
-		t.Fatal(err)
-	}
-	snap, _ := topology.NewSnapshot(parsed, topology.State{}, 1)
+	snap := haSnapshot(t)
 	names := []string{"n1", "n2", "n3"}
 	binds := []string{freeAddr(t, "127.0.0.54"), freeAddr(t, "127.0.0.55"), freeAddr(t, "127.0.0.56")}
 	var nodes []*Node
@@ -228,4 +216,18 @@ func TestVotesStayFreshWithSlowProbes(t *testing.T) {
 			}
 		}
 	}
+}
+
+// haSnapshot is testTopology's snapshot with orders-db's two backends at
+// servers that answer an SSLRequest, up until the test ends.
+func haSnapshot(t *testing.T) *topology.Snapshot {
+	t.Helper()
+	primary, standby := pgtest.NoTLS(t, "127.0.0.1:0"), pgtest.NoTLS(t, "127.0.0.1:0")
+	topo := strings.NewReplacer("10.0.1.4:5432", primary.Addr().String(), "10.0.1.5:5432", standby.Addr().String()).Replace(testTopology)
+	parsed, _, err := topology.Parse("t.yaml", []byte(topo))
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap, _ := topology.NewSnapshot(parsed, topology.State{}, 1)
+	return snap
 }
