@@ -400,26 +400,23 @@ func assemble(spans []span, values []spanValue) (*Topology, assembly) {
 			field.Set(values[sec.from].c.value)
 			continue
 		}
-		// The section's items, made at their length: at 100,000 servers
-		// appending them one by one (through reflect) took 70 ms an edit.
-		items := values[sec.from : sec.from+len(sec.spans)]
-		if field.Type() == serverListType {
-			servers := make([]*Server, 0, sec.values)
-			for k, v := range items {
-				if !v.c.null && spans[sec.from+k].section == key {
-					servers = append(servers, v.c.value.Interface().(*Server))
-				}
-			}
-			field.Set(reflect.ValueOf(NewServerList(servers...)))
-			continue
+		// The section's items, made at their length (appended one by one
+		// through reflect they took 39 ms a parse at 100,000 servers).
+		sliceType := field.Type()
+		if sliceType == serverListType {
+			sliceType = reflect.SliceOf(serverType)
 		}
-		slice := reflect.MakeSlice(field.Type(), sec.values, sec.values)
+		slice := reflect.MakeSlice(sliceType, sec.values, sec.values)
 		j := 0
-		for k, v := range items {
+		for k, v := range values[sec.from : sec.from+len(sec.spans)] {
 			if !v.c.null && spans[sec.from+k].section == key {
 				slice.Index(j).Set(v.c.value)
 				j++
 			}
+		}
+		if field.Type() == serverListType {
+			field.Set(reflect.ValueOf(NewServerList(slice.Interface().([]*Server)...)))
+			continue
 		}
 		field.Set(slice)
 	}
