@@ -204,28 +204,17 @@ func fileEdits(t testing.TB, steps int, pick func(n int) int) (atCost int) {
 				}
 			}
 		}
-		if err := os.WriteFile(path, []byte(text()), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		served := a.Snapshot()
 		// A server in the file before and after, with the same text: its
 		// index entry stays when the edit is served at the servers' cost.
 		var untouched *topology.ServerInfo
 		for _, sv := range servers {
 			if strings.Count(text(), sv) == 1 && strings.Count(before, sv) == 1 {
-				untouched = served.Server(nameOf(sv))
+				untouched = a.Snapshot().Server(nameOf(sv))
 				break
 			}
 		}
-		loadErr := a.desired.load()
-		whole, _, parseErr := topology.Parse(path, []byte(text()))
-		if (loadErr == nil) != (parseErr == nil) {
-			t.Fatalf("step %d: the load says %v, a whole parse %v", step, loadErr, parseErr)
-		}
-		if loadErr != nil {
-			if a.Snapshot() != served {
-				t.Fatalf("step %d: a refused edit changed the snapshot", step)
-			}
+		whole := loadBesideWhole(t, a, path, text(), step)
+		if whole == nil {
 			mend = true
 			continue
 		}
@@ -400,20 +389,9 @@ func networkEdits(t testing.TB, steps int, pick func(n int) int) (atCost int) {
 				}
 			}
 		}
-		if err := os.WriteFile(path, []byte(text()), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		served := a.Snapshot()
-		orders := served.Server("orders-db")
-		loadErr := a.desired.load()
-		whole, _, parseErr := topology.Parse(path, []byte(text()))
-		if (loadErr == nil) != (parseErr == nil) {
-			t.Fatalf("step %d: the load says %v, a whole parse %v", step, loadErr, parseErr)
-		}
-		if loadErr != nil {
-			if a.Snapshot() != served {
-				t.Fatalf("step %d: a refused edit changed the snapshot", step)
-			}
+		orders := a.Snapshot().Server("orders-db")
+		whole := loadBesideWhole(t, a, path, text(), step)
+		if whole == nil {
 			mend = true
 			continue
 		}
@@ -453,6 +431,30 @@ func networkEdits(t testing.TB, steps int, pick func(n int) int) (atCost int) {
 		}
 	}
 	return atCost
+}
+
+// loadBesideWhole writes text to the topology file at path and loads it,
+// and parses it whole: both must refuse it or both take it, and a refused
+// file must leave the snapshot served as it was. It returns the whole
+// parse, or nil when the file was refused.
+func loadBesideWhole(t testing.TB, a *Appliance, path, text string, step int) *topology.Topology {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	served := a.Snapshot()
+	loadErr := a.desired.load()
+	whole, _, parseErr := topology.Parse(path, []byte(text))
+	if (loadErr == nil) != (parseErr == nil) {
+		t.Fatalf("step %d: the load says %v, a whole parse %v", step, loadErr, parseErr)
+	}
+	if loadErr != nil {
+		if a.Snapshot() != served {
+			t.Fatalf("step %d: a refused edit changed the snapshot", step)
+		}
+		return nil
+	}
+	return whole
 }
 
 // fuzzEdits runs an edit script (fileEdits, networkEdits) with its choices
